@@ -1,0 +1,1 @@
+"""Offline evaluation: detector mAP (and later tracking and billing) against ground truth."""

@@ -1,0 +1,125 @@
+"""The ``dishtracker`` command: one entry point for the daemon and its tools.
+
+Subcommands register their own arguments; heavy modules (PyAV, ONNX
+Runtime, torch) are imported only by the subcommand that needs them, so
+``dishtracker --help`` is instant. ``calibrate`` lives in the separate
+``calibration`` package (site tools may import the daemon, never the
+reverse): it is looked up by name only when that subcommand runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from edge import __version__
+from edge.errors import DishTrackerError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from edge.sim.live import parse_size
+    from edge.sim.writer import write_sequence
+
+    size = parse_size(args.size)
+    total = int(round(args.seconds * args.fps))
+    with tqdm(total=total, desc=f"sim seed {args.seed}", unit="frame",
+              disable=args.quiet) as bar:
+        summary = write_sequence(
+            args.out, seed=args.seed, seconds=args.seconds, fps=args.fps, size=size,
+            difficulty=args.difficulty, balanced=args.balanced,
+            progress=lambda n: bar.update(n - bar.n),
+        )
+    print(f"wrote {summary.out}: {summary.frames} frames, {summary.trays} trays, "
+          f"{summary.objects} objects")
+    return 0
+
+
+def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sim", help="render a synthetic checkout sequence with ground truth")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--fps", type=float, default=20.0)
+    p.add_argument("--size", default="640x480", help="WxH")
+    p.add_argument("--difficulty", default="standard", choices=["easy", "standard", "hard"])
+    p.add_argument("--balanced", action="store_true", help="dish classes uniform (training)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_sim)
+
+
+def _lazy(module: str, adder: str, runner: str) -> tuple[Callable[..., None], Handler]:
+    """Argument adder and runner of a subcommand whose module loads only when used."""
+
+    def add(p: argparse.ArgumentParser) -> None:
+        getattr(importlib.import_module(module), adder)(p)
+
+    def run(args: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(module), runner)(args))
+
+    return add, run
+
+
+_EVAL = {
+    "detector": ("edge.eval.cli_detector", "add_eval_detector_arguments", "run_eval_detector",
+                 "mAP of a detector on a simulator sequence or a COCO dataset"),
+}
+_CALIBRATE = {
+    "dataset": ("calibration.dataset", "add_dataset_arguments", "run_dataset",
+                "export simulator seeds as a COCO detection dataset"),
+    "train": ("calibration.train", "add_train_arguments", "run_train",
+              "fine-tune the detector (transfer learning from ImageNet)"),
+    "export": ("calibration.export", "add_export_arguments", "run_export",
+               "export a training checkpoint to the ONNX contract"),
+}
+
+
+def _add_group(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str,
+    table: dict[str, tuple[str, str, str, str]], argv: Sequence[str],
+) -> None:
+    group = sub.add_parser(name, help=help_)
+    gsub = group.add_subparsers(dest=f"{name}_command", required=True)
+    for cmd, (module, adder, runner, text) in table.items():
+        p = gsub.add_parser(cmd, help=text)
+        add, run = _lazy(module, adder, runner)
+        # only import the module whose arguments are actually needed
+        if len(argv) >= 2 and argv[0] == name and argv[1] == cmd:
+            add(p)
+        p.set_defaults(handler=run)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The full argument parser (subcommand modules load lazily)."""
+    parser = argparse.ArgumentParser(prog="dishtracker", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"dishtracker {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_sim(sub)
+    _add_group(sub, "eval", "evaluate a detector (and later the tracker)", _EVAL, argv)
+    _add_group(sub, "calibrate", "site tools: dataset, training, export", _CALIBRATE, argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``dishtracker``; returns the process exit code (2 for bad input)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    try:
+        return int(args.handler(args))
+    except DishTrackerError as err:
+        print(f"dishtracker: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dishtracker: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
