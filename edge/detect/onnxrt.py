@@ -1,0 +1,180 @@
+"""ONNX Runtime detector backend: the default, CPU-only way to run the detection stage.
+
+Sits in the detection stage (:mod:`edge.detect`) between decoded frames and
+the tracker: :class:`OnnxRuntimeDetector` chains preprocessing
+(:mod:`edge.detect.preprocess`), one ONNX Runtime session and a decoder
+(:mod:`edge.detect.decode`), all configured from the model's metadata
+(:mod:`edge.detect.model_info`). Normally built through
+:func:`edge.detect.load_detector`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+from edge.detect.decode import Decoder, decoder_for
+from edge.detect.model_info import ModelInfo, Signature, TensorSpec, model_info
+from edge.detect.preprocess import Letterbox
+from edge.errors import ModelError
+from edge.frames import Detections
+
+# ONNX Runtime's exceptions (Fail, InvalidProtobuf, InvalidArgument, ...) share no base
+# class but Exception, and the set differs between releases: collect them all.
+_ORT_ERRORS = tuple(error for error in vars(ort_errors).values()
+                    if isinstance(error, type) and issubclass(error, Exception))
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
+              "tensor(double)": "float64", "tensor(uint8)": "uint8", "tensor(int8)": "int8",
+              "tensor(int32)": "int32", "tensor(int64)": "int64"}
+
+
+class OnnxRuntimeDetector:
+    """Detect objects with an ONNX model on ONNX Runtime.
+
+    Parameters
+    ----------
+    path : str or Path
+        ONNX model meeting the contract (``detections-v1``) or an Ultralytics
+        YOLOv8/11 detection export.
+    threads : int
+        ONNX Runtime intra-op threads (inter-op is 1, execution sequential).
+        Measured speed-ups per thread count: ``bench/detector.py``.
+    score_threshold : float
+        Detections scoring below are dropped, in ``[0, 1]``.
+    providers : sequence of str, optional
+        ONNX Runtime execution providers; default ``["CPUExecutionProvider"]``.
+
+    Raises
+    ------
+    ModelError
+        If the file is missing, unreadable by ONNX Runtime or not a usable detector.
+
+    Notes
+    -----
+    Not thread-safe: one detector is created and used by one thread (the
+    detection stage's single-thread executor, which also loads it). Run
+    several detectors for several threads.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1, score_threshold: float = 0.25,
+                 providers: Sequence[str] | None = None) -> None:
+        path = Path(path)
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        if not path.is_file():
+            raise ModelError(f"{path}: no such model file")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            session = ort.InferenceSession(
+                str(path), sess_options=options,
+                providers=list(providers) if providers else ["CPUExecutionProvider"])
+        except _ORT_ERRORS as err:
+            raise ModelError(f"{path}: ONNX Runtime cannot load it: {err}") from err
+        self.path = path
+        self.info: ModelInfo = model_info(session.get_modelmeta().custom_metadata_map,
+                                          _signature(session), str(path))
+        self._session: ort.InferenceSession | None = session
+        self._input = session.get_inputs()[0].name
+        self._output = session.get_outputs()[0].name
+        self._letterbox = Letterbox.from_info(self.info)
+        self._decoder: Decoder = decoder_for(self.info, score_threshold)
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads the session runs with."""
+        return int(self._live().get_session_options().intra_op_num_threads)
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers the session uses, in priority order."""
+        return list(self._live().get_providers())
+
+    def detect(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[Detections]:
+        """Detect objects in each image.
+
+        Parameters
+        ----------
+        images : sequence of np.ndarray
+            ``(height, width, 3)`` uint8 BGR images, of any sizes.
+
+        Returns
+        -------
+        list of Detections
+            One per image, in order, boxes in that image's pixels.
+
+        Notes
+        -----
+        With a dynamic batch dimension all images go through the network in
+        one call; with a fixed batch ``b`` they go ``b`` at a time (the last
+        call padded with blank inputs).
+        """
+        if not images:
+            return []
+        size = self.info.batch or len(images)
+        results: list[Detections] = []
+        for start in range(0, len(images), size):
+            chunk = images[start:start + size]
+            tensor, mappings = self._letterbox.batch(chunk)
+            if len(chunk) < size:
+                blank = np.zeros((size - len(chunk), *tensor.shape[1:]), np.float32)
+                tensor = np.concatenate([tensor, blank])
+            results.extend(self._decoder(self.infer(tensor)[:len(chunk)], mappings))
+        return results
+
+    def infer(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Run the network alone.
+
+        Parameters
+        ----------
+        tensor : np.ndarray
+            ``(N, 3, H, W)`` float32 network input (see
+            :class:`~edge.detect.preprocess.Letterbox`).
+
+        Returns
+        -------
+        np.ndarray
+            The first output as float32, boxes in network input pixels.
+        """
+        session = self._live()
+        try:
+            output = session.run([self._output], {self._input: tensor})[0]
+        except _ORT_ERRORS as err:
+            raise ModelError(f"{self.path}: inference failed on input "
+                             f"{list(tensor.shape)}: {err}") from err
+        return np.asarray(output, dtype=np.float32)
+
+    def close(self) -> None:
+        """Release the session; the detector cannot be used afterwards. Idempotent."""
+        self._session = None
+
+    def __enter__(self) -> OnnxRuntimeDetector:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def _live(self) -> ort.InferenceSession:
+        if self._session is None:
+            raise RuntimeError(f"detector for {self.path} is closed")
+        return self._session
+
+
+def _signature(session: ort.InferenceSession) -> Signature:
+    def spec(arg: ort.NodeArg) -> TensorSpec:
+        shape = None if arg.shape is None else tuple(
+            d if isinstance(d, int) and d > 0 else None for d in arg.shape)
+        return TensorSpec(arg.name, _ORT_TYPES.get(arg.type, arg.type), shape)
+
+    return Signature(tuple(spec(a) for a in session.get_inputs()),
+                     tuple(spec(a) for a in session.get_outputs()))
