@@ -47,7 +47,12 @@ def tray_records(scene: Scene, truth: list[BoxRecord], n_frames: int) -> list[Tr
     seen: dict[int, list[int]] = {}
     for r in truth:
         seen.setdefault(r.track_id, []).append(r.frame)
-    occluded: set[int] = {r.track_id for r in truth if r.visibility < 0.5}
+    # under a hand: less than half visible while wholly inside the picture
+    occluded: set[int] = {
+        r.track_id for r in truth
+        if r.visibility < 0.5 and r.x > 0.5 and r.x + r.w < scene.width - 0.5
+        and r.y > 0.5 and r.y + r.h < scene.height - 0.5
+    }
     out = []
     for plan in scene.plans:
         if plan.tray_id not in seen:
@@ -103,6 +108,9 @@ def write_sequence(
         stream = container.add_stream("libx264", rate=int(round(fps)))
         stream.width, stream.height = scene.width, scene.height
         stream.pix_fmt = "yuv420p"
+        # one encoder thread: x264's output depends on its thread count, and a
+        # sequence must be byte-identical on every machine for a given seed
+        stream.codec_context.thread_count = 1
         stream.options = {"crf": str(scene.level.crf), "preset": "veryfast", "g": str(2 * int(fps))}
         for f, img, gt in scene.frames(n):
             frame = av.VideoFrame.from_ndarray(img, format="bgr24")
