@@ -1,15 +1,16 @@
 """Messages that flow between the pipeline's stages.
 
-For now this holds :class:`Detections`, what the detection stage
-(:mod:`edge.detect`) hands to the tracker. ``Frame``, ``Track`` and
-``TrayBill`` will join it as their stages are built; keep the module small:
-plain frozen, slotted dataclasses with validation and no behaviour beyond
-construction.
+source -> :class:`Frame` -> detect -> :class:`Detections` -> track ->
+:class:`TrackedFrame` (the frame, its detections if it was detected, and the
+live :class:`Track` s) -> annotate / bill. Plain frozen, slotted dataclasses
+with validation and no behaviour beyond construction. ``TrayBill`` joins
+them with the billing stage.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
@@ -67,3 +68,84 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded picture of one stream.
+
+    Parameters
+    ----------
+    stream_id : str
+        Id of the stream in the site config.
+    seq : int
+        0-based number of the frame among those the source delivered.
+    image : np.ndarray
+        ``(height, width, 3)`` uint8 BGR. Never modified after creation.
+    capture_time : float
+        ``time.monotonic()`` when the frame was captured (synthetic camera)
+        or received and decoded (network and file sources).
+    pts : int or None
+        Presentation timestamp in ``time_base`` units, if the container has one.
+    time_base : Fraction or None
+        Unit of ``pts`` in seconds.
+    stamps : tuple of (str, float)
+        ``(stage, time.monotonic())`` appended by each stage as it finishes
+        the frame; the pipeline turns differences into latency histograms.
+    """
+
+    stream_id: str
+    seq: int
+    image: npt.NDArray[np.uint8]
+    capture_time: float
+    pts: int | None = None
+    time_base: Fraction | None = None
+    stamps: tuple[tuple[str, float], ...] = ()
+
+    def stamped(self, stage: str, when: float) -> Frame:
+        """A copy with ``(stage, when)`` appended to ``stamps``."""
+        return replace(self, stamps=(*self.stamps, (stage, when)))
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """One tracked object in one frame.
+
+    Parameters
+    ----------
+    track_id : int
+        Stable id for the object's life in this stream (> 0).
+    box : tuple of 4 float
+        ``x1, y1, x2, y2`` in source image pixels (estimated when not detected).
+    class_id : int
+        The class voted over the track's whole life (not the last detection's).
+    class_name : str
+        Name of ``class_id`` from the model's class names.
+    confidence : float
+        Share of the vote the winning class holds, 0-1.
+    hits : int
+        Frames in which a detection updated the track.
+    detected : bool
+        True if a detection matched the track in this frame, False if predicted.
+    """
+
+    track_id: int
+    box: tuple[float, float, float, float]
+    class_id: int
+    class_name: str
+    confidence: float
+    hits: int
+    detected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedFrame:
+    """A frame after tracking: what annotation and billing consume.
+
+    ``detections`` is None for frames the scheduler did not send to the
+    detector (the tracker predicted them).
+    """
+
+    frame: Frame
+    detections: Detections | None
+    tracks: tuple[Track, ...]

@@ -1,0 +1,222 @@
+"""The site config: one TOML file, validated by pydantic at the boundary.
+
+``dishtracker run`` without ``--config`` uses the built-in defaults (one
+synthetic camera, the shipped model, ONNX Runtime on the CPU). Invalid config
+is refused with every error's field path and reason; a running daemon keeps
+its last good config (see :mod:`edge.web.app`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edge.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "dishnet.onnx"
+StreamId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IceServer(_Strict):
+    """A STUN or TURN server for WebRTC (not needed on a LAN)."""
+
+    urls: list[str] = Field(min_length=1)
+    username: str | None = None
+    credential: str | None = None
+
+
+class ServerConfig(_Strict):
+    """HTTP and WebRTC."""
+
+    host: str = "0.0.0.0"  # noqa: S104  # the cashier's browser is on another machine
+    port: int = Field(8080, ge=1, le=65535)
+    max_peers: int = Field(8, ge=1, le=256, description="WebRTC viewers in total")
+    codec: Literal["vp8", "h264"] = "vp8"
+    ice_servers: list[IceServer] = Field(default_factory=list)
+
+
+class DetectorConfig(_Strict):
+    """Detection stage."""
+
+    model: Path = DEFAULT_MODEL
+    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    threads: int = Field(1, ge=1, le=64, description="inference threads (ONNX Runtime)")
+    score_threshold: float = Field(0.3, gt=0.0, lt=1.0)
+    max_rate_hz: float = Field(20.0, gt=0.0, le=120.0, description="per stream, at most")
+    min_rate_hz: float = Field(2.0, gt=0.0, le=120.0, description="per stream, under load")
+
+    @model_validator(mode="after")
+    def _rates(self) -> DetectorConfig:
+        if self.min_rate_hz > self.max_rate_hz:
+            raise ValueError("min_rate_hz must not exceed max_rate_hz")
+        return self
+
+
+class TrackerConfig(_Strict):
+    """Norfair tracking per stream."""
+
+    iou_threshold: float = Field(0.2, gt=0.0, lt=1.0, description="min IoU to match")
+    hit_counter_max: int = Field(15, ge=1, le=1000, description="frames a track survives unseen")
+    initialization_delay: int = Field(2, ge=0, le=100)
+
+
+class StorageConfig(_Strict):
+    """Where the daemon keeps its state (journal, token, engine cache)."""
+
+    dir: Path = Path("var")
+
+
+class StreamConfig(_Strict):
+    """One camera."""
+
+    id: StreamId
+    url: str = Field(min_length=1, description="rtsp://, http(s)://, udp://, file path, "
+                     "/dev/videoN or synthetic://?seed=…")
+    enabled: bool = True
+    transport: Literal["tcp", "udp"] = "tcp"
+    loop: bool = Field(True, description="files only: start again at the end")
+    stall_timeout_s: float = Field(5.0, gt=0.0, le=300.0)
+    reconnect_initial_s: float = Field(0.5, gt=0.0, le=60.0)
+    reconnect_max_s: float = Field(10.0, gt=0.0, le=600.0)
+    options: dict[str, str] = Field(default_factory=dict, description="extra FFmpeg options")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        known = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtp://", "file://",
+                 "synthetic://", "/", "./", "../")
+        if not url.startswith(known) and "://" in url:
+            raise ValueError(f"unsupported URL scheme in {url!r}")
+        return url
+
+
+def _default_streams() -> list[StreamConfig]:
+    return [StreamConfig(id="cam1", url="synthetic://?seed=1&fps=20&size=640x480")]
+
+
+class SiteConfig(_Strict):
+    """Everything a site configures."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    streams: list[StreamConfig] = Field(default_factory=_default_streams)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> SiteConfig:
+        ids = [s.id for s in self.streams]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"stream ids must be unique, repeated: {dup}")
+        return self
+
+
+def format_errors(err: ValidationError) -> list[str]:
+    """One ``field.path: reason`` line per validation error."""
+    out = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(root)"
+        out.append(f"{path}: {e['msg']}")
+    return out
+
+
+def parse_config(data: dict[str, Any], *, source: str = "config") -> SiteConfig:
+    """Validate a config mapping.
+
+    Raises
+    ------
+    ConfigError
+        With one line per error (``field.path: reason``); ``.errors`` holds them.
+    """
+    try:
+        return SiteConfig.model_validate(data)
+    except ValidationError as err:
+        lines = format_errors(err)
+        exc = ConfigError(f"{source}: {len(lines)} error(s):\n  " + "\n  ".join(lines))
+        exc.errors = lines  # type: ignore[attr-defined]
+        raise exc from None
+
+
+def load_config(path: Path | None) -> SiteConfig:
+    """Read and validate a TOML site config; ``None`` gives the built-in defaults."""
+    if path is None:
+        return SiteConfig()
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    return parse_config(data, source=str(path))
+
+
+def to_toml(config: SiteConfig) -> str:
+    """Serialise a config as TOML (tables in a stable order)."""
+    data = json.loads(config.model_dump_json())
+    lines: list[str] = []
+    for table in ("server", "detector", "tracker", "storage"):
+        lines.append(f"[{table}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in data[table].items()]
+        lines.append("")
+    for stream in data["streams"]:
+        lines.append("[[streams]]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in stream.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()
+                                if x is not None) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def write_config_atomic(path: Path, config: SiteConfig) -> None:
+    """Write ``config`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
+    text = to_toml(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON schema of the site config (``GET /api/config/schema``)."""
+    return SiteConfig.model_json_schema()

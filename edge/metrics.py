@@ -1,0 +1,79 @@
+"""Prometheus metrics of the daemon, one registry per running pipeline.
+
+Stages get a :class:`Metrics` object in their constructor and count into it;
+nothing logs per frame. A private ``CollectorRegistry`` (not the global
+default) lets tests run several pipelines in one process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
+                    0.5, 0.75, 1.0, 2.0)
+
+
+class Metrics:
+    """Every metric the daemon exports; label ``stream`` is the stream id.
+
+    Attributes
+    ----------
+    stage_latency : Histogram
+        Seconds from capture to the end of a stage; labels ``stream``, ``stage``
+        (``decode``, ``detect``, ``track``, ``annotate``, ``send``).
+    frames : Counter
+        Frames through a stage; labels ``stream``, ``stage``.
+    drops : Counter
+        Frames dropped; labels ``stream``, ``cause`` (``decode_slot``,
+        ``detect_skipped``, ``view_slot``, ``camera``).
+    decode_errors : Counter
+        Corrupt packets/frames skipped; label ``stream``.
+    reconnects : Counter
+        Source reconnect attempts; label ``stream``.
+    source_up : Gauge
+        1 while the stream delivers frames, else 0; label ``stream``.
+    fps : Gauge
+        Frames per second delivered by the source over the last seconds.
+    detect_rate : Gauge
+        Detections per second per stream (the scheduler lowers it under load).
+    detect_batch : Histogram
+        Frames per detector call.
+    detect_seconds : Histogram
+        Wall time of one detector call (preprocess + inference + decode).
+    peers : Gauge
+        Connected WebRTC peers; label ``stream``.
+    tracks : Gauge
+        Live tracks; label ``stream``.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.stage_latency = Histogram(
+            "dishtracker_stage_latency_seconds", "Capture to end of stage",
+            ["stream", "stage"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.frames = Counter("dishtracker_frames", "Frames through a stage",
+                              ["stream", "stage"], registry=r)
+        self.drops = Counter("dishtracker_frame_drops", "Frames dropped, by cause",
+                             ["stream", "cause"], registry=r)
+        self.decode_errors = Counter("dishtracker_decode_errors", "Corrupt input skipped",
+                                     ["stream"], registry=r)
+        self.reconnects = Counter("dishtracker_source_reconnects", "Reconnect attempts",
+                                  ["stream"], registry=r)
+        self.source_up = Gauge("dishtracker_source_up", "1 while delivering frames",
+                               ["stream"], registry=r)
+        self.fps = Gauge("dishtracker_stream_fps", "Delivered frames per second",
+                         ["stream"], registry=r)
+        self.detect_rate = Gauge("dishtracker_detection_rate_hz", "Detections per second",
+                                 ["stream"], registry=r)
+        self.detect_batch = Histogram("dishtracker_detect_batch_size", "Frames per call",
+                                      buckets=(1, 2, 3, 4, 6, 8, 12, 16), registry=r)
+        self.detect_seconds = Histogram("dishtracker_detect_seconds", "Detector call time",
+                                        buckets=_LATENCY_BUCKETS, registry=r)
+        self.peers = Gauge("dishtracker_webrtc_peers", "Connected WebRTC peers",
+                           ["stream"], registry=r)
+        self.tracks = Gauge("dishtracker_tracks", "Live tracks", ["stream"], registry=r)
+
+    def render(self) -> bytes:
+        """The text exposition format for ``GET /metrics``."""
+        return generate_latest(self.registry)
