@@ -1,0 +1,195 @@
+"""CenterNet training targets and losses for the stride-8 detector head.
+
+Sits between :mod:`calibration.data` (boxes in network-input pixels) and
+:mod:`calibration.trainer`. Each object becomes a Gaussian peak on its class
+heatmap, with the radius CenterNet derives from the box size, plus a log-size
+and a sub-cell offset target at its centre cell. Objects marked ``ignore``
+(less than half visible) draw no peak and switch the heatmap loss off inside
+their box on their class channel, so they count neither as positive nor
+negative.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 -- the PyTorch convention
+from numpy.typing import NDArray
+
+from calibration.model import STRIDE
+
+MIN_OVERLAP = 0.7  # CenterNet: a box shifted by the radius keeps IoU >= 0.7
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """Dense targets of one image on a ``(h, w)`` output grid.
+
+    Attributes
+    ----------
+    heatmap : np.ndarray
+        ``(C, h, w)`` float32 in [0, 1]; exactly 1 at object centre cells.
+    heatmap_weight : np.ndarray
+        ``(C, h, w)`` float32; 0 where the heatmap loss is ignored, else 1.
+    regression : np.ndarray
+        ``(4, h, w)`` float32: log width, log height (grid cells), offset x, y
+        (cells, in [0, 1)); valid where ``regression_mask`` is 1.
+    regression_mask : np.ndarray
+        ``(h, w)`` float32; 1 at object centre cells.
+    """
+
+    heatmap: NDArray[Any]
+    heatmap_weight: NDArray[Any]
+    regression: NDArray[Any]
+    regression_mask: NDArray[Any]
+
+
+def gaussian_radius(height: float, width: float, min_overlap: float = MIN_OVERLAP) -> float:
+    """CenterNet's Gaussian radius for a box of ``height x width`` grid cells.
+
+    The smallest of the three quadratic solutions in CornerNet/CenterNet
+    (``gaussian_radius`` in their code), so that a prediction within the radius
+    still has IoU >= ``min_overlap`` with the box.
+    """
+    a1, b1 = 1.0, height + width
+    c1 = width * height * (1 - min_overlap) / (1 + min_overlap)
+    r1 = (b1 + math.sqrt(b1**2 - 4 * a1 * c1)) / 2
+    a2, b2 = 4.0, 2 * (height + width)
+    c2 = (1 - min_overlap) * width * height
+    r2 = (b2 + math.sqrt(b2**2 - 4 * a2 * c2)) / 2
+    a3, b3 = 4 * min_overlap, -2 * min_overlap * (height + width)
+    c3 = (min_overlap - 1) * width * height
+    r3 = (b3 + math.sqrt(b3**2 - 4 * a3 * c3)) / 2
+    return min(r1, r2, r3)
+
+
+def draw_gaussian(heatmap: NDArray[Any], center: tuple[int, int], radius: int) -> None:
+    """Max-blend a Gaussian of ``radius`` cells centred on ``center=(x, y)`` into ``(h, w)``."""
+    diameter = 2 * radius + 1
+    sigma = diameter / 6
+    offsets = np.arange(-radius, radius + 1, dtype=np.float32)
+    kernel = np.exp(-(offsets[None, :] ** 2 + offsets[:, None] ** 2) / (2 * sigma * sigma))
+    x, y = center
+    height, width = heatmap.shape
+    left, right = min(x, radius), min(width - x, radius + 1)
+    top, bottom = min(y, radius), min(height - y, radius + 1)
+    region = heatmap[y - top : y + bottom, x - left : x + right]
+    patch = kernel[radius - top : radius + bottom, radius - left : radius + right]
+    np.maximum(region, patch, out=region)
+
+
+def encode_targets(
+    boxes: NDArray[Any],
+    classes: NDArray[Any],
+    ignore: NDArray[Any],
+    num_classes: int,
+    input_size: tuple[int, int],
+) -> Targets:
+    """Encode boxes of one image into dense CenterNet targets.
+
+    Parameters
+    ----------
+    boxes : np.ndarray
+        ``(n, 4)`` x1, y1, x2, y2 in network-input pixels.
+    classes : np.ndarray
+        ``(n,)`` int class ids in ``[0, num_classes)``.
+    ignore : np.ndarray
+        ``(n,)`` bool; True for objects neither positive nor negative.
+    num_classes : int
+        C.
+    input_size : tuple of int
+        ``(width, height)`` of the network input in pixels.
+
+    Returns
+    -------
+    Targets
+        On the ``(height / 8, width / 8)`` grid.
+    """
+    grid_w, grid_h = input_size[0] // STRIDE, input_size[1] // STRIDE
+    heatmap = np.zeros((num_classes, grid_h, grid_w), np.float32)
+    weight = np.ones_like(heatmap)
+    regression = np.zeros((4, grid_h, grid_w), np.float32)
+    mask = np.zeros((grid_h, grid_w), np.float32)
+    for box, cls, skip in zip(boxes / STRIDE, classes, ignore, strict=True):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if skip:
+            weight[
+                cls, max(0, math.floor(y1)) : math.ceil(y2), max(0, math.floor(x1)) : math.ceil(x2)
+            ] = 0
+            continue
+        width, height = x2 - x1, y2 - y1
+        if width <= 0 or height <= 0:
+            continue
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        ix = min(max(int(cx), 0), grid_w - 1)
+        iy = min(max(int(cy), 0), grid_h - 1)
+        radius = max(0, int(gaussian_radius(math.ceil(height), math.ceil(width))))
+        draw_gaussian(heatmap[cls], (ix, iy), radius)
+        regression[:, iy, ix] = (math.log(width), math.log(height), cx - ix, cy - iy)
+        mask[iy, ix] = 1.0
+    weight[heatmap > 0] = 1.0  # a real object inside an ignored box still counts
+    return Targets(heatmap, weight, regression, mask)
+
+
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CenterNet's penalty-reduced focal loss (alpha 2, beta 4), summed.
+
+    Parameters
+    ----------
+    logits, target, weight : torch.Tensor
+        ``(N, C, h, w)``: heatmap logits, Gaussian targets, per-cell loss weight.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        Summed loss (scalar) and the number of positive cells (scalar).
+    """
+    positive = (target >= 1.0).to(logits.dtype)
+    prob = torch.sigmoid(logits)
+    log_p, log_not_p = F.logsigmoid(logits), F.logsigmoid(-logits)
+    pos_loss = positive * (1 - prob) ** 2 * log_p
+    neg_loss = (1 - positive) * (1 - target) ** 4 * prob**2 * log_not_p
+    return -(weight * (pos_loss + neg_loss)).sum(), positive.sum()
+
+
+def detection_loss(
+    outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    batch: dict[str, torch.Tensor],
+    size_weight: float = 1.0,
+    offset_weight: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """Total loss of a batch and its parts, each normalised by the number of objects.
+
+    Parameters
+    ----------
+    outputs : tuple of torch.Tensor
+        :class:`calibration.model.DishNet` outputs (heatmap logits, log-size, offset).
+    batch : dict of torch.Tensor
+        Stacked :class:`Targets` fields: ``heatmap``, ``heatmap_weight``,
+        ``regression``, ``regression_mask``.
+
+    Returns
+    -------
+    dict of torch.Tensor
+        Scalars ``loss``, ``heatmap``, ``size``, ``offset``.
+    """
+    heatmap_logits, log_size, offset = outputs
+    heat_sum, num_pos = focal_loss(heatmap_logits, batch["heatmap"], batch["heatmap_weight"])
+    norm = torch.clamp(num_pos, min=1.0)
+    mask = batch["regression_mask"].unsqueeze(1)
+    regression = batch["regression"]
+    size = (mask * (log_size - regression[:, :2]).abs()).sum() / norm
+    off = (mask * (offset - regression[:, 2:]).abs()).sum() / norm
+    heat = heat_sum / norm
+    return {
+        "loss": heat + size_weight * size + offset_weight * off,
+        "heatmap": heat,
+        "size": size,
+        "offset": off,
+    }

@@ -1,0 +1,136 @@
+"""``dishtracker calibrate train``: fine-tune the dish detector on a site's data.
+
+Sits at the boundary between the command line (``edge/cli.py`` registers
+:func:`add_train_arguments` and calls :func:`run_train`) and the training
+loop in :mod:`calibration.trainer`. This module imports no torch at import
+time, so the command line works without the ``train`` extra and names it when
+a training command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from calibration.extras import require_train_extra
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError as err:
+        msg = f"--input-size {text!r}: expected WIDTHxHEIGHT, e.g. 320x240"
+        raise argparse.ArgumentTypeError(msg) from err
+    if width <= 0 or height <= 0 or width % 16 or height % 16:
+        msg = f"--input-size {text!r}: width and height must be positive multiples of 16"
+        raise argparse.ArgumentTypeError(msg)
+    return width, height
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dishtracker calibrate train``."""
+    parser.add_argument(
+        "--data", type=Path, required=True, help="dataset root with train/ and val/"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, ONNX)")
+    parser.add_argument("--init", type=Path, default=None, help="start from an ONNX model or .ckpt")
+    parser.add_argument(
+        "--freeze-backbone",
+        action="store_true",
+        help="shallow fine-tuning: train only neck and head (backbone weights and BN stats fixed)",
+    )
+    parser.add_argument(
+        "--freeze-blocks", type=int, default=0, metavar="K",
+        help="deep fine-tuning with the stem and the first K backbone blocks frozen "
+        "(cheaper steps; 0 = everything trains)",
+    )
+    parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="random-init backbone instead of ImageNet weights (transfer-learning baseline)",
+    )
+    parser.add_argument("--epochs", type=int, default=30, help="total epochs (a resume continues)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the cycle")
+    parser.add_argument("--lr-min", type=float, default=None, help="cycle floor (default lr/10)")
+    parser.add_argument(
+        "--backbone-lr-scale", type=float, default=0.1, help="backbone lr factor (deep fine-tuning)"
+    )
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument(
+        "--cycle-mode", choices=["triangular", "triangular2", "exp_range"], default="triangular2"
+    )
+    parser.add_argument(
+        "--half-cycle-epochs", type=float, default=2.0, help="epochs from cycle floor to peak"
+    )
+    parser.add_argument(
+        "--max-images", type=int, default=None, help="label budget: first N training images"
+    )
+    parser.add_argument(
+        "--val-max-images", type=int, default=200, help="validation images per epoch"
+    )
+    parser.add_argument("--time-budget-s", type=float, default=None, help="stop after this long")
+    parser.add_argument("--input-size", type=_input_size, default=(320, 240), help="WxH pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="ignore an existing last.ckpt in --out (default: resume from it)",
+    )
+    parser.add_argument(
+        "--model-version", default=None, help="version string for the ONNX metadata"
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``dishtracker calibrate train``; returns the exit status.
+
+    Raises
+    ------
+    MissingExtraError
+        Without torch and the EfficientNet-Lite0 packages.
+    """
+    require_train_extra()
+    from calibration.trainer import TrainConfig, train  # noqa: PLC0415 -- needs torch
+
+    config = TrainConfig(
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_min=args.lr_min,
+        backbone_lr_scale=args.backbone_lr_scale,
+        weight_decay=args.weight_decay,
+        cycle_mode=args.cycle_mode,
+        half_cycle_epochs=args.half_cycle_epochs,
+        freeze_backbone=args.freeze_backbone,
+        freeze_blocks=args.freeze_blocks,
+        pretrained=not args.from_scratch,
+        init=args.init,
+        max_images=args.max_images,
+        val_max_images=args.val_max_images,
+        time_budget_s=args.time_budget_s,
+        input_size=tuple(args.input_size),
+        seed=args.seed,
+        threads=args.threads,
+        workers=args.workers,
+        resume=args.resume,
+        model_version=args.model_version,
+    )
+    train(config)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry: ``python -m calibration.train --data DIR --out DIR``."""
+    parser = argparse.ArgumentParser(prog="python -m calibration.train", description=__doc__)
+    add_train_arguments(parser)
+    return run_train(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

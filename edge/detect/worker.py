@@ -1,0 +1,196 @@
+"""The detection worker: one inference thread serving every stream in batches.
+
+Streams ask for detection of their newest frame when their rate says one is
+due; the worker gathers the requests that arrive together (at most one per
+stream) into one batch, runs the backend in its single executor thread (which
+also loaded the model: backends such as TensorRT are not thread-safe), and
+answers each stream. Under load it lowers the per-stream detection rate
+(additive increase, multiplicative decrease on the worker's busy share)
+instead of letting video wait: the tracker predicts the frames in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.config import DetectorConfig
+from edge.detect import Detector, load_detector
+from edge.frames import Detections, Frame
+from edge.metrics import Metrics
+
+LOAD_SCORE_THRESHOLD = 0.05  # the backend keeps weak boxes; the live threshold filters here
+BUSY_HIGH = 0.85  # busy share above which rates go down
+BUSY_LOW = 0.60  # and below which they creep back up
+
+
+@dataclass(slots=True)
+class _Request:
+    frame: Frame
+    future: asyncio.Future[Detections]
+
+
+@dataclass(slots=True)
+class RateControl:
+    """Per-stream detection rate between ``min_hz`` and ``max_hz``."""
+
+    min_hz: float
+    max_hz: float
+    hz: float = 0.0
+    last: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.hz = self.max_hz
+
+    def due(self, stream_id: str, now: float) -> bool:
+        """True if ``stream_id`` should detect a frame captured at ``now``."""
+        last = self.last.get(stream_id)
+        # a 10 % allowance keeps 20 Hz on a 20 fps stream despite capture jitter
+        return last is None or now - last >= 0.9 / self.hz
+
+    def mark(self, stream_id: str, now: float) -> None:
+        """Record that ``stream_id`` detected a frame captured at ``now``."""
+        self.last[stream_id] = now
+
+    def adapt(self, busy: float) -> None:
+        """Adjust to the worker's busy share over the last window (0-1)."""
+        if busy > BUSY_HIGH:
+            self.hz = max(self.min_hz, self.hz * 0.8)
+        elif busy < BUSY_LOW:
+            self.hz = min(self.max_hz, self.hz + 0.5)
+
+
+class DetectionWorker:
+    """Runs one detector for all streams.
+
+    Parameters
+    ----------
+    config : DetectorConfig
+        Model, backend, threads, score threshold, rate bounds.
+    metrics : Metrics
+        Where batch sizes, call times and rates are counted.
+    loader : callable, optional
+        ``(config) -> Detector``; defaults to :func:`edge.detect.load_detector`.
+    """
+
+    def __init__(self, config: DetectorConfig, metrics: Metrics,
+                 loader: Callable[[DetectorConfig], Detector] | None = None) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.rate = RateControl(config.min_rate_hz, config.max_rate_hz)
+        self._loader = loader or _load
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
+        self._detector: Detector | None = None
+        self._pending: dict[str, _Request] = {}
+        self._wake = asyncio.Event()
+        self._busy = 0.0
+        self._window_start = time.monotonic()
+        self._counts: dict[str, int] = {}
+        self.class_names: tuple[str, ...] = ()
+
+    @property
+    def loaded(self) -> bool:
+        """True once the model is loaded."""
+        return self._detector is not None
+
+    async def load(self) -> None:
+        """Load the model in the inference thread (raises the backend's error)."""
+        loop = asyncio.get_running_loop()
+        self._detector = await loop.run_in_executor(self._executor, self._loader, self.config)
+        self.class_names = tuple(self._detector.info.class_names)
+
+    def reconfigure(self, config: DetectorConfig) -> None:
+        """Apply a new threshold and rate bounds live (model changes need a restart)."""
+        self.config = config
+        self.rate.min_hz, self.rate.max_hz = config.min_rate_hz, config.max_rate_hz
+        self.rate.hz = min(max(self.rate.hz, config.min_rate_hz), config.max_rate_hz)
+
+    def due(self, frame: Frame) -> bool:
+        """Whether this frame of its stream should be detected."""
+        return self.rate.due(frame.stream_id, frame.capture_time)
+
+    async def detect(self, frame: Frame) -> Detections:
+        """Detect ``frame`` in the next batch; a newer request of the same stream
+        replaces an older one still waiting (which then gets no result)."""
+        loop = asyncio.get_running_loop()
+        old = self._pending.pop(frame.stream_id, None)
+        if old is not None and not old.future.done():
+            old.future.cancel()
+            self.metrics.drops.labels(frame.stream_id, "detect_replaced").inc()
+        req = _Request(frame, loop.create_future())
+        self._pending[frame.stream_id] = req
+        self.rate.mark(frame.stream_id, frame.capture_time)
+        self._wake.set()
+        return await req.future
+
+    async def run(self) -> None:
+        """Serve batches until cancelled."""
+        if self._detector is None:
+            await self.load()
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                await asyncio.sleep(0)  # let streams whose frames arrived together join
+                batch = [r for r in self._pending.values() if not r.future.done()]
+                self._pending.clear()
+                if not batch:
+                    continue
+                images = [r.frame.image for r in batch]
+                t0 = time.monotonic()
+                results = await loop.run_in_executor(self._executor, self._call, images)
+                took = time.monotonic() - t0
+                self._account(batch, took)
+                for req, dets in zip(batch, results, strict=True):
+                    if not req.future.done():
+                        req.future.set_result(self._threshold(dets))
+        finally:
+            for req in self._pending.values():
+                req.future.cancel()
+
+    def _call(self, images: list[np.ndarray]) -> list[Detections]:
+        assert self._detector is not None
+        return self._detector.detect(images)
+
+    def _threshold(self, dets: Detections) -> Detections:
+        keep = dets.scores >= self.config.score_threshold
+        if keep.all():
+            return dets
+        return Detections(dets.boxes[keep], dets.scores[keep], dets.classes[keep])
+
+    def _account(self, batch: list[_Request], took: float) -> None:
+        self.metrics.detect_batch.observe(len(batch))
+        self.metrics.detect_seconds.observe(took)
+        self._busy += took
+        for req in batch:
+            sid = req.frame.stream_id
+            self._counts[sid] = self._counts.get(sid, 0) + 1
+        now = time.monotonic()
+        span = now - self._window_start
+        if span >= 1.0:
+            self.rate.adapt(self._busy / span)
+            for sid, n in self._counts.items():
+                self.metrics.detect_rate.labels(sid).set(n / span)
+            self._busy, self._window_start, self._counts = 0.0, now, {}
+
+    def detect_rate(self, stream_id: str) -> float:
+        """Detections per second of ``stream_id`` over the last window (from metrics)."""
+        return float(self.metrics.detect_rate.labels(stream_id)._value.get())
+
+    async def close(self) -> None:
+        """Release the model in its own thread and stop the executor."""
+        if self._detector is not None:
+            det, self._detector = self._detector, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, det.close)
+        self._executor.shutdown(wait=False)
+
+
+def _load(config: DetectorConfig) -> Detector:
+    return load_detector(config.model, config.backend, threads=config.threads,
+                         score_threshold=LOAD_SCORE_THRESHOLD)

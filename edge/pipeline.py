@@ -1,0 +1,279 @@
+"""Wires the stages of every stream and owns their lifecycle.
+
+source ─▶ (due?) detect ─▶ track ─▶ views (annotation + WebRTC, only while
+watched) and, later, billing. One :class:`StreamRunner` per stream; one
+:class:`~edge.detect.worker.DetectionWorker` for all streams. The
+:class:`Pipeline` is also what the HTTP control plane talks to
+(:class:`edge.web.app.DaemonControl`): status, readiness, live config.
+
+Shutdown order (uvicorn's, see STYLE.md): the caller stops listening and
+closes peers, then :meth:`Pipeline.stop` stops sources, drains the stream
+loops and releases the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from edge.config import SiteConfig, StreamConfig
+from edge.detect.worker import DetectionWorker
+from edge.frames import Frame, TrackedFrame
+from edge.metrics import Metrics
+from edge.slot import LatestSlot, SlotClosed
+from edge.sources import Source, make_source
+from edge.track.norfair_tracker import NorfairTracker
+
+log = structlog.get_logger()
+
+
+class StreamView:
+    """What viewers of one stream subscribe to (see :mod:`edge.web.webrtc`)."""
+
+    def __init__(self, stream_id: str, class_names: Sequence[str], metrics: Metrics) -> None:
+        self.stream_id = stream_id
+        self.class_names = tuple(class_names)
+        self._metrics = metrics
+        self._slots: list[LatestSlot[TrackedFrame]] = []
+
+    def subscribe(self) -> LatestSlot[TrackedFrame]:
+        """A new slot fed with every tracked frame from now on."""
+        slot: LatestSlot[TrackedFrame] = LatestSlot(
+            asyncio.get_running_loop(),
+            on_drop=self._metrics.drops.labels(self.stream_id, "view_slot").inc,
+        )
+        self._slots.append(slot)
+        return slot
+
+    def unsubscribe(self, slot: LatestSlot[TrackedFrame]) -> None:
+        """Stop feeding ``slot`` and close it."""
+        if slot in self._slots:
+            self._slots.remove(slot)
+        slot.close()
+
+    @property
+    def watched(self) -> bool:
+        """True while at least one viewer subscribes."""
+        return bool(self._slots)
+
+    def publish(self, tf: TrackedFrame) -> None:
+        """Hand ``tf`` to every subscriber (never blocks)."""
+        for slot in self._slots:
+            slot.put(tf)
+
+    def close(self) -> None:
+        """Close every subscriber's slot."""
+        for slot in list(self._slots):
+            self.unsubscribe(slot)
+
+
+class StreamRunner:
+    """One stream: its source, tracker and view, and the loop between them."""
+
+    def __init__(self, config: StreamConfig, site: SiteConfig, worker: DetectionWorker,
+                 metrics: Metrics) -> None:
+        self.config = config
+        self.worker = worker
+        self.metrics = metrics
+        self.source: Source = make_source(config, metrics, asyncio.get_running_loop())
+        self.tracker = NorfairTracker(worker.class_names, site.tracker)
+        self.view = StreamView(config.id, worker.class_names, metrics)
+        self.frames_done = 0
+        self.last_latency_s: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> list[asyncio.Task[None]]:
+        """Start the source and the stream loop; returns their tasks."""
+        self._tasks = [
+            asyncio.create_task(self.source.run(), name=f"source-{self.config.id}"),
+            asyncio.create_task(self._loop(), name=f"stream-{self.config.id}"),
+        ]
+        return self._tasks
+
+    async def _loop(self) -> None:
+        sid = self.config.id
+        stage_latency = self.metrics.stage_latency
+        while True:
+            try:
+                frame: Frame = await self.source.frames.get()
+            except SlotClosed:
+                return
+            now = time.monotonic()
+            stage_latency.labels(sid, "decode").observe(now - frame.capture_time)
+            detections = None
+            if self.worker.due(frame):
+                detections = await self.worker.detect(frame)
+                stage_latency.labels(sid, "detect").observe(time.monotonic() - frame.capture_time)
+            tracks = self.tracker.update(frame, detections)
+            done = time.monotonic()
+            stage_latency.labels(sid, "track").observe(done - frame.capture_time)
+            self.metrics.frames.labels(sid, "tracked").inc()
+            self.metrics.tracks.labels(sid).set(len(tracks))
+            self.last_latency_s = done - frame.capture_time
+            self.frames_done += 1
+            if self.view.watched:
+                self.view.publish(TrackedFrame(frame.stamped("track", done), detections, tracks))
+
+    async def stop(self) -> None:
+        """Stop the source, then let the loop drain and end."""
+        await self.source.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.view.close()
+
+    def status(self) -> dict[str, Any]:
+        """Stream status for ``GET /api/streams``."""
+        st = dict(self.source.status())
+        st.update({
+            "id": self.config.id, "enabled": self.config.enabled,
+            "detect_rate_hz": round(self.worker.detect_rate(self.config.id), 2),
+            "latency_ms": None if self.last_latency_s is None
+            else round(self.last_latency_s * 1000, 1),
+            "peers": int(self.metrics.peers.labels(self.config.id)._value.get()),
+        })
+        return st
+
+
+class Pipeline:
+    """All streams of a site; implements the control plane's ``DaemonControl``."""
+
+    def __init__(self, config: SiteConfig, metrics: Metrics | None = None) -> None:
+        self._config = config
+        self.metrics = metrics or Metrics()
+        self.worker = DetectionWorker(config.detector, self.metrics)
+        self.runners: dict[str, StreamRunner] = {}
+        self._worker_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._heartbeat = time.monotonic()
+        self._apply_lock = asyncio.Lock()
+
+    @property
+    def config(self) -> SiteConfig:
+        """The config in force (the last good one)."""
+        return self._config
+
+    async def start(self) -> None:
+        """Load the model, start the worker, the heartbeat and every enabled stream."""
+        await self.worker.load()
+        log.info("model_loaded", model=str(self._config.detector.model),
+                 classes=len(self.worker.class_names))
+        self._worker_task = asyncio.create_task(self.worker.run(), name="detect-worker")
+        self._heartbeat_task = asyncio.create_task(self._beat(), name="heartbeat")
+        for sc in self._config.streams:
+            if sc.enabled:
+                self._start_stream(sc)
+
+    def _start_stream(self, sc: StreamConfig) -> None:
+        runner = StreamRunner(sc, self._config, self.worker, self.metrics)
+        runner.start()
+        self.runners[sc.id] = runner
+        log.info("stream_started", stream=sc.id)
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """Tasks whose failure must stop the daemon (the supervisor watches them)."""
+        out = [t for t in (self._worker_task, self._heartbeat_task) if t is not None]
+        for r in self.runners.values():
+            out += r._tasks[1:]  # the stream loops; a source ends on its own (non-looping file)
+        return out
+
+    async def _beat(self) -> None:
+        while True:
+            self._heartbeat = time.monotonic()
+            await asyncio.sleep(0.5)
+
+    def heartbeat_age_s(self) -> float:
+        """Seconds since the event loop last ran the heartbeat task."""
+        return time.monotonic() - self._heartbeat
+
+    def progress_marker(self) -> int:
+        """Total frames processed by all streams (the watchdog checks that it moves)."""
+        return sum(r.frames_done for r in self.runners.values())
+
+    def views(self) -> dict[str, StreamView]:
+        """Per-stream views for the WebRTC hub."""
+        return {sid: r.view for sid, r in self.runners.items()}
+
+    def stream_status(self) -> list[dict[str, Any]]:
+        """Status of every configured stream (disabled ones included)."""
+        out = []
+        for sc in self._config.streams:
+            r = self.runners.get(sc.id)
+            out.append(r.status() if r else {"id": sc.id, "enabled": False, "state": "disabled"})
+        return out
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """Ready when the model is loaded and every enabled stream is delivering."""
+        reasons = []
+        if not self.worker.loaded:
+            reasons.append("model not loaded")
+        for sid, r in self.runners.items():
+            state = str(r.source.status().get("state"))
+            if state != "running":
+                reasons.append(f"stream {sid} is {state}")
+        return not reasons, reasons
+
+    async def apply_config(self, new: SiteConfig) -> dict[str, list[str]]:
+        """Apply what can change live; report what needs a restart.
+
+        Live: detector threshold and rates, tracker settings (trackers start
+        afresh), streams added, removed or changed (only those streams restart).
+        Model, backend, threads, server and storage need a restart.
+        """
+        async with self._apply_lock:
+            old = self._config
+            applied: list[str] = []
+            restart: list[str] = []
+            for table in ("server", "storage"):
+                if getattr(old, table) != getattr(new, table):
+                    restart.append(table)
+            od, nd = old.detector, new.detector
+            for key in ("model", "backend", "threads"):
+                if getattr(od, key) != getattr(nd, key):
+                    restart.append(f"detector.{key}")
+            for key in ("score_threshold", "max_rate_hz", "min_rate_hz"):
+                if getattr(od, key) != getattr(nd, key):
+                    applied.append(f"detector.{key}")
+            self.worker.reconfigure(nd.model_copy(update={
+                "model": od.model, "backend": od.backend, "threads": od.threads}))
+            if old.tracker != new.tracker:
+                applied.append("tracker")
+            old_streams = {s.id: s for s in old.streams}
+            new_streams = {s.id: s for s in new.streams}
+            self._config = new.model_copy(update={
+                "server": old.server, "storage": old.storage,
+                "detector": self.worker.config,
+            })
+            for sid, sc in old_streams.items():
+                if (sid not in new_streams or new_streams[sid] != sc) and sid in self.runners:
+                    await self.runners.pop(sid).stop()
+                    applied.append(f"streams.{sid}")
+            if old.tracker != new.tracker:
+                for runner in self.runners.values():  # new tracks from now on
+                    runner.tracker = NorfairTracker(self.worker.class_names, new.tracker)
+            for sid, sc in new_streams.items():
+                if sc.enabled and sid not in self.runners:
+                    self._start_stream(sc)
+                    if f"streams.{sid}" not in applied:
+                        applied.append(f"streams.{sid}")
+            log.info("config_applied", applied=applied, restart_required=restart)
+            return {"applied": applied, "restart_required": restart}
+
+    async def stop(self) -> None:
+        """Stop sources, drain stream loops, stop the worker, release the model."""
+        for runner in list(self.runners.values()):
+            await runner.stop()
+        for task in (self._worker_task, self._heartbeat_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.worker.close()
+        log.info("pipeline_stopped")
