@@ -54,6 +54,45 @@ def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=_sim)
 
 
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import faulthandler
+
+    faulthandler.enable()  # a watchdog kill (SIGABRT) prints every thread's stack
+
+    from edge.config import load_config
+    from edge.daemon import serve
+    from edge.observability import configure_logging
+
+    configure_logging(args.log_level)
+    config = load_config(args.config)
+    server = config.server.model_copy(update={
+        k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
+    config = config.model_copy(update={"server": server})
+    return asyncio.run(serve(config, config_path=args.config))
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+
+    config = load_config(args.file)
+    print(f"{args.file}: valid ({len(config.streams)} stream(s))")
+    return 0
+
+
+def _add_daemon(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run the daemon (no --config: built-in defaults)")
+    p.add_argument("--config", type=Path, default=None, help="site config (TOML)")
+    p.add_argument("--host", default=None, help="override server.host")
+    p.add_argument("--port", type=int, default=None, help="override server.port")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"])
+    p.set_defaults(handler=_run)
+    c = sub.add_parser("check-config", help="validate a site config; exit 2 on errors")
+    c.add_argument("file", type=Path)
+    c.set_defaults(handler=_check_config)
+
+
 def _lazy(module: str, adder: str, runner: str) -> tuple[Callable[..., None], Handler]:
     """Argument adder and runner of a subcommand whose module loads only when used."""
 
@@ -100,6 +139,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dishtracker", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"dishtracker {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_daemon(sub)
     _add_sim(sub)
     _add_group(sub, "eval", "evaluate a detector (and later the tracker)", _EVAL, argv)
     _add_group(sub, "calibrate", "site tools: dataset, training, export", _CALIBRATE, argv)

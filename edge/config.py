@@ -187,13 +187,32 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v)
+        return _toml_string(v)
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()
+        return "{ " + ", ".join(f"{_toml_string(k)} = {_toml_value(x)}" for k, x in v.items()
                                 if x is not None) + " }"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _toml_string(s: str) -> str:
+    # Not json.dumps: JSON writes astral characters as surrogate pairs (\ud83d\ude00) and
+    # leaves DEL raw; TOML forbids both in basic strings.
+    out = ['"']
+    for ch in s:
+        code = ord(ch)
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif code < 0x20 or code == 0x7F:
+            out.append(_TOML_ESCAPES.get(ch, f"\\u{code:04X}"))
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+_TOML_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
 
 def write_config_atomic(path: Path, config: SiteConfig) -> None:
@@ -220,3 +239,53 @@ def write_config_atomic(path: Path, config: SiteConfig) -> None:
 def json_schema() -> dict[str, Any]:
     """JSON schema of the site config (``GET /api/config/schema``)."""
     return SiteConfig.model_json_schema()
+
+
+#: Fields a running daemon cannot change in place: they bind the listening socket,
+#: load the model into the inference executor, or move the state directory. Every
+#: other field (streams, tracker, thresholds, rates, WebRTC settings for new peers)
+#: can be applied live. :func:`classify_changes` sorts a change by this list.
+RESTART_FIELDS: tuple[str, ...] = (
+    "server.host", "server.port",
+    "detector.model", "detector.backend", "detector.threads",
+    "storage.dir",
+)
+
+
+def changed_fields(old: SiteConfig, new: SiteConfig) -> list[str]:
+    """Dotted paths of the fields that differ between two configs.
+
+    Streams are matched by id, not list position: ``streams.cam1.url`` names a
+    changed field, ``streams.cam2`` a stream added or removed, and ``streams``
+    alone a change of order only.
+    """
+    a, b = json.loads(old.model_dump_json()), json.loads(new.model_dump_json())
+    out: list[str] = []
+    for table in ("server", "detector", "tracker", "storage"):
+        out += [f"{table}.{k}" for k in a[table] if a[table][k] != b[table][k]]
+    sa = {s["id"]: s for s in a["streams"]}
+    sb = {s["id"]: s for s in b["streams"]}
+    for sid in sorted(sa.keys() | sb.keys()):
+        if sid not in sa or sid not in sb:
+            out.append(f"streams.{sid}")
+        else:
+            out += [f"streams.{sid}.{k}" for k in sa[sid] if sa[sid][k] != sb[sid][k]]
+    same_ids = sa.keys() == sb.keys()
+    if same_ids and list(sa) != list(sb):
+        out.append("streams")
+    return out
+
+
+def classify_changes(old: SiteConfig, new: SiteConfig) -> dict[str, list[str]]:
+    """Split :func:`changed_fields` into what applies live and what needs a restart.
+
+    Returns
+    -------
+    dict
+        ``{"applied": [...], "restart_required": [...]}``: the shape
+        ``DaemonControl.apply_config`` returns (see :mod:`edge.web.app`).
+    """
+    changed = changed_fields(old, new)
+    restart = [f for f in changed if f in RESTART_FIELDS]
+    return {"applied": [f for f in changed if f not in RESTART_FIELDS],
+            "restart_required": restart}

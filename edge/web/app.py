@@ -1,0 +1,324 @@
+"""The HTTP control plane: health, readiness, metrics, streams and the live site config.
+
+It sits beside the right end of the pipeline (``… ─▶ annotate ─▶ WebRTC``) and
+only *reads* the pipeline through :class:`DaemonControl`, except for
+``PUT /api/config``, which hands a validated config to the daemon and, once
+the daemon has taken it, saves it. The cashier page and its WebRTC routes are
+added to the same application by :mod:`edge.web.webrtc`.
+
+Every error is a JSON body (``{"error": "…"}``; validation errors
+``{"errors": ["field.path: reason", …]}``), never an HTML page or a traceback.
+State lives under typed ``web.AppKey`` s; the module has no globals besides
+constants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from aiohttp import web
+
+from edge.config import SiteConfig, json_schema, parse_config, to_toml, write_config_atomic
+from edge.errors import ConfigError
+from edge.metrics import Metrics
+
+MAX_BODY_BYTES = 256 * 1024
+"""Largest request body accepted (a site config is a few KiB; SDP offers too)."""
+
+HEARTBEAT_STALE_S = 2.0
+"""``/healthz`` fails once the event loop's heartbeat is older than this."""
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# prometheus-client >= 0.22 names 1.0.0 as CONTENT_TYPE_LATEST, but generate_latest()
+# still writes the 0.0.4 text format, which every Prometheus scrapes.
+
+_log = structlog.get_logger("edge.web")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class DaemonControl(Protocol):
+    """What the control plane needs from the running daemon (``edge.pipeline``)."""
+
+    metrics: Metrics
+
+    @property
+    def config(self) -> SiteConfig:
+        """The config in force: the last one that was applied successfully."""
+        ...
+
+    def stream_status(self) -> list[dict[str, Any]]:
+        """One dict per configured stream.
+
+        Keys: ``id``, ``url`` (password masked), ``enabled``, ``state``, ``fps``,
+        ``detect_rate_hz``, ``last_frame_age_s`` (seconds), ``peers``, ``last_error``.
+        """
+        ...
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """``(ready, reasons)``: ready once the model is loaded and every enabled
+        stream delivers; ``reasons`` says what is missing when not."""
+        ...
+
+    def heartbeat_age_s(self) -> float:
+        """Seconds since the event loop's heartbeat task last ran."""
+        ...
+
+    async def apply_config(self, new: SiteConfig) -> dict[str, list[str]]:
+        """Take a validated config.
+
+        Returns
+        -------
+        dict
+            ``{"applied": [field paths], "restart_required": [field paths]}``
+            (see :func:`edge.config.classify_changes`).
+
+        Raises
+        ------
+        ConfigError
+            When the config cannot be applied; the old config stays in force.
+        """
+        ...
+
+
+class ControlPlane:
+    """Route handlers of the control plane, bound to one daemon.
+
+    Parameters
+    ----------
+    daemon
+        The running daemon.
+    config_path
+        The site config file the daemon was started with; a successful
+        ``PUT /api/config`` rewrites it atomically. ``None``: changes live in
+        memory only, and the response says so.
+    static_dir
+        Folder of the cashier page (``index.html`` and assets), or ``None``.
+    heartbeat_stale_s
+        Heartbeat age (seconds) above which ``/healthz`` answers 503.
+    """
+
+    def __init__(self, daemon: DaemonControl, *, config_path: Path | None,
+                 static_dir: Path | None, heartbeat_stale_s: float = HEARTBEAT_STALE_S) -> None:
+        self.daemon = daemon
+        self.config_path = config_path
+        self.static_dir = static_dir
+        self.heartbeat_stale_s = heartbeat_stale_s
+        # One PUT at a time: apply and save must not interleave, or the file
+        # could end up holding a different config from the one in force.
+        self.config_lock = asyncio.Lock()
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """Liveness: 200 while the event loop's heartbeat is fresh, else 503."""
+        age = self.daemon.heartbeat_age_s()
+        if age < self.heartbeat_stale_s:
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": "stalled", "heartbeat_age_s": round(age, 3)},
+                                 status=503)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Readiness: model loaded and every enabled stream delivering."""
+        ready, reasons = self.daemon.readiness()
+        return web.json_response({"ready": ready, "reasons": list(reasons)},
+                                 status=200 if ready else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text exposition of the daemon's private registry."""
+        return web.Response(body=self.daemon.metrics.render(),
+                            headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def streams(self, request: web.Request) -> web.Response:
+        """Status of every configured stream."""
+        return web.json_response(self.daemon.stream_status())
+
+    async def get_config(self, request: web.Request) -> web.Response:
+        """The config in force, as JSON that ``PUT /api/config`` accepts back."""
+        return web.json_response(self.daemon.config.model_dump(mode="json"))
+
+    async def get_schema(self, request: web.Request) -> web.Response:
+        """JSON schema of the site config."""
+        return web.json_response(json_schema())
+
+    async def put_config(self, request: web.Request) -> web.Response:
+        """Replace the whole site config (PUT semantics: omitted fields take defaults).
+
+        Status codes: 200 applied (and saved when there is a config file);
+        400 body is not JSON; 413 body over :data:`MAX_BODY_BYTES`; 422 invalid
+        or refused by the daemon (``errors`` lists ``field.path: reason``;
+        nothing changed); 409 the config file cannot be written (nothing
+        changed); 500 applied but the file could not be written.
+        """
+        parsed = await _read_config(request)
+        if isinstance(parsed, web.Response):
+            return parsed
+        async with self.config_lock:
+            return await self._apply(parsed)
+
+    async def _apply(self, new: SiteConfig) -> web.Response:
+        path = self.config_path if new != self.daemon.config else None
+        if path is not None and not _writable(path):
+            return _error(409, f"cannot save the config: {path.parent} is not writable by "
+                               "the daemon; nothing was applied")
+        try:
+            result = await self.daemon.apply_config(new)
+        except ConfigError as err:
+            _log.warning("config_refused", errors=_error_lines(err))
+            return _invalid(_error_lines(err))
+        body: dict[str, Any] = {
+            "applied": list(result.get("applied", [])),
+            "restart_required": list(result.get("restart_required", [])),
+        }
+        if path is not None:
+            try:
+                await asyncio.to_thread(write_config_atomic, path, new)
+            except OSError as err:
+                _log.error("config_save_failed", path=str(path), error=str(err), **body)
+                return web.json_response(
+                    {"error": f"config applied but not saved to {path}: {err}", **body},
+                    status=500)
+        _log.info("config_applied", saved=path is not None, **body)
+        body["saved_to"] = str(self.config_path) if self.config_path is not None else None
+        if self.config_path is None:
+            body["note"] = "no config file: the change lasts until the daemon restarts"
+        return web.json_response(body)
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        """The cashier page (``index.html`` of the static folder)."""
+        if self.static_dir is None or not (self.static_dir / "index.html").is_file():
+            return _error(404, "no cashier page installed")
+        # no-cache: after an upgrade the browser must revalidate, not run the old page
+        return web.FileResponse(self.static_dir / "index.html",
+                                headers={"Cache-Control": "no-cache"})
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        """A file of the static folder; 403 for anything that resolves outside it.
+
+        Not ``router.add_static``: its ``FileResponse`` answers a missing file
+        with an empty ``application/octet-stream`` 404 after the middleware
+        has run, and every error here is JSON.
+        """
+        if self.static_dir is None:
+            return _error(404, "Not Found")
+        try:
+            target = (self.static_dir / request.match_info["path"]).resolve()
+        except (OSError, ValueError):  # NUL byte, symlink loop
+            return _error(404, "Not Found")
+        # resolve() has followed every symlink and "..": what is left must lie inside
+        if not target.is_relative_to(self.static_dir):
+            return _error(403, "Forbidden")
+        if not target.is_file():
+            return _error(404, "Not Found")
+        return web.FileResponse(target)
+
+
+CONTROL_KEY = web.AppKey("control", ControlPlane)
+
+
+def make_app(daemon: DaemonControl, *, config_path: Path | None,
+             static_dir: Path | None = None,
+             heartbeat_stale_s: float = HEARTBEAT_STALE_S) -> web.Application:
+    """Build the aiohttp application of the control plane.
+
+    Parameters
+    ----------
+    daemon
+        The running daemon (see :class:`DaemonControl`).
+    config_path
+        Site config file to rewrite on a successful ``PUT /api/config``, or
+        ``None`` to keep changes in memory.
+    static_dir
+        Folder served at ``/static/`` with ``index.html`` at ``/``; must exist.
+        Paths that resolve outside it (``..``, symlinks) are refused.
+    heartbeat_stale_s
+        ``/healthz`` threshold in seconds.
+
+    Returns
+    -------
+    web.Application
+        Routes: ``/healthz``, ``/readyz``, ``/metrics``, ``/api/streams``,
+        ``/api/config`` (GET, PUT), ``/api/config/schema``, and with a static
+        folder ``/`` and ``/static/*``. WebRTC routes are added by the caller.
+    """
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
+    resolved = static_dir.resolve(strict=True) if static_dir is not None else None
+    cp = ControlPlane(daemon, config_path=config_path, static_dir=resolved,
+                      heartbeat_stale_s=heartbeat_stale_s)
+    app[CONTROL_KEY] = cp
+    r = app.router
+    r.add_get("/healthz", cp.healthz)
+    r.add_get("/readyz", cp.readyz)
+    r.add_get("/metrics", cp.metrics)
+    r.add_get("/api/streams", cp.streams)
+    r.add_get("/api/config", cp.get_config)
+    r.add_put("/api/config", cp.put_config)
+    r.add_get("/api/config/schema", cp.get_schema)
+    if resolved is not None:
+        r.add_get("/", cp.index)
+        r.add_get("/static/{path:.+}", cp.static)
+    return app
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn HTTP errors and unexpected exceptions into JSON bodies."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        text = exc.text or ""
+        message = exc.reason if text.startswith(f"{exc.status}:") or not text else text
+        headers = {k: v for k, v in exc.headers.items()
+                   if k.lower() not in ("content-type", "content-length")}
+        return web.json_response({"error": message}, status=exc.status, headers=headers)
+    except Exception:
+        _log.exception("http_handler_failed", method=request.method, path=request.path)
+        return _error(500, "internal server error")
+
+
+async def _read_config(request: web.Request) -> SiteConfig | web.Response:
+    """The validated config of a PUT body, or the error response to send."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES,
+                                            actual_size=request.content_length)
+    raw = await request.read()  # over client_max_size: 413 (chunked bodies too)
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return _error(400, f"request body is not valid JSON: {err}")
+    if not isinstance(data, dict):
+        return _invalid([f"(root): expected a JSON object, got {type(data).__name__}"])
+    try:
+        new = parse_config(data, source="PUT /api/config")
+        to_toml(new).encode("utf-8")  # lone surrogates from JSON escapes cannot be saved
+    except ConfigError as err:
+        return _invalid(_error_lines(err))
+    except UnicodeEncodeError as err:
+        return _invalid([f"(root): a string cannot be stored as UTF-8: {err.reason}"])
+    return new
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _invalid(lines: list[str]) -> web.Response:
+    return web.json_response({"errors": lines}, status=422)
+
+
+def _error_lines(err: ConfigError) -> list[str]:
+    lines = getattr(err, "errors", None)
+    return list(lines) if lines else [str(err)]
+
+
+def _writable(path: Path) -> bool:
+    """Whether the daemon can create a temp file beside ``path`` and rename it over."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK | os.X_OK)
