@@ -60,9 +60,8 @@ def _metadata(
         STRIDE,
     )
 
-    normalization = {
+    normalization = {  # the contract: input = (pixel / 255 - mean) / std
         "color": "RGB",
-        "pixel_scale": 255.0,  # input = (pixel / pixel_scale - mean) / std
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
     }

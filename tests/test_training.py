@@ -32,6 +32,7 @@ from calibration.export import add_export_arguments, compare_detections, run_exp
 from calibration.model import DetectionGraph, build_model  # noqa: E402
 from calibration.targets import detection_loss, encode_targets  # noqa: E402
 from calibration.train import add_train_arguments, run_train  # noqa: E402
+from edge.detect.contract import check_contract  # noqa: E402
 from edge.errors import HeldOutSeedError, MissingExtraError  # noqa: E402
 
 CLASSES = ["tray", "red_disc", "blue_box"]
@@ -210,6 +211,8 @@ def test_exported_onnx_meets_the_detector_contract_and_matches_torch(trained: Pa
     out_dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
     assert isinstance(in_dims[0], str) and in_dims[1:] == [3, 240, 320]
     assert isinstance(out_dims[0], str) and out_dims[2] == 6
+    info = check_contract(path)  # the daemon's own loader accepts it
+    assert list(info.class_names) == CLASSES
     meta = _meta(model)
     assert json.loads(meta["class_names"]) == CLASSES
     assert json.loads(meta["input_size"]) == [320, 240]
