@@ -1,0 +1,1 @@
+"""HTTP and WebRTC: the daemon's face to cashiers, operators and the fleet."""

@@ -1,0 +1,598 @@
+"""WebRTC: the cashier's live, annotated view of a stream.
+
+track -> :class:`StreamView` -> :class:`AnnotatedTrack` (annotate, one per
+stream) -> aiortc ``MediaRelay`` -> one RTCPeerConnection per viewer -> browser.
+
+Annotation and colour conversion run once per stream however many viewers
+watch; only encoding runs per viewer (aiortc gives every sender its own
+encoder). The stream is annotated only while someone watches: the shared
+track subscribes on its first ``recv()`` and unsubscribes when the last
+viewer leaves.
+
+Signalling is one HTTP round trip without trickle ICE:
+``POST /api/streams/{id}/webrtc`` with the client's complete offer returns the
+complete answer. The encoders are aiortc's, tuned for latency and CPU
+(:func:`install_low_latency_encoders`); ``../shared/MEASURED.md`` has the
+figures behind each choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal, Protocol
+
+import av
+import cv2
+import numpy as np
+import structlog
+from aiohttp import web
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+    VideoStreamTrack,
+    rtcrtpsender,
+)
+from aiortc.codecs.base import Encoder
+from aiortc.codecs.h264 import MAX_FRAME_RATE, H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.contrib.media import MediaRelay
+from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
+from aiortc.mediastreams import VIDEO_TIME_BASE, MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from av.frame import Frame
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge.annotate import annotate
+from edge.config import ServerConfig, format_errors
+from edge.errors import DishTrackerError
+from edge.frames import TrackedFrame
+from edge.metrics import Metrics
+from edge.slot import LatestSlot, SlotClosed
+
+log = structlog.get_logger()
+
+MAX_OFFER_BYTES = 64 * 1024
+_CLOCK_RATE = 90_000  # RTP video clock; pts are 90 kHz ticks since the first frame
+_FPS_WINDOW_S = 2.0
+
+
+# Both encoders use the 90 kHz time base. MediaRelay hands the *same*
+# av.VideoFrame to every viewer's encoder, and the encoders run concurrently in
+# executor threads. PyAV's encode rescales the frame's pts to the codec's time
+# base *in place* (PyAV 18: CodecContext._prepare_and_time_rebase_frames_for_encode);
+# with aiortc's time bases (1/30 for H.264, 1/1000000 for VP8) one viewer's
+# encoder would change the pts another is reading. Our frames are in 1/90000
+# already, so the rescale is a no-op and RTP timestamps keep the capture timing.
+
+
+def _needs_new_codec(codec: Any, frame: av.VideoFrame, bitrate: int) -> bool:
+    """aiortc's own test for reopening an encoder: size change or bitrate off by > 10 %."""
+    return bool(codec is None or frame.width != codec.width or frame.height != codec.height
+                or abs(bitrate - codec.bit_rate) / codec.bit_rate > 0.1)
+
+
+class LowLatencyH264Encoder(H264Encoder):
+    """aiortc's H.264 encoder with x264 ``preset=ultrafast`` on one thread.
+
+    aiortc hard-codes x264's default preset (medium): 11 ms per 640x480 frame
+    against 1.8 ms for ultrafast, at similar latency (MEASURED.md). This
+    subclass opens the codec context itself, with aiortc's settings plus the
+    preset, before aiortc's ``_encode_frame`` would; aiortc then finds a context
+    that needs no reopening and uses it. Checked against aiortc 1.14.0 and 1.16.0, whose
+    ``_encode_frame`` reopens on the same size/bitrate test as
+    :func:`_needs_new_codec`. Time base: 90 kHz (see the comment above).
+    """
+
+    def _encode_frame(self, frame: av.VideoFrame, force_keyframe: bool) -> Iterator[bytes]:
+        if _needs_new_codec(self.codec, frame, self.target_bitrate):
+            codec = av.CodecContext.create("libx264", "w")
+            codec.width, codec.height = frame.width, frame.height
+            codec.bit_rate = self.target_bitrate
+            codec.pix_fmt = "yuv420p"
+            codec.framerate = Fraction(MAX_FRAME_RATE, 1)
+            codec.time_base = VIDEO_TIME_BASE  # not aiortc's: see the comment above
+            codec.options = {"level": "31", "tune": "zerolatency", "preset": "ultrafast"}
+            codec.profile = "Baseline"
+            codec.thread_count = 1
+            self.buffer_data, self.buffer_pts, self.codec = b"", None, codec
+        return super()._encode_frame(frame, force_keyframe)
+
+
+class SingleThreadVp8Encoder(Vp8Encoder):
+    """aiortc's VP8 encoder, always on one thread.
+
+    aiortc gives libvpx 2-8 threads above 640x480 on machines with 3+ cores;
+    multithreaded VP8 collapses from 4 to 22 ms a frame when another process
+    keeps the cores busy (MEASURED.md), single-threaded it does not.
+
+    aiortc also turns on libvpx's temporal denoiser (``noise-sensitivity=4``),
+    meant for noisy webcams: it blends fine detail with the previous frame and
+    breaks the corner stamp (annotated 640x480 clip, 120 frames at 1.5 Mb/s:
+    24 stamps failed their CRC with it, none without). Our input was decoded
+    from a compressed stream already, so the denoiser is off. Otherwise the
+    options are aiortc 1.16.0's (``Vp8Encoder.encode``), with ``thread_count=1``
+    and a 90 kHz time base (see the comment above).
+    """
+
+    def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        assert isinstance(frame, av.VideoFrame)
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        if _needs_new_codec(self.codec, frame, self.target_bitrate):
+            rate = str(self.target_bitrate)
+            codec = av.CodecContext.create("libvpx", "w")
+            codec.width, codec.height = frame.width, frame.height
+            codec.bit_rate = self.target_bitrate
+            codec.pix_fmt = "yuv420p"
+            codec.time_base = VIDEO_TIME_BASE  # not aiortc's: see the comment above
+            codec.gop_size = 3000
+            codec.qmin, codec.qmax = 2, 56
+            codec.options = {
+                "bufsize": rate, "cpu-used": "-6", "deadline": "realtime",
+                "lag-in-frames": "0", "minrate": rate, "maxrate": rate,
+                "noise-sensitivity": "0", "overshoot-pct": "15", "partitions": "0",
+                "static-thresh": "1", "undershoot-pct": "100",
+            }
+            codec.thread_count = 1
+            self.codec = codec
+        return super().encode(frame, force_keyframe)
+
+
+class _EncoderLookup:
+    """Replaces ``aiortc.rtcrtpsender.get_encoder``: our video encoders, aiortc's others."""
+
+    def __init__(self, original: Callable[[RTCRtpCodecParameters], Encoder]) -> None:
+        self.original = original
+
+    def __call__(self, codec: RTCRtpCodecParameters) -> Encoder:
+        mime = codec.mimeType.lower()
+        if mime == "video/h264":
+            return LowLatencyH264Encoder()
+        if mime == "video/vp8":
+            return SingleThreadVp8Encoder()
+        return self.original(codec)
+
+
+def install_low_latency_encoders() -> None:
+    """Make every aiortc sender in this process use the encoders above (idempotent).
+
+    aiortc has no encoder registry: ``RTCRtpSender`` calls the module-level
+    ``get_encoder`` it imported from ``aiortc.codecs`` when it sends its first
+    frame. Replacing that name is the one hook (aiortc 1.14.0 to 1.16.0).
+    """
+    # aiortc does not re-export the name it imported, hence the ignores.
+    current = rtcrtpsender.get_encoder  # type: ignore[attr-defined]
+    if not isinstance(current, _EncoderLookup):
+        rtcrtpsender.get_encoder = _EncoderLookup(current)  # type: ignore[attr-defined]
+
+
+class StreamView(Protocol):
+    """What the pipeline offers viewers of one stream (implemented in :mod:`edge.pipeline`)."""
+
+    @property
+    def stream_id(self) -> str:
+        """Id of the stream in the site config."""
+
+    @property
+    def class_names(self) -> Sequence[str]:
+        """Display name per class id (the model's class names)."""
+
+    def subscribe(self) -> LatestSlot[TrackedFrame]:
+        """A new slot, fed with every tracked frame from now on."""
+
+    def unsubscribe(self, slot: LatestSlot[TrackedFrame]) -> None:
+        """Stop feeding ``slot``."""
+
+
+class OfferError(DishTrackerError):
+    """An offer was refused; ``status`` is the HTTP status to answer with."""
+
+    status = 400
+
+
+class UnknownStreamError(OfferError):
+    """No stream has the requested id."""
+
+    status = 404
+
+
+class PeerLimitError(OfferError):
+    """``server.max_peers`` viewers are connected already, or the hub is closing."""
+
+    status = 503
+
+
+# What aiortc 1.16 raises for offers it cannot parse or apply (measured with
+# truncated, garbled and audio-only offers); anything else is our fault (500).
+_BAD_OFFER = (ValueError, LookupError, TypeError, OperationError, InvalidAccessError,
+              InvalidStateError)
+
+
+class AnnotatedTrack(VideoStreamTrack):
+    """The annotated frames of one stream as an aiortc video track.
+
+    Frames go out as fast as the pipeline delivers them, never paced by
+    aiortc's ``next_timestamp`` (which assumes 30 fps and adds up to a frame
+    interval of latency). ``pts`` counts 90 kHz ticks of capture time since
+    the track's first frame, so RTP timestamps carry the camera's real timing.
+
+    Parameters
+    ----------
+    view : StreamView
+        Source of tracked frames; subscribed on the first ``recv()``.
+    metrics : Metrics, optional
+        Counts ``frames{stage="annotate"}`` and observes the capture-to-annotated
+        latency (``stage_latency{stage="annotate"}``).
+    """
+
+    kind = "video"
+
+    def __init__(self, view: StreamView, metrics: Metrics | None = None) -> None:
+        super().__init__()
+        self.view = view
+        self._metrics = metrics
+        self._slot: LatestSlot[TrackedFrame] | None = None
+        self._t0: float | None = None
+        self._last_pts = -1
+        self._arrivals: deque[float] = deque()
+
+    async def recv(self) -> av.VideoFrame:
+        """Wait for the next tracked frame and return it annotated, as I420.
+
+        Raises
+        ------
+        MediaStreamError
+            The track was stopped or the stream's slot was closed.
+        """
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._slot is None:
+            self._slot = self.view.subscribe()
+        try:
+            tf = await self._slot.get()
+        except SlotClosed:
+            self.stop()
+            raise MediaStreamError from None
+        capture = tf.frame.capture_time
+        fps = self._fps(capture)
+        latency_ms = (time.monotonic() - capture) * 1000.0
+        # Annotation plus conversion measure 1-1.5 ms: off the loop, as aiortc encodes.
+        frame = await asyncio.get_running_loop().run_in_executor(
+            None, self._render, tf, fps, latency_ms)
+        if self._t0 is None:
+            self._t0 = capture
+        pts = max(round((capture - self._t0) * _CLOCK_RATE), self._last_pts + 1)
+        self._last_pts = pts
+        frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
+        if self._metrics is not None:
+            sid = self.view.stream_id
+            self._metrics.frames.labels(sid, "annotate").inc()
+            self._metrics.stage_latency.labels(sid, "annotate").observe(time.monotonic() - capture)
+        return frame
+
+    def _fps(self, capture: float) -> float:
+        """Frames per second over the last ``_FPS_WINDOW_S`` of capture times."""
+        arrivals = self._arrivals
+        arrivals.append(capture)
+        while arrivals[0] < capture - _FPS_WINDOW_S:
+            arrivals.popleft()
+        span = arrivals[-1] - arrivals[0]
+        return (len(arrivals) - 1) / span if span > 0 else 0.0
+
+    def _render(self, tf: TrackedFrame, fps: float, latency_ms: float) -> av.VideoFrame:
+        img = annotate(tf, fps=fps, latency_ms=latency_ms, class_names=self.view.class_names)
+        height, width = img.shape[:2]
+        if height % 2 or width % 2:
+            return av.VideoFrame.from_ndarray(img, format="bgr24")
+        # Converting once here spares every viewer's encoder its own conversion;
+        # OpenCV does it in 0.2 ms where libswscale takes 1.9 ms (640x480).
+        yuv = np.asarray(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
+        return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+
+    def stop(self) -> None:
+        """End the track and unsubscribe from the stream (idempotent)."""
+        super().stop()
+        slot, self._slot = self._slot, None
+        if slot is not None:
+            self.view.unsubscribe(slot)
+            slot.close()  # wakes a recv() waiting on it
+
+
+@dataclass(eq=False)
+class _Shared:
+    """One stream's annotated track, its relay and the peers watching it.
+
+    A relay per track, not one per hub: MediaRelay forgets a source only when
+    the source has been read to its end, so a track whose only offer failed
+    before anyone read it would stay in a shared relay for good.
+    """
+
+    track: AnnotatedTrack
+    relay: MediaRelay = field(default_factory=MediaRelay)
+    peers: set[_Peer] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class _Peer:
+    pc: RTCPeerConnection
+    stream_id: str
+    shared: _Shared | None = None
+    proxy: MediaStreamTrack | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
+ViewSource = Mapping[str, StreamView] | Callable[[], Mapping[str, StreamView]]
+
+
+class WebRtcHub:
+    """Answers viewers' offers and owns their peer connections.
+
+    Parameters
+    ----------
+    views : mapping or callable
+        Stream id -> :class:`StreamView`, or a callable returning the current
+        mapping (streams may be added and removed while the daemon runs).
+    config : ServerConfig
+        ``max_peers`` (all streams together), ``codec`` and ``ice_servers``
+        (none by default: host candidates only, enough on a LAN).
+    metrics : Metrics
+        ``peers{stream}`` is kept equal to the peers of each stream.
+    disconnect_grace_s : float
+        A peer ``disconnected`` this long is closed (it may recover before).
+    connect_timeout_s : float
+        A peer not ``connected`` this long after its answer is closed.
+    """
+
+    def __init__(self, views: ViewSource, config: ServerConfig, metrics: Metrics, *,
+                 disconnect_grace_s: float = 5.0, connect_timeout_s: float = 30.0) -> None:
+        install_low_latency_encoders()
+        self._views = views
+        self._config = config
+        self._metrics = metrics
+        self._grace_s = disconnect_grace_s
+        self._connect_timeout_s = connect_timeout_s
+        self._shared: dict[str, _Shared] = {}
+        self._peers: set[_Peer] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        for sid in self._current_views():
+            metrics.peers.labels(sid).set(0)
+
+    def _current_views(self) -> Mapping[str, StreamView]:
+        return self._views() if callable(self._views) else self._views
+
+    @property
+    def peer_count(self) -> int:
+        """Peer connections open or being set up, all streams together."""
+        return len(self._peers)
+
+    def shared_track(self, stream_id: str) -> AnnotatedTrack | None:
+        """The annotated track viewers of ``stream_id`` share, if anyone watches."""
+        shared = self._shared.get(stream_id)
+        return shared.track if shared else None
+
+    async def offer(self, stream_id: str, sdp: str, type: str) -> tuple[str, str]:
+        """Answer a viewer's offer to receive ``stream_id``.
+
+        Parameters
+        ----------
+        stream_id : str
+            Stream to watch.
+        sdp : str
+            The offer, with all ICE candidates gathered (no trickle).
+        type : str
+            Must be ``"offer"``.
+
+        Returns
+        -------
+        tuple of str
+            ``(sdp, "answer")``.
+
+        Raises
+        ------
+        UnknownStreamError
+            No such stream (404).
+        PeerLimitError
+            ``max_peers`` reached or the hub is closing (503).
+        OfferError
+            The offer cannot be applied or has no video to receive (400).
+        """
+        view = self._current_views().get(stream_id)
+        if view is None:
+            raise UnknownStreamError(f"unknown stream {stream_id!r}; "
+                                     f"known: {sorted(self._current_views())}")
+        if self._closed:
+            raise PeerLimitError("the server is shutting down")
+        if len(self._peers) >= self._config.max_peers:
+            raise PeerLimitError(f"{len(self._peers)} viewers already watch: server.max_peers "
+                                 f"is {self._config.max_peers}")
+        if type != "offer":
+            raise OfferError(f"type must be 'offer', got {type!r}")
+        servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+                   for s in self._config.ice_servers]
+        # iceServers=[] (not None): None makes aiortc add Google's public STUN server.
+        peer = _Peer(RTCPeerConnection(RTCConfiguration(iceServers=servers)), stream_id)
+        self._peers.add(peer)  # counts against max_peers from here on
+        try:
+            self._attach(peer, view)
+            answer = await self._negotiate(peer, sdp)
+        except BaseException:
+            await self._drop(peer, "offer_failed")
+            raise
+        self._update_gauge(stream_id)
+        peer.timer = asyncio.get_running_loop().call_later(
+            self._connect_timeout_s, self._spawn_drop, peer, "connect_timeout")
+        log.info("webrtc_peer_added", stream=stream_id, peers=len(self._peers))
+        return answer
+
+    def _attach(self, peer: _Peer, view: StreamView) -> None:
+        shared = self._shared.get(peer.stream_id)
+        if shared is None or shared.track.readyState != "live":
+            shared = _Shared(AnnotatedTrack(view, self._metrics))
+            self._shared[peer.stream_id] = shared
+            shared.track.on("ended", lambda s=shared: self._on_track_ended(s))
+        shared.peers.add(peer)
+        peer.shared = shared
+        peer.proxy = shared.relay.subscribe(shared.track, buffered=False)
+
+        pc = peer.pc
+        transceiver = pc.addTransceiver(peer.proxy, direction="sendonly")
+        # Before setRemoteDescription, else aiortc silently ignores it (MEASURED.md).
+        transceiver.setCodecPreferences(_codec_preferences(self._config.codec))
+        pc.on("connectionstatechange", lambda: self._on_state(peer))
+
+    async def _negotiate(self, peer: _Peer, sdp: str) -> tuple[str, str]:
+        pc = peer.pc
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except _BAD_OFFER as err:
+            raise OfferError(f"cannot apply the offer: {type(err).__name__}: {err}") from err
+        if not any(t.mid is not None and t.sender.track is not None
+                   for t in pc.getTransceivers()):
+            raise OfferError("the offer has no video m-line to receive the stream on")
+        await pc.setLocalDescription(await pc.createAnswer())
+        local = pc.localDescription
+        return local.sdp, local.type
+
+    def _on_state(self, peer: _Peer) -> None:
+        state = peer.pc.connectionState
+        if state == "connected" and peer.timer is not None:
+            peer.timer.cancel()
+            peer.timer = None
+        elif state in ("failed", "closed"):
+            self._spawn_drop(peer, state)
+        elif state == "disconnected" and peer.timer is None:
+            peer.timer = asyncio.get_running_loop().call_later(
+                self._grace_s, self._spawn_drop, peer, "disconnected")
+
+    def _on_track_ended(self, shared: _Shared) -> None:
+        # The stream stopped or restarted: close its viewers so that they reconnect.
+        for peer in list(shared.peers):
+            self._spawn_drop(peer, "stream_ended")
+
+    def _spawn_drop(self, peer: _Peer, reason: str) -> None:
+        if peer in self._peers:
+            task = asyncio.get_running_loop().create_task(self._drop(peer, reason))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _drop(self, peer: _Peer, reason: str) -> None:
+        """Close ``peer`` and release what it held (idempotent)."""
+        if peer not in self._peers:
+            return
+        self._peers.discard(peer)
+        if peer.timer is not None:
+            peer.timer.cancel()
+        if peer.proxy is not None:
+            peer.proxy.stop()
+        shared = peer.shared
+        if shared is not None:
+            shared.peers.discard(peer)
+            if not shared.peers:
+                if self._shared.get(peer.stream_id) is shared:
+                    del self._shared[peer.stream_id]
+                shared.track.stop()
+        self._update_gauge(peer.stream_id)
+        await peer.pc.close()
+        log.info("webrtc_peer_closed", stream=peer.stream_id, reason=reason,
+                 peers=len(self._peers))
+
+    def _update_gauge(self, stream_id: str) -> None:
+        count = sum(1 for p in self._peers if p.stream_id == stream_id)
+        self._metrics.peers.labels(stream_id).set(count)
+
+    async def close(self) -> None:
+        """Refuse new offers and close every peer (shutdown; idempotent)."""
+        self._closed = True
+        await asyncio.gather(*(self._drop(p, "shutdown") for p in list(self._peers)))
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _codec_preferences(codec: str) -> list[Any]:
+    """Video codecs, ``codec`` first, the others as fallback, then RTX."""
+    caps = RTCRtpSender.getCapabilities("video").codecs
+    wanted = f"video/{codec}".lower()
+    first = [c for c in caps if c.mimeType.lower() == wanted]
+    rtx = [c for c in caps if c.mimeType.lower() == "video/rtx"]
+    rest = [c for c in caps if c not in first and c not in rtx]
+    return first + rest + rtx
+
+
+HUB_KEY = web.AppKey("webrtc_hub", WebRtcHub)
+
+
+class OfferBody(BaseModel):
+    """``POST /api/streams/{id}/webrtc`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sdp: str = Field(min_length=1)
+    type: Literal["offer"]
+
+
+def _error(status: int, reason: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": reason, **extra}, status=status)
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The body, or None when it exceeds ``limit`` bytes (chunked bodies too)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None
+
+
+async def _post_offer(request: web.Request) -> web.Response:
+    hub = request.app[HUB_KEY]
+    raw = await _read_limited(request, MAX_OFFER_BYTES)
+    if raw is None:
+        return _error(413, f"body exceeds {MAX_OFFER_BYTES} bytes")
+    try:
+        data = json.loads(raw)
+    except ValueError as err:
+        return _error(400, f"body is not JSON: {err}")
+    try:
+        body = OfferBody.model_validate(data)
+    except ValidationError as err:
+        return _error(422, "invalid offer body", errors=format_errors(err))
+    try:
+        sdp, kind = await hub.offer(request.match_info["id"], body.sdp, body.type)
+    except OfferError as err:
+        return _error(err.status, str(err))
+    return web.json_response({"sdp": sdp, "type": kind})
+
+
+async def _close_hub(app: web.Application) -> None:
+    await app[HUB_KEY].close()
+
+
+def add_webrtc_routes(app: web.Application, hub: WebRtcHub) -> None:
+    """Serve ``POST /api/streams/{id}/webrtc`` from ``hub``; close it on shutdown.
+
+    The body is ``{"sdp": str, "type": "offer"}`` (at most 64 KiB, no other
+    keys); the reply ``{"sdp": str, "type": "answer"}``. Errors answer
+    ``{"error": reason}`` with 400 (not JSON, bad SDP), 404 (unknown stream),
+    413 (too large), 422 (invalid body, with ``errors``: ``field: reason``
+    lines) or 503 (``max_peers`` reached, shutting down).
+    """
+    app[HUB_KEY] = hub
+    app.router.add_post("/api/streams/{id}/webrtc", _post_offer)
+    app.on_shutdown.append(_close_hub)

@@ -1,0 +1,306 @@
+"""Viewers watch annotated streams over WebRTC: two real aiortc peers in one process.
+
+The server side is the real hub behind a real aiohttp server on 127.0.0.1;
+the client is an aiortc RTCPeerConnection that posts its offer over HTTP and
+reads the corner stamp of every frame it decodes (frame id, capture time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import av
+import numpy as np
+import pytest
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, rtcrtpsender
+from aiortc.mediastreams import VIDEO_TIME_BASE
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from test_webrtc_support import CameraView, serve
+
+from edge.config import ServerConfig
+from edge.metrics import Metrics
+from edge.sim.stamp import read_stamp, unwrap_time_ms
+from edge.web.webrtc import (
+    MAX_OFFER_BYTES,
+    LowLatencyH264Encoder,
+    SingleThreadVp8Encoder,
+    WebRtcHub,
+    add_webrtc_routes,
+)
+
+N_FRAMES = 24
+
+
+@dataclass
+class Server:
+    url: str
+    hub: WebRtcHub
+    metrics: Metrics
+    views: dict[str, CameraView]
+
+    def peers(self, stream_id: str = "cam1") -> float:
+        value = self.metrics.registry.get_sample_value("dishtracker_webrtc_peers",
+                                                       {"stream": stream_id})
+        return -1.0 if value is None else value
+
+
+@asynccontextmanager
+async def running_server(connect_timeout_s: float = 30.0,
+                         **server_config: object) -> AsyncIterator[Server]:
+    views = {"cam1": CameraView("cam1")}
+    metrics = Metrics()
+    hub = WebRtcHub(views, ServerConfig.model_validate(server_config), metrics,
+                    disconnect_grace_s=0.5, connect_timeout_s=connect_timeout_s)
+    app = web.Application()
+    add_webrtc_routes(app, hub)
+    try:
+        async with serve(app) as url:
+            yield Server(url, hub, metrics, views)
+    finally:
+        for view in views.values():
+            view.close()
+
+
+@dataclass
+class Viewer:
+    pc: RTCPeerConnection
+    answer: str
+    track: object = None
+    ids: list[int] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def codec(self) -> str:
+        """MIME subtype of the first payload type the answer offers for video."""
+        m_line = re.search(r"^m=video \d+ \S+ (\d+)", self.answer, re.M)
+        assert m_line is not None
+        pt = m_line.group(1)
+        rtpmap = re.search(rf"^a=rtpmap:{pt} ([^/]+)/", self.answer, re.M)
+        assert rtpmap is not None
+        return rtpmap.group(1)
+
+    async def read(self, n: int) -> None:
+        """Decode ``n`` frames and read their stamps."""
+        assert self.track is not None
+        while len(self.ids) < n:
+            frame = await asyncio.wait_for(self.track.recv(), 10)  # type: ignore[attr-defined]
+            now_ms = time.time() * 1000
+            assert isinstance(frame, av.VideoFrame)
+            stamp = read_stamp(np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8))
+            assert stamp is not None, "stamp unreadable after annotation and encoding"
+            frame_id, time_ms = stamp
+            self.ids.append(frame_id)
+            self.latencies_ms.append(now_ms - unwrap_time_ms(time_ms, int(now_ms)))
+
+
+async def post_offer(session: aiohttp.ClientSession, url: str,
+                     body: object) -> tuple[int, dict[str, Any]]:
+    async with session.post(url, json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def connect(session: aiohttp.ClientSession, base: str, stream: str = "cam1") -> Viewer:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    got: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    pc.on("track", got.set_result)
+    await pc.setLocalDescription(await pc.createOffer())  # gathers all host candidates
+    status, answer = await post_offer(session, f"{base}/api/streams/{stream}/webrtc",
+                                      {"sdp": pc.localDescription.sdp, "type": "offer"})
+    assert status == 200, answer
+    assert answer["type"] == "answer"
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=str(answer["sdp"]), type="answer"))
+    viewer = Viewer(pc, str(answer["sdp"]))
+    viewer.track = await asyncio.wait_for(got, 5)
+    return viewer
+
+
+async def until(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+def test_viewer_decodes_annotated_frames_with_readable_stamps(
+        codec: str, record_property: Callable[[str, object], None]) -> None:
+    async def main() -> None:
+        async with running_server(codec=codec) as server, aiohttp.ClientSession() as session:
+            viewer = await connect(session, server.url)
+            assert viewer.codec() == {"vp8": "VP8", "h264": "H264"}[codec]
+            await viewer.read(N_FRAMES)
+            await viewer.pc.close()
+            ids, latencies = viewer.ids, viewer.latencies_ms
+            assert all(b > a for a, b in itertools.pairwise(ids)), ids
+            p50 = statistics.median(latencies[4:])  # after the first keyframe settles
+            record_property(f"latency_p50_ms_{codec}", round(p50, 1))
+            print(f"{codec}: stamp -> decoded p50 {p50:.0f} ms, max {max(latencies):.0f} ms")
+            assert 0 <= p50 < 400
+
+    asyncio.run(main())
+
+
+def test_two_viewers_share_one_annotated_track_and_leaving_releases_it() -> None:
+    async def main() -> None:
+        async with running_server() as server, aiohttp.ClientSession() as session:
+            view = server.views["cam1"]
+            first = await connect(session, server.url)
+            second = await connect(session, server.url)
+            await asyncio.gather(first.read(5), second.read(5))
+            assert view.subscribe_calls == 1
+            assert server.peers() == 2
+            track = server.hub.shared_track("cam1")
+
+            await first.pc.close()
+            await until(lambda: server.peers() == 1)
+            assert server.hub.shared_track("cam1") is track
+            await second.read(10)  # the other viewer keeps watching
+
+            await second.pc.close()
+            await until(lambda: server.peers() == 0)
+            await until(lambda: not view.slots)
+            assert server.hub.shared_track("cam1") is None
+            assert track is not None and track.readyState == "ended"
+
+    asyncio.run(main())
+
+
+def test_viewers_are_closed_when_their_stream_stops_and_can_watch_again() -> None:
+    async def main() -> None:
+        async with running_server() as server, aiohttp.ClientSession() as session:
+            view = server.views["cam1"]
+            viewer = await connect(session, server.url)
+            await viewer.read(3)
+            view.end_subscriptions()  # the stream restarts
+            await until(lambda: server.peers() == 0)
+            await until(lambda: viewer.pc.connectionState in ("closed", "failed"))
+            again = await connect(session, server.url)
+            await again.read(3)
+            assert view.subscribe_calls == 2
+            await again.pc.close()
+            await viewer.pc.close()
+
+    asyncio.run(main())
+
+
+def test_a_viewer_that_never_connects_is_dropped() -> None:
+    async def main() -> None:
+        async with running_server(connect_timeout_s=0.5) as server, \
+                aiohttp.ClientSession() as session:
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.addTransceiver("video", direction="recvonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            status, _ = await post_offer(session, f"{server.url}/api/streams/cam1/webrtc",
+                                         {"sdp": pc.localDescription.sdp, "type": "offer"})
+            assert status == 200
+            assert server.peers() == 1
+            await pc.close()  # never applies the answer
+            await until(lambda: server.peers() == 0, timeout=5)
+            assert server.hub.peer_count == 0
+
+    asyncio.run(main())
+
+
+def test_peer_limit_answers_503_and_close_frees_the_hub() -> None:
+    async def main() -> None:
+        async with running_server(max_peers=1) as server, aiohttp.ClientSession() as session:
+            viewer = await connect(session, server.url)
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.addTransceiver("video", direction="recvonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            status, body = await post_offer(session, f"{server.url}/api/streams/cam1/webrtc",
+                                            {"sdp": pc.localDescription.sdp, "type": "offer"})
+            assert status == 503
+            assert "max_peers" in str(body["error"])
+            assert server.peers() == 1
+
+            await server.hub.close()
+            assert server.hub.peer_count == 0
+            assert server.peers() == 0
+            assert not server.views["cam1"].slots
+            await pc.close()
+            await viewer.pc.close()
+
+    asyncio.run(main())
+
+
+def test_bad_requests_are_refused_with_a_reason() -> None:
+    async def main() -> None:
+        async with running_server() as server, aiohttp.ClientSession() as session:
+            url = f"{server.url}/api/streams/cam1/webrtc"
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.addTransceiver("video", direction="recvonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            offer = pc.localDescription.sdp
+            await pc.close()
+
+            status, body = await post_offer(session, f"{server.url}/api/streams/nope/webrtc",
+                                            {"sdp": offer, "type": "offer"})
+            assert (status, "cam1" in str(body["error"])) == (404, True)
+
+            status, body = await post_offer(session, url, {"sdp": "v=0\r\nhello", "type": "offer"})
+            assert status == 400, body
+            audio_only = offer.replace("m=video", "m=audio")
+            status, body = await post_offer(session, url, {"sdp": audio_only, "type": "offer"})
+            assert status == 400, body
+
+            status, body = await post_offer(session, url, {"sdp": offer, "type": "answer",
+                                                           "extra": 1})
+            assert status == 422
+            assert any(e.startswith("type:") for e in body["errors"])
+            assert any(e.startswith("extra:") for e in body["errors"])
+
+            async with session.post(url, data=b"{not json") as resp:
+                assert resp.status == 400
+            huge = {"sdp": "a" * (MAX_OFFER_BYTES + 1), "type": "offer"}
+            status, body = await post_offer(session, url, huge)
+            assert status == 413
+
+            async def chunked() -> AsyncIterator[bytes]:
+                for _ in range(MAX_OFFER_BYTES // 1024 + 2):
+                    yield b" " * 1024
+            async with session.post(url, data=chunked()) as resp:
+                assert resp.status == 413
+            assert server.hub.peer_count == 0
+            assert server.peers() == 0
+
+    asyncio.run(main())
+
+
+def test_senders_use_the_low_latency_encoders() -> None:
+    WebRtcHub({}, ServerConfig.model_validate({}), Metrics())
+    lookup = rtcrtpsender.get_encoder  # type: ignore[attr-defined]  # not re-exported
+    h264 = lookup(RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=102))
+    vp8 = lookup(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96))
+    assert isinstance(h264, LowLatencyH264Encoder)
+    assert isinstance(vp8, SingleThreadVp8Encoder)
+    WebRtcHub({}, ServerConfig.model_validate({}), Metrics())  # installing twice: no double wrap
+    assert rtcrtpsender.get_encoder is lookup  # type: ignore[attr-defined]
+
+    rng = np.random.default_rng(0)
+    sent: list[bytes] = []
+    for encoder in (h264, vp8):
+        for i in range(3):
+            img = rng.integers(0, 255, (960, 1280, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = 3000 * i, VIDEO_TIME_BASE
+            payloads, timestamp = encoder.encode(frame, force_keyframe=i == 0)
+            assert timestamp == 3000 * i
+            assert frame.pts == 3000 * i  # the shared frame's time is left alone
+            sent += payloads
+        assert payloads
+        assert encoder.codec is not None
+        assert encoder.codec.thread_count == 1
+    # x264 writes its settings into an SEI of the first keyframe; ultrafast
+    # searches with "dia" at subpel level 0 (aiortc's medium: "hex", 7).
+    assert re.search(rb"me=dia subme=0", b"".join(sent)), "x264 not on preset ultrafast"
