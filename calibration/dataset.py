@@ -48,8 +48,8 @@ def parse_seeds(text: str) -> list[int]:
     """Parse ``"1000-1039,1100,1200-1201"`` into a sorted list of seeds."""
     seeds: set[int] = set()
     try:
-        for part in text.split(","):
-            part = part.strip()
+        for raw in text.split(","):
+            part = raw.strip()
             if not part:
                 continue
             if "-" in part:
@@ -113,7 +113,8 @@ def export_seed(
                 for r in truth.get(index + 1, []):
                     anns.append({
                         "id": 0, "image_id": image_id,
-                        "category_id": r.class_id, "bbox": [round(v, 2) for v in (r.x, r.y, r.w, r.h)],
+                        "category_id": r.class_id,
+                        "bbox": [round(v, 2) for v in (r.x, r.y, r.w, r.h)],
                         "area": round(r.w * r.h, 1), "iscrowd": 0,
                         "ignore": int(r.visibility < IGNORE_BELOW),
                         "visibility": r.visibility, "track_id": r.track_id,

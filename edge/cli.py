@@ -28,7 +28,7 @@ def _sim(args: argparse.Namespace) -> int:
     from edge.sim.writer import write_sequence
 
     size = parse_size(args.size)
-    total = int(round(args.seconds * args.fps))
+    total = round(args.seconds * args.fps)
     with tqdm(total=total, desc=f"sim seed {args.seed}", unit="frame",
               disable=args.quiet) as bar:
         summary = write_sequence(

@@ -43,7 +43,7 @@ class IceServer(_Strict):
 class ServerConfig(_Strict):
     """HTTP and WebRTC."""
 
-    host: str = "0.0.0.0"  # noqa: S104  # the cashier's browser is on another machine
+    host: str = "0.0.0.0"  # the cashier's browser is on another machine
     port: int = Field(8080, ge=1, le=65535)
     max_peers: int = Field(8, ge=1, le=256, description="WebRTC viewers in total")
     codec: Literal["vp8", "h264"] = "vp8"

@@ -35,7 +35,7 @@ class StageCrashed(RuntimeError):
 
 def browse_urls(host: str, port: int) -> list[str]:
     """URLs a person can open for a server bound to ``host``."""
-    if host in ("0.0.0.0", "::", ""):  # noqa: S104  # describing a wildcard bind, not binding
+    if host in ("0.0.0.0", "::", ""):  # describing a wildcard bind, not binding
         names = ["127.0.0.1"]
         with contextlib.suppress(OSError):
             names.append(socket.gethostbyname(socket.gethostname()))

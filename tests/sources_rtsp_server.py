@@ -32,11 +32,11 @@ ELEMENTS = ("videotestsrc", "x264enc", "rtph264pay")
 def main(port: str) -> int:
     """Serve the test stream on ``127.0.0.1:port`` until killed."""
     try:
-        import gi  # noqa: PLC0415  # system Python only
+        import gi  # system Python only
 
         gi.require_version("Gst", "1.0")
         gi.require_version("GstRtspServer", "1.0")
-        from gi.repository import GLib, Gst, GstRtspServer  # noqa: PLC0415
+        from gi.repository import GLib, Gst, GstRtspServer
     except (ImportError, ValueError) as err:
         print(f"missing PyGObject or gst-rtsp-server introspection data: {err}", file=sys.stderr)
         return 3

@@ -198,8 +198,8 @@ class Scene:
     @staticmethod
     def _paste(dst: np.ndarray, src: np.ndarray, x0: int, y0: int) -> None:
         h, w = src.shape[:2]
-        H, W = dst.shape[:2]
-        xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
+        dh, dw = dst.shape[:2]
+        xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + w, dw), min(y0 + h, dh)
         if xa >= xb or ya >= yb:
             return
         _blend_over(dst[ya:yb, xa:xb], src[ya - y0 : yb - y0, xa - x0 : xb - x0])
@@ -216,10 +216,10 @@ class Scene:
         pts = corners @ rot.T + (cx, cy)
         blur = min(self.level.max_blur_px, abs(plan.speed(frame)) * SHUTTER)
         pad = int(blur) + 2
-        x0 = max(int(math.floor(pts[:, 0].min())) - pad, 0)
-        y0 = max(int(math.floor(pts[:, 1].min())) - pad, 0)
-        x1 = min(int(math.ceil(pts[:, 0].max())) + pad, self.width)
-        y1 = min(int(math.ceil(pts[:, 1].max())) + pad, self.height)
+        x0 = max(math.floor(pts[:, 0].min()) - pad, 0)
+        y0 = max(math.floor(pts[:, 1].min()) - pad, 0)
+        x1 = min(math.ceil(pts[:, 0].max()) + pad, self.width)
+        y1 = min(math.ceil(pts[:, 1].max()) + pad, self.height)
         if x0 >= x1 or y0 >= y1:
             return to_img
         # canvas pixel -> ROI pixel
@@ -229,7 +229,7 @@ class Scene:
             borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0),
         )
         if blur >= 1.5:
-            k = int(round(blur)) | 1
+            k = round(blur) | 1
             warped = cv2.blur(warped, (k, 1))
         roi = frame_img[y0:y1, x0:x1]
         a = warped[..., 3:4].astype(np.uint16)
@@ -328,8 +328,8 @@ class Scene:
         if cx2 - cx1 < MIN_BOX_PX or cy2 - cy1 < MIN_BOX_PX:
             return None
         # the object's footprint (its outline polygon) inside the picture, minus hands
-        ix0, iy0 = int(math.floor(x1)), int(math.floor(y1))
-        ix1, iy1 = int(math.ceil(x2)), int(math.ceil(y2))
+        ix0, iy0 = math.floor(x1), math.floor(y1)
+        ix1, iy1 = math.ceil(x2), math.ceil(y2)
         foot = np.zeros((iy1 - iy0 + 1, ix1 - ix0 + 1), np.uint8)
         cv2.fillConvexPoly(foot, np.round((pts - (ix0, iy0)) * 4).astype(np.int32), 1,
                            cv2.LINE_8, 2)

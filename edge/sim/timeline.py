@@ -254,7 +254,7 @@ def _plan_hands(
     scale: float,
 ) -> None:
     """Add an occluding hand (with the level's probability) and maybe a pushing hand."""
-    reach = int(round(REACH_FRAMES_S * fps))
+    reach = round(REACH_FRAMES_S * fps)
     dishes = [k for k, it in enumerate(plan.items) if it.class_id in DISH_IDS]
     if dishes and rng.random() < level.p_occluded:
         k = int(rng.choice(dishes))
@@ -262,7 +262,7 @@ def _plan_hands(
         # frames where the whole target is inside the picture
         cx = plan.xs + target.local_xy[0]
         inside = np.nonzero((cx - target.radius > 4) & (cx + target.radius < width - 4))[0]
-        dur = int(round(rng.uniform(*level.occlusion_s) * fps))
+        dur = round(rng.uniform(*level.occlusion_s) * fps)
         if len(inside) > dur + 2 * reach:
             first = int(inside[0]) + reach
             last = int(inside[-1]) - reach - dur

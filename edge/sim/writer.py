@@ -99,13 +99,13 @@ def write_sequence(
     if seconds <= 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")
     scene = Scene(seed, fps=fps, size=size, difficulty=difficulty, balanced=balanced)
-    n = int(round(seconds * fps))
+    n = round(seconds * fps)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gt").mkdir(exist_ok=True)
     video_tmp = out / "video.mp4.tmp"
     truth: list[BoxRecord] = []
     with av.open(str(video_tmp), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=int(round(fps)))
+        stream = container.add_stream("libx264", rate=round(fps))
         stream.width, stream.height = scene.width, scene.height
         stream.pix_fmt = "yuv420p"
         # one encoder thread: x264's output depends on its thread count, and a
