@@ -21,9 +21,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from test_webrtc import connect
 
 from edge.config import DEFAULT_MODEL
-from test_webrtc import connect
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="shipped model missing")
 

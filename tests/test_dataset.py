@@ -8,9 +8,9 @@ from pathlib import Path
 import cv2
 import pytest
 
+from calibration.dataset import export_dataset, parse_seeds
 from edge.errors import ConfigError, HeldOutSeedError
 from edge.sim.menu import MENU
-from calibration.dataset import export_dataset, parse_seeds
 
 
 def test_parse_seeds() -> None:
@@ -48,8 +48,8 @@ def test_export_writes_coco_splits(tmp_path: Path) -> None:
         for a in doc["annotations"]:
             assert a["image_id"] in ids
             assert a["ignore"] == int(a["visibility"] < 0.5)
-            x, y, w, h = a["bbox"]
-            assert 0 <= x and x + w <= 640.01 and w > 0 and h > 0
+            x, _y, w, h = a["bbox"]
+            assert x >= 0 and x + w <= 640.01 and w > 0 and h > 0
         assert not (out / split / "parts").exists()
     seeds = {split: {im["seed"] for im in json.loads(
         (out / split / "annotations.json").read_text())["images"]}

@@ -54,7 +54,7 @@ def test_ground_truth_is_consistent(tmp_path: Path) -> None:
     classes: dict[int, int] = {}
     for r in records:
         assert classes.setdefault(r.track_id, r.class_id) == r.class_id  # one class per id
-        assert 0 <= r.x and r.x + r.w <= 640.01 and 0 <= r.y and r.y + r.h <= 480.01
+        assert r.x >= 0 and r.x + r.w <= 640.01 and r.y >= 0 and r.y + r.h <= 480.01
         assert 0.0 <= r.visibility <= 1.0
     trays, meta = read_trays(out / "gt" / "trays.json")
     assert meta["seed"] == 3 and meta["frames"] == 600
