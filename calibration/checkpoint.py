@@ -8,9 +8,13 @@ epoch, RNG states, the run's arguments and the class names.
 ``--init`` takes such a checkpoint or an ONNX model exported by
 :mod:`calibration.export`, which keeps the state-dict names of its weights
 (exported without constant folding, so BatchNorm is not folded into the
-convolutions). Weights are matched by name and shape; heatmap channels are
-matched by class name, so a site that adds a dish keeps what the model knew
-about the others.
+convolutions). Weights are matched by name and shape; the per-class output
+channels (the centernet heatmap, the factorized classifier) are matched by
+class name, so a site that adds a dish keeps what the model knew about the
+others. A factorized model started from a centernet source also takes the
+heatmap branch as its objectness branch and the tray channel as objectness
+channel 0; backbone, neck, shared, size and offset layers carry the same
+names in both heads.
 """
 
 from __future__ import annotations
@@ -29,10 +33,14 @@ from google.protobuf.message import DecodeError
 from numpy.typing import NDArray
 from onnx import numpy_helper
 
-from calibration.model import DishNet
+from calibration.model import TRAY_CLASS, DishNet, HeadType
 from edge.errors import ModelError
 
-HEATMAP_OUT = "head.heatmap.1"  # the class-specific output conv (weight and bias)
+HEATMAP_OUT = "head.heatmap.1"  # the centernet head's class-specific output conv
+CLASSES_OUT = "head.classes.1"  # the factorized head's classifier output conv
+OBJECTNESS_OUT = "head.objectness.1"  # the factorized head's tray/item heatmap conv
+HEATMAP_BRANCH = "head.heatmap.0."
+OBJECTNESS_BRANCH = "head.objectness.0."
 ONNX_PREFIX = "net."  # DetectionGraph wraps DishNet as ``net``
 
 
@@ -118,20 +126,64 @@ class InitReport:
     classes_new: int
 
 
+def head_of(weights: dict[str, torch.Tensor]) -> HeadType:
+    """The head type a state dict (or ONNX weights) belongs to, from its parameter names."""
+    if any(key.startswith(OBJECTNESS_BRANCH) for key in weights):
+        return "factorized"
+    return "centernet"
+
+
+def _centernet_to_factorized(
+    weights: dict[str, torch.Tensor],
+    source_classes: list[str] | None,
+    class_names: list[str],
+    state: dict[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Centernet weights renamed for a factorized model: heatmap branch -> objectness branch.
+
+    The tray's heatmap channel becomes objectness channel 0; the item
+    channel (1) and the classifier keep their fresh initialisation.
+    """
+    out = dict(weights)
+    for key, value in weights.items():
+        if key.startswith(HEATMAP_BRANCH):
+            out[OBJECTNESS_BRANCH + key.removeprefix(HEATMAP_BRANCH)] = value
+    tray = class_names[TRAY_CLASS]
+    if not source_classes or tray not in source_classes:
+        return out
+    row = source_classes.index(tray)
+    for part in ("weight", "bias"):
+        source = weights.get(f"{HEATMAP_OUT}.{part}")
+        fresh = state[f"{OBJECTNESS_OUT}.{part}"].clone()
+        if source is None or source.shape[0] != len(source_classes):
+            return out
+        if tuple(source.shape[1:]) != tuple(fresh.shape[1:]):
+            return out
+        fresh[0] = source[row]
+        out[f"{OBJECTNESS_OUT}.{part}"] = fresh
+    return out
+
+
 def apply_weights(
     model: DishNet,
     weights: dict[str, torch.Tensor],
     source_classes: list[str] | None,
     class_names: list[str],
 ) -> InitReport:
-    """Copy weights matching by name and shape; remap heatmap output channels by class name.
+    """Copy weights matching by name and shape; remap per-class output channels by class name.
 
     Classes the source does not know keep their fresh initialisation. Without
-    source class names, the heatmap output is loaded only if its shape matches.
+    source class names, a per-class output is loaded only if its shape
+    matches. See the module docstring for a centernet source and a
+    factorized model.
     """
     state = model.state_dict()
+    if model.head_type == "factorized" and head_of(weights) == "centernet":
+        weights = _centernet_to_factorized(weights, source_classes, class_names, state)
     loaded = skipped = 0
-    heat_keys = {f"{HEATMAP_OUT}.weight", f"{HEATMAP_OUT}.bias"}
+    heat_keys = {
+        f"{out}.{part}" for out in (HEATMAP_OUT, CLASSES_OUT) for part in ("weight", "bias")
+    }
     kept = 0
     for key, target in state.items():
         source = weights.get(key)
@@ -161,9 +213,10 @@ def init_from(model: DishNet, source: Path, class_names: list[str]) -> InitRepor
     Parameters
     ----------
     model : DishNet
-        Freshly built model for ``class_names``.
+        Freshly built model for ``class_names``, of either head type.
     source : Path
-        ``*.onnx`` exported by :mod:`calibration.export`, or a ``*.ckpt``.
+        ``*.onnx`` exported by :mod:`calibration.export`, or a ``*.ckpt``;
+        its head type may differ from the model's.
     class_names : list of str
         Classes of the new training run, in id order.
 
@@ -185,14 +238,17 @@ def init_from(model: DishNet, source: Path, class_names: list[str]) -> InitRepor
     log.info(
         "init_loaded",
         source=str(source),
+        source_head=head_of(weights),
+        head=model.head_type,
         tensors_loaded=report.loaded,
         tensors_reinitialised=report.skipped,
         classes_kept=report.classes_kept,
     )
     if report.classes_new:
         log.info(
-            "heatmap_head_reinitialised",
+            "class_outputs_reinitialised",
             source=str(source),
             new_classes=[n for n in class_names if not names or n not in names],
+            classes_new=report.classes_new,
         )
     return report

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from calibration.augment import AugmentConfig, augment, letterbox, letterbox_params
 from calibration.average_precision import GroundTruth
-from calibration.model import IMAGENET_MEAN, IMAGENET_STD
+from calibration.model import IMAGENET_MEAN, IMAGENET_STD, HeadType
 from calibration.targets import encode_targets
 from edge.errors import HeldOutSeedError, InputFormatError
 
@@ -175,6 +175,8 @@ class DetectionDataset(Dataset[dict[str, torch.Tensor]]):
         Base seed of the augmentation.
     config : AugmentConfig, optional
         Augmentation ranges.
+    head : {"centernet", "factorized"}
+        The head whose targets to encode (heatmap layout).
     """
 
     def __init__(
@@ -186,6 +188,7 @@ class DetectionDataset(Dataset[dict[str, torch.Tensor]]):
         train: bool,
         seed: int = 0,
         config: AugmentConfig | None = None,
+        head: HeadType = "centernet",
     ) -> None:
         self.frames = frames
         self.num_classes = num_classes
@@ -194,6 +197,7 @@ class DetectionDataset(Dataset[dict[str, torch.Tensor]]):
         self.seed = seed
         self.epoch = 0
         self.config = config or AugmentConfig()
+        self.head: HeadType = head
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draws of ``epoch`` (0-based)."""
@@ -230,11 +234,14 @@ class DetectionDataset(Dataset[dict[str, torch.Tensor]]):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image, boxes, classes, ignore = self.sample(index)
-        targets = encode_targets(boxes, classes, ignore, self.num_classes, self.input_size)
+        targets = encode_targets(
+            boxes, classes, ignore, self.num_classes, self.input_size, head=self.head
+        )
         return {
             "image": torch.from_numpy(normalize_image(image)),
             "heatmap": torch.from_numpy(targets.heatmap),
             "heatmap_weight": torch.from_numpy(targets.heatmap_weight),
             "regression": torch.from_numpy(targets.regression),
             "regression_mask": torch.from_numpy(targets.regression_mask),
+            "classes": torch.from_numpy(targets.classes),
         }

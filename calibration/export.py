@@ -5,8 +5,8 @@ The file has input ``images`` float32 ``(N, 3, H, W)`` (dynamic N), output
 ``detections`` ``(N, K, 6)`` = x1, y1, x2, y2 (input pixels), score, class,
 opset 17, and ``metadata_props`` (all JSON or plain strings): ``class_names``,
 ``input_size`` ``[w, h]``, ``normalization``, ``resize`` ("letterbox"),
-``output_format`` ("detections-v1"), ``model_version`` and ``training``
-(provenance).
+``output_format`` ("detections-v1"), ``model_version``, ``architecture``
+(names the head type) and ``training`` (provenance, including ``head``).
 
 Export uses torch's TorchScript exporter without constant folding: the
 dynamo exporter (torch >= 2.9 default) cannot emit opset 17 for this graph
@@ -74,9 +74,11 @@ def _metadata(
         "output_format": "detections-v1",
         "max_detections": str(MAX_DETECTIONS),
         "stride": str(STRIDE),
-        "architecture": "dishnet-efficientnet-lite0-b8-centernet",
+        "architecture": f"dishnet-efficientnet-lite0-b8-{net.head_type}",
         "model_version": model_version,
-        "training": json.dumps(dict(training or {}), default=str, sort_keys=True),
+        "training": json.dumps(
+            {**dict(training or {}), "head": net.head_type}, default=str, sort_keys=True
+        ),
     }
 
 
@@ -153,7 +155,7 @@ def export_onnx(
     path : Path
         Destination ``.onnx`` file, replaced atomically.
     class_names : sequence of str
-        Names in class-id order; must match the model's heatmap channels.
+        Names in class-id order; must match the model's classes.
     input_size : tuple of int, optional
         ``(width, height)``; must equal the model's (the default).
     model_version : str
@@ -246,7 +248,8 @@ def export_checkpoint(ckpt: Path, out: Path, model_version: str | None = None) -
 
     payload = load_checkpoint(ckpt)
     names = list(payload["class_names"])
-    net = build_model(len(names), tuple(payload["input_size"]), pretrained=False)
+    head = payload.get("head", "centernet")  # checkpoints before --head: centernet
+    net = build_model(len(names), tuple(payload["input_size"]), pretrained=False, head=head)
     net.load_state_dict(payload["model"])
     version = model_version or str(payload.get("model_version", Path(ckpt).stem))
     training = dict(payload.get("training", {}), checkpoint=str(ckpt), epoch=payload.get("epoch"))

@@ -1,12 +1,25 @@
-"""The dish detector: EfficientNet-Lite0 trunk, stride-8 neck and a CenterNet head.
+"""The dish detector: EfficientNet-Lite0 trunk, stride-8 neck and a CenterNet-style head.
 
 Sits in calibration (training side); its export (:mod:`calibration.export`) is
 the ONNX model that ``edge.detect`` runs. The network maps an RGB image
-normalised with ImageNet mean/std, ``(N, 3, H, W)``, to three stride-8 maps:
+normalised with ImageNet mean/std, ``(N, 3, H, W)``, to stride-8 maps. Two
+heads exist (:data:`HEADS`, chosen with ``--head``):
+
+``centernet`` (:class:`Head`) outputs three maps:
 
 * ``heatmap`` logits ``(N, C, H/8, W/8)``: one centre heatmap per class,
 * ``size`` ``(N, 2, H/8, W/8)``: log of box width and height in grid cells,
 * ``offset`` ``(N, 2, H/8, W/8)``: sub-cell position of the centre, cells.
+
+``factorized`` (:class:`FactorizedHead`) outputs the same three maps, except
+that the heatmap has two class-agnostic channels (0: trays = class 0, 1:
+every other class), plus ``class`` logits ``(N, C, H/8, W/8)`` that name the
+item at a centre (a softmax over classes 1..C-1; channel 0 is kept so that
+channel = class id, but neither trained nor read). Why: one focal heatmap
+per class learns each class only from its own few peaks, and after 450
+steps on ds1 the centernet head had left all 32 item channels at their
+prior; here every item trains the one "item" channel, and the classifier's
+cross-entropy gives every class a gradient at every item centre.
 
 :class:`DetectionGraph` appends peak extraction (3x3 max-pool NMS, top-K) so
 the exported graph emits ``detections (N, K, 6)`` = x1, y1, x2, y2 (input
@@ -20,6 +33,7 @@ the budget for the whole model is 8 ms (see ../shared/MEASURED.md).
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812 -- the PyTorch convention
@@ -37,6 +51,9 @@ TRUNK_BLOCKS = 8  # EfficientNet-Lite0 blocks kept: through the 80-channel strid
 STRIDE8_BLOCK = 4  # index of the last 40-channel (stride-8) block
 NECK_CHANNELS = 64
 LOG_SIZE_MAX = 8.0  # clamp before exp: e^8 cells = 24 k pixels, far beyond any frame
+TRAY_CLASS = 0  # the factorized head's objectness channel 0; every other class is channel 1
+
+HeadType = Literal["centernet", "factorized"]
 
 
 def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
@@ -126,6 +143,52 @@ class Head(nn.Module):
         x = self.shared(feature)
         return self.heatmap(x), self.size(x), self.offset(x)
 
+    def decode(
+        self, outputs: tuple[torch.Tensor, ...], grid: tuple[int, int], k: int
+    ) -> torch.Tensor:
+        """Detections ``(N, K, 6)`` of :meth:`forward`'s outputs; see :func:`decode_detections`."""
+        heatmap, log_size, offset = outputs
+        return decode_detections(heatmap, log_size, offset, grid, k)
+
+
+class FactorizedHead(nn.Module):
+    """Class-agnostic centres plus a per-cell classifier; see the module docstring."""
+
+    def __init__(self, num_classes: int, channels: int = NECK_CHANNELS) -> None:
+        super().__init__()
+        if num_classes < 2:
+            msg = f"FactorizedHead(num_classes={num_classes}): needs the tray and >= 1 item class"
+            raise ValueError(msg)
+        self.shared = _separable(channels, channels)
+        self.objectness = nn.Sequential(_separable(channels, channels), nn.Conv2d(channels, 2, 1))
+        classifier = nn.Conv2d(channels, num_classes, 1)
+        nn.init.normal_(classifier.weight, std=0.01)  # starts near uniform class probabilities
+        nn.init.zeros_(classifier.get_parameter("bias"))
+        self.classes = nn.Sequential(_separable(channels, channels), classifier)
+        self.size = nn.Sequential(_separable(channels, channels), nn.Conv2d(channels, 2, 1))
+        self.offset = nn.Sequential(_separable(channels, channels), nn.Conv2d(channels, 2, 1))
+        reset_heatmap_output(self.objectness[-1])
+
+    def forward(
+        self, feature: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Objectness logits ``(N, 2, h, w)``, log-size, offset, class logits ``(N, C, h, w)``."""
+        x = self.shared(feature)
+        return self.objectness(x), self.size(x), self.offset(x), self.classes(x)
+
+    def decode(
+        self, outputs: tuple[torch.Tensor, ...], grid: tuple[int, int], k: int
+    ) -> torch.Tensor:
+        """Detections ``(N, K, 6)``; see :func:`decode_factorized`."""
+        objectness, log_size, offset, class_logits = outputs
+        return decode_factorized(objectness, log_size, offset, class_logits, grid=grid, k=k)
+
+
+HEADS: dict[str, type[Head] | type[FactorizedHead]] = {
+    "centernet": Head,
+    "factorized": FactorizedHead,
+}
+
 
 def reset_heatmap_output(conv: nn.Module) -> None:
     """Initialise the heatmap output conv: small weights, bias for a 0.1 prior."""
@@ -147,6 +210,8 @@ class DishNet(nn.Module):
         ``(width, height)`` in pixels; both multiples of 16.
     pretrained : bool
         Start the backbone from ImageNet weights (True) or random init (False).
+    head : {"centernet", "factorized"}
+        The head type, see :data:`HEADS`.
     """
 
     def __init__(
@@ -154,8 +219,12 @@ class DishNet(nn.Module):
         num_classes: int,
         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
         pretrained: bool = True,
+        head: HeadType = "centernet",
     ) -> None:
         super().__init__()
+        if head not in HEADS:
+            msg = f"DishNet(head={head!r}): unknown head type (valid: {sorted(HEADS)})"
+            raise ValueError(msg)
         width, height = input_size
         if num_classes < 1 or width % 16 or height % 16 or width <= 0 or height <= 0:
             msg = (
@@ -169,13 +238,28 @@ class DishNet(nn.Module):
         self.frozen_blocks = 0
         self.backbone = Backbone(pretrained=pretrained)
         self.neck = Neck()
-        self.head = Head(num_classes)
+        self.head = HEADS[head](num_classes)
+        self.head_type: HeadType = head
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Raw head outputs for normalised images ``(N, 3, H, W)``."""
+    @property
+    def grid(self) -> tuple[int, int]:
+        """``(w, h)`` of the stride-8 output grid in cells."""
+        return self.input_size[0] // STRIDE, self.input_size[1] // STRIDE
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Raw head outputs for normalised images ``(N, 3, H, W)``.
+
+        ``(heatmap, log_size, offset)`` for the centernet head; the factorized
+        head appends ``class_logits`` (its heatmap has two channels).
+        """
         c8, c16 = self.backbone(images)
-        outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = self.head(self.neck(c8, c16))
+        outputs: tuple[torch.Tensor, ...] = self.head(self.neck(c8, c16))
         return outputs
+
+    def decode(self, outputs: tuple[torch.Tensor, ...], k: int = MAX_DETECTIONS) -> torch.Tensor:
+        """Detections ``(N, K, 6)`` of :meth:`forward`'s outputs, decoded as in the export."""
+        detections: torch.Tensor = self.head.decode(outputs, self.grid, k)
+        return detections
 
     def freeze_backbone(self, frozen: bool = True) -> None:
         """Shallow fine-tuning: no gradients and fixed BN statistics in the backbone."""
@@ -219,10 +303,13 @@ class DishNet(nn.Module):
 
 
 def build_model(
-    num_classes: int, input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, pretrained: bool = True
+    num_classes: int,
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+    pretrained: bool = True,
+    head: HeadType = "centernet",
 ) -> DishNet:
     """Build the detector; ``pretrained=False`` gives the from-scratch baseline."""
-    return DishNet(num_classes, input_size, pretrained=pretrained)
+    return DishNet(num_classes, input_size, pretrained=pretrained, head=head)
 
 
 def decode_detections(
@@ -253,15 +340,99 @@ def decode_detections(
     grid_w, grid_h = grid
     cells = grid_w * grid_h
     k = min(k, heatmap_logits.shape[1] * cells)
-    heat = torch.sigmoid(heatmap_logits)
-    peaks = F.max_pool2d(heat, 3, stride=1, padding=1)
-    heat = heat * (peaks == heat).to(heat.dtype)
+    heat = _peaks(torch.sigmoid(heatmap_logits))
     scores, index = torch.topk(heat.flatten(1), k, dim=1)
+    cls, cell = _split_index(index, cells)
+    return _assemble(cell, scores, cls, log_size, offset, grid_w=grid_w)
+
+
+def decode_factorized(
+    objectness_logits: torch.Tensor,
+    log_size: torch.Tensor,
+    offset: torch.Tensor,
+    class_logits: torch.Tensor,
+    *,
+    grid: tuple[int, int],
+    k: int = MAX_DETECTIONS,
+) -> torch.Tensor:
+    """Peak extraction for the factorized head, with the same export-friendly ops.
+
+    Peaks are the 3x3 local maxima of the objectness heatmap; the K highest
+    of its ``2 * h * w`` cells are the candidates. A candidate in channel 0 is
+    a tray (class 0) scored by its objectness; one in channel 1 takes the most
+    probable class of a softmax over classes 1..C-1 at its cell, scored
+    objectness x that probability. Candidates are chosen by objectness, not
+    by the final score: while the classifier is still unsure (early training,
+    p ~ 1/C) the final score would rank every weak tray-channel peak above
+    every item. The K candidates are then sorted by final score.
+
+    Parameters
+    ----------
+    objectness_logits : torch.Tensor
+        ``(N, 2, h, w)``: channel 0 trays, channel 1 every other class.
+    log_size, offset : torch.Tensor
+        ``(N, 2, h, w)`` each, as for :func:`decode_detections`.
+    class_logits : torch.Tensor
+        ``(N, C, h, w)``; channel 0 (tray) is not used.
+    grid : tuple of int
+        ``(w, h)`` of the output grid as Python ints.
+    k : int
+        Detections per image; capped at ``2 * h * w``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, K, 6)`` float: x1, y1, x2, y2 in input pixels, score in [0, 1],
+        class id; sorted by score, highest first.
+    """
+    grid_w, grid_h = grid
+    cells = grid_w * grid_h
+    k = min(k, 2 * cells)
+    heat = _peaks(torch.sigmoid(objectness_logits))
+    objectness, index = torch.topk(heat.flatten(1), k, dim=1)
+    channel, cell = _split_index(index, cells)
+    num_items = class_logits.shape[1] - (TRAY_CLASS + 1)
+    logits = torch.gather(
+        class_logits[:, TRAY_CLASS + 1 :].flatten(2),
+        2,
+        cell.to(torch.int64).unsqueeze(1).expand(-1, num_items, -1),
+    )  # (N, C-1, K): only the candidates' cells are classified
+    best, item_index = logits.max(dim=1)
+    # the top softmax probability 1 / sum(exp(l - l_max)), without a Softmax node
+    # (ONNX Runtime transposes around a Softmax over a non-last axis)
+    item_prob = 1.0 / torch.exp(logits - best.unsqueeze(1)).sum(dim=1)
+    scores = objectness * (1.0 + channel * (item_prob - 1.0))  # channel 0: objectness alone
+    cls = channel * (item_index.to(torch.float32) + (TRAY_CLASS + 1))  # channel 0 -> class 0
+    detections = _assemble(cell, scores, cls, log_size, offset, grid_w=grid_w)
+    _, order = torch.topk(scores, k, dim=1)
+    return torch.gather(detections, 1, order.unsqueeze(2).expand(-1, -1, 6))
+
+
+def _peaks(heat: torch.Tensor) -> torch.Tensor:
+    """Zero every cell that is not the maximum of its 3x3 neighbourhood (per channel)."""
+    peaks = F.max_pool2d(heat, 3, stride=1, padding=1)
+    return heat * (peaks == heat).to(heat.dtype)
+
+
+def _split_index(index: torch.Tensor, cells: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Channel and cell (both float) of TopK indices into a flattened ``(N, C * cells)`` map."""
     # float arithmetic instead of integer Div/Mod: exact below 2**24 and every
     # backend (TensorRT included) supports Floor on float32
     flat = index.to(torch.float32)
-    cls = torch.floor((flat + 0.5) / cells)
-    cell = flat - cls * cells
+    channel = torch.floor((flat + 0.5) / cells)
+    return channel, flat - channel * cells
+
+
+def _assemble(
+    cell: torch.Tensor,
+    scores: torch.Tensor,
+    cls: torch.Tensor,
+    log_size: torch.Tensor,
+    offset: torch.Tensor,
+    *,
+    grid_w: int,
+) -> torch.Tensor:
+    """``(N, K, 6)`` detections from cells ``(N, K)`` (float), their scores and classes."""
     ys = torch.floor((cell + 0.5) / grid_w)
     xs = cell - ys * grid_w
     regression = torch.cat([log_size, offset], dim=1).flatten(2)  # (N, 4, h*w)
@@ -281,10 +452,7 @@ class DetectionGraph(nn.Module):
         super().__init__()
         self.net = net
         self.k = k
-        width, height = net.input_size
-        self.grid = (width // STRIDE, height // STRIDE)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Decoded detections, see :func:`decode_detections`."""
-        heatmap, log_size, offset = self.net(images)
-        return decode_detections(heatmap, log_size, offset, self.grid, self.k)
+        """Decoded detections, see :func:`decode_detections` and :func:`decode_factorized`."""
+        return self.net.decode(self.net(images), self.k)

@@ -1,12 +1,22 @@
 """CenterNet training targets and losses for the stride-8 detector head.
 
 Sits between :mod:`calibration.data` (boxes in network-input pixels) and
-:mod:`calibration.trainer`. Each object becomes a Gaussian peak on its class
-heatmap, with the radius CenterNet derives from the box size, plus a log-size
-and a sub-cell offset target at its centre cell. Objects marked ``ignore``
-(less than half visible) draw no peak and switch the heatmap loss off inside
-their box on their class channel, so they count neither as positive nor
+:mod:`calibration.trainer`. Each object becomes a Gaussian peak on its
+heatmap channel, with the radius CenterNet derives from the box size, plus a
+log-size and a sub-cell offset target at its centre cell. Objects marked
+``ignore`` (less than half visible) draw no peak and switch the heatmap loss
+off inside their box on their channel, so they count neither as positive nor
 negative.
+
+The heatmap channel of an object is its class for the ``centernet`` head; for
+the ``factorized`` head it is 0 for trays and 1 for everything else, and a
+per-cell class map labels item centres for the head's softmax classifier:
+the centre cell, its 8 neighbours (a decoded peak is often one cell off the
+centre, and 9 labels per item feed the classifier 9x more examples per step;
+FCOS's centre sampling does the same) and further cells where the item's
+Gaussian is still >= 0.8. Trays are not labelled: the decoder names a
+channel-0 peak a tray without asking the classifier, and on ds1 tray cells
+would take 45 % of the classifier's supervision.
 """
 
 from __future__ import annotations
@@ -20,9 +30,13 @@ import torch
 import torch.nn.functional as F  # noqa: N812 -- the PyTorch convention
 from numpy.typing import NDArray
 
-from calibration.model import STRIDE
+from calibration.model import STRIDE, TRAY_CLASS, HeadType
 
 MIN_OVERLAP = 0.7  # CenterNet: a box shifted by the radius keeps IoU >= 0.7
+CLASS_TARGET_MIN = 0.8  # Gaussian value from which a cell is labelled for the classifier
+CLASS_NEIGHBOURHOOD = 1  # cells around an item centre always labelled (1: the 3x3 block)
+NO_CLASS = -1  # class-map value of unlabelled cells (cross-entropy ignore_index)
+LABEL_SMOOTHING = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,20 +46,26 @@ class Targets:
     Attributes
     ----------
     heatmap : np.ndarray
-        ``(C, h, w)`` float32 in [0, 1]; exactly 1 at object centre cells.
+        ``(K, h, w)`` float32 in [0, 1]; exactly 1 at object centre cells.
+        K = C for the centernet head, 2 for the factorized one.
     heatmap_weight : np.ndarray
-        ``(C, h, w)`` float32; 0 where the heatmap loss is ignored, else 1.
+        ``(K, h, w)`` float32; 0 where the heatmap loss is ignored, else 1.
     regression : np.ndarray
         ``(4, h, w)`` float32: log width, log height (grid cells), offset x, y
         (cells, in [0, 1)); valid where ``regression_mask`` is 1.
     regression_mask : np.ndarray
         ``(h, w)`` float32; 1 at object centre cells.
+    classes : np.ndarray
+        ``(h, w)`` int64 item class id the classifier learns at a cell,
+        ``NO_CLASS`` (-1) elsewhere; the nearer centre wins a shared cell.
+        All ``NO_CLASS`` for the centernet head.
     """
 
     heatmap: NDArray[Any]
     heatmap_weight: NDArray[Any]
     regression: NDArray[Any]
     regression_mask: NDArray[Any]
+    classes: NDArray[Any]
 
 
 def gaussian_radius(height: float, width: float, min_overlap: float = MIN_OVERLAP) -> float:
@@ -67,18 +87,32 @@ def gaussian_radius(height: float, width: float, min_overlap: float = MIN_OVERLA
     return min(r1, r2, r3)
 
 
-def draw_gaussian(heatmap: NDArray[Any], center: tuple[int, int], radius: int) -> None:
-    """Max-blend a Gaussian of ``radius`` cells centred on ``center=(x, y)`` into ``(h, w)``."""
+def gaussian_window(
+    shape: tuple[int, ...], center: tuple[int, int], radius: int
+) -> tuple[tuple[slice, slice], NDArray[Any]]:
+    """The Gaussian of ``radius`` cells at ``center=(x, y)``, clipped to a ``(h, w)`` grid.
+
+    Returns
+    -------
+    tuple
+        ``(rows, cols)`` slices of the grid and the float32 patch that covers them.
+    """
     diameter = 2 * radius + 1
     sigma = diameter / 6
     offsets = np.arange(-radius, radius + 1, dtype=np.float32)
     kernel = np.exp(-(offsets[None, :] ** 2 + offsets[:, None] ** 2) / (2 * sigma * sigma))
     x, y = center
-    height, width = heatmap.shape
+    height, width = shape
     left, right = min(x, radius), min(width - x, radius + 1)
     top, bottom = min(y, radius), min(height - y, radius + 1)
-    region = heatmap[y - top : y + bottom, x - left : x + right]
-    patch = kernel[radius - top : radius + bottom, radius - left : radius + right]
+    window = (slice(y - top, y + bottom), slice(x - left, x + right))
+    return window, kernel[radius - top : radius + bottom, radius - left : radius + right]
+
+
+def draw_gaussian(heatmap: NDArray[Any], center: tuple[int, int], radius: int) -> None:
+    """Max-blend a Gaussian of ``radius`` cells centred on ``center=(x, y)`` into ``(h, w)``."""
+    window, patch = gaussian_window(heatmap.shape, center, radius)
+    region = heatmap[window]
     np.maximum(region, patch, out=region)
 
 
@@ -88,6 +122,8 @@ def encode_targets(
     ignore: NDArray[Any],
     num_classes: int,
     input_size: tuple[int, int],
+    *,
+    head: HeadType = "centernet",
 ) -> Targets:
     """Encode boxes of one image into dense CenterNet targets.
 
@@ -103,6 +139,8 @@ def encode_targets(
         C.
     input_size : tuple of int
         ``(width, height)`` of the network input in pixels.
+    head : {"centernet", "factorized"}
+        Heatmap layout: one channel per class, or trays / everything else.
 
     Returns
     -------
@@ -110,15 +148,22 @@ def encode_targets(
         On the ``(height / 8, width / 8)`` grid.
     """
     grid_w, grid_h = input_size[0] // STRIDE, input_size[1] // STRIDE
-    heatmap = np.zeros((num_classes, grid_h, grid_w), np.float32)
+    factorized = head == "factorized"
+    heatmap = np.zeros((2 if factorized else num_classes, grid_h, grid_w), np.float32)
     weight = np.ones_like(heatmap)
     regression = np.zeros((4, grid_h, grid_w), np.float32)
     mask = np.zeros((grid_h, grid_w), np.float32)
+    class_map = np.full((grid_h, grid_w), NO_CLASS, np.int64)
+    claim = np.zeros((grid_h, grid_w), np.float32)  # Gaussian value of a cell's label
     for box, cls, skip in zip(boxes / STRIDE, classes, ignore, strict=True):
         x1, y1, x2, y2 = (float(v) for v in box)
+        item = int(cls) != TRAY_CLASS
+        channel = int(item) if factorized else int(cls)
         if skip:
             weight[
-                cls, max(0, math.floor(y1)) : math.ceil(y2), max(0, math.floor(x1)) : math.ceil(x2)
+                channel,
+                max(0, math.floor(y1)) : math.ceil(y2),
+                max(0, math.floor(x1)) : math.ceil(x2),
             ] = 0
             continue
         width, height = x2 - x1, y2 - y1
@@ -128,11 +173,19 @@ def encode_targets(
         ix = min(max(int(cx), 0), grid_w - 1)
         iy = min(max(int(cy), 0), grid_h - 1)
         radius = max(0, int(gaussian_radius(math.ceil(height), math.ceil(width))))
-        draw_gaussian(heatmap[cls], (ix, iy), radius)
+        draw_gaussian(heatmap[channel], (ix, iy), radius)
         regression[:, iy, ix] = (math.log(width), math.log(height), cx - ix, cy - iy)
         mask[iy, ix] = 1.0
+        if not (factorized and item):
+            continue
+        for r, floor in ((radius, CLASS_TARGET_MIN), (CLASS_NEIGHBOURHOOD, 0.0)):
+            window, patch = gaussian_window(class_map.shape, (ix, iy), r)
+            strength = np.where(patch >= floor, patch, 0.0)
+            wins = strength > claim[window]
+            class_map[window][wins] = cls
+            claim[window][wins] = strength[wins]
     weight[heatmap > 0] = 1.0  # a real object inside an ignored box still counts
-    return Targets(heatmap, weight, regression, mask)
+    return Targets(heatmap, weight, regression, mask, class_map)
 
 
 def focal_loss(
@@ -163,23 +216,33 @@ def detection_loss(
     batch: dict[str, torch.Tensor],
     size_weight: float = 1.0,
     offset_weight: float = 1.0,
+    class_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """Total loss of a batch and its parts, each normalised by the number of objects.
 
     Parameters
     ----------
     outputs : tuple of torch.Tensor
-        :class:`calibration.model.DishNet` outputs (heatmap logits, log-size, offset).
+        :class:`calibration.model.DishNet` outputs: heatmap logits, log-size,
+        offset and, from the factorized head, class logits ``(N, C, h, w)``.
     batch : dict of torch.Tensor
         Stacked :class:`Targets` fields: ``heatmap``, ``heatmap_weight``,
-        ``regression``, ``regression_mask``.
+        ``regression``, ``regression_mask`` and ``classes``.
 
     Returns
     -------
     dict of torch.Tensor
-        Scalars ``loss``, ``heatmap``, ``size``, ``offset``.
+        Scalars ``loss``, ``heatmap``, ``size``, ``offset``; plus ``class``
+        for the factorized head: label-smoothed cross-entropy of a softmax
+        over the item classes 1..C-1 (what the decoder uses), per labelled cell.
     """
-    heatmap_logits, log_size, offset = outputs
+    heatmap_logits, log_size, offset = outputs[:3]
+    if heatmap_logits.shape[1] != batch["heatmap"].shape[1]:
+        msg = (
+            f"heatmap has {heatmap_logits.shape[1]} channels, its targets "
+            f"{batch['heatmap'].shape[1]}: dataset and model were built for different heads"
+        )
+        raise ValueError(msg)
     heat_sum, num_pos = focal_loss(heatmap_logits, batch["heatmap"], batch["heatmap_weight"])
     norm = torch.clamp(num_pos, min=1.0)
     mask = batch["regression_mask"].unsqueeze(1)
@@ -187,9 +250,23 @@ def detection_loss(
     size = (mask * (log_size - regression[:, :2]).abs()).sum() / norm
     off = (mask * (offset - regression[:, 2:]).abs()).sum() / norm
     heat = heat_sum / norm
-    return {
+    losses = {
         "loss": heat + size_weight * size + offset_weight * off,
         "heatmap": heat,
         "size": size,
         "offset": off,
     }
+    if len(outputs) == 4:
+        labels = batch["classes"]
+        labelled = torch.clamp((labels != NO_CLASS).sum().to(heat.dtype), min=1.0)
+        first_item = TRAY_CLASS + 1
+        cls = F.cross_entropy(
+            outputs[3][:, first_item:],
+            torch.where(labels >= first_item, labels - first_item, NO_CLASS),
+            ignore_index=NO_CLASS,
+            label_smoothing=LABEL_SMOOTHING,
+            reduction="sum",
+        ) / labelled
+        losses["loss"] = losses["loss"] + class_weight * cls
+        losses["class"] = cls
+    return losses

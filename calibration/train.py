@@ -83,6 +83,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-version", default=None, help="version string for the ONNX metadata"
     )
+    parser.add_argument(
+        "--head",
+        choices=["centernet", "factorized"],
+        default="centernet",
+        help="centernet: one focal heatmap per class; factorized: tray/item heatmaps plus a "
+        "softmax classifier at object centres (learns classes in far fewer steps)",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -120,6 +127,7 @@ def run_train(args: argparse.Namespace) -> int:
         workers=args.workers,
         resume=args.resume,
         model_version=args.model_version,
+        head=args.head,
     )
     train(config)
     return 0

@@ -10,7 +10,8 @@ backbone including its BatchNorm statistics; deep fine-tuning trains it at a
 lower learning rate (``backbone_lr_scale``). Each epoch writes ``last.ckpt``
 (everything needed to resume), ``best.ckpt`` (best validation mAP@0.5, or
 loss without a validation split) and a line of ``history.jsonl``; a run
-whose ``out`` already holds ``last.ckpt`` continues from it.
+whose ``out`` already holds ``last.ckpt`` continues from it, if it asks for
+the same head type (``centernet`` or ``factorized``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from calibration.checkpoint import (
 )
 from calibration.data import DetectionDataset, Split, budget, read_split, refuse_held_out
 from calibration.export import export_onnx
-from calibration.model import STRIDE, DishNet, build_model, decode_detections
+from calibration.model import DishNet, HeadType, build_model
 from calibration.targets import detection_loss
 from edge.errors import InputFormatError, ModelError
 
@@ -72,6 +73,7 @@ class TrainConfig:
     workers: int = 0
     resume: bool = True
     model_version: str | None = None
+    head: HeadType = "centernet"
 
 
 def seed_everything(seed: int) -> None:
@@ -124,15 +126,14 @@ def _loader(
 def evaluate(model: DishNet, dataset: DetectionDataset, config: TrainConfig) -> dict[str, float]:
     """Validation loss and mAP@0.5 with the exported model's decoding."""
     model.eval()
-    grid = (model.input_size[0] // STRIDE, model.input_size[1] // STRIDE)
     detections: list[NDArray[Any]] = []
     total, batches = 0.0, 0
     with torch.no_grad():
         for batch in _loader(dataset, config, None):
-            heatmap, log_size, offset = outputs = model(batch["image"])
+            outputs = model(batch["image"])
             total += float(detection_loss(outputs, batch)["loss"])
             batches += 1
-            detections.extend(decode_detections(heatmap, log_size, offset, grid).numpy())
+            detections.extend(model.decode(outputs).numpy())
     truth = [dataset.ground_truth(i) for i in range(len(dataset))]
     map50, _ = mean_average_precision(detections, truth, model.num_classes)
     return {"val_loss": total / max(batches, 1), "val_map50": map50}
@@ -153,16 +154,20 @@ class Trainer:
         frames = budget(train_split.frames, config.max_images, config.seed)
         n = len(self.class_names)
         self.train_set = DetectionDataset(
-            frames, n, config.input_size, train=True, seed=config.seed
+            frames, n, config.input_size, train=True, seed=config.seed, head=config.head
         )
         self.val_set = None
         if val_split is not None:
             val_frames = budget(val_split.frames, config.val_max_images, config.seed)
-            self.val_set = DetectionDataset(val_frames, n, config.input_size, train=False)
+            self.val_set = DetectionDataset(
+                val_frames, n, config.input_size, train=False, head=config.head
+            )
         if not frames:
             msg = f"{config.data / 'train'}: no training images"
             raise InputFormatError(msg)
-        self.model = build_model(n, config.input_size, pretrained=config.pretrained)
+        self.model = build_model(
+            n, config.input_size, pretrained=config.pretrained, head=config.head
+        )
         self.model.freeze_backbone(config.freeze_backbone)
         if not config.freeze_backbone and config.freeze_blocks:
             self.model.freeze_early(config.freeze_blocks)
@@ -198,6 +203,15 @@ class Trainer:
         last = self.config.out / "last.ckpt"
         if self.config.resume and last.exists():
             state = load_checkpoint(last)
+            saved_head = state.get("head", "centernet")  # checkpoints before --head: centernet
+            if saved_head != self.config.head:
+                msg = (
+                    f"{last}: trained with --head {saved_head}, this run asks for --head "
+                    f"{self.config.head}; resume with --head {saved_head}, or pass --no-resume "
+                    f"or another --out (--init {last} then starts the {self.config.head} head "
+                    "from its backbone and neck)"
+                )
+                raise ModelError(msg)
             if list(state["class_names"]) != self.class_names:
                 msg = f"{last}: classes differ from {self.config.data}; use another --out"
                 raise InputFormatError(msg)
@@ -243,6 +257,7 @@ class Trainer:
             },
             "class_names": list(self.class_names),
             "input_size": list(self.config.input_size),
+            "head": self.config.head,
             "training": self.provenance(),
         }
 
@@ -251,6 +266,7 @@ class Trainer:
         seeds = sorted({f.seed for f in self.train_set.frames if f.seed is not None})
         return {
             "data": str(self.config.data),
+            "head": self.config.head,
             "train_images": len(self.train_set),
             "train_seeds": seeds[:50],
             "epochs": self.epoch,

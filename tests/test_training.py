@@ -2,7 +2,8 @@
 
 Runs on a tiny COCO-layout dataset of coloured shapes built in a temporary
 directory (8 training and 4 validation frames of 640x480), small enough that
-a whole train-export cycle takes seconds on two CPU cores.
+a whole train-export cycle takes seconds on two CPU cores. Both head types
+(``centernet``, ``factorized``) go through a train-export cycle.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from calibration.average_precision import GroundTruth, mean_average_precision  #
 from calibration.checkpoint import HEATMAP_OUT, init_from, load_checkpoint  # noqa: E402
 from calibration.data import DetectionDataset, read_split, refuse_held_out  # noqa: E402
 from calibration.export import add_export_arguments, compare_detections, run_export  # noqa: E402
-from calibration.model import DetectionGraph, build_model  # noqa: E402
+from calibration.model import DetectionGraph, build_model, decode_factorized  # noqa: E402
 from calibration.targets import detection_loss, encode_targets  # noqa: E402
 from calibration.train import add_train_arguments, run_train  # noqa: E402
 from edge.detect.contract import check_contract  # noqa: E402
-from edge.errors import HeldOutSeedError, MissingExtraError  # noqa: E402
+from edge.errors import HeldOutSeedError, MissingExtraError, ModelError  # noqa: E402
 
 CLASSES = ["tray", "red_disc", "blue_box"]
 COLOURS = {1: (40, 40, 220), 2: (220, 60, 40)}  # BGR
@@ -107,6 +108,13 @@ def _args(data: Path, out: Path, *extra: str) -> argparse.Namespace:
 def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run")
     assert run_train(_args(dataset, out)) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_factorized(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run_factorized")
+    assert run_train(_args(dataset, out, "--head", "factorized")) == 0
     return out
 
 
@@ -314,3 +322,104 @@ def test_training_without_torch_names_the_extra(
     )
     with pytest.raises(MissingExtraError, match=r"dishtracker-edge\[train\]"):
         run_train(_args(dataset, tmp_path / "run"))
+
+
+def test_factorized_targets_split_trays_from_items_and_label_item_centres() -> None:
+    boxes = np.array(
+        [[0, 0, 320, 240], [80, 40, 160, 120], [200, 100, 240, 140], [144, 104, 176, 136]],
+        np.float32,
+    )
+    targets = encode_targets(
+        boxes,
+        np.array([0, 1, 2, 2]),
+        np.array([False, False, True, False]),
+        3,
+        (320, 240),
+        head="factorized",
+    )
+    assert targets.heatmap.shape == (2, 30, 40)
+    assert targets.heatmap[0, 15, 20] == 1.0  # the tray, centre (160, 120) px, on channel 0
+    assert targets.heatmap[1, 10, 15] == 1.0  # an item on channel 1
+    assert targets.classes[10, 15] == targets.classes[11, 16] == 1  # centre and neighbours
+    assert targets.classes[15, 20] == targets.classes[14, 21] == 2
+    assert targets.classes[15, 17] == -1  # trays are named by their channel, not classified
+    assert targets.classes[15, 27] == -1  # nor is the ignored item
+    assert (targets.classes >= 0).sum() == 18
+    assert targets.heatmap_weight[1, 12:18, 25:30].max() == 0.0  # the ignored item ...
+    assert targets.heatmap_weight[0, 12:18, 25:30].min() == 1.0  # ... still a tray negative
+
+
+def test_factorized_decoding_names_trays_by_channel_and_items_by_classifier() -> None:
+    objectness = torch.full((1, 2, 6, 8), -10.0)
+    objectness[0, 0, 1, 1] = 3.0  # a tray peak at cell (x 1, y 1)
+    objectness[0, 1, 4, 6] = 2.0  # an item peak at cell (x 6, y 4)
+    class_logits = torch.zeros(1, 4, 6, 8)
+    class_logits[0, :, 1, 1] = torch.tensor([0.0, 5.0, 0.0, 0.0])  # not asked for a tray
+    class_logits[0, :, 4, 6] = torch.tensor([9.0, 0.0, 0.0, 4.0])  # class 0 is excluded
+    zeros = torch.zeros(1, 2, 6, 8)
+    dets = decode_factorized(objectness, zeros, zeros, class_logits, grid=(8, 6), k=5)[0]
+    assert dets.shape == (5, 6)
+    np.testing.assert_allclose(dets[0], [4, 4, 12, 12, torch.sigmoid(torch.tensor(3.0)), 0])
+    item_prob = np.exp(4) / (2 + np.exp(4))
+    item_score = float(torch.sigmoid(torch.tensor(2.0))) * item_prob
+    np.testing.assert_allclose(dets[1], [44, 28, 52, 36, item_score, 3], rtol=1e-6)
+    assert (dets[2:, 4] < 1e-4).all() and (dets[:, 4].diff() <= 0).all()
+
+    # candidates are chosen by objectness: an unsure classifier does not hide an item
+    objectness[0, 0, 4, 1] = 0.0  # a weak tray-channel peak, 0.5
+    class_logits[0, :, 4, 6] = 0.0  # item probability 1/3: final score 0.29
+    dets = decode_factorized(objectness, zeros, zeros, class_logits, grid=(8, 6), k=2)[0]
+    assert dets[:, 5].tolist() == [0, 1] and dets[1, 4] == pytest.approx(item_score / item_prob / 3)
+
+
+def test_factorized_head_trains_exports_and_matches_torch(trained_factorized: Path) -> None:
+    path = trained_factorized / "model.onnx"
+    assert list(check_contract(path).class_names) == CLASSES
+    meta = _meta(onnx.load(str(path)))
+    assert json.loads(meta["training"])["head"] == "factorized"
+    assert meta["architecture"].endswith("-factorized")
+    history = json.loads((trained_factorized / "history.jsonl").read_text().splitlines()[0])
+    assert history["train_class"] > 0 and "val_map50" in history
+    state = load_checkpoint(trained_factorized / "best.ckpt")
+    assert state["head"] == "factorized" and state["training"]["head"] == "factorized"
+
+    net = build_model(len(CLASSES), pretrained=False, head="factorized")
+    net.load_state_dict(state["model"])
+    images = np.random.default_rng(4).normal(size=(3, 3, 240, 320)).astype(np.float32)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["detections"], {"images": images}
+    )[0]
+    with torch.no_grad():
+        expected = DetectionGraph(net).eval()(torch.from_numpy(images)).numpy()
+    assert got.shape == (3, 100, 6)
+    assert compare_detections(expected, got) is None
+    assert (got[:, :, 4] >= 0).all() and (got[:, :, 4] <= 1).all()
+    assert np.isin(got[:, :, 5], np.arange(len(CLASSES))).all()
+
+    again = build_model(len(CLASSES), pretrained=False, head="factorized")
+    init_from(again, path, CLASSES)
+    got_weights = _weights(again)
+    for key, value in _weights(net).items():
+        assert torch.equal(got_weights[key], value), key
+
+
+def test_factorized_init_from_centernet_keeps_backbone_neck_and_tray(trained: Path) -> None:
+    source = load_checkpoint(trained / "last.ckpt")["model"]
+    model = build_model(len(CLASSES), pretrained=False, head="factorized")
+    init_from(model, trained / "last.ckpt", CLASSES)
+    state = model.state_dict()
+    for key, value in source.items():
+        if key.startswith(("backbone.", "neck.", "head.shared.", "head.size.", "head.offset.")):
+            assert torch.equal(state[key], value), key
+        if key.startswith("head.heatmap.0."):
+            assert torch.equal(state[key.replace("heatmap", "objectness")], value), key
+    for part in ("weight", "bias"):
+        tray = source[f"{HEATMAP_OUT}.{part}"][0]
+        assert torch.equal(state[f"head.objectness.1.{part}"][0], tray)
+
+
+def test_resume_refuses_another_head(trained: Path, dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    with pytest.raises(ModelError, match="trained with --head centernet"):
+        run_train(_args(dataset, out, "--head", "factorized", "--epochs", "2"))
