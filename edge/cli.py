@@ -112,6 +112,8 @@ _EVAL = {
 _CALIBRATE = {
     "dataset": ("calibration.dataset", "add_dataset_arguments", "run_dataset",
                 "export simulator seeds as a COCO detection dataset"),
+    "pretrain": ("calibration.pretrain", "add_pretrain_arguments", "run_pretrain",
+                 "crop-level warm-up of the backbone on the dataset's objects"),
     "train": ("calibration.train", "add_train_arguments", "run_train",
               "fine-tune the detector (transfer learning from ImageNet)"),
     "export": ("calibration.export", "add_export_arguments", "run_export",

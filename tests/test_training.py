@@ -423,3 +423,22 @@ def test_resume_refuses_another_head(trained: Path, dataset: Path, tmp_path: Pat
     shutil.copytree(trained, out)
     with pytest.raises(ModelError, match="trained with --head centernet"):
         run_train(_args(dataset, out, "--head", "factorized", "--epochs", "2"))
+
+
+def test_crop_warmup_writes_a_backbone_that_training_loads(dataset: Path, tmp_path: Path) -> None:
+    from calibration.pretrain import add_pretrain_arguments, run_pretrain
+
+    parser = argparse.ArgumentParser()
+    add_pretrain_arguments(parser)
+    warm = tmp_path / "warm.ckpt"
+    args = parser.parse_args(["--data", str(dataset), "--out", str(warm), "--epochs", "1",
+                              "--batch-size", "8", "--threads", "1"])
+    assert run_pretrain(args) == 0
+    payload = load_checkpoint(warm)
+    assert payload["kind"] == "crop-pretrain"
+    assert all(k.startswith("backbone.") for k in payload["model"])
+    net = build_model(len(CLASSES), pretrained=False)
+    report = init_from(net, warm, CLASSES)
+    assert report.loaded == len(payload["model"])
+    key = "backbone._blocks.6._project_conv.weight"
+    assert torch.equal(net.state_dict()[key], payload["model"][key])
