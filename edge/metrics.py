@@ -74,6 +74,11 @@ class Metrics:
                            ["stream"], registry=r)
         self.tracks = Gauge("dishtracker_tracks", "Live tracks", ["stream"], registry=r)
 
+    def value(self, name: str, **labels: str) -> float:
+        """Current value of sample ``name`` with ``labels`` (0 when never set)."""
+        v = self.registry.get_sample_value(name, labels)
+        return 0.0 if v is None else float(v)
+
     def render(self) -> bytes:
         """The text exposition format for ``GET /metrics``."""
         return generate_latest(self.registry)

@@ -137,7 +137,7 @@ class StreamRunner:
             "detect_rate_hz": round(self.worker.detect_rate(self.config.id), 2),
             "latency_ms": None if self.last_latency_s is None
             else round(self.last_latency_s * 1000, 1),
-            "peers": int(self.metrics.peers.labels(self.config.id)._value.get()),
+            "peers": int(self.metrics.value("dishtracker_webrtc_peers", stream=self.config.id)),
         })
         return st
 

@@ -181,7 +181,7 @@ class DetectionWorker:
 
     def detect_rate(self, stream_id: str) -> float:
         """Detections per second of ``stream_id`` over the last window (from metrics)."""
-        return float(self.metrics.detect_rate.labels(stream_id)._value.get())
+        return self.metrics.value("dishtracker_detection_rate_hz", stream=stream_id)
 
     async def close(self) -> None:
         """Release the model in its own thread and stop the executor."""

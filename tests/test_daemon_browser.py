@@ -1,0 +1,54 @@
+"""The product as a cashier sees it: ``dishtracker run`` and its page in headless Chromium.
+
+Starts the real daemon (built-in defaults: one synthetic camera, the shipped
+model, ONNX Runtime) on a free port, opens ``/`` in Debian's Chromium, waits
+for live annotated video and a measured delay, and keeps a screenshot in
+``docs/cashier.png`` (the README's "look at what users see").
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_browser import chromium, run_in_own_thread, wait_for
+from test_daemon import _free_port, _Lines
+
+from edge.config import DEFAULT_MODEL
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="shipped model missing")]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "cashier.png"
+
+
+def test_cashier_page_shows_the_daemons_annotated_video(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "run", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ})
+    out = _Lines(proc.stdout)
+    try:
+        out.wait_for(f"open http://127.0.0.1:{port}/", 90)
+
+        async def main() -> None:
+            async with chromium(tmp_path) as page:
+                await page.goto(f"http://127.0.0.1:{port}/")
+                await wait_for(page, "m.state === 'connected' && m.framesDecoded > 20", 40)
+                m = await wait_for(page, "m.latencySamples.length > 20", 20)
+                assert 0 < m["latencyMs"] < 1000
+                assert m["fps"] > 15
+                await wait_for(page, "m.framesDecoded > 100", 20)
+                SCREENSHOT.parent.mkdir(exist_ok=True)
+                await page.screenshot(path=str(SCREENSHOT))
+
+        run_in_own_thread(main)
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+        out.join()
+        if proc.stdout is not None:
+            proc.stdout.close()
