@@ -318,6 +318,8 @@ class DetectionEvaluator:
                 ap[c, t] = average_precision(scores[sel], status[t, sel], int(self._n_gt[c]))
 
         def mean(ids: Sequence[int] | npt.NDArray[np.intp], t: slice | int) -> float | None:
+            if len(ids) == 0:
+                return None
             rows = ap[np.asarray(ids, dtype=np.intp)][:, t].reshape(len(ids), -1)
             vals = rows.mean(axis=1) if rows.size else np.zeros(0)
             vals = vals[~np.isnan(vals)]
