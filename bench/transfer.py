@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--out", type=Path, default=Path("runs/transfer"))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--report-only", action="store_true",
+                    help="print the table of the runs already finished; train nothing")
     args = ap.parse_args()
     exe = [sys.executable, "-m", "edge.cli"]
     rows = []
@@ -58,6 +60,8 @@ def main() -> None:
             out = args.out / f"{init}-{mode}-{budget}"
             score = out / "eval.json"
             t0 = time.monotonic()
+            if args.report_only and not score.exists():
+                continue
             if not score.exists():
                 if "warmup" in init:
                     warm = out / "warmup.ckpt"
