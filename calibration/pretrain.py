@@ -16,6 +16,7 @@ them, and writes a checkpoint whose backbone ``dishtracker calibrate train
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -123,6 +124,11 @@ def _accuracy(model: CropClassifier, windows: np.ndarray, labels: np.ndarray) ->
     return correct / len(labels)
 
 
+def epoch_steps_small(n_crops: int, batch_size: int) -> bool:
+    """True when an epoch is a handful of steps (validating each would dominate)."""
+    return n_crops < 20 * batch_size
+
+
 def run_pretrain(args: argparse.Namespace) -> int:
     """Entry of ``dishtracker calibrate pretrain``."""
     log = structlog.get_logger("calibration.pretrain")
@@ -139,7 +145,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         vw, vl, _ = cut_windows(args.data / "val", size)
         pick = rng.permutation(len(vl))[:2000]
         val = (vw[pick], vl[pick])
-    model = CropClassifier(len(names))
+    model = CropClassifier(len(names), pretrained=not args.from_scratch)
     detector = build_model(len(names), size)  # only to name the weights as the detector does
     frozen = [model.backbone._conv_stem, model.backbone._bn0,
               *list(model.backbone._blocks)[: args.freeze_blocks]]
@@ -148,11 +154,14 @@ def run_pretrain(args: argparse.Namespace) -> int:
             p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     steps = args.epochs * math.ceil(len(labels) / args.batch_size)
+    if args.max_steps:
+        steps = min(steps, args.max_steps)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps)
     log.info("pretrain_start", crops=len(labels), classes=len(names), steps=steps)
     t0 = time.monotonic()
     step = 0
+    acc = float("nan")
     for epoch in range(args.epochs):
         model.train()
         for module in frozen:
@@ -170,13 +179,23 @@ def run_pretrain(args: argparse.Namespace) -> int:
             if step < steps - 1:
                 sched.step()
             step += 1
+            if step >= steps:
+                break
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        last = step >= steps or epoch == args.epochs - 1
+        if not last and epoch_steps_small(len(labels), args.batch_size):
+            continue  # tiny label budgets: validate at the end only, not every few steps
         acc = _accuracy(model, *val) if val else float("nan")
         log.info("pretrain_epoch", epoch=epoch + 1, val_accuracy=round(acc, 4),
                  seconds=round(time.monotonic() - t0))
+        if step >= steps:
+            break
     state = detector.state_dict()
     for key, value in model.backbone.state_dict().items():
         state[f"backbone.{key}"] = value
+    if args.json:
+        args.json.write_text(json.dumps({"val_accuracy": acc, "crops": len(labels),
+                                         "steps": step, "seconds": time.monotonic() - t0}))
     save_checkpoint(args.out, {"model": {k: v for k, v in state.items() if k.startswith(
         "backbone.")}, "class_names": names, "kind": "crop-pretrain"})
     print(f"wrote {args.out} (val crop accuracy {acc:.3f})")
@@ -196,5 +215,9 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-height", type=int, default=240)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--from-scratch", action="store_true",
+                   help="random-init backbone (transfer-learning baseline)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--json", type=Path, default=None, help="write the final val accuracy here")
 
 
