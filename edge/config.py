@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.errors import ConfigError
+from edge.sim.menu import MENU, Kind
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,6 +61,10 @@ class DetectorConfig(_Strict):
     score_threshold: float = Field(0.3, gt=0.0, lt=1.0)
     max_rate_hz: float = Field(20.0, gt=0.0, le=120.0, description="per stream, at most")
     min_rate_hz: float = Field(2.0, gt=0.0, le=120.0, description="per stream, under load")
+    max_wait_ms: float = Field(
+        30.0, ge=0.0, le=1000.0,
+        description="how long a frame waits for its own detection before it goes out with "
+                    "the tracker's prediction (the detection then moves to a later frame)")
 
     @model_validator(mode="after")
     def _rates(self) -> DetectorConfig:
@@ -73,6 +79,47 @@ class TrackerConfig(_Strict):
     iou_threshold: float = Field(0.2, gt=0.0, lt=1.0, description="min IoU to match")
     hit_counter_max: int = Field(15, ge=1, le=1000, description="frames a track survives unseen")
     initialization_delay: int = Field(2, ge=0, le=100)
+
+
+class MenuEntry(_Strict):
+    """One class of the detector as the till sees it."""
+
+    name: str = Field(min_length=1, max_length=80)
+    price: float = Field(ge=0.0, le=100000.0)
+    billable: bool = Field(True, description="false for clutter (cutlery, phones ...)")
+
+
+def _default_menu() -> dict[str, MenuEntry]:
+    return {item.key: MenuEntry(name=item.name, price=item.price, billable=item.kind is Kind.DISH)
+            for item in MENU if item.kind is not Kind.TRAY}
+
+
+class BillingConfig(_Strict):
+    """How dishes on trays become bills."""
+
+    confirm_below: float = Field(0.75, ge=0.0, le=1.0,
+                                 description="a bill line whose class confidence is below this "
+                                             "is flagged for the cashier to confirm")
+    min_item_hits: int = Field(3, ge=1, le=1000,
+                               description="detections a dish needs before it is billed")
+
+
+class CheckoutConfig(_Strict):
+    """Where a stream's trays are billed: when their centre crosses the line
+    in ``direction`` by more than ``hysteresis_px`` (or leave the view past it)."""
+
+    line: tuple[tuple[float, float], tuple[float, float]] | None = Field(
+        None, description="two points in source pixels; default: vertical at 62 % of the width")
+    direction: tuple[float, float] = Field((1.0, 0.0), description="the way trays travel")
+    hysteresis_px: float = Field(12.0, ge=0.0, le=1000.0)
+
+    @model_validator(mode="after")
+    def _geometry(self) -> CheckoutConfig:
+        if self.direction[0] == 0 and self.direction[1] == 0:
+            raise ValueError("direction must not be (0, 0)")
+        if self.line is not None and self.line[0] == self.line[1]:
+            raise ValueError("line needs two distinct points")
+        return self
 
 
 class StorageConfig(_Strict):
@@ -91,6 +138,7 @@ class StreamConfig(_Strict):
     transport: Literal["tcp", "udp"] = "tcp"
     loop: bool = Field(True, description="files only: start again at the end")
     stall_timeout_s: float = Field(5.0, gt=0.0, le=300.0)
+    checkout: CheckoutConfig = Field(default_factory=CheckoutConfig)
     reconnect_initial_s: float = Field(0.5, gt=0.0, le=60.0)
     reconnect_max_s: float = Field(10.0, gt=0.0, le=600.0)
     options: dict[str, str] = Field(default_factory=dict, description="extra FFmpeg options")
@@ -116,6 +164,9 @@ class SiteConfig(_Strict):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    billing: BillingConfig = Field(default_factory=BillingConfig)
+    menu: dict[str, MenuEntry] = Field(default_factory=_default_menu,
+                                       description="detector class name -> name and price")
     streams: list[StreamConfig] = Field(default_factory=_default_streams)
 
     @model_validator(mode="after")
@@ -170,15 +221,20 @@ def to_toml(config: SiteConfig) -> str:
     """Serialise a config as TOML (tables in a stable order)."""
     data = json.loads(config.model_dump_json())
     lines: list[str] = []
-    for table in ("server", "detector", "tracker", "storage"):
+    for table in ("server", "detector", "tracker", "storage", "billing", "menu"):
         lines.append(f"[{table}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in data[table].items()]
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data[table].items()
+                  if v is not None]
         lines.append("")
     for stream in data["streams"]:
         lines.append("[[streams]]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in stream.items()]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in stream.items() if v is not None]
         lines.append("")
     return "\n".join(lines)
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else _toml_string(k)
 
 
 def _toml_value(v: Any) -> str:

@@ -127,6 +127,9 @@ class Track:
         Frames in which a detection updated the track.
     detected : bool
         True if a detection matched the track in this frame, False if predicted.
+    tray_id : int or None
+        For a dish or clutter: the track id of the tray it sits on, if any.
+        For a tray: its own track id. None when not tray-aware.
     """
 
     track_id: int
@@ -136,6 +139,7 @@ class Track:
     confidence: float
     hits: int
     detected: bool
+    tray_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,9 @@ class Metrics:
         Frames per second delivered by the source over the last seconds.
     detect_rate : Gauge
         Detections per second per stream (the scheduler lowers it under load).
+    late_detections : Counter
+        Detections that came back after their frame had gone out and were
+        applied, shifted along their tracks, to a later frame; label ``stream``.
     detect_batch : Histogram
         Frames per detector call.
     detect_seconds : Histogram
@@ -72,6 +75,9 @@ class Metrics:
                                         buckets=_LATENCY_BUCKETS, registry=r)
         self.peers = Gauge("dishtracker_webrtc_peers", "Connected WebRTC peers",
                            ["stream"], registry=r)
+        self.late_detections = Counter(
+            "dishtracker_late_detections", "Detections applied to a later frame than their own",
+            ["stream"], registry=r)
         self.tracks = Gauge("dishtracker_tracks", "Live tracks", ["stream"], registry=r)
 
     def value(self, name: str, **labels: str) -> float:

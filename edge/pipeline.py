@@ -23,10 +23,11 @@ import structlog
 
 from edge.config import SiteConfig, StreamConfig
 from edge.detect.worker import DetectionWorker
-from edge.frames import Frame, TrackedFrame
+from edge.frames import Detections, Frame, TrackedFrame
 from edge.metrics import Metrics
 from edge.slot import LatestSlot, SlotClosed
 from edge.sources import Source, make_source
+from edge.track.lag import LagCompensator
 from edge.track.norfair_tracker import NorfairTracker
 
 log = structlog.get_logger()
@@ -83,12 +84,14 @@ class StreamRunner:
         self.source: Source = make_source(config, metrics, asyncio.get_running_loop())
         self.tracker = NorfairTracker(worker.class_names, site.tracker)
         self.view = StreamView(config.id, worker.class_names, metrics)
+        self.lag = LagCompensator()
         self.frames_done = 0
         self.last_latency_s: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> list[asyncio.Task[None]]:
         """Start the source and the stream loop; returns their tasks."""
+        self.worker.open_stream(self.config.id)
         self._tasks = [
             asyncio.create_task(self.source.run(), name=f"source-{self.config.id}"),
             asyncio.create_task(self._loop(), name=f"stream-{self.config.id}"),
@@ -96,28 +99,50 @@ class StreamRunner:
         return self._tasks
 
     async def _loop(self) -> None:
+        """Frames in, tracked frames out; never holds video longer than
+        ``detector.max_wait_ms`` for a detection (late ones land on a later frame,
+        moved along their tracks by :class:`~edge.track.lag.LagCompensator`)."""
         sid = self.config.id
         stage_latency = self.metrics.stage_latency
-        while True:
-            try:
-                frame: Frame = await self.source.frames.get()
-            except SlotClosed:
-                return
-            now = time.monotonic()
-            stage_latency.labels(sid, "decode").observe(now - frame.capture_time)
-            detections = None
-            if self.worker.due(frame):
-                detections = await self.worker.detect(frame)
-                stage_latency.labels(sid, "detect").observe(time.monotonic() - frame.capture_time)
-            tracks = self.tracker.update(frame, detections)
-            done = time.monotonic()
-            stage_latency.labels(sid, "track").observe(done - frame.capture_time)
-            self.metrics.frames.labels(sid, "tracked").inc()
-            self.metrics.tracks.labels(sid).set(len(tracks))
-            self.last_latency_s = done - frame.capture_time
-            self.frames_done += 1
-            if self.view.watched:
-                self.view.publish(TrackedFrame(frame.stamped("track", done), detections, tracks))
+        pending: tuple[Frame, asyncio.Future[Detections]] | None = None
+        try:
+            while True:
+                try:
+                    frame: Frame = await self.source.frames.get()
+                except SlotClosed:
+                    return
+                now = time.monotonic()
+                stage_latency.labels(sid, "decode").observe(now - frame.capture_time)
+                if pending is None and self.worker.due(frame):
+                    pending = (frame, self.worker.submit(frame))
+                    budget = self.worker.config.max_wait_ms / 1000.0
+                    if budget > 0:
+                        await asyncio.wait((pending[1],), timeout=budget)
+                detections = None
+                if pending is not None and pending[1].done():
+                    detected, future = pending
+                    pending = None
+                    if not future.cancelled():
+                        detections = future.result()
+                        stage_latency.labels(sid, "detect").observe(
+                            time.monotonic() - frame.capture_time)
+                        if detected.seq != frame.seq:
+                            self.metrics.late_detections.labels(sid).inc()
+                            detections = self.lag.shift(detections, detected.seq, frame.seq)
+                tracks = self.tracker.update(frame, detections)
+                self.lag.record(frame.seq, tracks)
+                done = time.monotonic()
+                stage_latency.labels(sid, "track").observe(done - frame.capture_time)
+                self.metrics.frames.labels(sid, "tracked").inc()
+                self.metrics.tracks.labels(sid).set(len(tracks))
+                self.last_latency_s = done - frame.capture_time
+                self.frames_done += 1
+                if self.view.watched:
+                    self.view.publish(TrackedFrame(frame.stamped("track", done), detections,
+                                                   tracks))
+        finally:
+            if pending is not None:
+                pending[1].cancel()
 
     async def stop(self) -> None:
         """Stop the source, then let the loop drain and end."""
@@ -127,6 +152,7 @@ class StreamRunner:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.worker.close_stream(self.config.id)
         self.view.close()
 
     def status(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ instead of letting video wait: the tracker predicts the frames in between.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -91,6 +92,7 @@ class DetectionWorker:
         self._busy = 0.0
         self._window_start = time.monotonic()
         self._counts: dict[str, int] = {}
+        self._streams: set[str] = set()
         self.class_names: tuple[str, ...] = ()
 
     @property
@@ -114,10 +116,28 @@ class DetectionWorker:
         """Whether this frame of its stream should be detected."""
         return self.rate.due(frame.stream_id, frame.capture_time)
 
+    def open_stream(self, stream_id: str) -> None:
+        """Start reporting ``stream_id``'s detection rate (0 until it detects)."""
+        self._streams.add(stream_id)
+        self.metrics.detect_rate.labels(stream_id).set(0.0)
+
+    def close_stream(self, stream_id: str) -> None:
+        """Stop reporting ``stream_id`` (its gauge disappears from ``/metrics``)."""
+        self._streams.discard(stream_id)
+        self.rate.last.pop(stream_id, None)
+        with contextlib.suppress(KeyError):
+            self.metrics.detect_rate.remove(stream_id)
+
     async def detect(self, frame: Frame) -> Detections:
-        """Detect ``frame`` in the next batch; a newer request of the same stream
-        replaces an older one still waiting (which then gets no result)."""
+        """Detect ``frame`` in the next batch and wait for the result."""
+        return await self.submit(frame)
+
+    def submit(self, frame: Frame) -> asyncio.Future[Detections]:
+        """Queue ``frame`` for the next batch without waiting; a newer request of
+        the same stream replaces an older one still waiting (which is cancelled)."""
         loop = asyncio.get_running_loop()
+        if frame.stream_id not in self._streams:
+            self.open_stream(frame.stream_id)
         old = self._pending.pop(frame.stream_id, None)
         if old is not None and not old.future.done():
             old.future.cancel()
@@ -126,7 +146,7 @@ class DetectionWorker:
         self._pending[frame.stream_id] = req
         self.rate.mark(frame.stream_id, frame.capture_time)
         self._wake.set()
-        return await req.future
+        return req.future
 
     async def run(self) -> None:
         """Serve batches until cancelled."""
@@ -175,8 +195,8 @@ class DetectionWorker:
         span = now - self._window_start
         if span >= 1.0:
             self.rate.adapt(self._busy / span)
-            for sid, n in self._counts.items():
-                self.metrics.detect_rate.labels(sid).set(n / span)
+            for sid in self._streams:
+                self.metrics.detect_rate.labels(sid).set(self._counts.get(sid, 0) / span)
             self._busy, self._window_start, self._counts = 0.0, now, {}
 
     def detect_rate(self, stream_id: str) -> float:

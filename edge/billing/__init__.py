@@ -1,0 +1,1 @@
+"""Trays to bills: checkout line, menu and prices, the journal."""
