@@ -87,25 +87,50 @@ def _dashed_rectangle(img: npt.NDArray[np.uint8], box: tuple[int, int, int, int]
                   color=colour, thickness=_DASHED_PX)
 
 
-def _label_text(track: Track, class_names: Sequence[str]) -> str:
+@cache
+def tray_colour(tray_id: int) -> tuple[int, int, int]:
+    """Stable BGR colour of a tray (a palette apart from the class colours)."""
+    hue = int(((tray_id * _GOLDEN) + 0.3) % 1.0 * 180)
+    hsv = np.array([[[hue, 255, 230]]], dtype=np.uint8)
+    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
+
+
+def _is_tray(track: Track) -> bool:
+    return track.tray_id is not None and track.tray_id == track.track_id
+
+
+def _label_text(track: Track, class_names: Sequence[str],
+                bills: dict[int, tuple[int, float]] | None = None) -> str:
+    if _is_tray(track):
+        text = f"TRAY {track.track_id}"
+        if bills and track.track_id in bills:
+            n, total = bills[track.track_id]
+            text += f"  {n} item{'s' if n != 1 else ''}  {total:.2f}"
+        return text
     name = (class_names[track.class_id] if 0 <= track.class_id < len(class_names)
             else track.class_name)
-    return f"#{track.track_id} {_ascii(name).replace('_', ' ')} {round(100 * track.confidence)}%"
+    text = f"#{track.track_id} {_ascii(name).replace('_', ' ')} {round(100 * track.confidence)}%"
+    if track.tray_id is not None:
+        text += f" T{track.tray_id}"
+    return text
 
 
 def _draw_track(img: npt.NDArray[np.uint8], track: Track, class_names: Sequence[str],
-                keep_out: tuple[int, int]) -> None:
+                keep_out: tuple[int, int],
+                bills: dict[int, tuple[int, float]] | None = None) -> None:
     height, width = img.shape[:2]
     x1, y1, x2, y2 = (round(v) for v in track.box)
     x1, x2 = max(0, min(x1, width - 1)), max(0, min(x2 - 1, width - 1))
     y1, y2 = max(0, min(y1, height - 1)), max(0, min(y2 - 1, height - 1))
-    colour = class_colour(track.class_id)
-    if track.detected:
+    tray = _is_tray(track)
+    colour = tray_colour(track.track_id) if tray else class_colour(track.class_id)
+    if track.detected or tray:
         cv2.rectangle(img, (x1, y1), (x2, y2), colour, _SOLID_PX, cv2.LINE_8)
     else:
         _dashed_rectangle(img, (x1, y1, x2, y2), colour)
 
-    text = _label_text(track, class_names)
+    text = _label_text(track, class_names, bills)
     (tw, th), base = cv2.getTextSize(text, _FONT, _LABEL_SCALE, 1)
     lh = th + base + 2 * _PAD
     lx = max(0, min(x1, width - tw - 2 * _PAD))
@@ -123,6 +148,9 @@ def _draw_track(img: npt.NDArray[np.uint8], track: Track, class_names: Sequence[
         cv2.rectangle(img, (lx, ly), (lx2, ly2), colour, 1)
         fg = (230, 230, 230)
     cv2.putText(img, text, (lx + _PAD, ly + _PAD + th), _FONT, _LABEL_SCALE, fg, 1, cv2.LINE_AA)
+    if track.tray_id is not None and not tray:  # which tray the dish is billed to
+        cv2.rectangle(img, (lx, ly2 + 1), (lx2, min(ly2 + 4, height - 1)),
+                      tray_colour(track.tray_id), cv2.FILLED)
 
 
 def _draw_header(img: npt.NDArray[np.uint8], text: str, x0: int) -> None:
@@ -174,8 +202,14 @@ def annotate(tf: TrackedFrame, *, fps: float, latency_ms: float | None,
         keep_out = (geo["width_px"], geo["height_px"])
     except ValueError:  # too small to carry a stamp: nothing to protect
         keep_out = (0, 0)
-    for track in tf.tracks:
-        _draw_track(out, track, class_names, keep_out)
+    if tf.checkout_line is not None:
+        (ax, ay), (bx, by) = tf.checkout_line
+        cv2.line(out, (round(ax), round(ay)), (round(bx), round(by)), (0, 215, 255), 2,
+                 cv2.LINE_AA)
+    bills = {tid: (n, total) for tid, n, total in tf.bills}
+    # trays first, so the dishes' labels are drawn over the tray's edge
+    for track in sorted(tf.tracks, key=lambda t: not _is_tray(t)):
+        _draw_track(out, track, class_names, keep_out, bills)
     parts = [_ascii(tf.frame.stream_id), f"{fps:.1f} fps"]
     if latency_ms is not None:
         parts.append(f"{latency_ms:.0f} ms")

@@ -147,9 +147,13 @@ class TrackedFrame:
     """A frame after tracking: what annotation and billing consume.
 
     ``detections`` is None for frames the scheduler did not send to the
-    detector (the tracker predicted them).
+    detector (the tracker predicted them). ``bills`` are the open bills of the
+    trays in view as ``(tray_id, item count, total)``; ``checkout_line`` the
+    stream's line (two points, pixels), both for the overlay.
     """
 
     frame: Frame
     detections: Detections | None
     tracks: tuple[Track, ...]
+    bills: tuple[tuple[int, int, float], ...] = ()
+    checkout_line: tuple[tuple[float, float], tuple[float, float]] | None = None

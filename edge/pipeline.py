@@ -1,7 +1,8 @@
 """Wires the stages of every stream and owns their lifecycle.
 
-source ─▶ (due?) detect ─▶ track ─▶ views (annotation + WebRTC, only while
-watched) and, later, billing. One :class:`StreamRunner` per stream; one
+source ─▶ (due?) detect ─▶ track trays and dishes (:mod:`edge.track.trays`) ─▶
+bills (to the billing service: journal, then events) and views (annotation +
+WebRTC, only while watched). One :class:`StreamRunner` per stream; one
 :class:`~edge.detect.worker.DetectionWorker` for all streams. The
 :class:`Pipeline` is also what the HTTP control plane talks to
 (:class:`edge.web.app.DaemonControl`): status, readiness, live config.
@@ -17,10 +18,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
+from edge.billing.model import Bill, TrayState
 from edge.config import SiteConfig, StreamConfig
 from edge.detect.worker import DetectionWorker
 from edge.frames import Detections, Frame, TrackedFrame
@@ -28,9 +30,21 @@ from edge.metrics import Metrics
 from edge.slot import LatestSlot, SlotClosed
 from edge.sources import Source, make_source
 from edge.track.lag import LagCompensator
-from edge.track.norfair_tracker import NorfairTracker
+from edge.track.trays import TrayTracker, make_biller
 
 log = structlog.get_logger()
+
+TRAY_UPDATE_S = 0.5  # open-bill updates per stream at most this often (and on change)
+
+
+class BillSink(Protocol):
+    """Where closed bills and open trays go (:class:`edge.billing.service.BillingService`)."""
+
+    def submit(self, bill: Bill) -> None:
+        """Commit ``bill`` durably, then tell everyone (never blocks)."""
+
+    def tray_update(self, stream_id: str, trays: tuple[TrayState, ...]) -> None:
+        """The open bills of ``stream_id`` now (droppable)."""
 
 
 class StreamView:
@@ -77,12 +91,16 @@ class StreamRunner:
     """One stream: its source, tracker and view, and the loop between them."""
 
     def __init__(self, config: StreamConfig, site: SiteConfig, worker: DetectionWorker,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, billing: BillSink | None = None) -> None:
         self.config = config
+        self.site = site
         self.worker = worker
         self.metrics = metrics
+        self.billing = billing
         self.source: Source = make_source(config, metrics, asyncio.get_running_loop())
-        self.tracker = NorfairTracker(worker.class_names, site.tracker)
+        self.tracker: TrayTracker | None = None  # made at the first frame (needs its size)
+        self._tray_sig: tuple[Any, ...] = ()
+        self._tray_sent = 0.0
         self.view = StreamView(config.id, worker.class_names, metrics)
         self.lag = LagCompensator()
         self.frames_done = 0
@@ -129,8 +147,12 @@ class StreamRunner:
                         if detected.seq != frame.seq:
                             self.metrics.late_detections.labels(sid).inc()
                             detections = self.lag.shift(detections, detected.seq, frame.seq)
-                tracks = self.tracker.update(frame, detections)
+                if self.tracker is None:
+                    self.tracker = self._make_tracker(frame)
+                step = self.tracker.update(frame, detections)
+                tracks = step.tracks
                 self.lag.record(frame.seq, tracks)
+                self._bill(step.closed, step.trays, frame.capture_time)
                 done = time.monotonic()
                 stage_latency.labels(sid, "track").observe(done - frame.capture_time)
                 self.metrics.frames.labels(sid, "tracked").inc()
@@ -138,11 +160,40 @@ class StreamRunner:
                 self.last_latency_s = done - frame.capture_time
                 self.frames_done += 1
                 if self.view.watched:
-                    self.view.publish(TrackedFrame(frame.stamped("track", done), detections,
-                                                   tracks))
+                    self.view.publish(TrackedFrame(
+                        frame.stamped("track", done), detections, tracks,
+                        bills=tuple((t.tray_id, len(t.items), t.total) for t in step.trays),
+                        checkout_line=self.tracker.line.points))
         finally:
             if pending is not None:
                 pending[1].cancel()
+
+    def _make_tracker(self, frame: Frame) -> TrayTracker:
+        h, w = frame.image.shape[:2]
+        return make_biller(self.config, self.site, self.worker.class_names, w, h)
+
+    def reset_tracker(self, site: SiteConfig) -> None:
+        """Use ``site``'s tracker, billing and menu settings from the next frame on
+        (trays in view start afresh; their open bills are dropped)."""
+        self.site = site
+        if self.tracker is not None and self.tracker.live_tracks:
+            log.warning("tracker_reset", stream=self.config.id,
+                        open_trays=len(self.tracker.open_trays()))
+        self.tracker = None
+
+    def _bill(self, closed: tuple[Bill, ...], trays: tuple[TrayState, ...], now: float) -> None:
+        sid = self.config.id
+        for bill in closed:
+            log.info("bill_closed", stream=sid, bill_id=bill.bill_id, tray=bill.tray_id,
+                     items=len(bill.items), total=bill.total, reason=bill.reason,
+                     needs_review=bill.needs_review)
+            if self.billing is not None:
+                self.billing.submit(bill)
+        sig = tuple((t.tray_id, tuple(i.key for i in t.items)) for t in trays)
+        if self.billing is not None and (sig != self._tray_sig
+                                         or now - self._tray_sent >= TRAY_UPDATE_S):
+            self._tray_sig, self._tray_sent = sig, now
+            self.billing.tray_update(sid, trays)
 
     async def stop(self) -> None:
         """Stop the source, then let the loop drain and end."""
@@ -171,8 +222,10 @@ class StreamRunner:
 class Pipeline:
     """All streams of a site; implements the control plane's ``DaemonControl``."""
 
-    def __init__(self, config: SiteConfig, metrics: Metrics | None = None) -> None:
+    def __init__(self, config: SiteConfig, metrics: Metrics | None = None, *,
+                 billing: BillSink | None = None) -> None:
         self._config = config
+        self.billing = billing
         self.metrics = metrics or Metrics()
         self.worker = DetectionWorker(config.detector, self.metrics)
         self.runners: dict[str, StreamRunner] = {}
@@ -198,7 +251,7 @@ class Pipeline:
                 self._start_stream(sc)
 
     def _start_stream(self, sc: StreamConfig) -> None:
-        runner = StreamRunner(sc, self._config, self.worker, self.metrics)
+        runner = StreamRunner(sc, self._config, self.worker, self.metrics, self.billing)
         runner.start()
         self.runners[sc.id] = runner
         log.info("stream_started", stream=sc.id)
@@ -269,8 +322,9 @@ class Pipeline:
                     applied.append(f"detector.{key}")
             self.worker.reconfigure(nd.model_copy(update={
                 "model": od.model, "backend": od.backend, "threads": od.threads}))
-            if old.tracker != new.tracker:
-                applied.append("tracker")
+            for table in ("tracker", "billing", "menu"):
+                if getattr(old, table) != getattr(new, table):
+                    applied.append(table)
             old_streams = {s.id: s for s in old.streams}
             new_streams = {s.id: s for s in new.streams}
             self._config = new.model_copy(update={
@@ -281,9 +335,9 @@ class Pipeline:
                 if (sid not in new_streams or new_streams[sid] != sc) and sid in self.runners:
                     await self.runners.pop(sid).stop()
                     applied.append(f"streams.{sid}")
-            if old.tracker != new.tracker:
+            if (old.tracker, old.billing, old.menu) != (new.tracker, new.billing, new.menu):
                 for runner in self.runners.values():  # new tracks from now on
-                    runner.tracker = NorfairTracker(self.worker.class_names, new.tracker)
+                    runner.reset_tracker(self._config)
             for sid, sc in new_streams.items():
                 if sc.enabled and sid not in self.runners:
                     self._start_stream(sc)

@@ -1,0 +1,660 @@
+"""Tray-aware tracking and billing: dishes move with the tray they sit on.
+
+Norfair stays the association engine; the tray-motion model is plugged in
+around it:
+
+* **Trays** are tracked by one Norfair tracker in image coordinates with
+  :class:`TrayMotionFilterFactory` (a constant-velocity filter whose velocity
+  across the counter's direction is damped: trays slide along the counter)
+  and Norfair's re-identification, so a tray lost for a moment under blur or
+  arms comes back with its id, dishes and bill state.
+* **Dishes** (and clutter) of a tray are tracked by a Norfair tracker of
+  their own *in the tray's coordinates* (box centre relative to the tray's
+  centre). On a tray a dish does not move, so its filter predicts it exactly
+  through a hand's occlusion however the tray moves, and it is re-associated
+  when it reappears, with no new id.
+* **Rigid group.** The dishes of a tray re-measure the tray: the median
+  offset between the dish detections and their tracks (in tray coordinates)
+  corrects the tray's position, fully when the tray itself was not detected
+  (blur, a hand on its edge), half when it was.
+* Dishes on no tray are tracked in image coordinates (``loose``) and never
+  billed.
+
+Classes are confidence-weighted votes (score squared: the clearest views
+decide between look-alikes) over a dish's whole life. Before billing,
+fragments of one dish (a track that died under a hand and a later one at the
+same place on the tray) are merged, and so are duplicates. A tray's bill
+closes once, when its centre crosses the checkout line (with hysteresis) or
+when its track ends at or past the line.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from norfair import Detection as NfDetection  # type: ignore[attr-defined]
+from norfair import Tracker as NfTracker  # type: ignore[attr-defined]
+from norfair.filter import FilterFactory, OptimizedKalmanFilter
+
+from edge.billing.line import BEFORE, PAST, UNKNOWN, CheckoutLine
+from edge.billing.menu import Menu
+from edge.billing.model import Bill, BillerStep, BillItem, TrayState, round_money
+from edge.config import SiteConfig, StreamConfig, TrackerConfig
+from edge.frames import Detections, Frame, Track
+from edge.track.lag import iou_matrix
+
+TRAY_KEY = "tray"
+TRAY_MARGIN = 0.08  # a dish belongs to a tray whose box, grown by this share, holds its centre
+DISH_HIT_COUNTER_MAX = 100  # frames a dish on a live tray survives unseen (5 s at 20 fps)
+TRAY_REID_FRAMES = 40  # frames a lost tray can come back with its id
+ICP_GATES = (0.3, 0.12)  # dish-to-track gates of the rigid-group fit, in tray widths
+MERGE_IOU = 0.35  # fragments of one dish overlap this much in tray coordinates
+DUPLICATE_IOU = 0.6  # cross-class duplicates in one frame
+TRAY_NMS_IOU = 0.3
+TRAY_NMS_IOA = 0.6
+TRAY_MIN_AREA_SHARE = 0.35  # tray boxes below this share of the typical area are not trays
+SNAPSHOT_QUALITY = 80
+
+Box = npt.NDArray[np.float64]
+
+
+class _DampedKalman(OptimizedKalmanFilter):  # type: ignore[misc]
+    """Norfair's optimized Kalman filter with the velocity across the counter
+    damped after every update (trays slide along the counter)."""
+
+    def __init__(self, dim_x: int, dim_z: int, across: tuple[float, float], damping: float,
+                 **kw: Any) -> None:
+        super().__init__(dim_x, dim_z, **kw)
+        self._across = np.array(across, np.float64)
+        self._damping = damping
+
+    def update(self, detection_points_flatten: Any, R: Any = None, H: Any = None) -> None:
+        super().update(detection_points_flatten, R, H)
+        v = self.x[self.dim_z:].reshape(-1, 2)
+        side = v @ self._across
+        v -= self._damping * side[:, None] * self._across[None, :]
+        self.x[self.dim_z:] = v.reshape(-1, 1)
+
+
+class TrayMotionFilterFactory(FilterFactory):  # type: ignore[misc]
+    """Filters for tray boxes: constant velocity along ``direction``, damped across it.
+
+    Parameters
+    ----------
+    direction : (float, float)
+        The counter's direction of travel (any length).
+    damping : float
+        Share of the across-counter velocity removed at each update (0-1).
+    """
+
+    def __init__(self, direction: tuple[float, float], damping: float = 0.5,
+                 R: float = 4.0, Q: float = 0.1) -> None:
+        n = math.hypot(*direction) or 1.0
+        self.across = (-direction[1] / n, direction[0] / n)
+        self.damping = damping
+        self.R, self.Q = R, Q
+
+    def create_filter(self, initial_detection: npt.NDArray[np.float64]) -> _DampedKalman:
+        dim_z = initial_detection.size
+        f = _DampedKalman(2 * dim_z, dim_z, self.across, self.damping, q=self.Q, r=self.R)
+        f.x[:dim_z] = initial_detection.reshape(-1, 1)
+        return f
+
+
+@dataclass
+class _Dish:
+    """Lifetime record of one dish track on one tray."""
+
+    gid: int
+    votes: npt.NDArray[np.float64]
+    hits: int = 0
+    first_seq: int = 0
+    last_seq: int = 0
+    rel_box: Box = field(default_factory=lambda: np.zeros(4))
+    alive: bool = True
+
+
+@dataclass
+class _Tray:
+    """One physical tray: its dishes' tracker, their records and its bill state."""
+
+    tid: int
+    dishes: NfTracker
+    records: dict[Any, _Dish] = field(default_factory=dict)  # Norfair object -> record
+    archive: list[_Dish] = field(default_factory=list)
+    opened_at: float = 0.0
+    side: int = UNKNOWN
+    was_before: bool = False
+    billed: bool = False
+    box: Box = field(default_factory=lambda: np.zeros(4))
+    anchor: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
+    since_detection: int = 1
+
+    def origin(self) -> npt.NDArray[np.float64]:
+        """Origin of the dish frame: the tray's centre plus its anchor offset."""
+        return _centre(self.box) + self.anchor
+
+
+def _box_points(box: Sequence[float] | Box) -> npt.NDArray[np.float64]:
+    return np.array([[box[0], box[1]], [box[2], box[3]]], np.float64)
+
+
+def _centre(box: Box) -> npt.NDArray[np.float64]:
+    return np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
+
+
+def _tray_reid_distance(new: Any, old: Any) -> float:
+    """Centre distance of a new tray track to a lost one, in tray widths."""
+    a, b = new.estimate, old.estimate
+    width = max(float(b[1][0] - b[0][0]), 1.0)
+    return float(np.linalg.norm(a.mean(axis=0) - b.mean(axis=0)) / width)
+
+
+class TrayTracker:
+    """Tracks trays and their dishes on one stream and closes tray bills.
+
+    Implements :class:`edge.billing.model.Biller`.
+
+    Parameters
+    ----------
+    stream_id : str
+        Stream the bills belong to.
+    class_names : sequence of str
+        The detector's class names; the tray class is named ``tray``.
+    menu : Menu
+        Names, prices and billability of the classes.
+    line : CheckoutLine
+        Where bills close.
+    width, height : int
+        Frame size in pixels.
+    config : TrackerConfig
+        IoU threshold and hit counters for trays and loose objects.
+    min_item_hits : int
+        Detections a dish needs before it is billed.
+    run_id : str
+        Part of every bill id: unique per tracker life (default: start time in ms).
+    clock_offset : float or None
+        Added to a frame's ``capture_time`` to get Unix time; default
+        ``time.time() - time.monotonic()`` (live); 0 for evaluation.
+    snapshots : bool
+        Attach a JPEG of the closing frame to each bill.
+    """
+
+    def __init__(self, stream_id: str, class_names: Sequence[str], menu: Menu,
+                 line: CheckoutLine, config: TrackerConfig, *, width: int, height: int,
+                 min_item_hits: int = 3,
+                 run_id: str | None = None, clock_offset: float | None = None,
+                 snapshots: bool = True) -> None:
+        self.stream_id = stream_id
+        self.width, self.height = width, height
+        self.class_names = tuple(class_names)
+        self.menu = menu
+        self.line = line
+        self.config = config
+        self.min_item_hits = min_item_hits
+        self.run_id = run_id or str(int(time.time() * 1000))
+        self.clock_offset = (time.time() - time.monotonic()) if clock_offset is None \
+            else clock_offset
+        self.snapshots = snapshots
+        self.tray_class = self.class_names.index(TRAY_KEY) if TRAY_KEY in self.class_names \
+            else -1
+        self._nc = len(self.class_names)
+        self._trays_nf = NfTracker(
+            distance_function="iou", distance_threshold=1.0 - config.iou_threshold,
+            hit_counter_max=max(config.hit_counter_max, 10),
+            initialization_delay=min(config.initialization_delay, config.hit_counter_max - 1),
+            filter_factory=TrayMotionFilterFactory(line.direction),
+            reid_distance_function=_tray_reid_distance, reid_distance_threshold=0.5,
+            reid_hit_counter_max=TRAY_REID_FRAMES,
+        )
+        self._trays: dict[Any, _Tray] = {}  # Norfair tray object -> tray
+        self._loose = self._dish_tracker(config.hit_counter_max)
+        self._loose_records: dict[Any, _Dish] = {}
+        self._next_gid = 1
+        self._since_detection = 1
+        self._seq = -1
+        self._tray_size = (0.0, 0.0)  # running mean of whole tray boxes (w, h), px
+
+    # -- the frame loop -------------------------------------------------------------------
+
+    def update(self, frame: Frame, detections: Detections | None) -> BillerStep:
+        """Advance one frame (``detections`` None when the frame was not detected)."""
+        seq = self._seq = frame.seq
+        period = self._since_detection
+        trays_dets, dish_dets = self._split(detections)
+        tray_objs = self._trays_nf.update(trays_dets, period=period) \
+            if detections is not None else self._trays_nf.update(None)
+        for obj in tray_objs:
+            if obj not in self._trays:
+                self._trays[obj] = _Tray(int(obj.id), self._dish_tracker(DISH_HIT_COUNTER_MAX),
+                                         opened_at=frame.capture_time + self.clock_offset)
+        active = {obj for obj in tray_objs}
+        matched_trays = {obj for obj in tray_objs if obj.last_detection is not None
+                         and detections is not None
+                         and any(obj.last_detection is d for d in trays_dets)}
+
+        # dishes: assign to trays, correct trays by their dishes, track in tray coordinates
+        boxes = {obj: np.asarray(obj.estimate, np.float64).reshape(4) for obj in active}
+        assignment = self._assign(dish_dets, boxes) if detections is not None else {}
+        for obj in active:
+            tray = self._trays[obj]
+            mine = assignment.get(obj, [])
+            if detections is not None:
+                boxes[obj] = self._rigid_correction(obj, tray, boxes[obj], mine,
+                                                    obj in matched_trays)
+            tray.box = boxes[obj]
+            self._track_dishes(tray, mine, detections is not None, seq)
+        if detections is not None:
+            self._track_loose(assignment.get(None, []), seq)
+        else:
+            self._track_loose(None, seq)
+        self._since_detection = 1 if detections is not None else self._since_detection + 1
+
+        closed = self._close_bills(frame, active)
+        tracks = self._tracks(active, matched_trays)
+        states = tuple(self._state(self._trays[obj]) for obj in active
+                       if not self._trays[obj].billed)
+        return BillerStep(tracks, states, tuple(closed))
+
+    # -- detections -----------------------------------------------------------------------
+
+    def _split(self, detections: Detections | None) -> tuple[list[NfDetection], list[
+            tuple[Box, int, float]]]:
+        if detections is None or len(detections) == 0:
+            return [], []
+        trays: list[NfDetection] = []
+        dishes: list[tuple[Box, int, float]] = []
+        is_tray = detections.classes == self.tray_class
+        t_boxes, t_scores = detections.boxes[is_tray], detections.scores[is_tray]
+        for k in _tray_nms(t_boxes, t_scores):
+            whole = self._tray_box(t_boxes[k])
+            if whole is not None:
+                s = float(t_scores[k])
+                trays.append(NfDetection(points=_box_points(whole),
+                                         scores=np.array([s, s], np.float64)))
+        keep = _cross_class_nms(detections.boxes[~is_tray], detections.scores[~is_tray])
+        d_boxes = detections.boxes[~is_tray][keep]
+        d_scores = detections.scores[~is_tray][keep]
+        d_classes = detections.classes[~is_tray][keep]
+        for b, s, c in zip(d_boxes, d_scores, d_classes, strict=True):
+            dishes.append((np.asarray(b, np.float64), int(c), float(s)))
+        return trays, dishes
+
+    def _tray_box(self, box: npt.NDArray[np.float32]) -> Box | None:
+        """The whole tray behind a tray detection, or None if it is no tray.
+
+        A tray entering or leaving the picture is cut by its edge; its box
+        centre then slides over the tray, and dishes tracked relative to it
+        would drift. The cut side is put back from the typical tray size (a
+        running mean over boxes that touch no edge). A whole box far smaller
+        than the typical tray is a plate taken for a tray: None.
+        """
+        x1, y1, x2, y2 = (float(v) for v in box)
+        w, h = max(x2 - x1, 0.0), max(y2 - y1, 0.0)
+        edge = 2.0
+        cut_l, cut_t = x1 <= edge, y1 <= edge
+        cut_r, cut_b = x2 >= self.width - edge, y2 >= self.height - edge
+        tw, th = self._tray_size
+        if not (cut_l or cut_r or cut_t or cut_b):
+            if tw > 0 and w * h < TRAY_MIN_AREA_SHARE * tw * th:
+                return None
+            self._tray_size = (w, h) if tw <= 0 else (0.95 * tw + 0.05 * w, 0.95 * th + 0.05 * h)
+            return np.array([x1, y1, x2, y2])
+        if tw > 0:
+            if cut_l and not cut_r and w < tw:
+                x1 = x2 - tw
+            elif cut_r and not cut_l and w < tw:
+                x2 = x1 + tw
+            if cut_t and not cut_b and h < th:
+                y1 = y2 - th
+            elif cut_b and not cut_t and h < th:
+                y2 = y1 + th
+        return np.array([x1, y1, x2, y2])
+
+    def _assign(self, dishes: list[tuple[Box, int, float]],
+                trays: dict[Any, Box]) -> dict[Any, list[tuple[Box, int, float]]]:
+        """Each dish detection to the tray it sits on (None: on no tray).
+
+        A detection that overlaps one of a tray's dish tracks goes to that tray
+        (two trays side by side keep their own dishes); the others go to the tray
+        whose grown box holds their centre, the nearest centre if several do.
+        """
+        out: dict[Any, list[tuple[Box, int, float]]] = {}
+        if not dishes:
+            return out
+        objs = list(trays)
+        for det in dishes:
+            box = det[0]
+            c = _centre(box)
+            owner = None
+            best = MERGE_IOU
+            for obj in objs:
+                tray = self._trays[obj]
+                tc = _centre(trays[obj]) + tray.anchor
+                rel = box - np.array([tc[0], tc[1], tc[0], tc[1]])
+                for rec in tray.records.values():
+                    if not rec.alive:
+                        continue
+                    iou = float(iou_matrix(rel[None], rec.rel_box[None])[0, 0])
+                    if iou > best:
+                        best, owner = iou, obj
+            if owner is None:
+                dist = math.inf
+                for obj in objs:
+                    tb = trays[obj]
+                    w, h = tb[2] - tb[0], tb[3] - tb[1]
+                    if (tb[0] - TRAY_MARGIN * w <= c[0] <= tb[2] + TRAY_MARGIN * w
+                            and tb[1] - TRAY_MARGIN * h <= c[1] <= tb[3] + TRAY_MARGIN * h):
+                        d = float(np.linalg.norm(c - _centre(tb)))
+                        if d < dist:
+                            dist, owner = d, obj
+            out.setdefault(owner, []).append(det)
+        return out
+
+    def _rigid_correction(self, obj: Any, tray: _Tray, box: Box,
+                          dets: list[tuple[Box, int, float]], tray_detected: bool) -> Box:
+        """Re-measure the tray by its dishes (a rigid group).
+
+        The dish detections are matched to the tray's dish tracks by centre
+        distance under a shrinking gate (two rounds of iterative closest
+        points) and their median offset ``s`` is what the tray's dish frame
+        moved by beyond the tray's own prediction. If the tray was not
+        detected, the tray moves by ``s``; if it was, its box is trusted and
+        the dish frame's origin shifts by ``s`` instead (a tray box that jumps
+        because of blur or an arm must not tear its dishes off their tracks).
+        """
+        live = [r for r in tray.records.values() if r.alive and r.hits >= 2]
+        need = 1 if not tray_detected else 2
+        if len(dets) < need or len(live) < need:
+            return box
+        origin = _centre(box) + tray.anchor
+        det_c = np.stack([_centre(d[0]) for d in dets]) - origin
+        rec_c = np.stack([_centre(r.rel_box) for r in live])
+        width = max(float(box[2] - box[0]), 1.0)
+        shift = np.zeros(2)
+        count = 0
+        for gate in (ICP_GATES[0] * width, ICP_GATES[1] * width):
+            d = np.linalg.norm(rec_c[:, None, :] + shift - det_c[None, :, :], axis=2)
+            j = d.argmin(axis=1)
+            ok = d[np.arange(len(live)), j] <= gate
+            count = int(ok.sum())
+            if count < need:
+                return box
+            shift = shift + np.median(det_c[j[ok]] - (rec_c[ok] + shift), axis=0)
+        if tray_detected:
+            tray.anchor = tray.anchor + shift
+            return box
+        corrected = box + np.array([shift[0], shift[1], shift[0], shift[1]])
+        obj.filter.x[:4] = corrected.reshape(-1, 1)
+        # seen through its dishes: as alive as if detected
+        obj.hit_counter = min(obj.hit_counter + 2 * tray.since_detection, obj.hit_counter_max)
+        return corrected
+
+    def _dish_tracker(self, hit_counter_max: int) -> NfTracker:
+        return NfTracker(
+            distance_function="iou", distance_threshold=1.0 - self.config.iou_threshold,
+            hit_counter_max=hit_counter_max,
+            initialization_delay=min(self.config.initialization_delay, hit_counter_max - 1),
+        )
+
+    def _track_dishes(self, tray: _Tray, dets: list[tuple[Box, int, float]], detected: bool,
+                      seq: int) -> None:
+        tc = tray.origin()
+        shift = np.array([tc[0], tc[1], tc[0], tc[1]])
+        nf = [NfDetection(points=_box_points(b - shift), scores=np.array([s, s]), data=(c, s))
+              for b, c, s in dets]
+        if detected:
+            tray.dishes.update(nf, period=tray.since_detection)
+            tray.since_detection = 1
+        else:
+            tray.dishes.update(None)
+            tray.since_detection += 1
+        self._absorb(tray.dishes, tray.records, nf, seq, tray.archive)
+        for obj in tray.dishes.tracked_objects:  # a dish lives as long as its tray
+            rec = tray.records.get(obj)
+            if rec is not None and rec.hits >= self.min_item_hits and obj.hit_counter < 2:
+                obj.hit_counter = 2
+    def _track_loose(self, dets: list[tuple[Box, int, float]] | None, seq: int) -> None:
+        if dets is None:
+            self._loose.update(None)
+            nf: list[NfDetection] = []
+        else:
+            nf = [NfDetection(points=_box_points(b), scores=np.array([s, s]), data=(c, s))
+                  for b, c, s in dets]
+            self._loose.update(nf, period=self._since_detection)
+        self._absorb(self._loose, self._loose_records, nf, seq, None)
+
+    def _absorb(self, tracker: NfTracker, records: dict[Any, _Dish], nf: list[NfDetection],
+                seq: int, archive: list[_Dish] | None) -> None:
+        """Record votes of this frame's matches; archive tracks that ended."""
+        det_ids = {id(d) for d in nf}
+        live = set()
+        for obj in tracker.tracked_objects:
+            live.add(obj)
+            rec = records.get(obj)
+            if rec is None:
+                rec = records[obj] = _Dish(0, np.zeros(self._nc), first_seq=seq)
+            if obj.id is not None and rec.gid == 0:
+                rec.gid = self._next_gid
+                self._next_gid += 1
+            last = obj.last_detection
+            if last is not None and id(last) in det_ids:
+                cls, score = last.data
+                if 0 <= cls < self._nc:
+                    rec.votes[cls] += score * score
+                rec.hits += 1
+                rec.last_seq = seq
+            rec.rel_box = np.asarray(obj.estimate, np.float64).reshape(4)
+        for obj in [o for o in records if o not in live]:
+            rec = records.pop(obj)
+            rec.alive = False
+            if archive is not None and rec.gid:
+                archive.append(rec)
+
+    # -- bills ----------------------------------------------------------------------------
+
+    def _close_bills(self, frame: Frame, active: set[Any]) -> list[Bill]:
+        closed = []
+        for obj, tray in list(self._trays.items()):
+            if obj in active:
+                c = _centre(tray.box)
+                prev = tray.side
+                tray.side = self.line.side(float(c[0]), float(c[1]), prev)
+                tray.was_before |= tray.side == BEFORE
+                if prev == BEFORE and tray.side == PAST and not tray.billed:
+                    closed.append(self._bill(frame, tray, "crossed"))
+            elif obj not in self._trays_nf.tracked_objects:  # gone for good
+                del self._trays[obj]
+                c = _centre(tray.box)
+                at_line = self.line.distance(float(c[0]), float(c[1])) > -self.line.hysteresis
+                if not tray.billed and tray.was_before and at_line:
+                    closed.append(self._bill(frame, tray, "left_view"))
+        return closed
+
+    def _items(self, tray: _Tray) -> list[BillItem]:
+        dishes = [r for r in (*tray.records.values(), *tray.archive) if r.gid and r.hits > 0]
+        dishes = _merge_fragments(dishes)
+        items = []
+        for rec in sorted(dishes, key=lambda r: r.gid):
+            if rec.hits < self.min_item_hits or rec.votes.sum() <= 0:
+                continue
+            cls = int(rec.votes.argmax())
+            item = self.menu.item(cls, float(rec.votes[cls] / rec.votes.sum()), rec.gid)
+            if item is not None:
+                items.append(item)
+        return items
+
+    def _bill(self, frame: Frame, tray: _Tray, reason: str) -> Bill:
+        tray.billed = True
+        items = tuple(self._items(tray))
+        snapshot = None
+        if self.snapshots and frame.image.size > 3:
+            ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY,
+                                                         SNAPSHOT_QUALITY])
+            snapshot = buf.tobytes() if ok else None
+        return Bill(
+            bill_id=f"{self.stream_id}-{self.run_id}-{tray.tid}", stream_id=self.stream_id,
+            tray_id=tray.tid, opened_at=tray.opened_at,
+            closed_at=frame.capture_time + self.clock_offset, frame_seq=frame.seq,
+            items=items, total=round_money(sum(i.price for i in items)),
+            needs_review=any(i.needs_review for i in items), reason=reason,
+            tray_box=(float(tray.box[0]), float(tray.box[1]), float(tray.box[2]),
+                      float(tray.box[3])),
+            snapshot_jpeg=snapshot,
+        )
+
+    def _state(self, tray: _Tray) -> TrayState:
+        items = tuple(self._items(tray))
+        return TrayState(self.stream_id, tray.tid,
+                         (float(tray.box[0]), float(tray.box[1]), float(tray.box[2]),
+                          float(tray.box[3])),
+                         items, round_money(sum(i.price for i in items)))
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _tracks(self, active: set[Any], matched: set[Any]) -> tuple[Track, ...]:
+        out = []
+        for obj in active:
+            tray = self._trays[obj]
+            b = tray.box
+            out.append(Track(tray.tid, (float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                             self.tray_class, TRAY_KEY, 1.0, 0, obj in matched, tray.tid))
+            tc = tray.origin()
+            shift = np.array([tc[0], tc[1], tc[0], tc[1]])
+            for dobj, rec in tray.records.items():
+                out.extend(self._dish_track(dobj, rec, rec.rel_box + shift, tray.tid))
+        for dobj, rec in self._loose_records.items():
+            out.extend(self._dish_track(dobj, rec, rec.rel_box, None))
+        return tuple(out)
+
+    def _dish_track(self, obj: Any, rec: _Dish, box: Box, tray_id: int | None) -> list[Track]:
+        if obj.id is None or not obj.hit_counter_is_positive or rec.votes.sum() <= 0:
+            return []
+        cls = int(rec.votes.argmax())
+        return [Track(rec.gid, (float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+                      cls, self.class_names[cls], float(rec.votes[cls] / rec.votes.sum()),
+                      rec.hits, rec.last_seq == self._seq, tray_id)]
+
+    def open_trays(self) -> list[int]:
+        """Ids of trays in view whose bill is still open."""
+        return [t.tid for t in self._trays.values() if not t.billed]
+
+    @property
+    def live_tracks(self) -> int:
+        """Trays and dishes alive now."""
+        return (len(self._trays) + sum(len(t.records) for t in self._trays.values())
+                + len(self._loose_records))
+
+
+def _cross_class_nms(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32]
+                     ) -> npt.NDArray[np.int64]:
+    """Indices kept after class-agnostic NMS at :data:`DUPLICATE_IOU` (one object
+    seen as two look-alike classes in one frame must not start two tracks)."""
+    if len(boxes) < 2:
+        return np.arange(len(boxes))
+    order = np.argsort(-scores)
+    iou = iou_matrix(boxes, boxes)
+    keep: list[int] = []
+    for i in order:
+        if all(iou[i, j] < DUPLICATE_IOU for j in keep):
+            keep.append(int(i))
+    return np.array(sorted(keep), np.int64)
+
+
+def _tray_nms(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32]
+              ) -> npt.NDArray[np.int64]:
+    """Trays do not overlap: of tray boxes that overlap by IoU :data:`TRAY_NMS_IOU`
+    keep the best scored, and of a box that covers :data:`TRAY_NMS_IOA` of a
+    smaller one keep the larger (a blurred tray is often also seen as a part,
+    and a round plate on it sometimes as a small tray)."""
+    if len(boxes) < 2:
+        return np.arange(len(boxes))
+    b = np.asarray(boxes, np.float64)
+    iou = iou_matrix(b, b)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    alive = np.ones(len(b), bool)
+    for i in np.argsort(-scores):
+        if not alive[i]:
+            continue
+        for j in range(len(b)):
+            if j == i or not alive[j]:
+                continue
+            inter = iou[i, j] * (area[i] + area[j]) / (1.0 + iou[i, j])
+            if inter >= TRAY_NMS_IOA * min(area[i], area[j]):
+                small = i if area[i] < area[j] else j
+                alive[small] = False
+                if small == i:
+                    break
+            elif iou[i, j] >= TRAY_NMS_IOU:
+                alive[j] = False
+    return np.flatnonzero(alive).astype(np.int64)
+
+
+def _merge_fragments(dishes: list[_Dish]) -> list[_Dish]:
+    """Merge records of one dish, keeping the oldest id.
+
+    Two records are one dish if they sit at the same place on the tray (IoU
+    :data:`MERGE_IOU` in tray coordinates: a duplicate or a fragment), or if
+    they vote for the same class, were detected in disjoint spans of frames
+    (one ended before the other began: a track that died under a hand and its
+    successor) and their centres are closer than the larger dish's size (a hand
+    that covers part of a dish shifts its box).
+    """
+    dishes = sorted(dishes, key=lambda r: r.gid)
+    merged: list[_Dish] = []
+    for rec in dishes:
+        target = None
+        if merged:
+            iou = iou_matrix(rec.rel_box[None], np.stack([m.rel_box for m in merged]))[0]
+            j = int(iou.argmax())
+            if iou[j] >= MERGE_IOU:
+                target = merged[j]
+            else:
+                target = _successor_of(rec, merged)
+        if target is None:
+            merged.append(_Dish(rec.gid, rec.votes.copy(), rec.hits, rec.first_seq,
+                                rec.last_seq, rec.rel_box.copy(), rec.alive))
+        else:
+            target.votes += rec.votes
+            target.hits += rec.hits
+            target.first_seq = min(target.first_seq, rec.first_seq)
+            target.last_seq = max(target.last_seq, rec.last_seq)
+    return merged
+
+
+def _successor_of(rec: _Dish, merged: list[_Dish]) -> _Dish | None:
+    """The record ``rec`` continues (same class, disjoint in time, close), if any."""
+    if rec.votes.sum() <= 0:
+        return None
+    cls = int(rec.votes.argmax())
+    c = _centre(rec.rel_box)
+    best, out = math.inf, None
+    for m in merged:
+        if m.votes.sum() <= 0 or int(m.votes.argmax()) != cls:
+            continue
+        if not (m.last_seq < rec.first_seq or rec.last_seq < m.first_seq):
+            continue
+        size = max(m.rel_box[2] - m.rel_box[0], m.rel_box[3] - m.rel_box[1],
+                   rec.rel_box[2] - rec.rel_box[0], rec.rel_box[3] - rec.rel_box[1])
+        d = float(np.linalg.norm(c - _centre(m.rel_box)))
+        if d < size and d < best:
+            best, out = d, m
+    return out
+
+
+def make_biller(stream: StreamConfig, site: SiteConfig, class_names: Sequence[str],
+                width: int, height: int, run_id: str | None = None, *,
+                clock_offset: float | None = None, snapshots: bool = True) -> TrayTracker:
+    """The full system for one stream, configured from the site config."""
+    menu = Menu(site.menu, class_names, site.billing.confirm_below)
+    line = CheckoutLine(stream.checkout, width, height)
+    return TrayTracker(stream.id, class_names, menu, line, site.tracker, width=width,
+                       height=height, min_item_hits=site.billing.min_item_hits, run_id=run_id,
+                       clock_offset=clock_offset, snapshots=snapshots)
