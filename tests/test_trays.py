@@ -52,7 +52,7 @@ def _tray(x: float, y: float = 150.0) -> Obj:
     return (x, y, x + 200.0, y + 150.0, TRAY, 0.8)
 
 
-def _on(x: float, dx: float, dy: float, cls: int, score: float = 0.9, y: float = 150.0,
+def _on(x: float, dx: float, dy: float, cls: int, score: float = 0.9, *, y: float = 150.0,
         size: float = 50.0) -> Obj:
     return (x + dx, y + dy, x + dx + size, y + dy + size, cls, score)
 
@@ -151,7 +151,7 @@ def test_blurred_tray_is_carried_by_its_dishes() -> None:
     bills, frames = _run(_biller(), 80, scene)
     tray_ids = {t.track_id for tracks in frames for t in tracks if t.class_id == TRAY}
     assert len(tray_ids) == 1
-    mid = [t for t in frames[40] if t.class_id == TRAY][0]
+    mid = next(t for t in frames[40] if t.class_id == TRAY)
     assert mid.box[0] == pytest.approx(20.0 + 6 * 40, abs=8)
     assert len(bills) == 1 and len(bills[0].items) == 2
 

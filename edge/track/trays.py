@@ -41,7 +41,12 @@ import numpy as np
 import numpy.typing as npt
 from norfair import Detection as NfDetection  # type: ignore[attr-defined]
 from norfair import Tracker as NfTracker  # type: ignore[attr-defined]
-from norfair.filter import FilterFactory, OptimizedKalmanFilter
+from norfair.filter import (
+    FilterFactory,
+    NoFilterFactory,
+    OptimizedKalmanFilter,
+    OptimizedKalmanFilterFactory,
+)
 
 from edge.billing.line import BEFORE, PAST, UNKNOWN, CheckoutLine
 from edge.billing.menu import Menu
@@ -55,6 +60,7 @@ TRAY_MARGIN = 0.08  # a dish belongs to a tray whose box, grown by this share, h
 DISH_HIT_COUNTER_MAX = 100  # frames a dish on a live tray survives unseen (5 s at 20 fps)
 TRAY_REID_FRAMES = 40  # frames a lost tray can come back with its id
 ICP_GATES = (0.3, 0.12)  # dish-to-track gates of the rigid-group fit, in tray widths
+MIN_VOTE_MASS = 0.6  # sum of squared scores a dish needs to be billed (weak ghosts are not)
 MERGE_IOU = 0.35  # fragments of one dish overlap this much in tray coordinates
 DUPLICATE_IOU = 0.6  # cross-class duplicates in one frame
 TRAY_NMS_IOU = 0.3
@@ -75,7 +81,8 @@ class _DampedKalman(OptimizedKalmanFilter):  # type: ignore[misc]
         self._across = np.array(across, np.float64)
         self._damping = damping
 
-    def update(self, detection_points_flatten: Any, R: Any = None, H: Any = None) -> None:
+    def update(self, detection_points_flatten: Any, R: Any = None,  # noqa: N803
+               H: Any = None) -> None:  # noqa: N803 (Norfair's names)
         super().update(detection_points_flatten, R, H)
         v = self.x[self.dim_z:].reshape(-1, 2)
         side = v @ self._across
@@ -95,15 +102,15 @@ class TrayMotionFilterFactory(FilterFactory):  # type: ignore[misc]
     """
 
     def __init__(self, direction: tuple[float, float], damping: float = 0.5,
-                 R: float = 4.0, Q: float = 0.1) -> None:
+                 r: float = 4.0, q: float = 0.1) -> None:
         n = math.hypot(*direction) or 1.0
         self.across = (-direction[1] / n, direction[0] / n)
         self.damping = damping
-        self.R, self.Q = R, Q
+        self.r, self.q = r, q
 
     def create_filter(self, initial_detection: npt.NDArray[np.float64]) -> _DampedKalman:
         dim_z = initial_detection.size
-        f = _DampedKalman(2 * dim_z, dim_z, self.across, self.damping, q=self.Q, r=self.R)
+        f = _DampedKalman(2 * dim_z, dim_z, self.across, self.damping, q=self.q, r=self.r)
         f.x[:dim_z] = initial_detection.reshape(-1, 1)
         return f
 
@@ -215,7 +222,7 @@ class TrayTracker:
             reid_hit_counter_max=TRAY_REID_FRAMES,
         )
         self._trays: dict[Any, _Tray] = {}  # Norfair tray object -> tray
-        self._loose = self._dish_tracker(config.hit_counter_max)
+        self._loose = self._dish_tracker(config.hit_counter_max, static=False)
         self._loose_records: dict[Any, _Dish] = {}
         self._next_gid = 1
         self._since_detection = 1
@@ -345,16 +352,18 @@ class TrayTracker:
                     iou = float(iou_matrix(rel[None], rec.rel_box[None])[0, 0])
                     if iou > best:
                         best, owner = iou, obj
-            if owner is None:
-                dist = math.inf
+            if owner is None:  # inside a tray's box first, then inside its grown box
+                rank: tuple[int, float] = (2, math.inf)
                 for obj in objs:
                     tb = trays[obj]
                     w, h = tb[2] - tb[0], tb[3] - tb[1]
-                    if (tb[0] - TRAY_MARGIN * w <= c[0] <= tb[2] + TRAY_MARGIN * w
+                    if not (tb[0] - TRAY_MARGIN * w <= c[0] <= tb[2] + TRAY_MARGIN * w
                             and tb[1] - TRAY_MARGIN * h <= c[1] <= tb[3] + TRAY_MARGIN * h):
-                        d = float(np.linalg.norm(c - _centre(tb)))
-                        if d < dist:
-                            dist, owner = d, obj
+                        continue
+                    inside = tb[0] <= c[0] <= tb[2] and tb[1] <= c[1] <= tb[3]
+                    r = (0 if inside else 1, float(np.linalg.norm(c - _centre(tb))))
+                    if r < rank:
+                        rank, owner = r, obj
             out.setdefault(owner, []).append(det)
         return out
 
@@ -371,8 +380,8 @@ class TrayTracker:
         because of blur or an arm must not tear its dishes off their tracks).
         """
         live = [r for r in tray.records.values() if r.alive and r.hits >= 2]
-        need = 1 if not tray_detected else 2
-        if len(dets) < need or len(live) < need:
+        need = 1 if not tray_detected else min(2, len(live))
+        if not live or len(dets) < need:
             return box
         origin = _centre(box) + tray.anchor
         det_c = np.stack([_centre(d[0]) for d in dets]) - origin
@@ -397,11 +406,15 @@ class TrayTracker:
         obj.hit_counter = min(obj.hit_counter + 2 * tray.since_detection, obj.hit_counter_max)
         return corrected
 
-    def _dish_tracker(self, hit_counter_max: int) -> NfTracker:
+    def _dish_tracker(self, hit_counter_max: int, *, static: bool = True) -> NfTracker:
+        """Norfair for dishes: on a tray they do not move, so no velocity is
+        estimated there (a velocity fitted to box noise would carry an occluded
+        dish away); loose objects get Norfair's default Kalman filter."""
         return NfTracker(
             distance_function="iou", distance_threshold=1.0 - self.config.iou_threshold,
             hit_counter_max=hit_counter_max,
             initialization_delay=min(self.config.initialization_delay, hit_counter_max - 1),
+            filter_factory=NoFilterFactory() if static else OptimizedKalmanFilterFactory(),
         )
 
     def _track_dishes(self, tray: _Tray, dets: list[tuple[Box, int, float]], detected: bool,
@@ -483,7 +496,7 @@ class TrayTracker:
         dishes = _merge_fragments(dishes)
         items = []
         for rec in sorted(dishes, key=lambda r: r.gid):
-            if rec.hits < self.min_item_hits or rec.votes.sum() <= 0:
+            if rec.hits < self.min_item_hits or rec.votes.sum() < MIN_VOTE_MASS:
                 continue
             cls = int(rec.votes.argmax())
             item = self.menu.item(cls, float(rec.votes[cls] / rec.votes.sum()), rec.gid)
@@ -614,10 +627,7 @@ def _merge_fragments(dishes: list[_Dish]) -> list[_Dish]:
         if merged:
             iou = iou_matrix(rec.rel_box[None], np.stack([m.rel_box for m in merged]))[0]
             j = int(iou.argmax())
-            if iou[j] >= MERGE_IOU:
-                target = merged[j]
-            else:
-                target = _successor_of(rec, merged)
+            target = merged[j] if iou[j] >= MERGE_IOU else _successor_of(rec, merged)
         if target is None:
             merged.append(_Dish(rec.gid, rec.votes.copy(), rec.hits, rec.first_seq,
                                 rec.last_seq, rec.rel_box.copy(), rec.alive))
@@ -649,7 +659,7 @@ def _successor_of(rec: _Dish, merged: list[_Dish]) -> _Dish | None:
     return out
 
 
-def make_biller(stream: StreamConfig, site: SiteConfig, class_names: Sequence[str],
+def make_biller(stream: StreamConfig, site: SiteConfig, class_names: Sequence[str],  # noqa: PLR0917
                 width: int, height: int, run_id: str | None = None, *,
                 clock_offset: float | None = None, snapshots: bool = True) -> TrayTracker:
     """The full system for one stream, configured from the site config."""
