@@ -108,6 +108,8 @@ def _lazy(module: str, adder: str, runner: str) -> tuple[Callable[..., None], Ha
 _EVAL = {
     "detector": ("edge.eval.cli_detector", "add_eval_detector_arguments", "run_eval_detector",
                  "mAP of a detector on a simulator sequence or a COCO dataset"),
+    "tracking": ("edge.eval.cli_tracking", "add_eval_tracking_arguments", "run_eval_tracking",
+                 "bills, MOTA/IDF1 of the full system and baselines on simulator sequences"),
 }
 _CALIBRATE = {
     "dataset": ("calibration.dataset", "add_dataset_arguments", "run_dataset",
@@ -143,7 +145,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_daemon(sub)
     _add_sim(sub)
-    _add_group(sub, "eval", "evaluate a detector (and later the tracker)", _EVAL, argv)
+    _add_group(sub, "eval", "evaluate a detector, or tracking and billing", _EVAL, argv)
     _add_group(sub, "calibrate", "site tools: dataset, training, export", _CALIBRATE, argv)
     return parser
 

@@ -126,6 +126,7 @@ class _Dish:
     last_seq: int = 0
     rel_box: Box = field(default_factory=lambda: np.zeros(4))
     alive: bool = True
+    adopted: bool = False  # a loose record already handed to a tray
 
 
 @dataclass
@@ -249,6 +250,7 @@ class TrayTracker:
 
         # dishes: assign to trays, correct trays by their dishes, track in tray coordinates
         boxes = {obj: np.asarray(obj.estimate, np.float64).reshape(4) for obj in active}
+        self._adopt_loose(boxes)
         assignment = self._assign(dish_dets, boxes) if detections is not None else {}
         for obj in active:
             tray = self._trays[obj]
@@ -293,6 +295,25 @@ class TrayTracker:
         for b, s, c in zip(d_boxes, d_scores, d_classes, strict=True):
             dishes.append((np.asarray(b, np.float64), int(c), float(s)))
         return trays, dishes
+
+    def _adopt_loose(self, boxes: dict[Any, Box]) -> None:
+        """Hand dishes seen before their tray was (tracked loose) to the tray they
+        are on: their votes then count on its bill (a dish seen only while its
+        tray was entering, then hidden by a hand, is still billed)."""
+        for rec in self._loose_records.values():
+            if rec.adopted or not rec.gid or rec.hits == 0:
+                continue
+            c = _centre(rec.rel_box)
+            for obj, tb in boxes.items():
+                if tb[0] <= c[0] <= tb[2] and tb[1] <= c[1] <= tb[3]:
+                    tray = self._trays[obj]
+                    o = _centre(tb) + tray.anchor
+                    tray.archive.append(_Dish(rec.gid, rec.votes.copy(), rec.hits,
+                                              rec.first_seq, rec.last_seq,
+                                              rec.rel_box - np.array([o[0], o[1], o[0], o[1]]),
+                                              alive=False))
+                    rec.adopted = True
+                    break
 
     def _tray_box(self, box: npt.NDArray[np.float32]) -> Box | None:
         """The whole tray behind a tray detection, or None if it is no tray.
@@ -537,6 +558,8 @@ class TrayTracker:
         for obj in active:
             tray = self._trays[obj]
             b = tray.box
+            if not self._in_view(b):
+                continue
             out.append(Track(tray.tid, (float(b[0]), float(b[1]), float(b[2]), float(b[3])),
                              self.tray_class, TRAY_KEY, 1.0, 0, obj in matched, tray.tid))
             tc = tray.origin()
@@ -547,8 +570,13 @@ class TrayTracker:
             out.extend(self._dish_track(dobj, rec, rec.rel_box, None))
         return tuple(out)
 
+    def _in_view(self, box: Box) -> bool:
+        cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+        return bool(0 <= cx < self.width and 0 <= cy < self.height)
+
     def _dish_track(self, obj: Any, rec: _Dish, box: Box, tray_id: int | None) -> list[Track]:
-        if obj.id is None or not obj.hit_counter_is_positive or rec.votes.sum() <= 0:
+        if (obj.id is None or not obj.hit_counter_is_positive or rec.votes.sum() <= 0
+                or rec.adopted or not self._in_view(box)):
             return []
         cls = int(rec.votes.argmax())
         return [Track(rec.gid, (float(box[0]), float(box[1]), float(box[2]), float(box[3])),
