@@ -1,10 +1,13 @@
 """``dishtracker run``: the daemon's lifecycle around the pipeline.
 
-Start: logging → config → pipeline (model, streams) → HTTP + WebRTC →
-print the URL → ``READY=1``. One supervisor watches every stage task: a
-crashed stage stops the process with a non-zero exit so systemd restarts it
-(never a half-alive daemon). SIGTERM/SIGINT shut down in uvicorn's order:
-stop listening → close peers → stop sources and drain → ``STOPPING=1``.
+Start: logging → config → bill journal (``storage.dir/journal.sqlite3``) →
+pipeline (model, streams) → HTTP + WebRTC + bills API → print the URL →
+``READY=1``. One supervisor watches every stage task (the journal writer
+too): a crashed stage stops the process with a non-zero exit so systemd
+restarts it (never a half-alive daemon). SIGTERM/SIGINT shut down in
+uvicorn's order: ``STOPPING=1`` → stop listening → close peers → stop
+sources and drain (the last bills close) → flush the journal and end the
+event streams → close the server.
 """
 
 from __future__ import annotations
@@ -13,16 +16,21 @@ import asyncio
 import contextlib
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
 
+from edge.billing.service import JOURNAL_FILE, BillingService
 from edge.config import SiteConfig
+from edge.errors import JournalError
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
 from edge.systemd import Notifier
 from edge.web.app import make_app
+from edge.web.bills import add_bill_routes
 from edge.web.webrtc import WebRtcHub, add_webrtc_routes
 
 log = structlog.get_logger()
@@ -69,7 +77,14 @@ class _Progress:
 
 async def serve(config: SiteConfig, *, config_path: Path | None,
                 stop: asyncio.Event | None = None) -> int:
-    """Run the daemon until ``stop`` is set or a signal arrives; returns the exit code."""
+    """Run the daemon until ``stop`` is set or a signal arrives; returns the exit code.
+
+    Raises
+    ------
+    JournalError
+        The bill journal cannot be opened (folder not writable, not a journal,
+        newer schema); nothing else has started then.
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -77,11 +92,15 @@ async def serve(config: SiteConfig, *, config_path: Path | None,
             loop.add_signal_handler(sig, stop.set)
     notifier = Notifier()
     metrics = Metrics()
-    pipeline = Pipeline(config, metrics)
-    await pipeline.start()
+    billing = await _open_billing(config, metrics)  # before the model: fail fast
+    pipeline = Pipeline(config, metrics, billing=billing)
+    try:
+        await pipeline.start()
+    except BaseException:
+        await billing.close()
+        raise
     hub = WebRtcHub(pipeline.views, config.server, metrics)
-    app = make_app(pipeline, config_path=config_path, static_dir=STATIC_DIR)
-    add_webrtc_routes(app, hub)
+    app = _web_app(pipeline, hub, billing, config_path)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port)
@@ -89,6 +108,7 @@ async def serve(config: SiteConfig, *, config_path: Path | None,
         await site.start()
     except OSError as err:
         await pipeline.stop()
+        await billing.close()
         await runner.cleanup()
         log.error("http_bind_failed", host=config.server.host, port=config.server.port,
                   error=str(err))
@@ -100,12 +120,54 @@ async def serve(config: SiteConfig, *, config_path: Path | None,
     notifier.ready("started")
     watchdog = asyncio.create_task(
         notifier.run_watchdog(progress, summary=progress.summary), name="watchdog")
-    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
     code = 0
     try:
-        ended: set[asyncio.Task[None]] = set()  # e.g. the loop of a file stream played once
+        code = await _supervise(stop, lambda: [*pipeline.tasks(), *billing.tasks(), watchdog])
+    finally:
+        log.info("daemon_stopping")
+        notifier.stopping("shutting down")
+        await site.stop()  # stop listening
+        await hub.close()  # close peers
+        await pipeline.stop()  # stop sources, drain, release the model
+        await billing.close()  # commit the last bills, end the event streams
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+        await runner.cleanup()
+        notifier.close()
+        log.info("daemon_stopped", exit_code=code)
+    return code
+
+
+async def _open_billing(config: SiteConfig, metrics: Metrics) -> BillingService:
+    """The billing service on ``storage.dir/journal.sqlite3``, opened."""
+    billing = BillingService(config.storage.dir / JOURNAL_FILE, metrics)
+    try:
+        await billing.open()
+    except JournalError as err:
+        log.error("journal_open_failed", error=str(err))
+        raise
+    return billing
+
+
+def _web_app(pipeline: Pipeline, hub: WebRtcHub, billing: BillingService,
+             config_path: Path | None) -> web.Application:
+    """Control plane, WebRTC and bills API in one application."""
+    app = make_app(pipeline, config_path=config_path, static_dir=STATIC_DIR,
+                   readiness_checks=[billing.readiness])
+    add_webrtc_routes(app, hub)
+    add_bill_routes(app, billing, menu=lambda: pipeline.config.menu)
+    return app
+
+
+async def _supervise(stop: asyncio.Event,
+                     tasks: Callable[[], list[asyncio.Task[None]]]) -> int:
+    """Wait until ``stop`` is set (0) or one of ``tasks()`` crashes (1)."""
+    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        ended: set[asyncio.Task[Any]] = set()  # e.g. the loop of a file stream played once
         while not stop.is_set():
-            watched = [t for t in (*pipeline.tasks(), watchdog, stopper) if t not in ended]
+            watched = [t for t in (*tasks(), stopper) if t not in ended]
             done, _ = await asyncio.wait(watched, timeout=1.0,
                                          return_when=asyncio.FIRST_COMPLETED)
             crashed = [t for t in done if t is not stopper and not t.cancelled()
@@ -114,20 +176,10 @@ async def serve(config: SiteConfig, *, config_path: Path | None,
                 err = crashed[0].exception()
                 log.error("stage_crashed", task=crashed[0].get_name(), error=repr(err),
                           exc_info=err)
-                code = 1
-                break
+                return 1
             ended |= {t for t in done if t is not stopper}
+        return 0
     finally:
-        log.info("daemon_stopping")
-        notifier.stopping("shutting down")
-        await site.stop()  # stop listening
-        await hub.close()  # close peers
-        await pipeline.stop()  # stop sources, drain, release the model
-        for task in (watchdog, stopper):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await runner.cleanup()
-        notifier.close()
-        log.info("daemon_stopped", exit_code=code)
-    return code
+        stopper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopper

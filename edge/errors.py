@@ -25,3 +25,17 @@ class HeldOutSeedError(DishTrackerError):
 
 class MissingExtraError(DishTrackerError):
     """An optional dependency is missing; the message names the extra to install."""
+
+
+class JournalError(DishTrackerError):
+    """The bill journal cannot be opened or used (not a journal, newer schema,
+    storage not writable); the message names the file and what to do."""
+
+
+class CorrectionError(DishTrackerError):
+    """A bill correction does not fit the bill or the menu; ``errors`` holds one
+    ``field: reason`` line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = list(errors)

@@ -47,6 +47,16 @@ class Metrics:
         Connected WebRTC peers; label ``stream``.
     tracks : Gauge
         Live tracks; label ``stream``.
+    bills_committed : Counter
+        Bills written to the journal (first time only); label ``stream``.
+    bill_commit_seconds : Histogram
+        Wall time of one journal commit (SQLite, fsync included).
+    bills_pending : Gauge
+        Closed bills waiting for their commit (non-zero only while the journal fails).
+    journal_errors : Counter
+        Failed journal operations; label ``op`` (``commit``, ``read``, ``correct``).
+    sse_subscribers : Gauge
+        Open ``GET /api/events`` streams.
     """
 
     def __init__(self) -> None:
@@ -79,6 +89,17 @@ class Metrics:
             "dishtracker_late_detections", "Detections applied to a later frame than their own",
             ["stream"], registry=r)
         self.tracks = Gauge("dishtracker_tracks", "Live tracks", ["stream"], registry=r)
+        self.bills_committed = Counter("dishtracker_bills_committed", "Bills journaled",
+                                       ["stream"], registry=r)
+        self.bill_commit_seconds = Histogram(
+            "dishtracker_bill_commit_seconds", "Journal commit time (fsync included)",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.bills_pending = Gauge("dishtracker_bills_pending", "Bills waiting for their commit",
+                                   registry=r)
+        self.journal_errors = Counter("dishtracker_journal_errors", "Failed journal operations",
+                                      ["op"], registry=r)
+        self.sse_subscribers = Gauge("dishtracker_sse_subscribers", "Open event streams",
+                                     registry=r)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of sample ``name`` with ``labels`` (0 when never set)."""

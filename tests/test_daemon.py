@@ -35,6 +35,9 @@ port = {port}
 [detector]
 threads = 1
 
+[storage]
+dir = "{storage}"
+
 [[streams]]
 id = "cam1"
 url = "synthetic://?seed=3&fps=20&size=320x240"
@@ -71,6 +74,17 @@ def test_invalid_config_exits_2_with_field_path(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "server.port" in err
 
 
+def test_unwritable_journal_folder_exits_2_before_loading_anything(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    site = tmp_path / "site.toml"
+    site.write_text(f'[storage]\ndir = "{tmp_path / "a-file" / "var"}"\n')
+    proc = _cli("run", "--config", str(site), "--port", "1")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in err
+    assert "cannot create the journal folder" in err and "storage.dir" in err
+
+
 class _Lines:
     """Collects a pipe's lines in a thread (a full pipe would block the daemon)."""
 
@@ -103,7 +117,7 @@ Daemon = tuple[str, subprocess.Popen[str], socket.socket, Path, _Lines]
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     port = _free_port()
     site = tmp_path / "site.toml"
-    site.write_text(CONFIG.format(port=port))
+    site.write_text(CONFIG.format(port=port, storage=tmp_path / "var"))
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
     notify.settimeout(0.2)
@@ -157,6 +171,11 @@ async def _exercise(base: str, site: Path) -> None:
         async with http.get(f"{base}/metrics") as r:
             text = await r.text()
         assert 'dishtracker_detection_rate_hz{stream="cam1"}' in text
+
+        async with http.get(f"{base}/api/bills") as r:
+            assert r.status == 200
+            assert (await r.json())["journal"] == {"fault": None, "pending": 0}
+        assert (site.parent / "var" / "journal.sqlite3").is_file()
 
         async with http.get(f"{base}/api/config") as r:
             config = await r.json()

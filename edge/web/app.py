@@ -3,8 +3,9 @@
 It sits beside the right end of the pipeline (``… ─▶ annotate ─▶ WebRTC``) and
 only *reads* the pipeline through :class:`DaemonControl`, except for
 ``PUT /api/config``, which hands a validated config to the daemon and, once
-the daemon has taken it, saves it. The cashier page and its WebRTC routes are
-added to the same application by :mod:`edge.web.webrtc`.
+the daemon has taken it, saves it. The cashier page's WebRTC routes
+(:mod:`edge.web.webrtc`) and the bills API (:mod:`edge.web.bills`) are added
+to the same application.
 
 Every error is a JSON body (``{"error": "…"}``; validation errors
 ``{"errors": ["field.path: reason", …]}``), never an HTML page or a traceback.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,6 +41,8 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _log = structlog.get_logger("edge.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ReadinessCheck = Callable[[], list[str]]
+"""Returns the reasons the daemon is not ready (empty when this part is fine)."""
 
 
 class DaemonControl(Protocol):
@@ -101,14 +104,18 @@ class ControlPlane:
         Folder of the cashier page (``index.html`` and assets), or ``None``.
     heartbeat_stale_s
         Heartbeat age (seconds) above which ``/healthz`` answers 503.
+    readiness_checks
+        More parts whose problems make ``/readyz`` fail (e.g. the bill journal).
     """
 
     def __init__(self, daemon: DaemonControl, *, config_path: Path | None,
-                 static_dir: Path | None, heartbeat_stale_s: float = HEARTBEAT_STALE_S) -> None:
+                 static_dir: Path | None, heartbeat_stale_s: float = HEARTBEAT_STALE_S,
+                 readiness_checks: Sequence[ReadinessCheck] = ()) -> None:
         self.daemon = daemon
         self.config_path = config_path
         self.static_dir = static_dir
         self.heartbeat_stale_s = heartbeat_stale_s
+        self.readiness_checks = list(readiness_checks)
         # One PUT at a time: apply and save must not interleave, or the file
         # could end up holding a different config from the one in force.
         self.config_lock = asyncio.Lock()
@@ -122,9 +129,15 @@ class ControlPlane:
                                  status=503)
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Readiness: model loaded and every enabled stream delivering."""
+        """Readiness: model loaded, every enabled stream delivering, and every
+        extra check (the bill journal) without problems."""
         ready, reasons = self.daemon.readiness()
-        return web.json_response({"ready": ready, "reasons": list(reasons)},
+        reasons = list(reasons)
+        for check in self.readiness_checks:
+            problems = check()
+            ready = ready and not problems
+            reasons += problems
+        return web.json_response({"ready": ready, "reasons": reasons},
                                  status=200 if ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -221,7 +234,8 @@ CONTROL_KEY = web.AppKey("control", ControlPlane)
 
 def make_app(daemon: DaemonControl, *, config_path: Path | None,
              static_dir: Path | None = None,
-             heartbeat_stale_s: float = HEARTBEAT_STALE_S) -> web.Application:
+             heartbeat_stale_s: float = HEARTBEAT_STALE_S,
+             readiness_checks: Sequence[ReadinessCheck] = ()) -> web.Application:
     """Build the aiohttp application of the control plane.
 
     Parameters
@@ -236,18 +250,21 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None,
         Paths that resolve outside it (``..``, symlinks) are refused.
     heartbeat_stale_s
         ``/healthz`` threshold in seconds.
+    readiness_checks
+        More parts ``/readyz`` asks (each returns its problems, empty when fine).
 
     Returns
     -------
     web.Application
         Routes: ``/healthz``, ``/readyz``, ``/metrics``, ``/api/streams``,
         ``/api/config`` (GET, PUT), ``/api/config/schema``, and with a static
-        folder ``/`` and ``/static/*``. WebRTC routes are added by the caller.
+        folder ``/`` and ``/static/*``. WebRTC routes (:mod:`edge.web.webrtc`)
+        and bill routes (:mod:`edge.web.bills`) are added by the caller.
     """
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
     resolved = static_dir.resolve(strict=True) if static_dir is not None else None
     cp = ControlPlane(daemon, config_path=config_path, static_dir=resolved,
-                      heartbeat_stale_s=heartbeat_stale_s)
+                      heartbeat_stale_s=heartbeat_stale_s, readiness_checks=readiness_checks)
     app[CONTROL_KEY] = cp
     r = app.router
     r.add_get("/healthz", cp.healthz)

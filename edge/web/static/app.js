@@ -7,6 +7,7 @@
 // canvas in requestVideoFrameCallback. The page reconnects by itself, with
 // backoff, when the connection fails, the video stalls or the daemon restarts.
 // Latest measurements: window.dishtracker (read by tests/test_browser.py).
+// The bill panel is bills.js; it follows the camera chosen here.
 "use strict";
 
 (() => {
@@ -257,6 +258,8 @@
       return;
     }
     metrics.streamId = streamId;
+    // bills.js shows this stream's open tray and bills
+    document.dispatchEvent(new CustomEvent("dishtracker:stream", { detail: streamId }));
     const conn = new RTCPeerConnection({ iceServers: [] }); // LAN: host candidates
     pc = conn;
     conn.addTransceiver("video", { direction: "recvonly" });

@@ -1,0 +1,221 @@
+"""Cashier corrections of a closed bill, and the effective bill they produce.
+
+A correction is stored beside the bill in the journal (:mod:`edge.billing.journal`),
+never over it: the bill stays what the tracker saw, the corrections say what
+the cashier changed, and :func:`effective` replays them in order. The HTTP
+body of ``POST /api/bills/{id}/corrections`` (:mod:`edge.web.bills`) is
+validated here with pydantic (field paths in errors), then checked against
+the bill and the site menu by :func:`resolve`.
+
+Lines are numbered once and for good: the bill's items are lines ``0 … n-1``
+in their order, each added line takes the next number, and a removed line
+keeps its number (it is listed under ``removed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from edge.billing.model import round_money
+from edge.config import MenuEntry
+from edge.errors import CorrectionError
+
+MAX_LINES = 200
+"""Most lines a bill may reach through ``add`` corrections."""
+
+ClassKey = Annotated[str, Field(min_length=1, max_length=80)]
+LineIndex = Annotated[int, Field(ge=0, lt=MAX_LINES)]
+Note = Annotated[str | None, Field(max_length=200)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Confirm(_Body):
+    """The line is right as detected (clears its ``needs_review``)."""
+
+    action: Literal["confirm"]
+    line: LineIndex
+    note: Note = None
+
+
+class Change(_Body):
+    """The line is another dish of the menu (name and price from the menu)."""
+
+    action: Literal["change"]
+    line: LineIndex
+    class_key: ClassKey
+    note: Note = None
+
+
+class Remove(_Body):
+    """The line is not on the tray (or not to be paid)."""
+
+    action: Literal["remove"]
+    line: LineIndex
+    note: Note = None
+
+
+class Add(_Body):
+    """A dish the camera missed."""
+
+    action: Literal["add"]
+    class_key: ClassKey
+    note: Note = None
+
+
+Correction = Annotated[Confirm | Change | Remove | Add, Field(discriminator="action")]
+_ADAPTER: TypeAdapter[Confirm | Change | Remove | Add] = TypeAdapter(Correction)
+ACTIONS = ("confirm", "change", "remove", "add")
+
+
+def parse_correction(data: Any) -> Confirm | Change | Remove | Add:
+    """Validate a correction body (a decoded JSON object).
+
+    Raises
+    ------
+    CorrectionError
+        One ``field: reason`` line per problem, e.g. ``class_key: Field required``.
+    """
+    if not isinstance(data, dict):
+        raise CorrectionError([f"(root): expected a JSON object, got {type(data).__name__}"])
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            loc = [str(p) for p in e["loc"]]
+            if loc and loc[0] in ACTIONS:  # pydantic prefixes the union member's tag
+                loc = loc[1:]
+            if e["type"] == "union_tag_not_found":
+                lines.append(f"action: Field required (one of {', '.join(ACTIONS)})")
+                continue
+            if e["type"] == "union_tag_invalid":
+                got = e.get("ctx", {}).get("tag")
+                lines.append(f"action: must be one of {', '.join(ACTIONS)}, got {got!r}")
+                continue
+            lines.append(f"{'.'.join(loc) or '(root)'}: {e['msg']}")
+        raise CorrectionError(lines) from None
+
+
+def resolve(correction: Confirm | Change | Remove | Add, items: Sequence[Mapping[str, Any]],
+            earlier: Sequence[Mapping[str, Any]],
+            menu: Mapping[str, MenuEntry]) -> dict[str, Any]:
+    """Check a correction against a bill and the menu; the body to store.
+
+    Parameters
+    ----------
+    correction
+        From :func:`parse_correction`.
+    items
+        The bill's items as stored (``BillItem.to_json()`` dicts).
+    earlier
+        Stored bodies of the bill's earlier corrections, oldest first.
+    menu
+        The site menu in force (class key -> entry).
+
+    Returns
+    -------
+    dict
+        The correction as stored: its fields, plus ``name`` and ``price``
+        copied from the menu for ``change`` and ``add`` (a later price change
+        does not alter a closed bill).
+
+    Raises
+    ------
+    CorrectionError
+        Unknown or removed line, class not on the menu or not billable.
+    """
+    state = effective(items, earlier)
+    errors: list[str] = []
+    line = getattr(correction, "line", None)
+    if line is not None:
+        known = state["line_count"]
+        removed = {r["line"] for r in state["removed"]}
+        if line >= known:
+            valid = f"0 to {known - 1}" if known else "none (the bill is empty; use add)"
+            errors.append(f"line: no line {line} on this bill; lines are {valid}")
+        elif line in removed:
+            errors.append(f"line: line {line} was removed")
+    key = getattr(correction, "class_key", None)
+    entry = menu.get(key) if key is not None else None
+    if key is not None and entry is None:
+        known_keys = sorted(k for k, e in menu.items() if e.billable)
+        errors.append(f"class_key: {key!r} is not on the menu; billable keys: "
+                      f"{', '.join(known_keys[:40])}{' …' if len(known_keys) > 40 else ''}")
+    elif entry is not None and not entry.billable:
+        errors.append(f"class_key: {key!r} ({entry.name}) is not billable")
+    if correction.action == "add" and state["line_count"] >= MAX_LINES:
+        errors.append(f"action: a bill has at most {MAX_LINES} lines")
+    if errors:
+        raise CorrectionError(errors)
+    body = correction.model_dump(exclude_none=True)
+    if entry is not None:
+        body.update(name=entry.name, price=entry.price)
+    return body
+
+
+def effective(items: Sequence[Mapping[str, Any]],
+              corrections: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The bill after its corrections, replayed oldest first.
+
+    Parameters
+    ----------
+    items
+        The bill's items as stored (``BillItem.to_json()`` dicts).
+    corrections
+        Stored correction bodies (see :func:`resolve`), oldest first.
+
+    Returns
+    -------
+    dict
+        ``items``: the lines still on the bill, each an item dict plus
+        ``line`` (its number) and ``status`` (``detected``, ``confirmed``,
+        ``changed`` or ``added``; a changed line keeps the detected one under
+        ``detected``; added and changed lines have ``class_id`` and
+        ``confidence`` null). ``removed``: removed lines, same shape.
+        ``total``: sum of the lines' prices, to cents. ``needs_review``: any
+        line still unconfirmed below the confidence threshold.
+        ``corrected``: whether any correction applies. ``line_count``: lines
+        numbered so far (the next added line's number).
+    """
+    lines: list[dict[str, Any]] = [{**item, "line": i, "status": "detected"}
+                                   for i, item in enumerate(items)]
+    removed: set[int] = set()
+    for c in corrections:
+        action = c.get("action")
+        if action == "add":
+            lines.append({"class_id": None, "key": c["class_key"], "name": c["name"],
+                          "price": c["price"], "confidence": None, "track_id": None,
+                          "needs_review": False, "line": len(lines), "status": "added"})
+            continue
+        i = c.get("line")
+        if not isinstance(i, int) or not 0 <= i < len(lines) or i in removed:
+            continue  # cannot happen for bodies that went through resolve()
+        if action == "remove":
+            removed.add(i)
+        elif action == "confirm":
+            lines[i]["needs_review"] = False
+            if lines[i]["status"] == "detected":
+                lines[i]["status"] = "confirmed"
+        elif action == "change":
+            old = lines[i]
+            detected = old.get("detected") or {k: old[k] for k in ("key", "name", "price")}
+            lines[i] = {**old, "class_id": None, "key": c["class_key"], "name": c["name"],
+                        "price": c["price"], "confidence": None, "needs_review": False,
+                        "status": "added" if old["status"] == "added" else "changed"}
+            if old["status"] != "added":
+                lines[i]["detected"] = detected
+    kept = [ln for ln in lines if ln["line"] not in removed]
+    return {
+        "items": kept,
+        "removed": [ln for ln in lines if ln["line"] in removed],
+        "total": round_money(sum(float(ln["price"]) for ln in kept)),
+        "needs_review": any(ln["needs_review"] for ln in kept),
+        "corrected": bool(corrections),
+        "line_count": len(lines),
+    }

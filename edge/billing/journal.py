@@ -1,0 +1,364 @@
+"""The bill journal: every closed bill on disk before anyone is told about it.
+
+``bill ─▶ journal ─▶ events``: :class:`edge.billing.service.BillingService`
+commits each closed :class:`~edge.billing.model.Bill` here, in its one
+journal thread, and only then publishes it. One SQLite file
+(``storage.dir/journal.sqlite3``) in WAL mode with ``synchronous=FULL``: when
+:meth:`Journal.commit` returns, the bill survives a kill -9 or a power cut.
+
+Bills are append-only (a trigger refuses updates); cashier corrections are
+rows of their own (see :mod:`edge.billing.corrections`). Committing a bill
+id that is already there is a no-op, so a replay after a restart adds
+nothing. The schema is documented in ``docs/API.md``.
+
+A :class:`Journal` holds one ``sqlite3`` connection and must be used from the
+thread that opened it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.billing.corrections import Add, Change, Confirm, Remove, effective, resolve
+from edge.billing.model import Bill
+from edge.config import MenuEntry
+from edge.errors import JournalError
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x44544A4E  # "DTJN" in the SQLite header: `file` and tools can tell it apart
+
+_SCHEMA = (
+    "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+    """CREATE TABLE bills (
+        seq INTEGER PRIMARY KEY,
+        bill_id TEXT NOT NULL UNIQUE,
+        stream_id TEXT NOT NULL,
+        tray_id INTEGER NOT NULL,
+        opened_at REAL NOT NULL,
+        closed_at REAL NOT NULL,
+        frame_seq INTEGER NOT NULL,
+        total REAL NOT NULL,
+        needs_review INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        items_json TEXT NOT NULL,
+        tray_box_json TEXT NOT NULL,
+        created_at REAL NOT NULL)""",
+    "CREATE INDEX bills_stream_seq ON bills (stream_id, seq)",
+    "CREATE INDEX bills_closed_at ON bills (closed_at)",
+    """CREATE TABLE snapshots (
+        bill_id TEXT PRIMARY KEY REFERENCES bills (bill_id),
+        jpeg BLOB NOT NULL)""",
+    """CREATE TABLE corrections (
+        id INTEGER PRIMARY KEY,
+        bill_id TEXT NOT NULL REFERENCES bills (bill_id),
+        created_at REAL NOT NULL,
+        body_json TEXT NOT NULL)""",
+    "CREATE INDEX corrections_bill ON corrections (bill_id, id)",
+    """CREATE TRIGGER bills_append_only BEFORE UPDATE ON bills
+        BEGIN SELECT RAISE(ABORT, 'bills are append-only: add a correction instead'); END""",
+    """CREATE TRIGGER corrections_append_only BEFORE UPDATE ON corrections
+        BEGIN SELECT RAISE(ABORT, 'corrections are append-only: add another one'); END""",
+)
+
+_COLUMNS = ("b.seq, b.bill_id, b.stream_id, b.tray_id, b.opened_at, b.closed_at, b.frame_seq, "
+            "b.total, b.needs_review, b.reason, b.items_json, b.tray_box_json, b.created_at, "
+            "s.bill_id IS NOT NULL")
+_SELECT = f"SELECT {_COLUMNS} FROM bills b LEFT JOIN snapshots s ON s.bill_id = b.bill_id"
+
+
+@dataclass(frozen=True, slots=True)
+class BillPage:
+    """One page of :meth:`Journal.list_bills`, newest first.
+
+    ``next_before`` is the cursor of the next (older) page, None on the last;
+    ``last_seq`` the newest ``seq`` in the whole journal when the page was
+    read (an event stream opened with ``after=last_seq`` misses nothing).
+    """
+
+    bills: list[dict[str, Any]]
+    next_before: int | None
+    last_seq: int
+
+
+class Journal:
+    """The SQLite bill journal.
+
+    Parameters
+    ----------
+    path : Path
+        The journal file; created (with its folder) when missing.
+
+    Raises
+    ------
+    JournalError
+        The folder cannot be created or written, the file is not a SQLite
+        database or not a DishTracker journal, or its schema is newer than
+        this version understands.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        _check_writable(path)
+        try:
+            self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        except sqlite3.Error as err:
+            raise JournalError(f"{path}: cannot open the journal: {err}") from err
+        try:
+            fresh = self._check_schema()  # before any PRAGMA that would change a foreign file
+            self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            # FULL: the WAL is fsynced at every commit (NORMAL would lose the
+            # last commits on power loss, though not on a process kill)
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._default_max_pages = int(
+                self._conn.execute("PRAGMA max_page_count").fetchone()[0])
+            if fresh:
+                self._create_schema()
+        except sqlite3.OperationalError as err:  # locked, I/O error, read-only medium
+            self._conn.close()
+            raise JournalError(f"{path}: cannot open the journal: {err}") from err
+        except sqlite3.DatabaseError as err:  # "file is not a database"
+            self._conn.close()
+            raise JournalError(f"{path}: not a DishTracker journal ({err}); move the file "
+                               "away or point storage.dir elsewhere") from err
+        except JournalError:
+            self._conn.close()
+            raise
+
+    def _create_schema(self) -> None:
+        with self._write():
+            for statement in _SCHEMA:  # not executescript(): it would commit early
+                self._conn.execute(statement)
+            self._conn.execute("INSERT INTO schema_version (version) VALUES (?)",
+                               (SCHEMA_VERSION,))
+            self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+    def _check_schema(self) -> bool:
+        """True for an empty database (a new journal); raises for a foreign or newer one."""
+        tables = {r[0] for r in self._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return True
+        if "schema_version" not in tables:
+            raise JournalError(
+                f"{self.path} is an SQLite database but not a DishTracker journal (tables: "
+                f"{', '.join(sorted(tables))}); move it away or point storage.dir elsewhere")
+        row = self._conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        version = row[0] if row else None
+        if not isinstance(version, int):
+            raise JournalError(f"{self.path}: the journal has no schema version")
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"{self.path}: journal schema version {version} is newer than this "
+                f"DishTracker understands ({SCHEMA_VERSION}); upgrade DishTracker, or move "
+                "the file away to start a new journal")
+        return False
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write transaction, taken at once (``BEGIN IMMEDIATE``)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+            raise
+
+    def commit(self, bill: Bill) -> bool:
+        """Write a closed bill (and its snapshot) durably.
+
+        Returns
+        -------
+        bool
+            True if the bill is new, False if its ``bill_id`` was already
+            journaled (nothing is written then).
+
+        Raises
+        ------
+        JournalError
+            The write failed (disk full, I/O error); nothing was written.
+        """
+        try:
+            with self._write():
+                cur = self._conn.execute(
+                    "INSERT INTO bills (bill_id, stream_id, tray_id, opened_at, closed_at, "
+                    "frame_seq, total, needs_review, reason, items_json, tray_box_json, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (bill_id) DO NOTHING",
+                    (bill.bill_id, bill.stream_id, bill.tray_id, bill.opened_at,
+                     bill.closed_at, bill.frame_seq, bill.total, int(bill.needs_review),
+                     bill.reason, json.dumps([i.to_json() for i in bill.items]),
+                     json.dumps(list(bill.tray_box)), time.time()))
+                new = cur.rowcount == 1
+                if new and bill.snapshot_jpeg is not None:
+                    self._conn.execute("INSERT INTO snapshots (bill_id, jpeg) VALUES (?, ?)",
+                                       (bill.bill_id, bill.snapshot_jpeg))
+        except sqlite3.Error as err:
+            raise JournalError(f"{self.path}: cannot commit bill {bill.bill_id}: {err}") from err
+        return new
+
+    def get(self, bill_id: str) -> dict[str, Any] | None:
+        """The bill as JSON with ``seq``, ``created_at``, ``corrections`` and
+        ``effective`` (see :func:`edge.billing.corrections.effective`), or None."""
+        rows = self._read(f"{_SELECT} WHERE b.bill_id = ?", (bill_id,))
+        return self._views(rows)[0] if rows else None
+
+    def after(self, seq: int, limit: int) -> list[dict[str, Any]]:
+        """Bills committed after ``seq``, oldest first, at most ``limit``."""
+        rows = self._read(f"{_SELECT} WHERE b.seq > ? ORDER BY b.seq LIMIT ?", (seq, limit))
+        return self._views(rows)
+
+    def last_seq(self) -> int:
+        """``seq`` of the newest bill (0 for an empty journal)."""
+        rows = self._read("SELECT coalesce(max(seq), 0) FROM bills", ())
+        return int(rows[0][0])
+
+    def list_bills(self, limit: int = 50, *, before: int | None = None,
+                   stream: str | None = None, since: float | None = None,
+                   until: float | None = None) -> BillPage:
+        """Bills newest first (by commit order), one page.
+
+        Parameters
+        ----------
+        limit
+            Page size, at least 1.
+        before
+            Cursor: only bills committed before this ``seq`` (the previous
+            page's ``next_before``).
+        stream
+            Only this stream's bills.
+        since, until
+            Only bills closed at or after ``since`` and before ``until``
+            (Unix seconds).
+        """
+        where, args = [], []
+        for clause, value in (("b.seq < ?", before), ("b.stream_id = ?", stream),
+                              ("b.closed_at >= ?", since), ("b.closed_at < ?", until)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        sql = _SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
+        rows = self._read(f"{sql} ORDER BY b.seq DESC LIMIT ?", (*args, limit + 1))
+        more = len(rows) > limit
+        views = self._views(rows[:limit])
+        return BillPage(views, views[-1]["seq"] if more else None, self.last_seq())
+
+    def snapshot(self, bill_id: str) -> bytes | None:
+        """JPEG of the frame at closing, or None (no such bill or no image)."""
+        rows = self._read("SELECT jpeg FROM snapshots WHERE bill_id = ?", (bill_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    def add_correction(self, bill_id: str, correction: Confirm | Change | Remove | Add,
+                       menu: Mapping[str, MenuEntry]) -> dict[str, Any] | None:
+        """Store a correction beside the bill; the updated bill, or None if unknown.
+
+        Raises
+        ------
+        CorrectionError
+            The correction does not fit the bill or the menu (nothing stored).
+        JournalError
+            The write failed.
+        """
+        try:
+            with self._write():
+                row = self._conn.execute("SELECT items_json FROM bills WHERE bill_id = ?",
+                                         (bill_id,)).fetchone()
+                if row is None:
+                    return None
+                earlier = [json.loads(r[0]) for r in self._conn.execute(
+                    "SELECT body_json FROM corrections WHERE bill_id = ? ORDER BY id",
+                    (bill_id,))]
+                body = resolve(correction, json.loads(row[0]), earlier, menu)
+                self._conn.execute(
+                    "INSERT INTO corrections (bill_id, created_at, body_json) VALUES (?, ?, ?)",
+                    (bill_id, time.time(), json.dumps(body)))
+        except sqlite3.Error as err:
+            raise JournalError(f"{self.path}: cannot store the correction of {bill_id}: "
+                               f"{err}") from err
+        return self.get(bill_id)
+
+    def limit_size(self, max_bytes: int | None) -> None:
+        """Cap the database at ``max_bytes`` (rounded down to pages; never below
+        its current size); None lifts the cap. A commit that would grow the file
+        past it fails as on a full disk. For a storage quota and for tests."""
+        if max_bytes is None:
+            pages = self._default_max_pages
+        else:
+            page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+            pages = max(1, max_bytes // page_size)
+        self._conn.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``: ``"ok"`` or SQLite's list of problems."""
+        rows = self._read("PRAGMA integrity_check", ())
+        return "\n".join(str(r[0]) for r in rows)
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file and close the connection."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn.execute(sql, tuple(args)).fetchall()
+        except sqlite3.Error as err:
+            raise JournalError(f"{self.path}: cannot read the journal: {err}") from err
+
+    def _views(self, rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        ids = [r[1] for r in rows]
+        corrections: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        if ids:
+            marks = ", ".join("?" * len(ids))
+            for cid, bill_id, created_at, body in self._read(
+                    f"SELECT id, bill_id, created_at, body_json FROM corrections "
+                    f"WHERE bill_id IN ({marks}) ORDER BY id", ids):
+                corrections[bill_id].append({"id": cid, "created_at": created_at,
+                                             **json.loads(body)})
+        out = []
+        for (seq, bill_id, stream_id, tray_id, opened_at, closed_at, frame_seq, total,
+             needs_review, reason, items_json, box_json, created_at, has_snapshot) in rows:
+            items = json.loads(items_json)
+            fixes = corrections[bill_id]
+            out.append({
+                "seq": seq, "bill_id": bill_id, "stream_id": stream_id, "tray_id": tray_id,
+                "opened_at": opened_at, "closed_at": closed_at, "frame_seq": frame_seq,
+                "items": items, "total": total, "needs_review": bool(needs_review),
+                "reason": reason, "tray_box": json.loads(box_json),
+                "has_snapshot": bool(has_snapshot), "created_at": created_at,
+                "corrections": fixes, "effective": effective(items, fixes),
+            })
+        return out
+
+
+def _check_writable(path: Path) -> None:
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise JournalError(f"cannot create the journal folder {folder}: {err.strerror}; set "
+                           "storage.dir to a folder the daemon can write") from err
+    # WAL mode creates journal.sqlite3-wal and -shm beside the file
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise JournalError(f"the journal folder {folder} is not writable by the daemon; "
+                           "fix its permissions or set storage.dir")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise JournalError(f"the journal {path} is not readable and writable by the daemon; "
+                           "fix its permissions")

@@ -1,0 +1,90 @@
+"""The bill panel of the cashier page in headless Chromium, on the real app and service.
+
+Serves the control plane with the real bills API, a real
+:class:`~edge.billing.service.BillingService` on a journal in ``tmp_path``
+and the WebRTC route fed by a synthetic camera; bills go in through
+``service.submit`` as the stream runners hand them over. Keeps a screenshot
+in ``docs/cashier_bill.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from bills_support import jpeg, make_bill, tray
+from test_browser import chromium, run_in_own_thread, wait_for
+from test_http_api import MemoryDaemon
+from test_webrtc_support import STATIC_DIR, CameraView, serve
+
+from edge.billing.service import BillingService
+from edge.config import ServerConfig, SiteConfig
+from edge.metrics import Metrics
+from edge.web.app import make_app
+from edge.web.bills import add_bill_routes
+from edge.web.webrtc import WebRtcHub, add_webrtc_routes
+
+pytestmark = pytest.mark.browser
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "cashier_bill.png"
+
+
+def test_cashier_sees_a_committed_bill_and_corrects_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        views = {"cam1": CameraView("cam1", fps=10)}
+        metrics = Metrics()
+        service = BillingService(tmp_path / "journal.sqlite3", metrics, tray_interval_s=0.05)
+        await service.open()
+        daemon = MemoryDaemon(SiteConfig())
+        app = make_app(daemon, config_path=None, static_dir=STATIC_DIR,
+                       readiness_checks=[service.readiness])
+        add_webrtc_routes(app, WebRtcHub(views, ServerConfig(), metrics, disconnect_grace_s=1.0))
+        add_bill_routes(app, service, menu=lambda: daemon.config.menu)
+        service.submit(make_bill("cam1-1-3", tray_id=3, closed_at=1_700_000_000.0,
+                                 lines=(("coffee", 0.98), ("croissant", 0.95))))
+        service.submit(make_bill("cam2-1-4", stream="cam2", tray_id=4))  # another camera
+        try:
+            async with serve(app) as url, chromium(tmp_path) as page:
+                await page.goto(url)
+                await wait_for(page, "m.bills.events === 'open' && m.bills.shown === 1")
+                service.tray_update("cam1", (tray("cam1", 9, ("pasta_bolognese", "water_still")),))
+                await page.locator("#bill .tray").wait_for(timeout=5000)
+                assert "Running total" in await page.locator("#bill").inner_text()
+
+                service.submit(make_bill("cam1-1-8", tray_id=8, closed_at=1_700_000_090.0,
+                                         snapshot=jpeg(2)))
+                await wait_for(page, "m.bills.lastBillId === 'cam1-1-8' && m.bills.shown === 2")
+                card = page.locator('[data-bill-id="cam1-1-8"]')
+                assert await card.get_attribute("data-review") == "true"
+                assert await card.locator(".tag.review").inner_text() == "Review"
+                review = card.locator('.line[data-review="true"]')
+                assert await review.count() == 1
+                assert "52 % sure" in await review.inner_text()
+
+                await card.locator('.line[data-line="2"] .confirm').click()
+                await wait_for(page, "m.bills.corrections === 1")
+                assert await card.get_attribute("data-review") == "false"
+                await card.locator('.line[data-line="1"] select').select_option("tea")
+                await wait_for(page, "m.bills.corrections === 2")
+                assert "was Green salad" in await card.locator('.line[data-line="1"]').inner_text()
+                view = await service.get("cam1-1-8")
+                assert view is not None
+                assert [c["action"] for c in view["corrections"]] == ["confirm", "change"]
+                total = await card.locator(".bill-foot .total").inner_text()
+                assert total == f"{view['effective']['total']:.2f}"
+
+                # a newer bill opens on top; the corrected one folds and opens again on a click
+                service.submit(make_bill("cam1-1-10", tray_id=10, closed_at=1_700_000_150.0,
+                                         lines=(("burger", 0.93), ("beer", 0.61))))
+                await wait_for(page, "m.bills.lastBillId === 'cam1-1-10'")
+                assert await card.locator(".lines").count() == 0
+                await card.locator(".bill-head").click()
+                await card.locator(".lines").wait_for(timeout=5000)
+                await wait_for(page, "m.state === 'connected' && m.framesDecoded > 10", 30)
+                SCREENSHOT.parent.mkdir(exist_ok=True)
+                await page.screenshot(path=str(SCREENSHOT))
+        finally:
+            for v in views.values():
+                v.close()
+            await service.close()
+
+    run_in_own_thread(main)
