@@ -173,7 +173,13 @@ def _kill_round(path: Path, prefix: str, rng: random.Random) -> list[str]:
         time.sleep(rng.uniform(0.02, 0.3))
     finally:
         proc.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate(10)
+        # read through the same buffered reader as readline(): communicate() reads
+        # the raw pipe and would miss lines readline() already buffered
+        out = proc.stdout.read()
+        proc.stdout.close()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     # a line cut by the kill has no newline: that bill may or may not be in
     return [line for line in out.split("\n")[:-1] if line]

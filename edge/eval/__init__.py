@@ -1,1 +1,1 @@
-"""Offline evaluation: detector mAP (and later tracking and billing) against ground truth."""
+"""Offline evaluation against ground truth: detector mAP (`eval detector`), tracking and billing with baselines (`eval tracking`)."""

@@ -60,6 +60,7 @@ TRAY_MARGIN = 0.08  # a dish belongs to a tray whose box, grown by this share, h
 DISH_HIT_COUNTER_MAX = 100  # frames a dish on a live tray survives unseen (5 s at 20 fps)
 TRAY_REID_FRAMES = 40  # frames a lost tray can come back with its id
 ICP_GATES = (0.3, 0.12)  # dish-to-track gates of the rigid-group fit, in tray widths
+STATE_EVERY = 5  # frames between refreshes of an open tray's bill lines (live view)
 MIN_VOTE_MASS = 0.6  # sum of squared scores a dish needs to be billed (weak ghosts are not)
 MERGE_IOU = 0.35  # fragments of one dish overlap this much in tray coordinates
 DUPLICATE_IOU = 0.6  # cross-class duplicates in one frame
@@ -144,6 +145,8 @@ class _Tray:
     box: Box = field(default_factory=lambda: np.zeros(4))
     anchor: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
     since_detection: int = 1
+    items: tuple[BillItem, ...] = ()  # the open bill, refreshed every STATE_EVERY frames
+    items_seq: int = -1
 
     def origin(self) -> npt.NDArray[np.float64]:
         """Origin of the dish frame: the tray's centre plus its anchor offset."""
@@ -358,21 +361,21 @@ class TrayTracker:
         if not dishes:
             return out
         objs = list(trays)
-        for det in dishes:
-            box = det[0]
-            c = _centre(box)
-            owner = None
-            best = MERGE_IOU
-            for obj in objs:
-                tray = self._trays[obj]
-                tc = _centre(trays[obj]) + tray.anchor
-                rel = box - np.array([tc[0], tc[1], tc[0], tc[1]])
-                for rec in tray.records.values():
-                    if not rec.alive:
-                        continue
-                    iou = float(iou_matrix(rel[None], rec.rel_box[None])[0, 0])
-                    if iou > best:
-                        best, owner = iou, obj
+        det_boxes = np.stack([d[0] for d in dishes])
+        best = np.full(len(dishes), MERGE_IOU)
+        owners: list[Any] = [None] * len(dishes)
+        for obj in objs:  # overlap with a tray's dish tracks, all pairs at once
+            tray = self._trays[obj]
+            rel = [r.rel_box for r in tray.records.values() if r.alive]
+            if not rel:
+                continue
+            tc = _centre(trays[obj]) + tray.anchor
+            iou = iou_matrix(det_boxes - np.array([tc[0], tc[1], tc[0], tc[1]]),
+                             np.stack(rel)).max(axis=1)
+            for i in np.flatnonzero(iou > best):
+                best[i], owners[i] = iou[i], obj
+        for det, owner in zip(dishes, owners, strict=True):
+            c = _centre(det[0])
             if owner is None:  # inside a tray's box first, then inside its grown box
                 rank: tuple[int, float] = (2, math.inf)
                 for obj in objs:
@@ -545,7 +548,9 @@ class TrayTracker:
         )
 
     def _state(self, tray: _Tray) -> TrayState:
-        items = tuple(self._items(tray))
+        if tray.items_seq < 0 or self._seq - tray.items_seq >= STATE_EVERY:
+            tray.items, tray.items_seq = tuple(self._items(tray)), self._seq
+        items = tray.items
         return TrayState(self.stream_id, tray.tid,
                          (float(tray.box[0]), float(tray.box[1]), float(tray.box[2]),
                           float(tray.box[3])),
