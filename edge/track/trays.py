@@ -59,6 +59,7 @@ TRAY_KEY = "tray"
 TRAY_MARGIN = 0.08  # a dish belongs to a tray whose box, grown by this share, holds its centre
 DISH_HIT_COUNTER_MAX = 100  # frames a dish on a live tray survives unseen (5 s at 20 fps)
 TRAY_REID_FRAMES = 40  # frames a lost tray can come back with its id
+SLOT_PX = 100_000.0  # lane width of one tray in the shared dish tracker, pixels
 ICP_GATES = (0.3, 0.12)  # dish-to-track gates of the rigid-group fit, in tray widths
 STATE_EVERY = 5  # frames between refreshes of an open tray's bill lines (live view)
 MIN_VOTE_MASS = 0.6  # sum of squared scores a dish needs to be billed (weak ghosts are not)
@@ -130,12 +131,12 @@ class _Dish:
     adopted: bool = False  # a loose record already handed to a tray
 
 
-@dataclass
+@dataclass(eq=False)
 class _Tray:
     """One physical tray: its dishes' tracker, their records and its bill state."""
 
     tid: int
-    dishes: NfTracker
+    slot: int  # the tray's lane in the shared dish tracker's coordinates
     records: dict[Any, _Dish] = field(default_factory=dict)  # Norfair object -> record
     archive: list[_Dish] = field(default_factory=list)
     opened_at: float = 0.0
@@ -144,7 +145,6 @@ class _Tray:
     billed: bool = False
     box: Box = field(default_factory=lambda: np.zeros(4))
     anchor: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
-    since_detection: int = 1
     items: tuple[BillItem, ...] = ()  # the open bill, refreshed every STATE_EVERY frames
     items_seq: int = -1
 
@@ -155,6 +155,16 @@ class _Tray:
 
 def _box_points(box: Sequence[float] | Box) -> npt.NDArray[np.float64]:
     return np.array([[box[0], box[1]], [box[2], box[3]]], np.float64)
+
+
+def _median_rows(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Column-wise median of a few rows (np.median costs ~80 us on tiny arrays)."""
+    n = len(a)
+    if n == 1:
+        return a[0]
+    srt = np.sort(a, axis=0)
+    m = n // 2
+    return srt[m] if n % 2 else (srt[m - 1] + srt[m]) / 2.0
 
 
 def _centre(box: Box) -> npt.NDArray[np.float64]:
@@ -227,6 +237,9 @@ class TrayTracker:
         )
         self._trays: dict[Any, _Tray] = {}  # Norfair tray object -> tray
         self._loose = self._dish_tracker(config.hit_counter_max, static=False)
+        self._dishes_nf = self._dish_tracker(DISH_HIT_COUNTER_MAX)
+        self._slots: dict[int, _Tray] = {}
+        self._next_slot = 1
         self._loose_records: dict[Any, _Dish] = {}
         self._next_gid = 1
         self._since_detection = 1
@@ -244,8 +257,11 @@ class TrayTracker:
             if detections is not None else self._trays_nf.update(None)
         for obj in tray_objs:
             if obj not in self._trays:
-                self._trays[obj] = _Tray(int(obj.id), self._dish_tracker(DISH_HIT_COUNTER_MAX),
-                                         opened_at=frame.capture_time + self.clock_offset)
+                tray = _Tray(int(obj.id), self._next_slot,
+                             opened_at=frame.capture_time + self.clock_offset)
+                self._next_slot += 1
+                self._trays[obj] = tray
+                self._slots[tray.slot] = tray
         active = {obj for obj in tray_objs}
         matched_trays = {obj for obj in tray_objs if obj.last_detection is not None
                          and detections is not None
@@ -257,12 +273,12 @@ class TrayTracker:
         assignment = self._assign(dish_dets, boxes) if detections is not None else {}
         for obj in active:
             tray = self._trays[obj]
-            mine = assignment.get(obj, [])
             if detections is not None:
-                boxes[obj] = self._rigid_correction(obj, tray, boxes[obj], mine,
-                                                    obj in matched_trays)
+                boxes[obj] = self._rigid_correction(obj, tray, boxes[obj],
+                                                    assignment.get(obj, []), obj in matched_trays)
             tray.box = boxes[obj]
-            self._track_dishes(tray, mine, detections is not None, seq)
+        self._track_dishes({self._trays[obj]: assignment.get(obj, []) for obj in active},
+                           detections is not None, seq)
         if detections is not None:
             self._track_loose(assignment.get(None, []), seq)
         else:
@@ -420,14 +436,14 @@ class TrayTracker:
             count = int(ok.sum())
             if count < need:
                 return box
-            shift = shift + np.median(det_c[j[ok]] - (rec_c[ok] + shift), axis=0)
+            shift = shift + _median_rows(det_c[j[ok]] - (rec_c[ok] + shift))
         if tray_detected:
             tray.anchor = tray.anchor + shift
             return box
         corrected = box + np.array([shift[0], shift[1], shift[0], shift[1]])
         obj.filter.x[:4] = corrected.reshape(-1, 1)
         # seen through its dishes: as alive as if detected
-        obj.hit_counter = min(obj.hit_counter + 2 * tray.since_detection, obj.hit_counter_max)
+        obj.hit_counter = min(obj.hit_counter + 2 * self._since_detection, obj.hit_counter_max)
         return corrected
 
     def _dish_tracker(self, hit_counter_max: int, *, static: bool = True) -> NfTracker:
@@ -439,38 +455,76 @@ class TrayTracker:
             hit_counter_max=hit_counter_max,
             initialization_delay=min(self.config.initialization_delay, hit_counter_max - 1),
             filter_factory=NoFilterFactory() if static else OptimizedKalmanFilterFactory(),
+            past_detections_length=0,
         )
 
-    def _track_dishes(self, tray: _Tray, dets: list[tuple[Box, int, float]], detected: bool,
+    def _track_dishes(self, dets: dict[_Tray, list[tuple[Box, int, float]]], detected: bool,
                       seq: int) -> None:
-        tc = tray.origin()
-        shift = np.array([tc[0], tc[1], tc[0], tc[1]])
-        nf = [NfDetection(points=_box_points(b - shift), scores=np.array([s, s]), data=(c, s))
-              for b, c, s in dets]
+        """One Norfair update for the dishes of every tray: each tray's dishes are
+        in its own coordinates, laid out in a lane of their own (``slot`` times
+        :data:`SLOT_PX` along x), so dishes of two trays never match."""
+        nf = []
+        for tray, mine in dets.items():
+            o = tray.origin()
+            shift = np.array([o[0] - tray.slot * SLOT_PX, o[1], o[0] - tray.slot * SLOT_PX, o[1]])
+            nf += [NfDetection(points=_box_points(b - shift), data=(c, s, tray.slot))
+                   for b, c, s in mine]
         if detected:
-            tray.dishes.update(nf, period=tray.since_detection)
-            tray.since_detection = 1
+            self._dishes_nf.update(nf, period=self._since_detection)
         else:
-            tray.dishes.update(None)
-            tray.since_detection += 1
-        self._absorb(tray.dishes, tray.records, nf, seq, tray.archive)
-        for obj in tray.dishes.tracked_objects:  # a dish lives as long as its tray
+            self._dishes_nf.update(None)
+        det_ids = {id(d) for d in nf}
+        live: set[Any] = set()
+        for obj in self._dishes_nf.tracked_objects:
+            tray = self._slots.get(obj.initial_slot) if hasattr(obj, "initial_slot") else None
+            if tray is None:
+                slot = obj.last_detection.data[2] if obj.last_detection is not None else -1
+                obj.initial_slot = slot
+                tray = self._slots.get(slot)
+            if tray is None:  # its tray is gone: let Norfair drop it
+                obj.hit_counter = -1
+                continue
+            live.add(obj)
             rec = tray.records.get(obj)
-            if rec is not None and rec.hits >= self.min_item_hits and obj.hit_counter < 2:
-                obj.hit_counter = 2
+            if rec is None:
+                rec = tray.records[obj] = _Dish(0, np.zeros(self._nc), first_seq=seq)
+            self._vote(obj, rec, det_ids, seq)
+            rec.rel_box = (np.asarray(obj.estimate, np.float64).reshape(4)
+                           - np.array([tray.slot * SLOT_PX, 0.0, tray.slot * SLOT_PX, 0.0]))
+            if rec.hits >= self.min_item_hits and obj.hit_counter < 2:
+                obj.hit_counter = 2  # a dish lives as long as its tray
+        for tray in self._slots.values():
+            for obj in [o for o in tray.records if o not in live]:
+                rec = tray.records.pop(obj)
+                rec.alive = False
+                if rec.gid:
+                    tray.archive.append(rec)
+
+    def _vote(self, obj: Any, rec: _Dish, det_ids: set[int], seq: int) -> None:
+        """Give ``rec`` its id once Norfair does, and the vote of this frame's match."""
+        if obj.id is not None and rec.gid == 0:
+            rec.gid = self._next_gid
+            self._next_gid += 1
+        last = obj.last_detection
+        if last is not None and id(last) in det_ids:
+            cls, score = last.data[0], last.data[1]
+            if 0 <= cls < self._nc:
+                rec.votes[cls] += score * score
+            rec.hits += 1
+            rec.last_seq = seq
+
     def _track_loose(self, dets: list[tuple[Box, int, float]] | None, seq: int) -> None:
         if dets is None:
             self._loose.update(None)
             nf: list[NfDetection] = []
         else:
-            nf = [NfDetection(points=_box_points(b), scores=np.array([s, s]), data=(c, s))
-                  for b, c, s in dets]
+            nf = [NfDetection(points=_box_points(b), data=(c, s)) for b, c, s in dets]
             self._loose.update(nf, period=self._since_detection)
-        self._absorb(self._loose, self._loose_records, nf, seq, None)
+        self._absorb(self._loose, self._loose_records, nf, seq)
 
     def _absorb(self, tracker: NfTracker, records: dict[Any, _Dish], nf: list[NfDetection],
-                seq: int, archive: list[_Dish] | None) -> None:
-        """Record votes of this frame's matches; archive tracks that ended."""
+                seq: int) -> None:
+        """Record votes of this frame's matches of the loose tracker."""
         det_ids = {id(d) for d in nf}
         live = set()
         for obj in tracker.tracked_objects:
@@ -478,22 +532,10 @@ class TrayTracker:
             rec = records.get(obj)
             if rec is None:
                 rec = records[obj] = _Dish(0, np.zeros(self._nc), first_seq=seq)
-            if obj.id is not None and rec.gid == 0:
-                rec.gid = self._next_gid
-                self._next_gid += 1
-            last = obj.last_detection
-            if last is not None and id(last) in det_ids:
-                cls, score = last.data
-                if 0 <= cls < self._nc:
-                    rec.votes[cls] += score * score
-                rec.hits += 1
-                rec.last_seq = seq
+            self._vote(obj, rec, det_ids, seq)
             rec.rel_box = np.asarray(obj.estimate, np.float64).reshape(4)
         for obj in [o for o in records if o not in live]:
-            rec = records.pop(obj)
-            rec.alive = False
-            if archive is not None and rec.gid:
-                archive.append(rec)
+            records.pop(obj).alive = False
 
     # -- bills ----------------------------------------------------------------------------
 
@@ -509,6 +551,7 @@ class TrayTracker:
                     closed.append(self._bill(frame, tray, "crossed"))
             elif obj not in self._trays_nf.tracked_objects:  # gone for good
                 del self._trays[obj]
+                del self._slots[tray.slot]
                 c = _centre(tray.box)
                 at_line = self.line.distance(float(c[0]), float(c[1])) > -self.line.hysteresis
                 if not tray.billed and tray.was_before and at_line:
