@@ -56,14 +56,19 @@ from edge.frames import Detections, Frame, Track
 from edge.track.lag import iou_matrix
 
 TRAY_KEY = "tray"
-TRAY_MARGIN = 0.08  # a dish belongs to a tray whose box, grown by this share, holds its centre
+TRAY_MARGIN = 0.0  # a dish belongs to a tray whose box, grown by this share, holds its centre
 DISH_HIT_COUNTER_MAX = 100  # frames a dish on a live tray survives unseen (5 s at 20 fps)
 TRAY_REID_FRAMES = 40  # frames a lost tray can come back with its id
 SLOT_PX = 100_000.0  # lane width of one tray in the shared dish tracker, pixels
 ICP_GATES = (0.3, 0.12)  # dish-to-track gates of the rigid-group fit, in tray widths
 STATE_EVERY = 5  # frames between refreshes of an open tray's bill lines (live view)
 MIN_VOTE_MASS = 0.6  # sum of squared scores a dish needs to be billed (weak ghosts are not)
-MERGE_IOU = 0.35  # fragments of one dish overlap this much in tray coordinates
+MERGE_IOU = 0.35
+FRAGMENT_DISTANCE = 1.5  # a same-class successor within this many dish sizes is a fragment
+CLEAREST_VIEWS = 5  # top scores kept per class and dish
+RUNNER_UP_SHARE = 0.25  # above this share of the vote the clearest views decide
+GHOST_SHARE = 4  # a record with under a quarter of a same-class neighbour's hits ...
+GHOST_DISTANCE = 1.5  # ... within this many dish sizes of it is that dish seen askew  # fragments of one dish overlap this much in tray coordinates
 DUPLICATE_IOU = 0.6  # cross-class duplicates in one frame
 TRAY_NMS_IOU = 0.3
 TRAY_NMS_IOA = 0.6
@@ -129,6 +134,38 @@ class _Dish:
     rel_box: Box = field(default_factory=lambda: np.zeros(4))
     alive: bool = True
     adopted: bool = False  # a loose record already handed to a tray
+    best: dict[int, list[float]] = field(default_factory=dict)  # class -> top scores
+
+    def add_best(self, cls: int, score: float) -> None:
+        """Keep the :data:`CLEAREST_VIEWS` highest scores of ``cls``."""
+        top = self.best.setdefault(cls, [])
+        top.append(score)
+        if len(top) > CLEAREST_VIEWS:
+            top.remove(min(top))
+
+    def decide(self) -> tuple[int, float]:
+        """``(class, share of the vote)``. When the runner-up holds at least
+        :data:`RUNNER_UP_SHARE` of the vote (a look-alike pair under blur and
+        hands), the class whose clearest views scored higher wins."""
+        total = float(self.votes.sum())
+        order = np.argsort(-self.votes)
+        a = int(order[0])
+        if len(order) > 1:
+            b = int(order[1])
+            if self.votes[b] >= RUNNER_UP_SHARE * total and self.best.get(b):
+                if np.mean(self.best[b]) > np.mean(self.best.get(a, [0.0])):
+                    a = b
+        return a, (float(self.votes[a]) / total if total > 0 else 0.0)
+
+    def absorb(self, other: _Dish) -> None:
+        """Add ``other``'s votes, hits, lifetime and clearest views."""
+        self.votes += other.votes
+        self.hits += other.hits
+        self.first_seq = min(self.first_seq, other.first_seq)
+        self.last_seq = max(self.last_seq, other.last_seq)
+        for cls, top in other.best.items():
+            for score in top:
+                self.add_best(cls, score)
 
 
 @dataclass(eq=False)
@@ -327,10 +364,10 @@ class TrayTracker:
                 if tb[0] <= c[0] <= tb[2] and tb[1] <= c[1] <= tb[3]:
                     tray = self._trays[obj]
                     o = _centre(tb) + tray.anchor
-                    tray.archive.append(_Dish(rec.gid, rec.votes.copy(), rec.hits,
-                                              rec.first_seq, rec.last_seq,
-                                              rec.rel_box - np.array([o[0], o[1], o[0], o[1]]),
-                                              alive=False))
+                    tray.archive.append(_Dish(
+                        rec.gid, rec.votes.copy(), rec.hits, rec.first_seq, rec.last_seq,
+                        rec.rel_box - np.array([o[0], o[1], o[0], o[1]]), alive=False,
+                        best={k: list(v) for k, v in rec.best.items()}))
                     rec.adopted = True
                     break
 
@@ -510,6 +547,7 @@ class TrayTracker:
             cls, score = last.data[0], last.data[1]
             if 0 <= cls < self._nc:
                 rec.votes[cls] += score * score
+                rec.add_best(cls, score)
             rec.hits += 1
             rec.last_seq = seq
 
@@ -565,8 +603,8 @@ class TrayTracker:
         for rec in sorted(dishes, key=lambda r: r.gid):
             if rec.hits < self.min_item_hits or rec.votes.sum() < MIN_VOTE_MASS:
                 continue
-            cls = int(rec.votes.argmax())
-            item = self.menu.item(cls, float(rec.votes[cls] / rec.votes.sum()), rec.gid)
+            cls, share = rec.decide()
+            item = self.menu.item(cls, share, rec.gid)
             if item is not None:
                 items.append(item)
         return items
@@ -626,9 +664,9 @@ class TrayTracker:
         if (obj.id is None or not obj.hit_counter_is_positive or rec.votes.sum() <= 0
                 or rec.adopted or not self._in_view(box)):
             return []
-        cls = int(rec.votes.argmax())
+        cls, share = rec.decide()
         return [Track(rec.gid, (float(box[0]), float(box[1]), float(box[2]), float(box[3])),
-                      cls, self.class_names[cls], float(rec.votes[cls] / rec.votes.sum()),
+                      cls, self.class_names[cls], share,
                       rec.hits, rec.last_seq == self._seq, tray_id)]
 
     def open_trays(self) -> list[int]:
@@ -705,32 +743,32 @@ def _merge_fragments(dishes: list[_Dish]) -> list[_Dish]:
             j = int(iou.argmax())
             target = merged[j] if iou[j] >= MERGE_IOU else _successor_of(rec, merged)
         if target is None:
-            merged.append(_Dish(rec.gid, rec.votes.copy(), rec.hits, rec.first_seq,
-                                rec.last_seq, rec.rel_box.copy(), rec.alive))
-        else:
-            target.votes += rec.votes
-            target.hits += rec.hits
-            target.first_seq = min(target.first_seq, rec.first_seq)
-            target.last_seq = max(target.last_seq, rec.last_seq)
+            target = _Dish(rec.gid, np.zeros_like(rec.votes), 0, rec.first_seq, rec.last_seq,
+                           rec.rel_box.copy(), rec.alive)
+            merged.append(target)
+        target.absorb(rec)
     return merged
 
 
 def _successor_of(rec: _Dish, merged: list[_Dish]) -> _Dish | None:
-    """The record ``rec`` continues (same class, disjoint in time, close), if any."""
+    """The record ``rec`` continues (same class, disjoint in time, closer than a
+    dish's size) or is a ghost of (same class, a small fraction of its
+    detections, within 1.5 sizes), if any."""
     if rec.votes.sum() <= 0:
         return None
-    cls = int(rec.votes.argmax())
+    cls = rec.decide()[0]
     c = _centre(rec.rel_box)
     best, out = math.inf, None
     for m in merged:
-        if m.votes.sum() <= 0 or int(m.votes.argmax()) != cls:
-            continue
-        if not (m.last_seq < rec.first_seq or rec.last_seq < m.first_seq):
+        if m.votes.sum() <= 0 or m.decide()[0] != cls:
             continue
         size = max(m.rel_box[2] - m.rel_box[0], m.rel_box[3] - m.rel_box[1],
                    rec.rel_box[2] - rec.rel_box[0], rec.rel_box[3] - rec.rel_box[1])
         d = float(np.linalg.norm(c - _centre(m.rel_box)))
-        if d < size and d < best:
+        disjoint = m.last_seq < rec.first_seq or rec.last_seq < m.first_seq
+        # a ghost: a few detections beside a dish of its class seen all along
+        ghost = rec.hits * GHOST_SHARE < m.hits and d < GHOST_DISTANCE * size
+        if (disjoint and d < FRAGMENT_DISTANCE * size or ghost) and d < best:
             best, out = d, m
     return out
 
