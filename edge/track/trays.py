@@ -63,12 +63,12 @@ SLOT_PX = 100_000.0  # lane width of one tray in the shared dish tracker, pixels
 ICP_GATES = (0.3, 0.12)  # dish-to-track gates of the rigid-group fit, in tray widths
 STATE_EVERY = 5  # frames between refreshes of an open tray's bill lines (live view)
 MIN_VOTE_MASS = 0.6  # sum of squared scores a dish needs to be billed (weak ghosts are not)
-MERGE_IOU = 0.35
+MERGE_IOU = 0.35  # fragments of one dish overlap this much in tray coordinates
 FRAGMENT_DISTANCE = 1.5  # a same-class successor within this many dish sizes is a fragment
 CLEAREST_VIEWS = 5  # top scores kept per class and dish
 RUNNER_UP_SHARE = 0.25  # above this share of the vote the clearest views decide
 GHOST_SHARE = 4  # a record with under a quarter of a same-class neighbour's hits ...
-GHOST_DISTANCE = 1.5  # ... within this many dish sizes of it is that dish seen askew  # fragments of one dish overlap this much in tray coordinates
+GHOST_DISTANCE = 1.5  # ... within this many dish sizes of it is that dish seen askew
 DUPLICATE_IOU = 0.6  # cross-class duplicates in one frame
 TRAY_NMS_IOU = 0.3
 TRAY_NMS_IOA = 0.6
@@ -152,9 +152,9 @@ class _Dish:
         a = int(order[0])
         if len(order) > 1:
             b = int(order[1])
-            if self.votes[b] >= RUNNER_UP_SHARE * total and self.best.get(b):
-                if np.mean(self.best[b]) > np.mean(self.best.get(a, [0.0])):
-                    a = b
+            if (self.votes[b] >= RUNNER_UP_SHARE * total and self.best.get(b)
+                    and np.mean(self.best[b]) > np.mean(self.best.get(a, [0.0]))):
+                a = b
         return a, (float(self.votes[a]) / total if total > 0 else 0.0)
 
     def absorb(self, other: _Dish) -> None:
@@ -427,8 +427,9 @@ class TrayTracker:
                              np.stack(rel)).max(axis=1)
             for i in np.flatnonzero(iou > best):
                 best[i], owners[i] = iou[i], obj
-        for det, owner in zip(dishes, owners, strict=True):
+        for det, matched in zip(dishes, owners, strict=True):
             c = _centre(det[0])
+            owner = matched
             if owner is None:  # inside a tray's box first, then inside its grown box
                 rank: tuple[int, float] = (2, math.inf)
                 for obj in objs:
@@ -768,7 +769,7 @@ def _successor_of(rec: _Dish, merged: list[_Dish]) -> _Dish | None:
         disjoint = m.last_seq < rec.first_seq or rec.last_seq < m.first_seq
         # a ghost: a few detections beside a dish of its class seen all along
         ghost = rec.hits * GHOST_SHARE < m.hits and d < GHOST_DISTANCE * size
-        if (disjoint and d < FRAGMENT_DISTANCE * size or ghost) and d < best:
+        if ((disjoint and d < FRAGMENT_DISTANCE * size) or ghost) and d < best:
             best, out = d, m
     return out
 
