@@ -60,6 +60,7 @@ TRAY_MARGIN = 0.0  # a dish belongs to a tray whose box, grown by this share, ho
 DISH_HIT_COUNTER_MAX = 100  # frames a dish on a live tray survives unseen (5 s at 20 fps)
 TRAY_REID_FRAMES = 40  # frames a lost tray can come back with its id
 SLOT_PX = 100_000.0  # lane width of one tray in the shared dish tracker, pixels
+BOX_JUMP = 0.1  # a tray box moving this share of a tray width off the dish frame's pace jumped
 ICP_GATES = (0.3, 0.12)  # dish-to-track gates of the rigid-group fit, in tray widths
 STATE_EVERY = 5  # frames between refreshes of an open tray's bill lines (live view)
 MIN_VOTE_MASS = 0.6  # sum of squared scores a dish needs to be billed (weak ghosts are not)
@@ -181,13 +182,36 @@ class _Tray:
     was_before: bool = False
     billed: bool = False
     box: Box = field(default_factory=lambda: np.zeros(4))
-    anchor: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
+    # the dish frame: its origin in the picture, moved by the dishes themselves
+    # (a rigid group), not tied to the tray's box, which jumps under blur
+    origin: npt.NDArray[np.float64] | None = None
+    origin_v: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
+    origin_pred: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
+    box_c_prev: npt.NDArray[np.float64] | None = None
     items: tuple[BillItem, ...] = ()  # the open bill, refreshed every STATE_EVERY frames
     items_seq: int = -1
 
-    def origin(self) -> npt.NDArray[np.float64]:
-        """Origin of the dish frame: the tray's centre plus its anchor offset."""
-        return _centre(self.box) + self.anchor
+    def predict_origin(self, box: Box, typical_width: float) -> None:
+        """Where the dish frame's origin should be this frame: moved like the
+        tray's box when the box moves plausibly, else by its own velocity."""
+        c = _centre(box)
+        if self.origin is None:
+            self.origin_pred = c
+        else:
+            pred = self.origin + self.origin_v
+            if self.box_c_prev is not None:
+                delta = c - self.box_c_prev
+                limit = BOX_JUMP * max(typical_width, float(box[2] - box[0]), 1.0)
+                if float(np.linalg.norm(delta - self.origin_v)) <= limit:
+                    pred = self.origin + delta
+            self.origin_pred = pred
+        self.box_c_prev = c
+
+    def set_origin(self, origin: npt.NDArray[np.float64]) -> None:
+        """Commit this frame's origin and update its velocity."""
+        if self.origin is not None:
+            self.origin_v = 0.6 * self.origin_v + 0.4 * (origin - self.origin)
+        self.origin = origin
 
 
 def _box_points(box: Sequence[float] | Box) -> npt.NDArray[np.float64]:
@@ -306,6 +330,8 @@ class TrayTracker:
 
         # dishes: assign to trays, correct trays by their dishes, track in tray coordinates
         boxes = {obj: np.asarray(obj.estimate, np.float64).reshape(4) for obj in active}
+        for obj in active:
+            self._trays[obj].predict_origin(boxes[obj], self._tray_size[0])
         self._adopt_loose(boxes)
         assignment = self._assign(dish_dets, boxes) if detections is not None else {}
         for obj in active:
@@ -313,6 +339,8 @@ class TrayTracker:
             if detections is not None:
                 boxes[obj] = self._rigid_correction(obj, tray, boxes[obj],
                                                     assignment.get(obj, []), obj in matched_trays)
+            else:
+                tray.set_origin(tray.origin_pred)
             tray.box = boxes[obj]
         self._track_dishes({self._trays[obj]: assignment.get(obj, []) for obj in active},
                            detections is not None, seq)
@@ -363,7 +391,7 @@ class TrayTracker:
             for obj, tb in boxes.items():
                 if tb[0] <= c[0] <= tb[2] and tb[1] <= c[1] <= tb[3]:
                     tray = self._trays[obj]
-                    o = _centre(tb) + tray.anchor
+                    o = tray.origin_pred
                     tray.archive.append(_Dish(
                         rec.gid, rec.votes.copy(), rec.hits, rec.first_seq, rec.last_seq,
                         rec.rel_box - np.array([o[0], o[1], o[0], o[1]]), alive=False,
@@ -422,7 +450,7 @@ class TrayTracker:
             rel = [r.rel_box for r in tray.records.values() if r.alive]
             if not rel:
                 continue
-            tc = _centre(trays[obj]) + tray.anchor
+            tc = tray.origin_pred
             iou = iou_matrix(det_boxes - np.array([tc[0], tc[1], tc[0], tc[1]]),
                              np.stack(rel)).max(axis=1)
             for i in np.flatnonzero(iou > best):
@@ -447,41 +475,43 @@ class TrayTracker:
 
     def _rigid_correction(self, obj: Any, tray: _Tray, box: Box,
                           dets: list[tuple[Box, int, float]], tray_detected: bool) -> Box:
-        """Re-measure the tray by its dishes (a rigid group).
+        """Move the dish frame by the dishes, and an undetected tray with them.
 
         The dish detections are matched to the tray's dish tracks by centre
-        distance under a shrinking gate (two rounds of iterative closest
-        points) and their median offset ``s`` is what the tray's dish frame
-        moved by beyond the tray's own prediction. If the tray was not
-        detected, the tray moves by ``s``; if it was, its box is trusted and
-        the dish frame's origin shifts by ``s`` instead (a tray box that jumps
-        because of blur or an arm must not tear its dishes off their tracks).
+        distance around the predicted origin, under a shrinking gate (two rounds
+        of iterative closest points); their median offset corrects the origin.
+        The tray's own box never drags the dishes: when it jumps (a blurred tray
+        seen as a part of itself, an arm over it) the dish frame keeps to the
+        dishes. A tray not detected this frame but seen through its dishes moves
+        with them and stays alive (the rigid group measures it).
         """
+        previous = tray.origin
+        pred = tray.origin_pred
         live = [r for r in tray.records.values() if r.alive and r.hits >= 2]
         need = 1 if not tray_detected else min(2, len(live))
-        if not live or len(dets) < need:
+        shift = None
+        if live and len(dets) >= need:
+            det_c = np.stack([_centre(d[0]) for d in dets]) - pred
+            rec_c = np.stack([_centre(r.rel_box) for r in live])
+            width = max(float(box[2] - box[0]), self._tray_size[0], 1.0)
+            shift = np.zeros(2)
+            for gate in (ICP_GATES[0] * width, ICP_GATES[1] * width):
+                d = np.linalg.norm(rec_c[:, None, :] + shift - det_c[None, :, :], axis=2)
+                j = d.argmin(axis=1)
+                ok = d[np.arange(len(live)), j] <= gate
+                if int(ok.sum()) < need:
+                    shift = None
+                    break
+                shift = shift + _median_rows(det_c[j[ok]] - (rec_c[ok] + shift))
+        tray.set_origin(pred if shift is None else pred + shift)
+        if tray_detected or shift is None or previous is None:
             return box
-        origin = _centre(box) + tray.anchor
-        det_c = np.stack([_centre(d[0]) for d in dets]) - origin
-        rec_c = np.stack([_centre(r.rel_box) for r in live])
-        width = max(float(box[2] - box[0]), 1.0)
-        shift = np.zeros(2)
-        count = 0
-        for gate in (ICP_GATES[0] * width, ICP_GATES[1] * width):
-            d = np.linalg.norm(rec_c[:, None, :] + shift - det_c[None, :, :], axis=2)
-            j = d.argmin(axis=1)
-            ok = d[np.arange(len(live)), j] <= gate
-            count = int(ok.sum())
-            if count < need:
-                return box
-            shift = shift + _median_rows(det_c[j[ok]] - (rec_c[ok] + shift))
-        if tray_detected:
-            tray.anchor = tray.anchor + shift
-            return box
-        corrected = box + np.array([shift[0], shift[1], shift[0], shift[1]])
+        moved = tray.origin - previous
+        corrected = tray.box + np.array([moved[0], moved[1], moved[0], moved[1]])
         obj.filter.x[:4] = corrected.reshape(-1, 1)
         # seen through its dishes: as alive as if detected
         obj.hit_counter = min(obj.hit_counter + 2 * self._since_detection, obj.hit_counter_max)
+        tray.box_c_prev = _centre(corrected)
         return corrected
 
     def _dish_tracker(self, hit_counter_max: int, *, static: bool = True) -> NfTracker:
@@ -503,7 +533,7 @@ class TrayTracker:
         :data:`SLOT_PX` along x), so dishes of two trays never match."""
         nf = []
         for tray, mine in dets.items():
-            o = tray.origin()
+            o = tray.origin if tray.origin is not None else tray.origin_pred
             shift = np.array([o[0] - tray.slot * SLOT_PX, o[1], o[0] - tray.slot * SLOT_PX, o[1]])
             nf += [NfDetection(points=_box_points(b - shift), data=(c, s, tray.slot))
                    for b, c, s in mine]
@@ -649,7 +679,7 @@ class TrayTracker:
                 continue
             out.append(Track(tray.tid, (float(b[0]), float(b[1]), float(b[2]), float(b[3])),
                              self.tray_class, TRAY_KEY, 1.0, 0, obj in matched, tray.tid))
-            tc = tray.origin()
+            tc = tray.origin if tray.origin is not None else tray.origin_pred
             shift = np.array([tc[0], tc[1], tc[0], tc[1]])
             for dobj, rec in tray.records.items():
                 out.extend(self._dish_track(dobj, rec, rec.rel_box + shift, tray.tid))
