@@ -72,6 +72,7 @@ GHOST_SHARE = 4  # a record with under a quarter of a same-class neighbour's hit
 GHOST_DISTANCE = 1.5  # ... within this many dish sizes of it is that dish seen askew
 DUPLICATE_IOU = 0.6  # cross-class duplicates in one frame
 TRAY_NMS_IOU = 0.3
+TRAY_DUPLICATE_IOU = 0.5  # two tray tracks overlapping this much are one tray
 TRAY_NMS_IOA = 0.6
 TRAY_MIN_AREA_SHARE = 0.35  # tray boxes below this share of the typical area are not trays
 SNAPSHOT_QUALITY = 80
@@ -323,7 +324,7 @@ class TrayTracker:
                 self._next_slot += 1
                 self._trays[obj] = tray
                 self._slots[tray.slot] = tray
-        active = {obj for obj in tray_objs}
+        active = self._merge_duplicate_trays({obj for obj in tray_objs})
         matched_trays = {obj for obj in tray_objs if obj.last_detection is not None
                          and detections is not None
                          and any(obj.last_detection is d for d in trays_dets)}
@@ -379,6 +380,49 @@ class TrayTracker:
         for b, s, c in zip(d_boxes, d_scores, d_classes, strict=True):
             dishes.append((np.asarray(b, np.float64), int(c), float(s)))
         return trays, dishes
+
+    def _merge_duplicate_trays(self, active: set[Any]) -> set[Any]:
+        """Trays do not overlap: two tray tracks on one tray (a detector that sees
+        a blurred tray as two offset boxes) become one. The one with more dish
+        evidence keeps its id; the other's dishes join it (moved into its dish
+        frame) and its bill state carries over, so the tray is billed once."""
+        objs = sorted(active, key=lambda o: self._trays[o].tid)
+        if len(objs) < 2:
+            return active
+        boxes = np.stack([np.asarray(o.estimate, np.float64).reshape(4) for o in objs])
+        iou = iou_matrix(boxes, boxes)
+        gone: set[Any] = set()
+        for i in range(len(objs)):
+            for j in range(i + 1, len(objs)):
+                a, b = objs[i], objs[j]
+                if a in gone or b in gone or iou[i, j] < TRAY_DUPLICATE_IOU:
+                    continue
+                ta, tb = self._trays[a], self._trays[b]
+                keep, drop = (a, b) if _evidence(ta) >= _evidence(tb) else (b, a)
+                self._absorb_tray(self._trays[keep], self._trays[drop])
+                drop.hit_counter = -1  # Norfair forgets it at the next update
+                drop.reid_hit_counter = -1
+                del self._slots[self._trays[drop].slot]
+                del self._trays[drop]
+                gone.add(drop)
+        return active - gone
+
+    @staticmethod
+    def _absorb_tray(keep: _Tray, drop: _Tray) -> None:
+        if keep.origin is not None and drop.origin is not None:
+            d = drop.origin - keep.origin
+            shift = np.array([d[0], d[1], d[0], d[1]])
+        else:
+            shift = np.zeros(4)
+        for rec in (*drop.records.values(), *drop.archive):
+            if rec.gid:
+                rec.alive = False
+                rec.rel_box = rec.rel_box + shift
+                keep.archive.append(rec)
+        keep.opened_at = min(keep.opened_at, drop.opened_at)
+        keep.billed = keep.billed or drop.billed
+        keep.was_before = keep.was_before or drop.was_before
+        keep.items_seq = -1
 
     def _adopt_loose(self, boxes: dict[Any, Box]) -> None:
         """Hand dishes seen before their tray was (tracked loose) to the tray they
@@ -724,6 +768,11 @@ def _cross_class_nms(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.floa
         if all(iou[i, j] < DUPLICATE_IOU for j in keep):
             keep.append(int(i))
     return np.array(sorted(keep), np.int64)
+
+
+def _evidence(tray: _Tray) -> int:
+    """Dish detections a tray has gathered (which of two duplicates to keep)."""
+    return sum(r.hits for r in tray.records.values()) + sum(r.hits for r in tray.archive)
 
 
 def _tray_nms(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32]
