@@ -240,6 +240,9 @@ def _tray_reid_distance(new: Any, old: Any) -> float:
     return float(np.linalg.norm(a.mean(axis=0) - b.mean(axis=0)) / width)
 
 
+REID_NEVER = 1e6
+
+
 class TrayTracker:
     """Tracks trays and their dishes on one stream and closes tray bills.
 
@@ -294,7 +297,7 @@ class TrayTracker:
             hit_counter_max=max(config.hit_counter_max, 10),
             initialization_delay=min(config.initialization_delay, config.hit_counter_max - 1),
             filter_factory=TrayMotionFilterFactory(line.direction),
-            reid_distance_function=_tray_reid_distance, reid_distance_threshold=0.5,
+            reid_distance_function=self._reid_distance, reid_distance_threshold=0.5,
             reid_hit_counter_max=TRAY_REID_FRAMES,
         )
         self._trays: dict[Any, _Tray] = {}  # Norfair tray object -> tray
@@ -380,6 +383,17 @@ class TrayTracker:
         for b, s, c in zip(d_boxes, d_scores, d_classes, strict=True):
             dishes.append((np.asarray(b, np.float64), int(c), float(s)))
         return trays, dishes
+
+    def _reid_distance(self, new: Any, old: Any) -> float:
+        """Norfair's re-identification of a lost tray, except that a billed tray
+        never comes back as a tray before the checkout line (that is the next
+        tray: it would not be billed)."""
+        tray = self._trays.get(old)
+        if tray is not None and tray.billed:
+            c = np.asarray(new.estimate, np.float64).mean(axis=0)
+            if self.line.distance(float(c[0]), float(c[1])) < -self.line.hysteresis:
+                return REID_NEVER
+        return _tray_reid_distance(new, old)
 
     def _merge_duplicate_trays(self, active: set[Any]) -> set[Any]:
         """Trays do not overlap: two tray tracks on one tray (a detector that sees
@@ -655,6 +669,11 @@ class TrayTracker:
     def _close_bills(self, frame: Frame, active: set[Any]) -> list[Bill]:
         closed = []
         for obj, tray in list(self._trays.items()):
+            if obj in active and tray.side == PAST and not self._in_view(tray.box):
+                # it left the picture past the line: ended (never resurrected)
+                obj.hit_counter = -1
+                obj.reid_hit_counter = -1
+                active.discard(obj)
             if obj in active:
                 c = _centre(tray.box)
                 prev = tray.side
@@ -662,7 +681,9 @@ class TrayTracker:
                 tray.was_before |= tray.side == BEFORE
                 if prev == BEFORE and tray.side == PAST and not tray.billed:
                     closed.append(self._bill(frame, tray, "crossed"))
-            elif obj not in self._trays_nf.tracked_objects:  # gone for good
+            elif obj not in self._trays_nf.tracked_objects or (
+                    obj.hit_counter < 0 and obj.reid_hit_counter is not None
+                    and obj.reid_hit_counter < 0):  # gone for good
                 del self._trays[obj]
                 del self._slots[tray.slot]
                 c = _centre(tray.box)
