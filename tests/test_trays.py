@@ -216,3 +216,16 @@ def test_dish_seen_only_before_its_tray_is_still_billed() -> None:
     (bill,) = bills
     assert sorted(i.class_id for i in bill.items) == sorted([SOUP, COFFEE])
 
+
+
+def test_open_bills_list_the_tray_at_the_line_first() -> None:
+    def scene(i: int) -> list[Obj]:
+        x = 20.0 + 4 * i
+        return [_tray(x + 230, 60), _on(x + 230, 20, 20, COFFEE, y=60),
+                _tray(x, 240), _on(x, 20, 20, SOUP, y=240)]
+
+    biller = _biller()
+    *_, last = (biller.update(Frame("cam", i, IMAGE, i / 20.0), _dets(scene(i)))
+                for i in range(8))
+    assert [len(t.items) for t in last.trays] == [1, 1]
+    assert [t.items[0].class_id for t in last.trays] == [COFFEE, SOUP]

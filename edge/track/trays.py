@@ -356,8 +356,10 @@ class TrayTracker:
 
         closed = self._close_bills(frame, active)
         tracks = self._tracks(active, matched_trays)
-        states = tuple(self._state(self._trays[obj]) for obj in active
-                       if not self._trays[obj].billed)
+        # open bills, the tray nearest to (or over) the checkout line first
+        open_trays = sorted((self._trays[obj] for obj in active if not self._trays[obj].billed),
+                            key=lambda t: -self.line.distance(*_centre(t.box)))
+        states = tuple(self._state(t) for t in open_trays)
         return BillerStep(tracks, states, tuple(closed))
 
     # -- detections -----------------------------------------------------------------------
