@@ -66,6 +66,7 @@ STATE_EVERY = 5  # frames between refreshes of an open tray's bill lines (live v
 MIN_VOTE_MASS = 0.6  # sum of squared scores a dish needs to be billed (weak ghosts are not)
 MERGE_IOU = 0.35  # fragments of one dish overlap this much in tray coordinates
 FRAGMENT_DISTANCE = 1.5  # a same-class successor within this many dish sizes is a fragment
+EARLY_FRAGMENT_SHARE = 0.4  # of a tray's width: how far an early fragment may sit
 CLEAREST_VIEWS = 5  # top scores kept per class and dish
 RUNNER_UP_SHARE = 0.25  # above this share of the vote the clearest views decide
 GHOST_SHARE = 4  # a record with under a quarter of a same-class neighbour's hits ...
@@ -160,7 +161,10 @@ class _Dish:
         return a, (float(self.votes[a]) / total if total > 0 else 0.0)
 
     def absorb(self, other: _Dish) -> None:
-        """Add ``other``'s votes, hits, lifetime and clearest views."""
+        """Add ``other``'s votes, hits, lifetime and clearest views (and take its
+        place on the tray if it was seen more)."""
+        if other.hits > self.hits:
+            self.rel_box = other.rel_box.copy()
         self.votes += other.votes
         self.hits += other.hits
         self.first_seq = min(self.first_seq, other.first_seq)
@@ -696,7 +700,8 @@ class TrayTracker:
 
     def _items(self, tray: _Tray) -> list[BillItem]:
         dishes = [r for r in (*tray.records.values(), *tray.archive) if r.gid and r.hits > 0]
-        dishes = _merge_fragments(dishes)
+        width = max(self._tray_size[0], float(tray.box[2] - tray.box[0]), 1.0)
+        dishes = _merge_fragments(dishes, width)
         items = []
         for rec in sorted(dishes, key=lambda r: r.gid):
             if rec.hits < self.min_item_hits or rec.votes.sum() < MIN_VOTE_MASS:
@@ -827,7 +832,7 @@ def _tray_nms(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32]
     return np.flatnonzero(alive).astype(np.int64)
 
 
-def _merge_fragments(dishes: list[_Dish]) -> list[_Dish]:
+def _merge_fragments(dishes: list[_Dish], tray_width: float) -> list[_Dish]:
     """Merge records of one dish, keeping the oldest id.
 
     Two records are one dish if they sit at the same place on the tray (IoU
@@ -835,7 +840,11 @@ def _merge_fragments(dishes: list[_Dish]) -> list[_Dish]:
     they vote for the same class, were detected in disjoint spans of frames
     (one ended before the other began: a track that died under a hand and its
     successor) and their centres are closer than the larger dish's size (a hand
-    that covers part of a dish shifts its box).
+    that covers part of a dish shifts its box). A record with few detections
+    beside a same-class record seen far more is that dish too: within 1.5 dish
+    sizes at any time (a ghost), or within :data:`EARLY_FRAGMENT_SHARE` of the
+    tray's width if it ended before the other began (seen while the tray came
+    in, cut by the picture's edge and blurred, when the dish frame was unsure).
     """
     dishes = sorted(dishes, key=lambda r: r.gid)
     merged: list[_Dish] = []
@@ -844,7 +853,8 @@ def _merge_fragments(dishes: list[_Dish]) -> list[_Dish]:
         if merged:
             iou = iou_matrix(rec.rel_box[None], np.stack([m.rel_box for m in merged]))[0]
             j = int(iou.argmax())
-            target = merged[j] if iou[j] >= MERGE_IOU else _successor_of(rec, merged)
+            target = (merged[j] if iou[j] >= MERGE_IOU
+                      else _successor_of(rec, merged, tray_width))
         if target is None:
             target = _Dish(rec.gid, np.zeros_like(rec.votes), 0, rec.first_seq, rec.last_seq,
                            rec.rel_box.copy(), rec.alive)
@@ -853,7 +863,7 @@ def _merge_fragments(dishes: list[_Dish]) -> list[_Dish]:
     return merged
 
 
-def _successor_of(rec: _Dish, merged: list[_Dish]) -> _Dish | None:
+def _successor_of(rec: _Dish, merged: list[_Dish], tray_width: float) -> _Dish | None:
     """The record ``rec`` continues (same class, disjoint in time, closer than a
     dish's size) or is a ghost of (same class, a small fraction of its
     detections, within 1.5 sizes), if any."""
@@ -869,9 +879,13 @@ def _successor_of(rec: _Dish, merged: list[_Dish]) -> _Dish | None:
                    rec.rel_box[2] - rec.rel_box[0], rec.rel_box[3] - rec.rel_box[1])
         d = float(np.linalg.norm(c - _centre(m.rel_box)))
         disjoint = m.last_seq < rec.first_seq or rec.last_seq < m.first_seq
+        few, many = (rec, m) if rec.hits < m.hits else (m, rec)
+        minor = few.hits * GHOST_SHARE < many.hits
         # a ghost: a few detections beside a dish of its class seen all along
-        ghost = rec.hits * GHOST_SHARE < m.hits and d < GHOST_DISTANCE * size
-        if ((disjoint and d < FRAGMENT_DISTANCE * size) or ghost) and d < best:
+        ghost = minor and d < GHOST_DISTANCE * size
+        early = (minor and few.last_seq < many.first_seq
+                 and d < EARLY_FRAGMENT_SHARE * tray_width)
+        if ((disjoint and d < FRAGMENT_DISTANCE * size) or ghost or early) and d < best:
             best, out = d, m
     return out
 
