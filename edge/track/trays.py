@@ -137,6 +137,7 @@ class _Dish:
     rel_box: Box = field(default_factory=lambda: np.zeros(4))
     alive: bool = True
     adopted: bool = False  # a loose record already handed to a tray
+    from_loose: bool = False  # a copy of a loose record (its place on the tray is rough)
     best: dict[int, list[float]] = field(default_factory=dict)  # class -> top scores
 
     def add_best(self, cls: int, score: float) -> None:
@@ -182,6 +183,9 @@ class _Tray:
     slot: int  # the tray's lane in the shared dish tracker's coordinates
     records: dict[Any, _Dish] = field(default_factory=dict)  # Norfair object -> record
     archive: list[_Dish] = field(default_factory=list)
+    # adopted loose records (the loose one, its copy in tray coordinates) not yet
+    # continued by a dish track of the tray
+    pending: list[tuple[_Dish, _Dish]] = field(default_factory=list)
     opened_at: float = 0.0
     side: int = UNKNOWN
     was_before: bool = False
@@ -350,12 +354,14 @@ class TrayTracker:
             else:
                 tray.set_origin(tray.origin_pred)
             tray.box = boxes[obj]
-        self._track_dishes({self._trays[obj]: assignment.get(obj, []) for obj in active},
-                           detections is not None, seq)
+        # loose first: an adopted loose dish is then where it is now, for the tray
+        # track that continues it
         if detections is not None:
             self._track_loose(assignment.get(None, []), seq)
         else:
             self._track_loose(None, seq)
+        self._track_dishes({self._trays[obj]: assignment.get(obj, []) for obj in active},
+                           detections is not None, seq)
         self._since_detection = 1 if detections is not None else self._since_detection + 1
 
         closed = self._close_bills(frame, active)
@@ -439,6 +445,7 @@ class TrayTracker:
                 rec.alive = False
                 rec.rel_box = rec.rel_box + shift
                 keep.archive.append(rec)
+        keep.pending += drop.pending
         keep.opened_at = min(keep.opened_at, drop.opened_at)
         keep.billed = keep.billed or drop.billed
         keep.was_before = keep.was_before or drop.was_before
@@ -447,7 +454,12 @@ class TrayTracker:
     def _adopt_loose(self, boxes: dict[Any, Box]) -> None:
         """Hand dishes seen before their tray was (tracked loose) to the tray they
         are on: their votes then count on its bill (a dish seen only while its
-        tray was entering, then hidden by a hand, is still billed)."""
+        tray was entering, then hidden by a hand, is still billed).
+
+        An adopted record waits on the tray; the first dish track the tray starts
+        over it (in the picture) takes its votes and detections. One that no
+        tray track continues is billed from its place at adoption.
+        """
         for rec in self._loose_records.values():
             if rec.adopted or not rec.gid or rec.hits == 0:
                 continue
@@ -456,12 +468,37 @@ class TrayTracker:
                 if tb[0] <= c[0] <= tb[2] and tb[1] <= c[1] <= tb[3]:
                     tray = self._trays[obj]
                     o = tray.origin_pred
-                    tray.archive.append(_Dish(
+                    tray.pending.append((rec, _Dish(
                         rec.gid, rec.votes.copy(), rec.hits, rec.first_seq, rec.last_seq,
                         rec.rel_box - np.array([o[0], o[1], o[0], o[1]]), alive=False,
-                        best={k: list(v) for k, v in rec.best.items()}))
+                        best={k: list(v) for k, v in rec.best.items()}, from_loose=True)))
                     rec.adopted = True
                     break
+
+    @staticmethod
+    def _take_pending(tray: _Tray, rec: _Dish, image_box: Box) -> None:
+        """Give a new dish track of ``tray`` the votes of the adopted loose record
+        it continues (the one it overlaps most in the picture), if any."""
+        if not tray.pending:
+            return
+        loose_boxes = np.stack([loose.rel_box for loose, _ in tray.pending])
+        iou = iou_matrix(image_box[None], loose_boxes)[0]
+        if rec.votes.sum() > 0:  # only a dish of the same class continues it
+            cls = int(rec.votes.argmax())
+            same = np.array([int(copy.votes.argmax()) == cls for _, copy in tray.pending])
+            iou = np.where(same, iou, 0.0)
+        k = int(iou.argmax())
+        if iou[k] < MERGE_IOU:
+            return
+        _, copy = tray.pending.pop(k)
+        if rec.gid == 0:  # the dish keeps the id it had while loose
+            rec.gid = copy.gid
+        rec.votes += copy.votes
+        rec.hits += copy.hits
+        rec.first_seq = min(rec.first_seq, copy.first_seq)
+        for cls, top in copy.best.items():
+            for score in top:
+                rec.add_best(cls, score)
 
     def _tray_box(self, box: npt.NDArray[np.float32]) -> Box | None:
         """The whole tray behind a tray detection, or None if it is no tray.
@@ -618,11 +655,15 @@ class TrayTracker:
                 continue
             live.add(obj)
             rec = tray.records.get(obj)
+            new = rec is None
             if rec is None:
                 rec = tray.records[obj] = _Dish(0, np.zeros(self._nc), first_seq=seq)
             self._vote(obj, rec, det_ids, seq)
             rec.rel_box = (np.asarray(obj.estimate, np.float64).reshape(4)
                            - np.array([tray.slot * SLOT_PX, 0.0, tray.slot * SLOT_PX, 0.0]))
+            if new and tray.origin is not None:
+                o = tray.origin
+                self._take_pending(tray, rec, rec.rel_box + np.array([o[0], o[1], o[0], o[1]]))
             if rec.hits >= self.min_item_hits and obj.hit_counter < 2:
                 obj.hit_counter = 2  # a dish lives as long as its tray
         for tray in self._slots.values():
@@ -699,7 +740,8 @@ class TrayTracker:
         return closed
 
     def _items(self, tray: _Tray) -> list[BillItem]:
-        dishes = [r for r in (*tray.records.values(), *tray.archive) if r.gid and r.hits > 0]
+        dishes = [r for r in (*tray.records.values(), *tray.archive,
+                              *(copy for _, copy in tray.pending)) if r.gid and r.hits > 0]
         width = max(self._tray_size[0], float(tray.box[2] - tray.box[0]), 1.0)
         dishes = _merge_fragments(dishes, width)
         items = []
@@ -857,7 +899,7 @@ def _merge_fragments(dishes: list[_Dish], tray_width: float) -> list[_Dish]:
                       else _successor_of(rec, merged, tray_width))
         if target is None:
             target = _Dish(rec.gid, np.zeros_like(rec.votes), 0, rec.first_seq, rec.last_seq,
-                           rec.rel_box.copy(), rec.alive)
+                           rec.rel_box.copy(), rec.alive, from_loose=rec.from_loose)
             merged.append(target)
         target.absorb(rec)
     return merged
@@ -880,11 +922,12 @@ def _successor_of(rec: _Dish, merged: list[_Dish], tray_width: float) -> _Dish |
         d = float(np.linalg.norm(c - _centre(m.rel_box)))
         disjoint = m.last_seq < rec.first_seq or rec.last_seq < m.first_seq
         few, many = (rec, m) if rec.hits < m.hits else (m, rec)
-        minor = few.hits * GHOST_SHARE < many.hits
+        # (a dish seen before its tray, adopted from the loose tracker, is no
+        # ghost: _take_pending gave it to the tray track that continued it)
+        minor = few.hits * GHOST_SHARE < many.hits and not few.from_loose
         # a ghost: a few detections beside a dish of its class seen all along
         ghost = minor and d < GHOST_DISTANCE * size
-        early = (minor and few.last_seq < many.first_seq
-                 and d < EARLY_FRAGMENT_SHARE * tray_width)
+        early = minor and few.last_seq < many.first_seq and d < EARLY_FRAGMENT_SHARE * tray_width
         if ((disjoint and d < FRAGMENT_DISTANCE * size) or ghost or early) and d < best:
             best, out = d, m
     return out
