@@ -2,7 +2,8 @@
 
 Starts the real daemon (built-in defaults: one synthetic camera, the shipped
 model, ONNX Runtime) on a free port, opens ``/`` in Debian's Chromium, waits
-for live annotated video and a measured delay, and keeps a screenshot in
+for live annotated video, a measured delay and the first closed bill, and
+keeps a screenshot in
 ``docs/cashier.png`` (the README's "look at what users see").
 """
 
@@ -42,6 +43,10 @@ def test_cashier_page_shows_the_daemons_annotated_video(tmp_path: Path) -> None:
                 assert 0 < m["latencyMs"] < 1000
                 assert m["fps"] > 15
                 await wait_for(page, "m.framesDecoded > 100", 20)
+                # the first tray of the default camera crosses the line after ~8 s:
+                # its bill is committed, streamed and listed under "Last bills"
+                await page.wait_for_selector("#bills li:not(.empty)", timeout=40_000)
+                await page.wait_for_timeout(1500)  # the next tray's open bill builds up
                 SCREENSHOT.parent.mkdir(exist_ok=True)
                 await page.screenshot(path=str(SCREENSHOT))
 

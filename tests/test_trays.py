@@ -229,3 +229,4 @@ def test_open_bills_list_the_tray_at_the_line_first() -> None:
                 for i in range(8))
     assert [len(t.items) for t in last.trays] == [1, 1]
     assert [t.items[0].class_id for t in last.trays] == [COFFEE, SOUP]
+
