@@ -79,6 +79,9 @@ class TrackerConfig(_Strict):
     iou_threshold: float = Field(0.2, gt=0.0, lt=1.0, description="min IoU to match")
     hit_counter_max: int = Field(15, ge=1, le=1000, description="frames a track survives unseen")
     initialization_delay: int = Field(2, ge=0, le=100)
+    optical_flow: bool = Field(True, description="move a tray by optical flow over its region "
+                                                 "in frames where neither it nor its dishes "
+                                                 "were detected")
 
 
 class MenuEntry(_Strict):

@@ -230,3 +230,39 @@ def test_open_bills_list_the_tray_at_the_line_first() -> None:
     assert [len(t.items) for t in last.trays] == [1, 1]
     assert [t.items[0].class_id for t in last.trays] == [COFFEE, SOUP]
 
+
+
+def test_optical_flow_moves_a_tray_between_detections() -> None:
+    """Detection every 8th frame only (a loaded detector); the tray stops at
+    frame 25. Optical flow over its region stops it too; the motion model alone
+    would carry it on."""
+    rng = np.random.default_rng(7)
+    texture = rng.integers(0, 255, (150, 200, 3), dtype=np.uint8)
+    counter = np.full((480, 640, 3), 90, np.uint8)
+
+    def x_of(i: int) -> float:
+        return 20.0 + 6 * min(i, 25)
+
+    def image(i: int) -> np.ndarray:
+        img = counter.copy()
+        x = round(x_of(i))
+        img[150:300, x:x + 200] = texture
+        return img
+
+    def run(flow: bool) -> float:
+        site = SiteConfig()
+        site = site.model_copy(update={"tracker": site.tracker.model_copy(
+            update={"optical_flow": flow})})
+        biller = make_biller(StreamConfig(id="cam", url="synthetic://?seed=1"), site,
+                             CLASS_NAMES, 640, 480, run_id="t", clock_offset=0.0,
+                             snapshots=False)
+        for i in range(32):
+            x = x_of(i)
+            dets = _dets([_tray(x), _on(x, 20, 30, SOUP), _on(x, 120, 60, COFFEE)]) \
+                if i % 8 == 0 else None
+            step = biller.update(Frame("cam", i, image(i), i / 20.0), dets)
+        tray = next(t for t in step.tracks if t.class_id == TRAY)
+        return abs(tray.box[0] - x_of(31))
+
+    assert run(flow=True) < 4.0
+    assert run(flow=False) > 10.0

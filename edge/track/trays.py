@@ -60,6 +60,9 @@ TRAY_MARGIN = 0.0  # a dish belongs to a tray whose box, grown by this share, ho
 DISH_HIT_COUNTER_MAX = 100  # frames a dish on a live tray survives unseen (5 s at 20 fps)
 TRAY_REID_FRAMES = 40  # frames a lost tray can come back with its id
 SLOT_PX = 100_000.0  # lane width of one tray in the shared dish tracker, pixels
+FLOW_SCALE = 2  # optical flow runs on the frame at half size
+FLOW_CORNERS = 40
+FLOW_MIN_POINTS = 6
 BOX_JUMP = 0.1  # a tray box moving this share of a tray width off the dish frame's pace jumped
 ICP_GATES = (0.3, 0.12)  # dish-to-track gates of the rigid-group fit, in tray widths
 STATE_EVERY = 5  # frames between refreshes of an open tray's bill lines (live view)
@@ -318,6 +321,9 @@ class TrayTracker:
         self._since_detection = 1
         self._seq = -1
         self._tray_size = (0.0, 0.0)  # running mean of whole tray boxes (w, h), px
+        self._prev_image: npt.NDArray[np.uint8] | None = None  # for optical flow
+        self._prev_gray: npt.NDArray[np.uint8] | None = None
+        self._gray_now: npt.NDArray[np.uint8] | None = None
 
     # -- the frame loop -------------------------------------------------------------------
 
@@ -325,6 +331,7 @@ class TrayTracker:
         """Advance one frame (``detections`` None when the frame was not detected)."""
         seq = self._seq = frame.seq
         period = self._since_detection
+        self._gray_now = None
         trays_dets, dish_dets = self._split(detections)
         tray_objs = self._trays_nf.update(trays_dets, period=period) \
             if detections is not None else self._trays_nf.update(None)
@@ -348,12 +355,24 @@ class TrayTracker:
         assignment = self._assign(dish_dets, boxes) if detections is not None else {}
         for obj in active:
             tray = self._trays[obj]
+            previous = tray.origin
             if detections is not None:
-                boxes[obj] = self._rigid_correction(obj, tray, boxes[obj],
-                                                    assignment.get(obj, []), obj in matched_trays)
+                boxes[obj], _ = self._rigid_correction(
+                    obj, tray, boxes[obj], assignment.get(obj, []), obj in matched_trays)
             else:
                 tray.set_origin(tray.origin_pred)
+            if detections is None and previous is not None and tray.box.any():
+                # a frame the detector skipped (under load): optical flow moves the
+                # tray (in detected frames that miss it, blur or hands make flow
+                # no better than the motion model: measured on the tuning set)
+                moved = self._flow(tray.box, frame)
+                if moved is not None:
+                    boxes[obj] = tray.box + np.array([moved[0], moved[1], moved[0], moved[1]])
+                    obj.filter.x[:4] = boxes[obj].reshape(-1, 1)
+                    tray.origin = previous + moved
+                    tray.box_c_prev = _centre(boxes[obj])
             tray.box = boxes[obj]
+        self._prev_image, self._prev_gray = frame.image, self._gray_now
         # loose first: an adopted loose dish is then where it is now, for the tray
         # track that continues it
         if detections is not None:
@@ -575,7 +594,8 @@ class TrayTracker:
         return out
 
     def _rigid_correction(self, obj: Any, tray: _Tray, box: Box,
-                          dets: list[tuple[Box, int, float]], tray_detected: bool) -> Box:
+                          dets: list[tuple[Box, int, float]], tray_detected: bool
+                          ) -> tuple[Box, bool]:
         """Move the dish frame by the dishes, and an undetected tray with them.
 
         The dish detections are matched to the tray's dish tracks by centre
@@ -606,14 +626,52 @@ class TrayTracker:
                 shift = shift + _median_rows(det_c[j[ok]] - (rec_c[ok] + shift))
         tray.set_origin(pred if shift is None else pred + shift)
         if tray_detected or shift is None or previous is None:
-            return box
+            return box, shift is not None
         moved = tray.origin - previous
         corrected = tray.box + np.array([moved[0], moved[1], moved[0], moved[1]])
         obj.filter.x[:4] = corrected.reshape(-1, 1)
         # seen through its dishes: as alive as if detected
         obj.hit_counter = min(obj.hit_counter + 2 * self._since_detection, obj.hit_counter_max)
         tray.box_c_prev = _centre(corrected)
-        return corrected
+        return corrected, True
+
+    def _gray(self, image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8] | None:
+        """``image`` at half size in grey, for optical flow (None: no flow)."""
+        if not self.config.optical_flow or image.ndim != 3 or image.shape[0] < 32:
+            return None
+        small = cv2.resize(image, (image.shape[1] // FLOW_SCALE, image.shape[0] // FLOW_SCALE),
+                           interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+
+    def _flow(self, box: Box, frame: Frame) -> npt.NDArray[np.float64] | None:
+        """Median optical flow of corners inside ``box`` from the previous frame
+        to this one (pixels), or None without enough trackable texture. The
+        grey frames are made only when flow is needed (frames are immutable, so
+        keeping the previous one costs nothing)."""
+        if self._gray_now is None:
+            self._gray_now = self._gray(frame.image)
+        if self._prev_gray is None and self._prev_image is not None:
+            self._prev_gray = self._gray(self._prev_image)
+        gray, prev = self._gray_now, self._prev_gray
+        if gray is None or prev is None or prev.shape != gray.shape:
+            return None
+        h, w = gray.shape
+        x1, y1, x2, y2 = (round(float(v) / FLOW_SCALE) for v in box)
+        x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+        if x2 - x1 < 16 or y2 - y1 < 16:
+            return None
+        corners = cv2.goodFeaturesToTrack(prev[y1:y2, x1:x2], maxCorners=FLOW_CORNERS,
+                                          qualityLevel=0.01, minDistance=4)
+        if corners is None or len(corners) < FLOW_MIN_POINTS:
+            return None
+        pts = (corners.reshape(-1, 2) + np.array([x1, y1], np.float32)).reshape(-1, 1, 2)
+        nxt, status, _ = cv2.calcOpticalFlowPyrLK(prev, gray, pts, None, winSize=(15, 15),
+                                                   maxLevel=2)
+        ok = status.reshape(-1) == 1
+        if int(ok.sum()) < FLOW_MIN_POINTS:
+            return None
+        moved = (nxt.reshape(-1, 2)[ok] - pts.reshape(-1, 2)[ok]).astype(np.float64)
+        return _median_rows(moved) * FLOW_SCALE
 
     def _dish_tracker(self, hit_counter_max: int, *, static: bool = True) -> NfTracker:
         """Norfair for dishes: on a tray they do not move, so no velocity is
