@@ -30,7 +30,7 @@ from edge.metrics import Metrics
 from edge.slot import LatestSlot, SlotClosed
 from edge.sources import Source, make_source
 from edge.track.lag import LagCompensator
-from edge.track.trays import TrayTracker, make_biller
+from edge.track.trays import TRAY_KEY, TrayTracker, make_biller
 
 log = structlog.get_logger()
 
@@ -244,6 +244,12 @@ class Pipeline:
         await self.worker.load()
         log.info("model_loaded", model=str(self._config.detector.model),
                  classes=len(self.worker.class_names))
+        unpriced = [n for n in self.worker.class_names
+                    if n != TRAY_KEY and n not in self._config.menu]
+        if unpriced:  # never billed: say so once, an operator may have forgotten them
+            log.warning("menu_missing_classes", classes=unpriced,
+                        hint="add them to [menu] with a name and price (billable = false "
+                             "for clutter)")
         self._worker_task = asyncio.create_task(self.worker.run(), name="detect-worker")
         self._heartbeat_task = asyncio.create_task(self._beat(), name="heartbeat")
         for sc in self._config.streams:

@@ -90,6 +90,16 @@ def test_load_without_path_gives_defaults() -> None:
     ({"streams": [{"id": "a", "url": "ftp://cam/x"}]},
      "streams.0.url: Value error, unsupported URL scheme in 'ftp://cam/x'"),
     ({"streams": "cam1"}, "streams: Input should be a valid list"),
+    ({"streams": [{"id": "a", "url": "x.mp4", "checkout": {"direction": [0, 0]}}]},
+     "streams.0.checkout: Value error, direction must not be (0, 0)"),
+    ({"streams": [{"id": "a", "url": "x.mp4",
+                   "checkout": {"line": [[10, 0], [10, 0]]}}]},
+     "streams.0.checkout: Value error, line needs two distinct points"),
+    ({"menu": {"coffee": {"name": "Coffee", "price": -1}}},
+     "menu.coffee.price: Input should be greater than or equal to 0"),
+    ({"menu": {"coffee": {"price": 2.0}}}, "menu.coffee.name: Field required"),
+    ({"billing": {"confirm_below": 1.5}},
+     "billing.confirm_below: Input should be less than or equal to 1"),
 ])
 def test_invalid_config_names_field_and_reason(data: dict[str, Any], expected: str) -> None:
     errors = _errors(data)
