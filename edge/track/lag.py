@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +24,8 @@ MIN_IOU = 0.3  # a late box belongs to a track of its frame above this overlap
 VELOCITY_FRAMES = 4  # frames over which a track's recent velocity is measured
 
 
-def iou_matrix(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+def iou_matrix(a: npt.NDArray[np.floating[Any]],
+               b: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
     """Pairwise IoU of ``x1 y1 x2 y2`` boxes ``a`` (n, 4) and ``b`` (m, 4)."""
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)

@@ -84,26 +84,26 @@ SNAPSHOT_QUALITY = 80
 Box = npt.NDArray[np.float64]
 
 
-class _DampedKalman(OptimizedKalmanFilter):  # type: ignore[misc]
+class _DampedKalman(OptimizedKalmanFilter):
     """Norfair's optimized Kalman filter with the velocity across the counter
     damped after every update (trays slide along the counter)."""
 
     def __init__(self, dim_x: int, dim_z: int, across: tuple[float, float], damping: float,
                  **kw: Any) -> None:
-        super().__init__(dim_x, dim_z, **kw)
+        super().__init__(dim_x, dim_z, **kw)  # type: ignore[no-untyped-call]
         self._across = np.array(across, np.float64)
         self._damping = damping
 
     def update(self, detection_points_flatten: Any, R: Any = None,  # noqa: N803
                H: Any = None) -> None:  # noqa: N803 (Norfair's names)
-        super().update(detection_points_flatten, R, H)
+        super().update(detection_points_flatten, R, H)  # type: ignore[no-untyped-call]
         v = self.x[self.dim_z:].reshape(-1, 2)
         side = v @ self._across
         v -= self._damping * side[:, None] * self._across[None, :]
         self.x[self.dim_z:] = v.reshape(-1, 1)
 
 
-class TrayMotionFilterFactory(FilterFactory):  # type: ignore[misc]
+class TrayMotionFilterFactory(FilterFactory):
     """Filters for tray boxes: constant velocity along ``direction``, damped across it.
 
     Parameters
@@ -234,10 +234,10 @@ def _median_rows(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Column-wise median of a few rows (np.median costs ~80 us on tiny arrays)."""
     n = len(a)
     if n == 1:
-        return a[0]
+        return np.asarray(a[0], np.float64)
     srt = np.sort(a, axis=0)
     m = n // 2
-    return srt[m] if n % 2 else (srt[m - 1] + srt[m]) / 2.0
+    return np.asarray(srt[m] if n % 2 else (srt[m - 1] + srt[m]) / 2.0, np.float64)
 
 
 def _centre(box: Box) -> npt.NDArray[np.float64]:
@@ -337,7 +337,7 @@ class TrayTracker:
             if detections is not None else self._trays_nf.update(None)
         for obj in tray_objs:
             if obj not in self._trays:
-                tray = _Tray(int(obj.id), self._next_slot,
+                tray = _Tray(int(obj.id or 0), self._next_slot,
                              opened_at=frame.capture_time + self.clock_offset)
                 self._next_slot += 1
                 self._trays[obj] = tray
@@ -625,7 +625,7 @@ class TrayTracker:
                     break
                 shift = shift + _median_rows(det_c[j[ok]] - (rec_c[ok] + shift))
         tray.set_origin(pred if shift is None else pred + shift)
-        if tray_detected or shift is None or previous is None:
+        if tray_detected or shift is None or previous is None or tray.origin is None:
             return box, shift is not None
         moved = tray.origin - previous
         corrected = tray.box + np.array([moved[0], moved[1], moved[0], moved[1]])
@@ -641,7 +641,7 @@ class TrayTracker:
             return None
         small = cv2.resize(image, (image.shape[1] // FLOW_SCALE, image.shape[0] // FLOW_SCALE),
                            interpolation=cv2.INTER_AREA)
-        return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        return np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), np.uint8)
 
     def _flow(self, box: Box, frame: Frame) -> npt.NDArray[np.float64] | None:
         """Median optical flow of corners inside ``box`` from the previous frame
@@ -665,8 +665,8 @@ class TrayTracker:
         if corners is None or len(corners) < FLOW_MIN_POINTS:
             return None
         pts = (corners.reshape(-1, 2) + np.array([x1, y1], np.float32)).reshape(-1, 1, 2)
-        nxt, status, _ = cv2.calcOpticalFlowPyrLK(prev, gray, pts, None, winSize=(15, 15),
-                                                   maxLevel=2)
+        nxt, status, _ = cv2.calcOpticalFlowPyrLK(  # type: ignore[call-overload]
+            prev, gray, pts, None, winSize=(15, 15), maxLevel=2)
         ok = status.reshape(-1) == 1
         if int(ok.sum()) < FLOW_MIN_POINTS:
             return None
@@ -703,14 +703,16 @@ class TrayTracker:
         det_ids = {id(d) for d in nf}
         live: set[Any] = set()
         for obj in self._dishes_nf.tracked_objects:
-            tray = self._slots.get(obj.initial_slot) if hasattr(obj, "initial_slot") else None
-            if tray is None:
+            # the lane (tray) a dish track was born in, kept on the Norfair object
+            slot = getattr(obj, "dish_slot", None)
+            if slot is None:
                 slot = obj.last_detection.data[2] if obj.last_detection is not None else -1
-                obj.initial_slot = slot
-                tray = self._slots.get(slot)
-            if tray is None:  # its tray is gone: let Norfair drop it
+                setattr(obj, "dish_slot", slot)  # noqa: B010
+            owner = self._slots.get(slot)
+            if owner is None:  # its tray is gone: let Norfair drop it
                 obj.hit_counter = -1
                 continue
+            tray = owner
             live.add(obj)
             rec = tray.records.get(obj)
             new = rec is None
