@@ -34,6 +34,7 @@ which wants them from :data:`BYTETRACK_LOW_SCORE` up (its class attribute
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -157,7 +158,7 @@ class LineCounter:
         )
 
 
-class _Base:
+class _Base(ABC):
     """Shared set-up: line, menu, counter, class tables and track output."""
 
     min_score: float | None = None
@@ -174,9 +175,9 @@ class _Base:
         self.counter = LineCounter(CheckoutLine(stream.checkout, width, height), menu,
                                    stream.id, run_id)
 
+    @abstractmethod
     def update(self, frame: Frame, detections: Detections | None) -> BillerStep:
         """Advance one frame (the :class:`~edge.billing.model.Biller` protocol)."""
-        raise NotImplementedError
 
     def _track(self, o: Obj) -> Track:
         return Track(track_id=o.track_id, box=o.box, class_id=o.class_id,
