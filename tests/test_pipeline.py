@@ -12,9 +12,10 @@ from edge.config import DetectorConfig, SiteConfig, StreamConfig
 from edge.detect import Detector, load_detector
 from edge.detect.worker import DetectionWorker
 from edge.frames import Detections, Track
+from edge.geometry import box_iou
 from edge.metrics import Metrics
 from edge.pipeline import StreamRunner
-from edge.track.lag import LagCompensator, iou_matrix
+from edge.track.lag import LagCompensator
 
 
 def _track(tid: int, x: float) -> Track:
@@ -28,7 +29,7 @@ def _dets(*boxes: tuple[float, float, float, float]) -> Detections:
 
 
 def test_iou_matrix() -> None:
-    m = iou_matrix(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 10], [5, 0, 15, 10],
+    m = box_iou(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 10], [5, 0, 15, 10],
                                                          [20, 20, 30, 30]]))
     assert np.allclose(m, [[1.0, 1 / 3, 0.0]])
 

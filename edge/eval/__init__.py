@@ -1,1 +1,4 @@
-"""Offline evaluation against ground truth: detector mAP (`eval detector`), tracking and billing with baselines (`eval tracking`)."""
+"""Offline evaluation against ground truth.
+
+`eval detector`: detector mAP; `eval tracking`: tracking and billing with baselines.
+"""

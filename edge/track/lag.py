@@ -13,31 +13,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from edge.frames import Detections, Track
+from edge.geometry import box_iou
 
 MIN_IOU = 0.3  # a late box belongs to a track of its frame above this overlap
 VELOCITY_FRAMES = 4  # frames over which a track's recent velocity is measured
-
-
-def iou_matrix(a: npt.NDArray[np.floating[Any]],
-               b: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
-    """Pairwise IoU of ``x1 y1 x2 y2`` boxes ``a`` (n, 4) and ``b`` (m, 4)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
 class LagCompensator:
@@ -77,7 +61,7 @@ class LagCompensator:
             return detections
         latest = next(reversed(self._boxes))
         then_ids, then_boxes = then
-        iou = iou_matrix(detections.boxes, then_boxes)
+        iou = box_iou(detections.boxes, then_boxes)
         best = iou.argmax(axis=1)
         boxes = np.array(detections.boxes, np.float32, copy=True)
         for k, j in enumerate(best):

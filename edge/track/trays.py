@@ -52,8 +52,9 @@ from edge.billing.line import BEFORE, PAST, UNKNOWN, CheckoutLine
 from edge.billing.menu import Menu
 from edge.billing.model import Bill, BillerStep, BillItem, TrayState, round_money
 from edge.config import SiteConfig, StreamConfig, TrackerConfig
+from edge.detect.decode import nms
 from edge.frames import Detections, Frame, Track
-from edge.track.lag import iou_matrix
+from edge.geometry import box_iou
 
 TRAY_KEY = "tray"
 TRAY_MARGIN = 0.0  # a dish belongs to a tray whose box, grown by this share, holds its centre
@@ -407,7 +408,8 @@ class TrayTracker:
                 s = float(t_scores[k])
                 trays.append(NfDetection(points=_box_points(whole),
                                          scores=np.array([s, s], np.float64)))
-        keep = _cross_class_nms(detections.boxes[~is_tray], detections.scores[~is_tray])
+        # one object seen as two look-alike classes in one frame must not start two tracks
+        keep = np.sort(nms(detections.boxes[~is_tray], detections.scores[~is_tray], DUPLICATE_IOU))
         d_boxes = detections.boxes[~is_tray][keep]
         d_scores = detections.scores[~is_tray][keep]
         d_classes = detections.classes[~is_tray][keep]
@@ -435,7 +437,7 @@ class TrayTracker:
         if len(objs) < 2:
             return active
         boxes = np.stack([np.asarray(o.estimate, np.float64).reshape(4) for o in objs])
-        iou = iou_matrix(boxes, boxes)
+        iou = box_iou(boxes, boxes)
         gone: set[Any] = set()
         for i in range(len(objs)):
             for j in range(i + 1, len(objs)):
@@ -501,7 +503,7 @@ class TrayTracker:
         if not tray.pending:
             return
         loose_boxes = np.stack([loose.rel_box for loose, _ in tray.pending])
-        iou = iou_matrix(image_box[None], loose_boxes)[0]
+        iou = box_iou(image_box[None], loose_boxes)[0]
         if rec.votes.sum() > 0:  # only a dish of the same class continues it
             cls = int(rec.votes.argmax())
             same = np.array([int(copy.votes.argmax()) == cls for _, copy in tray.pending])
@@ -571,7 +573,7 @@ class TrayTracker:
             if not rel:
                 continue
             tc = tray.origin_pred
-            iou = iou_matrix(det_boxes - np.array([tc[0], tc[1], tc[0], tc[1]]),
+            iou = box_iou(det_boxes - np.array([tc[0], tc[1], tc[0], tc[1]]),
                              np.stack(rel)).max(axis=1)
             for i in np.flatnonzero(iou > best):
                 best[i], owners[i] = iou[i], obj
@@ -885,21 +887,6 @@ class TrayTracker:
                 + len(self._loose_records))
 
 
-def _cross_class_nms(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32]
-                     ) -> npt.NDArray[np.int64]:
-    """Indices kept after class-agnostic NMS at :data:`DUPLICATE_IOU` (one object
-    seen as two look-alike classes in one frame must not start two tracks)."""
-    if len(boxes) < 2:
-        return np.arange(len(boxes))
-    order = np.argsort(-scores)
-    iou = iou_matrix(boxes, boxes)
-    keep: list[int] = []
-    for i in order:
-        if all(iou[i, j] < DUPLICATE_IOU for j in keep):
-            keep.append(int(i))
-    return np.array(sorted(keep), np.int64)
-
-
 def _evidence(tray: _Tray) -> int:
     """Dish detections a tray has gathered (which of two duplicates to keep)."""
     return sum(r.hits for r in tray.records.values()) + sum(r.hits for r in tray.archive)
@@ -914,7 +901,7 @@ def _tray_nms(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32]
     if len(boxes) < 2:
         return np.arange(len(boxes))
     b = np.asarray(boxes, np.float64)
-    iou = iou_matrix(b, b)
+    iou = box_iou(b, b)
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     alive = np.ones(len(b), bool)
     for i in np.argsort(-scores):
@@ -953,7 +940,7 @@ def _merge_fragments(dishes: list[_Dish], tray_width: float) -> list[_Dish]:
     for rec in dishes:
         target = None
         if merged:
-            iou = iou_matrix(rec.rel_box[None], np.stack([m.rel_box for m in merged]))[0]
+            iou = box_iou(rec.rel_box[None], np.stack([m.rel_box for m in merged]))[0]
             j = int(iou.argmax())
             target = (merged[j] if iou[j] >= MERGE_IOU
                       else _successor_of(rec, merged, tray_width))
