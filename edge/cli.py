@@ -120,6 +120,14 @@ _CALIBRATE = {
               "fine-tune the detector (transfer learning from ImageNet)"),
     "export": ("calibration.export", "add_export_arguments", "run_export",
                "export a training checkpoint to the ONNX contract"),
+    "scene": ("calibration.scene", "add_scene_arguments", "run_scene",
+              "estimate counter region, tray direction and speed, and a checkout line"),
+    "propose": ("calibration.propose", "add_propose_arguments", "run_propose",
+                "rank unlabelled crops by similarity to a few labelled ones"),
+    "quantize": ("calibration.quantize", "add_quantize_arguments", "run_quantize",
+                 "INT8 (QDQ) quantization of an ONNX detector for the CPU or TensorRT"),
+    "engine": ("calibration.engine", "add_engine_arguments", "run_engine",
+               "build and cache a TensorRT engine from an ONNX model (GPU box)"),
 }
 
 
@@ -146,7 +154,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_daemon(sub)
     _add_sim(sub)
     _add_group(sub, "eval", "evaluate a detector, or tracking and billing", _EVAL, argv)
-    _add_group(sub, "calibrate", "site tools: dataset, training, export", _CALIBRATE, argv)
+    _add_group(sub, "calibrate", "site tools: dataset, training, export, scene, quantization, engines", _CALIBRATE, argv)
     return parser
 
 
