@@ -24,6 +24,7 @@ import structlog
 
 from edge.billing.model import Bill, TrayState
 from edge.config import SiteConfig, StreamConfig
+from edge.detect.engine_store import ENGINE_SUBDIR
 from edge.detect.worker import DetectionWorker
 from edge.frames import Detections, Frame, TrackedFrame
 from edge.metrics import Metrics
@@ -227,7 +228,10 @@ class Pipeline:
         self._config = config
         self.billing = billing
         self.metrics = metrics or Metrics()
-        self.worker = DetectionWorker(config.detector, self.metrics)
+        # the TensorRT engine takes every configured stream's frame in one call
+        self.worker = DetectionWorker(config.detector, self.metrics,
+                                      engine_dir=config.storage.dir / ENGINE_SUBDIR,
+                                      max_batch=max(1, len(config.streams)))
         self.runners: dict[str, StreamRunner] = {}
         self._worker_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None

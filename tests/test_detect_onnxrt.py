@@ -107,9 +107,9 @@ def test_threads_setting_is_honoured(square_model: Path, threads: int) -> None:
 
 def test_unknown_backend_names_the_valid_ones(square_model: Path) -> None:
     with pytest.raises(ConfigError, match=r"backend 'openvino' is unknown; valid: "
-                                          r"\['onnxruntime'\]"):
+                                          r"\['onnxruntime', 'tensorrt'\]"):
         load_detector(square_model, backend="openvino")
-    assert list(BACKENDS) == ["onnxruntime"]
+    assert list(BACKENDS) == ["onnxruntime", "tensorrt"]
 
 
 def test_closed_detector_refuses_work(square_model: Path) -> None:

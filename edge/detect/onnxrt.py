@@ -1,29 +1,25 @@
 """ONNX Runtime detector backend: the default, CPU-only way to run the detection stage.
 
 Sits in the detection stage (:mod:`edge.detect`) between decoded frames and
-the tracker: :class:`OnnxRuntimeDetector` chains preprocessing
-(:mod:`edge.detect.preprocess`), one ONNX Runtime session and a decoder
-(:mod:`edge.detect.decode`), all configured from the model's metadata
-(:mod:`edge.detect.model_info`). Normally built through
-:func:`edge.detect.load_detector`.
+the tracker: :class:`OnnxRuntimeDetector` runs one ONNX Runtime session
+inside the run loop every backend shares (:mod:`edge.detect.batching`:
+preprocessing, batching and decoding, configured from the model's
+metadata). Normally built through :func:`edge.detect.load_detector`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from edge.detect.decode import Decoder, decoder_for
-from edge.detect.model_info import ModelInfo, Signature, TensorSpec, model_info
-from edge.detect.preprocess import Letterbox
+from edge.detect.batching import BatchedDetector
+from edge.detect.model_info import Signature, TensorSpec, model_info
 from edge.errors import ModelError
-from edge.frames import Detections
 
 # ONNX Runtime's exceptions (Fail, InvalidProtobuf, InvalidArgument, ...) share no base
 # class but Exception, and the set differs between releases: collect them all.
@@ -34,7 +30,7 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
               "tensor(int32)": "int32", "tensor(int64)": "int64"}
 
 
-class OnnxRuntimeDetector:
+class OnnxRuntimeDetector(BatchedDetector):
     """Detect objects with an ONNX model on ONNX Runtime.
 
     Parameters
@@ -81,13 +77,12 @@ class OnnxRuntimeDetector:
         except _ORT_ERRORS as err:
             raise ModelError(f"{path}: ONNX Runtime cannot load it: {err}") from err
         self.path = path
-        self.info: ModelInfo = model_info(session.get_modelmeta().custom_metadata_map,
-                                          _signature(session), str(path))
+        info = model_info(session.get_modelmeta().custom_metadata_map, _signature(session),
+                          str(path))
         self._session: ort.InferenceSession | None = session
         self._input = session.get_inputs()[0].name
         self._output = session.get_outputs()[0].name
-        self._letterbox = Letterbox.from_info(self.info)
-        self._decoder: Decoder = decoder_for(self.info, score_threshold)
+        super().__init__(info, score_threshold)
 
     @property
     def threads(self) -> int:
@@ -98,38 +93,6 @@ class OnnxRuntimeDetector:
     def providers(self) -> list[str]:
         """Execution providers the session uses, in priority order."""
         return list(self._live().get_providers())
-
-    def detect(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[Detections]:
-        """Detect objects in each image.
-
-        Parameters
-        ----------
-        images : sequence of np.ndarray
-            ``(height, width, 3)`` uint8 BGR images, of any sizes.
-
-        Returns
-        -------
-        list of Detections
-            One per image, in order, boxes in that image's pixels.
-
-        Notes
-        -----
-        With a dynamic batch dimension all images go through the network in
-        one call; with a fixed batch ``b`` they go ``b`` at a time (the last
-        call padded with blank inputs).
-        """
-        if not images:
-            return []
-        size = self.info.batch or len(images)
-        results: list[Detections] = []
-        for start in range(0, len(images), size):
-            chunk = images[start:start + size]
-            tensor, mappings = self._letterbox.batch(chunk)
-            if len(chunk) < size:
-                blank = np.zeros((size - len(chunk), *tensor.shape[1:]), np.float32)
-                tensor = np.concatenate([tensor, blank])
-            results.extend(self._decoder(self.infer(tensor)[:len(chunk)], mappings))
-        return results
 
     def infer(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Run the network alone.
@@ -156,13 +119,6 @@ class OnnxRuntimeDetector:
     def close(self) -> None:
         """Release the session; the detector cannot be used afterwards. Idempotent."""
         self._session = None
-
-    def __enter__(self) -> OnnxRuntimeDetector:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.close()
 
     def _live(self) -> ort.InferenceSession:
         if self._session is None:

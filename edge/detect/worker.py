@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -77,14 +79,21 @@ class DetectionWorker:
         Where batch sizes, call times and rates are counted.
     loader : callable, optional
         ``(config) -> Detector``; defaults to :func:`edge.detect.load_detector`.
+    engine_dir : Path, optional
+        TensorRT engine cache (``storage.dir / "engines"``) for the default loader.
+    max_batch : int
+        Most frames per network call on TensorRT (the number of streams); the
+        engine's optimization profile spans batches 1..``max_batch``.
     """
 
     def __init__(self, config: DetectorConfig, metrics: Metrics,
-                 loader: Callable[[DetectorConfig], Detector] | None = None) -> None:
+                 loader: Callable[[DetectorConfig], Detector] | None = None, *,
+                 engine_dir: Path | None = None, max_batch: int = 1) -> None:
         self.config = config
         self.metrics = metrics
         self.rate = RateControl(config.min_rate_hz, config.max_rate_hz)
-        self._loader = loader or _load
+        self._loader = loader or functools.partial(_load, engine_dir=engine_dir,
+                                                   max_batch=max_batch)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
         self._detector: Detector | None = None
         self._pending: dict[str, _Request] = {}
@@ -211,6 +220,7 @@ class DetectionWorker:
         self._executor.shutdown(wait=False)
 
 
-def _load(config: DetectorConfig) -> Detector:
+def _load(config: DetectorConfig, *, engine_dir: Path | None, max_batch: int) -> Detector:
     return load_detector(config.model, config.backend, threads=config.threads,
-                         score_threshold=LOAD_SCORE_THRESHOLD)
+                         score_threshold=LOAD_SCORE_THRESHOLD, engine_dir=engine_dir,
+                         max_batch=max_batch, fallback_to_cpu=config.fallback_to_cpu)
