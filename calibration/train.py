@@ -67,6 +67,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-images", type=int, default=None, help="label budget: first N training images"
     )
     parser.add_argument(
+        "--epoch-images", type=int, default=None, metavar="N",
+        help="a training set smaller than N repeats to N images per epoch (few labelled frames)",
+    )
+    parser.add_argument(
         "--val-max-images", type=int, default=200, help="validation images per epoch"
     )
     parser.add_argument("--time-budget-s", type=float, default=None, help="stop after this long")
@@ -119,6 +123,7 @@ def run_train(args: argparse.Namespace) -> int:
         pretrained=not args.from_scratch,
         init=args.init,
         max_images=args.max_images,
+        epoch_images=args.epoch_images,
         val_max_images=args.val_max_images,
         time_budget_s=args.time_budget_s,
         input_size=tuple(args.input_size),

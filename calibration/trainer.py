@@ -65,6 +65,7 @@ class TrainConfig:
     pretrained: bool = True
     init: Path | None = None
     max_images: int | None = None
+    epoch_images: int | None = None  # a smaller training set repeats to this many per epoch
     val_max_images: int | None = 200
     time_budget_s: float | None = None
     input_size: tuple[int, int] = (320, 240)
@@ -152,6 +153,11 @@ class Trainer:
         self.class_names = train_split.class_names
         val_split = self._read_val()
         frames = budget(train_split.frames, config.max_images, config.seed)
+        self.unique_images = len(frames)
+        if frames and config.epoch_images and len(frames) < config.epoch_images:
+            # a few labelled frames: repeat them (each copy gets its own augmentation) so an
+            # epoch has enough steps for the schedule and validation is not run every step
+            frames = (frames * math.ceil(config.epoch_images / len(frames)))[:config.epoch_images]
         n = len(self.class_names)
         self.train_set = DetectionDataset(
             frames, n, config.input_size, train=True, seed=config.seed, head=config.head
@@ -267,7 +273,8 @@ class Trainer:
         return {
             "data": str(self.config.data),
             "head": self.config.head,
-            "train_images": len(self.train_set),
+            "train_images": self.unique_images,
+            "epoch_images": len(self.train_set),
             "train_seeds": seeds[:50],
             "epochs": self.epoch,
             "init": None if self.config.init is None else str(self.config.init),

@@ -442,3 +442,13 @@ def test_crop_warmup_writes_a_backbone_that_training_loads(dataset: Path, tmp_pa
     assert report.loaded == len(payload["model"])
     key = "backbone._blocks.6._project_conv.weight"
     assert torch.equal(net.state_dict()[key], payload["model"][key])
+
+
+def test_few_labelled_frames_repeat_to_the_epoch_size(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "few"
+    extra = ("--max-images", "2", "--epoch-images", "8", "--head", "factorized")
+    assert run_train(_args(dataset, out, *extra)) == 0
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["steps"] for h in history] == [2]  # 2 frames x 4 copies, batches of 4
+    training = load_checkpoint(out / "last.ckpt")["training"]
+    assert training["train_images"] == 2 and training["epoch_images"] == 8

@@ -101,6 +101,27 @@ MENU: tuple[MenuItem, ...] = tuple(
     MenuItem(i, key, name, kind, price, vessel, size, rank)
     for i, (key, name, kind, price, vessel, size, rank) in enumerate(_ROWS)
 )
+
+# A second site's new dishes, which the shipped model never saw: the few-label
+# fine-tuning benchmark (``bench/fewlabel.py``). Ids continue after MENU's so a
+# model of the ``site2`` menu keeps every base class at its base id.
+_SITE2_ROWS: list[tuple[str, str, Kind, float, str, int, int]] = [
+    ("ramen", "Ramen", Kind.DISH, 8.40, "bowl", 66, 0),
+    ("sushi", "Sushi plate", Kind.DISH, 9.90, "board", 80, 0),
+    ("donut", "Donut", Kind.DISH, 1.80, "none", 44, 0),
+    ("ice_cream", "Ice cream", Kind.DISH, 2.50, "cup", 46, 0),
+    ("curry_rice", "Curry with rice", Kind.DISH, 7.60, "plate", 82, 0),
+]
+NEW_DISHES: tuple[MenuItem, ...] = tuple(
+    MenuItem(len(MENU) + i, key, name, kind, price, vessel, size, rank)
+    for i, (key, name, kind, price, vessel, size, rank) in enumerate(_SITE2_ROWS)
+)
+ITEMS: tuple[MenuItem, ...] = MENU + NEW_DISHES
+"""Every class the simulator can draw, indexed by class id (MENU's, then NEW_DISHES)."""
+MENUS: tuple[str, ...] = ("base", "site2")
+"""Menu variants: ``base`` (the shipped model's 33 classes) and ``site2`` (base plus NEW_DISHES)."""
+SITE2_NEW_SHARE = 0.4
+"""Share of ``site2``'s sales that go to its new dishes (split evenly)."""
 BY_KEY: dict[str, MenuItem] = {item.key: item for item in MENU}
 CLASS_NAMES: tuple[str, ...] = tuple(item.key for item in MENU)
 TRAY_ID: int = BY_KEY["tray"].id
@@ -135,3 +156,40 @@ def sales_frequencies() -> np.ndarray:
     ranks = np.array([MENU[i].rank for i in DISH_IDS], dtype=np.float64)
     weights = ranks**-ZIPF_EXPONENT
     return weights / weights.sum()
+
+
+def menu_items(menu: str = "base") -> tuple[MenuItem, ...]:
+    """The classes of a menu variant, in class-id order (ids ``0..C-1``).
+
+    Raises
+    ------
+    ValueError
+        If ``menu`` is not one of :data:`MENUS`.
+    """
+    if menu == "base":
+        return MENU
+    if menu == "site2":
+        return ITEMS
+    raise ValueError(f"menu {menu!r} is unknown; valid: {list(MENUS)}")
+
+
+def menu_dish_ids(menu: str = "base") -> tuple[int, ...]:
+    """Billable dish ids of a menu variant."""
+    return tuple(m.id for m in menu_items(menu) if m.kind is Kind.DISH)
+
+
+def menu_frequencies(menu: str = "base", *, balanced: bool = False) -> np.ndarray:
+    """Probability of each dish of :func:`menu_dish_ids` (same order).
+
+    ``balanced`` gives every dish the same probability (training data).
+    ``site2`` keeps the base dishes' Zipf shape for ``1 - SITE2_NEW_SHARE`` of
+    its sales and splits the rest evenly over its new dishes.
+    """
+    ids = menu_dish_ids(menu)
+    if balanced:
+        return np.full(len(ids), 1.0 / len(ids))
+    if menu == "base":
+        return sales_frequencies()
+    base = sales_frequencies() * (1.0 - SITE2_NEW_SHARE)
+    new = np.full(len(NEW_DISHES), SITE2_NEW_SHARE / len(NEW_DISHES))
+    return np.concatenate([base, new])

@@ -20,8 +20,11 @@ from edge.sim.difficulty import Difficulty
 from edge.sim.menu import (
     CLUTTER_IDS,
     DISH_IDS,
+    ITEMS,
     LOOKALIKE_PAIRS,
-    MENU,
+    Kind,
+    menu_dish_ids,
+    menu_frequencies,
     sales_frequencies,
 )
 
@@ -96,15 +99,22 @@ _SKINS = [(150, 180, 225), (120, 150, 200), (90, 120, 170), (70, 95, 140), (60, 
 _SLEEVES = [(40, 40, 40), (160, 60, 30), (50, 50, 150), (200, 200, 200), (40, 110, 60)]
 
 
-def choose_classes(rng: np.random.Generator, level: Difficulty, balanced: bool) -> list[int]:
+def choose_classes(rng: np.random.Generator, level: Difficulty, balanced: bool,
+                   menu: str = "base") -> list[int]:
     """Draw the dishes of one tray (1-6) and, with the level's probability, clutter.
 
     With ``balanced`` every dish class is equally likely (training data); else
     dishes follow the long-tailed sales frequencies. A tray holds both members
     of a look-alike pair only when the level's ``p_lookalike`` draw says so.
+    ``menu`` picks the dishes on offer (:data:`edge.sim.menu.MENUS`).
     """
     n = int(rng.choice([1, 2, 3, 4, 5, 6], p=[0.14, 0.24, 0.26, 0.18, 0.11, 0.07]))
-    freqs = np.full(len(DISH_IDS), 1.0 / len(DISH_IDS)) if balanced else sales_frequencies()
+    if menu == "base":  # the original draw, so base-menu seeds render as before
+        dish_ids = DISH_IDS
+        freqs = np.full(len(DISH_IDS), 1.0 / len(DISH_IDS)) if balanced else sales_frequencies()
+    else:
+        dish_ids = menu_dish_ids(menu)
+        freqs = menu_frequencies(menu, balanced=balanced)
     dishes: list[int] = []
     if rng.random() < level.p_lookalike:
         a, b = LOOKALIKE_PAIRS[int(rng.integers(len(LOOKALIKE_PAIRS)))]
@@ -113,7 +123,7 @@ def choose_classes(rng: np.random.Generator, level: Difficulty, balanced: bool) 
     partner = {a: b for a, b in LOOKALIKE_PAIRS} | {b: a for a, b in LOOKALIKE_PAIRS}
     forbidden = {partner[c] for c in dishes if c in partner}
     while len(dishes) < n:
-        c = int(DISH_IDS[int(rng.choice(len(DISH_IDS), p=freqs))])
+        c = int(dish_ids[int(rng.choice(len(dish_ids), p=freqs))])
         if c in forbidden:
             continue
         dishes.append(c)
@@ -136,10 +146,10 @@ def place_items(
     """
     half_w = (TRAY_SIZE[0] / 2 - TRAY_RIM) * scale
     half_h = (TRAY_SIZE[1] / 2 - TRAY_RIM) * scale
-    order = sorted(classes, key=lambda c: -MENU[c].size_px)
+    order = sorted(classes, key=lambda c: -ITEMS[c].size_px)
     placed: list[tuple[int, tuple[float, float], float]] = []
     for c in order:
-        r = MENU[c].size_px * scale / 2
+        r = ITEMS[c].size_px * scale / 2
         for _ in range(200):
             x = float(rng.uniform(-half_w + r, half_w - r))
             y = float(rng.uniform(-half_h + r, half_h - r))
@@ -192,7 +202,7 @@ def speed_profile(
 def plan_tray(
     *, tray_id: int, first_object_id: int, seed: int, start: int, level: Difficulty,
     fps: float, width: int, height: int, checkout_x: float,
-    leader: TrayPlan | None, balanced: bool,
+    leader: TrayPlan | None, balanced: bool, menu: str = "base",
 ) -> TrayPlan:
     """Plan one tray entering at the left edge at frame ``start``.
 
@@ -202,7 +212,7 @@ def plan_tray(
     rng = np.random.default_rng(seed)
     scale = width / 640.0
     tray_len = TRAY_SIZE[0] * scale
-    classes = choose_classes(rng, level, balanced)
+    classes = choose_classes(rng, level, balanced, menu)
     placed = place_items(classes, scale, rng)
     items = [
         ItemPlan(first_object_id + k, c, xy, r, int(rng.integers(2**31)))
@@ -255,7 +265,7 @@ def _plan_hands(
 ) -> None:
     """Add an occluding hand (with the level's probability) and maybe a pushing hand."""
     reach = round(REACH_FRAMES_S * fps)
-    dishes = [k for k, it in enumerate(plan.items) if it.class_id in DISH_IDS]
+    dishes = [k for k, it in enumerate(plan.items) if ITEMS[it.class_id].kind is Kind.DISH]
     if dishes and rng.random() < level.p_occluded:
         k = int(rng.choice(dishes))
         target = plan.items[k]

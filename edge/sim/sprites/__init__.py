@@ -68,6 +68,7 @@ from edge.sim.sprites.drinks import (
     _water_sparkling,
     _water_still,
 )
+from edge.sim.sprites.site2 import _curry_rice, _donut, _ice_cream, _ramen, _sushi
 from edge.sim.sprites.surfaces import TRAY_SIZE, draw_counter, draw_tray
 
 __all__ = ["TRAY_SIZE", "draw_counter", "draw_item", "draw_tray"]
@@ -110,6 +111,12 @@ _STYLES: dict[str, tuple[Callable[[_Pen], None], float]] = {
     "napkin": (_napkin, _TILT),
     "phone": (_phone, _TILT),
     "wallet": (_wallet, _TILT),
+    # the site2 menu's new dishes (edge.sim.menu.NEW_DISHES)
+    "ramen": (_ramen, _FREE),
+    "sushi": (_sushi, _TILT),
+    "donut": (_donut, _FREE),
+    "ice_cream": (_ice_cream, _FREE),
+    "curry_rice": (_curry_rice, _FREE),
 }
 
 
