@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from edge.errors import ConfigError, HeldOutSeedError
 from edge.groundtruth import by_frame, read_mot
-from edge.sim.menu import MENU
+from edge.sim.menu import MENUS, menu_items
 from edge.sim.writer import write_sequence
 
 HELD_OUT = range(90000, 100000)
@@ -87,7 +87,7 @@ def level_for(seed: int, difficulty: str) -> str:
 
 def export_seed(
     seed: int, split_dir: Path, *, seconds: float, every: int, difficulty: str,
-    balanced: bool, quality: int = 92,
+    balanced: bool, quality: int = 92, menu: str = "base",
 ) -> dict[str, Any]:
     """Render, decode and export one seed; returns its COCO images and annotations."""
     level = level_for(seed, difficulty)
@@ -95,7 +95,8 @@ def export_seed(
     anns: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix=f"sim{seed}-") as tmp:
         seq = Path(tmp) / f"seq{seed}"
-        write_sequence(seq, seed=seed, seconds=seconds, difficulty=level, balanced=balanced)
+        write_sequence(seq, seed=seed, seconds=seconds, difficulty=level, balanced=balanced,
+                       menu=menu)
         truth = by_frame(read_mot(seq / "gt" / "gt.txt"))
         with av.open(str(seq / "video.mp4")) as container:
             for index, frame in enumerate(container.decode(video=0)):
@@ -122,17 +123,17 @@ def export_seed(
     return {"seed": seed, "difficulty": level, "images": images, "annotations": anns}
 
 
-def categories() -> list[dict[str, Any]]:
-    """COCO categories in class-id order."""
-    return [{"id": m.id, "name": m.key, "supercategory": m.kind.value} for m in MENU]
+def categories(menu: str = "base") -> list[dict[str, Any]]:
+    """COCO categories of a menu variant in class-id order."""
+    return [{"id": m.id, "name": m.key, "supercategory": m.kind.value} for m in menu_items(menu)]
 
 
-def _export_job(args: tuple[int, Path, float, int, str, bool]) -> tuple[int, Path]:
-    seed, split_dir, seconds, every, difficulty, balanced = args
+def _export_job(args: tuple[int, Path, float, int, str, bool, str]) -> tuple[int, Path]:
+    seed, split_dir, seconds, every, difficulty, balanced, menu = args
     part = split_dir / "parts" / f"{seed}.json"
     if not part.exists():
         result = export_seed(seed, split_dir, seconds=seconds, every=every,
-                             difficulty=difficulty, balanced=balanced)
+                             difficulty=difficulty, balanced=balanced, menu=menu)
         tmp = part.with_suffix(".tmp")
         tmp.write_text(json.dumps(result))
         tmp.replace(part)
@@ -141,17 +142,18 @@ def _export_job(args: tuple[int, Path, float, int, str, bool]) -> tuple[int, Pat
 
 def export_dataset(
     out: Path, splits: dict[str, list[int]], *, seconds: float = 60.0, every: int = 10,
-    difficulty: str = "mix", balanced_train: bool = True, jobs: int = 1,
+    difficulty: str = "mix", balanced_train: bool = True, jobs: int = 1, menu: str = "base",
 ) -> dict[str, Any]:
     """Export every split; returns the provenance written to ``dataset.json``."""
     check_splits(splits)
-    work: list[tuple[int, Path, float, int, str, bool]] = []
+    menu_items(menu)  # an unknown menu fails before any rendering
+    work: list[tuple[int, Path, float, int, str, bool, str]] = []
     for name, seeds in splits.items():
         split_dir = out / name
         (split_dir / "images").mkdir(parents=True, exist_ok=True)
         (split_dir / "parts").mkdir(exist_ok=True)
         balanced = balanced_train and name != "test"
-        work += [(s, split_dir, seconds, every, difficulty, balanced) for s in seeds]
+        work += [(s, split_dir, seconds, every, difficulty, balanced, menu) for s in seeds]
     bar = tqdm(total=len(work), desc="dataset", unit="seq")
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
@@ -164,7 +166,7 @@ def export_dataset(
     bar.close()
     summary: dict[str, Any] = {
         "format": "dishtracker-dataset/1", "seconds": seconds, "every": every,
-        "difficulty": difficulty, "balanced_train": balanced_train, "splits": {},
+        "difficulty": difficulty, "balanced_train": balanced_train, "menu": menu, "splits": {},
     }
     for name, seeds in splits.items():
         split_dir = out / name
@@ -178,7 +180,7 @@ def export_dataset(
             levels[part["difficulty"]] = levels.get(part["difficulty"], 0) + 1
         for i, a in enumerate(anns, 1):
             a["id"] = i
-        doc = {"images": images, "annotations": anns, "categories": categories()}
+        doc = {"images": images, "annotations": anns, "categories": categories(menu)}
         tmp = split_dir / "annotations.json.tmp"
         tmp.write_text(json.dumps(doc))
         tmp.replace(split_dir / "annotations.json")
@@ -216,6 +218,9 @@ def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--natural", action="store_true",
                    help="train/val dishes follow sales frequencies (default: balanced classes)")
     p.add_argument("--jobs", type=int, default=1, help="parallel render processes")
+    p.add_argument("--menu", default="base", choices=list(MENUS),
+                   help="menu variant: base (the shipped model's classes) or site2 "
+                        "(base plus dishes the shipped model never saw)")
 
 
 def run_dataset(args: argparse.Namespace) -> int:
@@ -230,6 +235,7 @@ def run_dataset(args: argparse.Namespace) -> int:
     summary = export_dataset(
         args.out, splits, seconds=args.seconds, every=args.every,
         difficulty=args.difficulty, balanced_train=not args.natural, jobs=args.jobs,
+        menu=args.menu,
     )
     for name, s in summary["splits"].items():
         print(f"{name}: {s['images']} images, {s['boxes']} boxes, seeds {s['seeds']}")

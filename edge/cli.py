@@ -33,7 +33,8 @@ def _sim(args: argparse.Namespace) -> int:
               disable=args.quiet) as bar:
         summary = write_sequence(
             args.out, seed=args.seed, seconds=args.seconds, fps=args.fps, size=size,
-            difficulty=args.difficulty, balanced=args.balanced,
+            difficulty=args.difficulty, balanced=args.balanced, menu=args.menu,
+            angle_deg=args.angle,
             progress=lambda n: bar.update(n - bar.n),
         )
     print(f"wrote {summary.out}: {summary.frames} frames, {summary.trays} trays, "
@@ -49,6 +50,11 @@ def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--size", default="640x480", help="WxH")
     p.add_argument("--difficulty", default="standard", choices=["easy", "standard", "hard"])
     p.add_argument("--balanced", action="store_true", help="dish classes uniform (training)")
+    p.add_argument("--angle", type=float, default=0.0, metavar="DEG",
+                   help="camera roll: trays travel at DEG degrees, clockwise from "
+                        "left-to-right (default 0)")
+    p.add_argument("--menu", default="base", choices=["base", "site2"],
+                   help="site2 adds dishes the shipped model never saw (few-label benchmark)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_sim)
@@ -154,7 +160,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_daemon(sub)
     _add_sim(sub)
     _add_group(sub, "eval", "evaluate a detector, or tracking and billing", _EVAL, argv)
-    _add_group(sub, "calibrate", "site tools: dataset, training, export, scene, quantization, engines", _CALIBRATE, argv)
+    _add_group(sub, "calibrate",
+               "site tools: dataset, training, scene, quantization, engines", _CALIBRATE, argv)
     return parser
 
 

@@ -11,12 +11,22 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge.errors import ConfigError
 from edge.sim.menu import MENU, Kind
@@ -50,6 +60,23 @@ class ServerConfig(_Strict):
     max_peers: int = Field(8, ge=1, le=256, description="WebRTC viewers in total")
     codec: Literal["vp8", "h264"] = "vp8"
     ice_servers: list[IceServer] = Field(default_factory=list)
+    token_file: Path | None = Field(
+        None, description="file holding the bearer token that changes need (owner-only "
+                          "permissions, 0600); default: storage.dir/token, generated on the "
+                          "first start (docs/SECURITY.md)")
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain): serve HTTPS")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    offers_per_minute: float = Field(
+        30.0, gt=0.0, le=6000.0, description="WebRTC offers one client address may send, "
+                                             "on average (token bucket)")
+    offer_burst: int = Field(10, ge=1, le=1000, description="offers one client address may "
+                                                           "send at once")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both for HTTPS, or neither")
+        return self
 
 
 class DetectorConfig(_Strict):
@@ -65,6 +92,10 @@ class DetectorConfig(_Strict):
         30.0, ge=0.0, le=1000.0,
         description="how long a frame waits for its own detection before it goes out with "
                     "the tracker's prediction (the detection then moves to a later frame)")
+    fallback_to_cpu: bool = Field(
+        True, description="backend tensorrt: when TensorRT, pycuda or a GPU is missing, log the "
+                          "reason once (detector_backend_fallback) and run ONNX Runtime on the "
+                          "CPU; false refuses to start instead")
 
     @model_validator(mode="after")
     def _rates(self) -> DetectorConfig:
@@ -115,6 +146,13 @@ class CheckoutConfig(_Strict):
         None, description="two points in source pixels; default: vertical at 62 % of the width")
     direction: tuple[float, float] = Field((1.0, 0.0), description="the way trays travel")
     hysteresis_px: float = Field(12.0, ge=0.0, le=1000.0)
+    region: tuple[tuple[float, float], ...] | None = Field(
+        None, description="the counter region where trays move: a polygon in source pixels "
+                          "(measured by scene calibration; informational)")
+    speed_px_s: float | None = Field(
+        None, gt=0.0, le=100000.0,
+        description="typical tray speed while moving, source pixels per second "
+                    "(measured by scene calibration; informational)")
 
     @model_validator(mode="after")
     def _geometry(self) -> CheckoutConfig:
@@ -122,6 +160,8 @@ class CheckoutConfig(_Strict):
             raise ValueError("direction must not be (0, 0)")
         if self.line is not None and self.line[0] == self.line[1]:
             raise ValueError("line needs two distinct points")
+        if self.region is not None and len(self.region) < 3:
+            raise ValueError(f"region needs at least 3 points, got {len(self.region)}")
         return self
 
 
@@ -129,6 +169,92 @@ class StorageConfig(_Strict):
     """Where the daemon keeps its state (journal, token, engine cache)."""
 
     dir: Path = Path("var")
+
+
+_TOPIC_LEVEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _topic_level(value: str) -> str:
+    if not _TOPIC_LEVEL.fullmatch(value):
+        raise ValueError(f"{value!r} is not one MQTT topic level: use 1-64 of A-Z a-z 0-9 "
+                         "_ . - (no '/', '+', '#' or spaces)")
+    return value
+
+
+TopicLevel = Annotated[str, AfterValidator(_topic_level)]
+"""One MQTT topic level of the fleet's topics."""
+
+_MASKED = "**********"  # what GET /api/config shows for a SecretStr
+
+
+class FleetConfig(_Strict):
+    """Fleet events over MQTT: bills, corrections, status and health (docs/FLEET.md)."""
+
+    enabled: bool = Field(False, description="publish to the broker (needs the mqtt extra)")
+    host: str = Field("localhost", min_length=1, max_length=253)
+    port: int | None = Field(None, ge=1, le=65535, description="default: 1883, 8883 with tls")
+    tls: bool = False
+    ca_file: Path | None = Field(None, description="tls: CA bundle; default: the system's")
+    username: str | None = Field(None, min_length=1, max_length=256)
+    password: SecretStr | None = Field(None, description="prefer password_file")
+    password_file: Path | None = Field(None, description="file whose first line is the password")
+    site: TopicLevel | None = Field(None, description="topic level; required when enabled")
+    box: TopicLevel | None = Field(None, description="topic level; default: the host name")
+    topic_prefix: TopicLevel = "dishtracker"
+    keepalive_s: int = Field(60, ge=5, le=3600)
+    health_interval_s: float = Field(30.0, ge=1.0, le=86400.0)
+    retention_days: float = Field(7.0, ge=0.0, le=3650.0,
+                                  description="sent outbox rows are kept this long")
+    reconnect_initial_s: float = Field(1.0, gt=0.0, le=60.0)
+    reconnect_max_s: float = Field(60.0, gt=0.0, le=3600.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FleetConfig:
+        if self.enabled and self.site is None:
+            raise ValueError("site is required when enabled is true (a topic level such "
+                             "as 'canteen-north')")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        if self.password is not None and self.password.get_secret_value() == _MASKED:
+            raise ValueError("password is the mask GET /api/config shows; send the real "
+                             "password or use password_file")
+        if (self.password is not None or self.password_file is not None) and not self.username:
+            raise ValueError("a password needs a username")
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("ca_file needs tls = true")
+        if self.reconnect_initial_s > self.reconnect_max_s:
+            raise ValueError("reconnect_initial_s must not exceed reconnect_max_s")
+        return self
+
+    def broker_port(self) -> int:
+        """``port``, or the MQTT default for the transport (1883, 8883 with TLS)."""
+        return self.port if self.port is not None else (8883 if self.tls else 1883)
+
+    def box_id(self) -> str:
+        """``box``, or this machine's host name made a valid topic level."""
+        if self.box is not None:
+            return self.box
+        name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64]
+        return name or "box"
+
+    def read_password(self) -> str | None:
+        """The broker password from ``password`` or ``password_file`` (first line).
+
+        Raises
+        ------
+        ConfigError
+            ``password_file`` cannot be read.
+        """
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is None:
+            return None
+        try:
+            lines = self.password_file.read_text().splitlines()
+        except OSError as err:
+            raise ConfigError(f"fleet.password_file: cannot read {self.password_file}: "
+                              f"{err.strerror}") from err
+        return lines[0] if lines else ""
 
 
 class StreamConfig(_Strict):
@@ -142,6 +268,10 @@ class StreamConfig(_Strict):
     loop: bool = Field(True, description="files only: start again at the end")
     stall_timeout_s: float = Field(5.0, gt=0.0, le=300.0)
     checkout: CheckoutConfig = Field(default_factory=CheckoutConfig)
+    scene: Path | None = Field(
+        None, description="scene calibration file (`dishtracker calibrate scene`), relative "
+                          "to the site config's folder; its line, direction, region and "
+                          "speed_px_s replace this stream's checkout fields")
     reconnect_initial_s: float = Field(0.5, gt=0.0, le=60.0)
     reconnect_max_s: float = Field(10.0, gt=0.0, le=600.0)
     options: dict[str, str] = Field(default_factory=dict, description="extra FFmpeg options")
@@ -171,6 +301,7 @@ class SiteConfig(_Strict):
     menu: dict[str, MenuEntry] = Field(default_factory=_default_menu,
                                        description="detector class name -> name and price")
     streams: list[StreamConfig] = Field(default_factory=_default_streams)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> SiteConfig:
@@ -190,8 +321,15 @@ def format_errors(err: ValidationError) -> list[str]:
     return out
 
 
-def parse_config(data: dict[str, Any], *, source: str = "config") -> SiteConfig:
-    """Validate a config mapping.
+def parse_config(data: dict[str, Any], *, source: str = "config",
+                 base_dir: Path | None = None) -> SiteConfig:
+    """Validate a config mapping and apply the streams' scene files.
+
+    Parameters
+    ----------
+    base_dir : Path, optional
+        Folder that relative ``scene`` paths start from (the config file's);
+        default: the working directory. Scene paths come back absolute.
 
     Raises
     ------
@@ -199,12 +337,41 @@ def parse_config(data: dict[str, Any], *, source: str = "config") -> SiteConfig:
         With one line per error (``field.path: reason``); ``.errors`` holds them.
     """
     try:
-        return SiteConfig.model_validate(data)
+        config = SiteConfig.model_validate(data)
     except ValidationError as err:
         lines = format_errors(err)
+    else:
+        config, lines = _with_scenes(config, base_dir)
+    if lines:
         exc = ConfigError(f"{source}: {len(lines)} error(s):\n  " + "\n  ".join(lines))
         exc.errors = lines  # type: ignore[attr-defined]
         raise exc from None
+    return config
+
+
+def _with_scenes(config: SiteConfig, base_dir: Path | None) -> tuple[SiteConfig, list[str]]:
+    """``config`` with each stream's scene file merged into its checkout, and the errors."""
+    from edge.scene import read_scene  # noqa: PLC0415  # edge.scene imports this module
+
+    if all(s.scene is None for s in config.streams):
+        return config, []
+    streams: list[StreamConfig] = []
+    errors: list[str] = []
+    for i, stream in enumerate(config.streams):
+        if stream.scene is None:
+            streams.append(stream)
+            continue
+        path = Path(base_dir or Path.cwd()) / stream.scene  # an absolute scene stays as it is
+        try:
+            scene = read_scene(path)
+        except ConfigError as err:
+            errors.append(f"streams.{i}.scene: {err}")
+            continue
+        checkout = CheckoutConfig.model_validate(
+            {**stream.checkout.model_dump(), **scene.checkout_fields()})
+        streams.append(stream.model_copy(update={"checkout": checkout,
+                                                 "scene": path.absolute()}))
+    return config.model_copy(update={"streams": streams}), errors
 
 
 def load_config(path: Path | None) -> SiteConfig:
@@ -217,14 +384,16 @@ def load_config(path: Path | None) -> SiteConfig:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
-    return parse_config(data, source=str(path))
+    return parse_config(data, source=str(path), base_dir=path.parent)
 
 
 def to_toml(config: SiteConfig) -> str:
     """Serialise a config as TOML (tables in a stable order)."""
     data = json.loads(config.model_dump_json())
+    if config.fleet.password is not None:  # the JSON dump masks it
+        data["fleet"]["password"] = config.fleet.password.get_secret_value()
     lines: list[str] = []
-    for table in ("server", "detector", "tracker", "storage", "billing", "menu"):
+    for table in ("server", "detector", "tracker", "storage", "billing", "menu", "fleet"):
         lines.append(f"[{table}]")
         lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data[table].items()
                   if v is not None]
@@ -303,9 +472,10 @@ def json_schema() -> dict[str, Any]:
 #: Fields a running daemon cannot change in place: they bind the listening socket,
 #: load the model into the inference executor, or move the state directory. Every
 #: other field (streams, tracker, thresholds, rates, WebRTC settings for new peers)
-#: can be applied live. :func:`classify_changes` sorts a change by this list.
+#: can be applied live. :func:`classify_changes` sorts a change by this list; every
+#: ``fleet.*`` field needs a restart too (the publisher connects once, at start).
 RESTART_FIELDS: tuple[str, ...] = (
-    "server.host", "server.port",
+    "server.host", "server.port", "server.token_file", "server.tls_cert", "server.tls_key",
     "detector.model", "detector.backend", "detector.threads",
     "storage.dir",
 )
@@ -320,7 +490,7 @@ def changed_fields(old: SiteConfig, new: SiteConfig) -> list[str]:
     """
     a, b = json.loads(old.model_dump_json()), json.loads(new.model_dump_json())
     out: list[str] = []
-    for table in ("server", "detector", "tracker", "storage"):
+    for table in ("server", "detector", "tracker", "storage", "fleet"):
         out += [f"{table}.{k}" for k in a[table] if a[table][k] != b[table][k]]
     sa = {s["id"]: s for s in a["streams"]}
     sb = {s["id"]: s for s in b["streams"]}
@@ -345,6 +515,6 @@ def classify_changes(old: SiteConfig, new: SiteConfig) -> dict[str, list[str]]:
         ``DaemonControl.apply_config`` returns (see :mod:`edge.web.app`).
     """
     changed = changed_fields(old, new)
-    restart = [f for f in changed if f in RESTART_FIELDS]
-    return {"applied": [f for f in changed if f not in RESTART_FIELDS],
+    restart = [f for f in changed if f in RESTART_FIELDS or f.startswith("fleet.")]
+    return {"applied": [f for f in changed if f not in restart],
             "restart_required": restart}

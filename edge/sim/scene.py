@@ -26,7 +26,7 @@ import numpy as np
 from edge.groundtruth import BoxRecord
 from edge.sim import sprites
 from edge.sim.difficulty import Difficulty, get_level
-from edge.sim.menu import MENU, TRAY_ID
+from edge.sim.menu import ITEMS, TRAY_ID, menu_items
 from edge.sim.timeline import TRAY_SIZE, HandPlan, TrayPlan, plan_tray
 
 SHUTTER = 0.6  # exposure as a fraction of the frame interval (sets blur per speed)
@@ -80,15 +80,24 @@ class Scene:
         ``easy``, ``standard`` or ``hard`` (see :mod:`edge.sim.difficulty`).
     balanced : bool
         Draw dish classes uniformly instead of by sales frequency (training data).
+    menu : str
+        Menu variant (:data:`edge.sim.menu.MENUS`): ``base`` or ``site2``, which
+        adds dishes the shipped model never saw.
     keep_history : bool
         Keep the plans of trays that have left (needed to write ``trays.json``);
         a live camera sets it False so memory stays flat over days.
+    angle_deg : float
+        Camera roll: the counter (planned left to right) appears turned by this
+        many degrees about the picture centre, clockwise on screen (y down), so
+        trays travel along ``(cos a, sin a)`` in the picture. Corners the turned
+        counter leaves uncovered show the still counter texture. 0 (default)
+        renders exactly as without the option.
     """
 
     def __init__(
         self, seed: int, *, fps: float = 20.0, size: tuple[int, int] = (640, 480),
         difficulty: str | Difficulty = "standard", balanced: bool = False,
-        keep_history: bool = True,
+        keep_history: bool = True, menu: str = "base", angle_deg: float = 0.0,
     ) -> None:
         self.seed = int(seed)
         self.fps = float(fps)
@@ -99,6 +108,8 @@ class Scene:
             raise ValueError(f"fps must be in [1, 120], got {fps}")
         self.level = get_level(difficulty) if isinstance(difficulty, str) else difficulty
         self.balanced = balanced
+        menu_items(menu)  # refuse an unknown menu before any work
+        self.menu = menu
         self.keep_history = keep_history
         self.scale = self.width / 640.0
         self.checkout_x = 0.62 * self.width
@@ -123,6 +134,25 @@ class Scene:
         self._next_object_id = 1
         self._next_start = int(rng.uniform(0.2, 1.5) * self.fps)
         self._hand_mask = np.zeros((self.height, self.width), np.uint8)
+        self.angle_deg = float(angle_deg)
+        # counter pixels -> picture pixels (2x3), None for the plain top-down view
+        self._camera = (cv2.getRotationMatrix2D((self.width / 2, self.height / 2),
+                                                -self.angle_deg, 1.0)
+                        if self.angle_deg % 360.0 else None)
+
+    @property
+    def direction(self) -> tuple[float, float]:
+        """Unit vector of tray travel in picture pixels (x right, y down)."""
+        a = math.radians(self.angle_deg)
+        return (1.0, 0.0) if self._camera is None else (math.cos(a), math.sin(a))
+
+    def to_picture(self, x: float, y: float) -> tuple[float, float]:
+        """Picture pixels of the counter point ``(x, y)`` (identity without ``angle_deg``)."""
+        if self._camera is None:
+            return x, y
+        m = self._camera
+        return (float(m[0, 0] * x + m[0, 1] * y + m[0, 2]),
+                float(m[1, 0] * x + m[1, 1] * y + m[1, 2]))
 
     # ----------------------------------------------------------------- planning
     @property
@@ -147,7 +177,7 @@ class Scene:
                 seed=int(np.random.default_rng([self.seed, 2, k]).integers(2**31)),
                 start=start, level=self.level, fps=self.fps, width=self.width,
                 height=self.height, checkout_x=self.checkout_x, leader=leader,
-                balanced=self.balanced,
+                balanced=self.balanced, menu=self.menu,
             )
             self._next_object_id += 1 + len(plan.items)
             self._plans.append(plan)
@@ -176,7 +206,8 @@ class Scene:
         self._paste(canvas, _premultiply(tray), margin, margin)
         hulls = [_hull(tray[..., 3], (margin - centre[0], margin - centre[1]))]
         for item in plan.items:
-            spr = sprites.draw_item(MENU[item.class_id], self.scale, np.random.default_rng(item.seed))
+            spr = sprites.draw_item(ITEMS[item.class_id], self.scale,
+                                    np.random.default_rng(item.seed))
             ih, iw = spr.shape[:2]
             x0 = round(centre[0] + item.local_xy[0] - iw / 2)
             y0 = round(centre[1] + item.local_xy[1] - ih / 2)
@@ -300,6 +331,13 @@ class Scene:
             for hand in plan.hands:
                 if hand.start <= frame <= hand.end:
                     self._draw_hand(img, hand, self._hand_pose(hand, plan, frame))
+        if self._camera is not None:
+            turned = self._counter.copy()
+            cv2.warpAffine(img, self._camera, (self.width, self.height), dst=turned,
+                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
+            img = turned
+            self._hand_mask = cv2.warpAffine(self._hand_mask, self._camera,
+                                             (self.width, self.height), flags=cv2.INTER_NEAREST)
         gain = 1.0 + self.level.light_drift * math.sin(
             2 * math.pi * frame / self._light_period + self._light_phase
         )
@@ -314,8 +352,12 @@ class Scene:
         for plan, to_img in poses:
             cv_ = self._canvas(plan)
             ids = [(plan.tray_id, TRAY_ID)] + [(it.object_id, it.class_id) for it in plan.items]
+            pose = to_img
+            if self._camera is not None:
+                r, c = self._camera[:, :2], self._camera[:, 2:]
+                pose = np.hstack([r @ to_img[:, :2], r @ to_img[:, 2:] + c])
             for (oid, cls), hull in zip(ids, cv_.hulls, strict=True):
-                rec = self._truth(frame, oid, cls, hull @ to_img[:, :2].T + to_img[:, 2])
+                rec = self._truth(frame, oid, cls, hull @ pose[:, :2].T + pose[:, 2])
                 if rec is not None:
                     truth.append(rec)
         return img, truth

@@ -24,7 +24,7 @@ from edge.groundtruth import (
     write_seqinfo,
     write_trays,
 )
-from edge.sim.menu import CLUTTER_IDS, DISH_IDS, MENU
+from edge.sim.menu import ITEMS, Kind
 from edge.sim.scene import Scene
 
 
@@ -63,10 +63,10 @@ def tray_records(scene: Scene, truth: list[BoxRecord], n_frames: int) -> list[Tr
         if checkout is not None and checkout > n_frames:
             checkout = None
         items = tuple(
-            BillLine(it.object_id, it.class_id, MENU[it.class_id].key, MENU[it.class_id].name,
-                     MENU[it.class_id].price)
+            BillLine(it.object_id, it.class_id, ITEMS[it.class_id].key, ITEMS[it.class_id].name,
+                     ITEMS[it.class_id].price)
             for it in plan.items
-            if it.class_id in DISH_IDS
+            if ITEMS[it.class_id].kind is Kind.DISH
         )
         tags = set(plan.tags)
         if not any(it.object_id in occluded for it in plan.items):
@@ -77,7 +77,8 @@ def tray_records(scene: Scene, truth: list[BoxRecord], n_frames: int) -> list[Tr
             TrayRecord(
                 tray_id=plan.tray_id, first_frame=min(frames), last_frame=max(frames),
                 checkout_frame=checkout, items=items,
-                clutter_ids=tuple(it.object_id for it in plan.items if it.class_id in CLUTTER_IDS),
+                clutter_ids=tuple(it.object_id for it in plan.items
+                                  if ITEMS[it.class_id].kind is Kind.CLUTTER),
                 total=round(sum(i.price for i in items), 2), tags=tuple(sorted(tags)),
             )
         )
@@ -87,7 +88,7 @@ def tray_records(scene: Scene, truth: list[BoxRecord], n_frames: int) -> list[Tr
 def write_sequence(
     out: Path, *, seed: int, seconds: float, fps: float = 20.0,
     size: tuple[int, int] = (640, 480), difficulty: str = "standard", balanced: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, menu: str = "base", angle_deg: float = 0.0,
 ) -> SequenceSummary:
     """Render ``seconds`` of the scene of ``seed`` into directory ``out``.
 
@@ -95,10 +96,17 @@ def write_sequence(
     ----------
     progress : callable, optional
         Called with the number of frames done, every frame.
+    menu : str
+        Menu variant (:data:`edge.sim.menu.MENUS`); recorded in the metadata
+        unless it is ``base``.
+    angle_deg : float
+        Camera roll (see :class:`~edge.sim.scene.Scene`); the checkout line and
+        direction in ``trays.json`` and ``seqinfo.ini`` turn with it.
     """
     if seconds <= 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")
-    scene = Scene(seed, fps=fps, size=size, difficulty=difficulty, balanced=balanced)
+    scene = Scene(seed, fps=fps, size=size, difficulty=difficulty, balanced=balanced,
+                  menu=menu, angle_deg=angle_deg)
     n = round(seconds * fps)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gt").mkdir(exist_ok=True)
@@ -128,14 +136,25 @@ def write_sequence(
     meta = {
         "seed": seed, "fps": fps, "width": scene.width, "height": scene.height,
         "frames": n, "difficulty": scene.level.name, "balanced": balanced,
-        "direction": [1.0, 0.0],
-        "checkout_line": [[scene.checkout_x, 0.0], [scene.checkout_x, float(scene.height)]],
+        "direction": list(scene.direction),
+        "checkout_line": [list(scene.to_picture(scene.checkout_x, 0.0)),
+                          list(scene.to_picture(scene.checkout_x, float(scene.height)))],
     }
+    if scene.angle_deg % 360.0:
+        meta["angle_deg"] = scene.angle_deg
+    if menu != "base":
+        meta["menu"] = menu
     write_trays(out / "gt" / "trays.json", trays, meta)
     params = {
         "seed": seed, "balanced": balanced, "checkoutLineX": f"{scene.checkout_x:.1f}",
         "direction": "1,0", **scene.level.as_params(),
     }
+    if menu != "base":
+        params["menu"] = menu
+    if scene.angle_deg % 360.0:
+        del params["checkoutLineX"]  # the line is not vertical any more: trays.json has it
+        params["direction"] = "{:.6f},{:.6f}".format(*scene.direction)
+        params["angleDeg"] = f"{scene.angle_deg:g}"
     write_seqinfo(out / "seqinfo.ini", name=out.name, fps=fps, length=n, width=scene.width,
                   height=scene.height, params=params)
     return SequenceSummary(out, n, len(trays), len({r.track_id for r in truth}))
