@@ -1,10 +1,12 @@
 """``dishtracker run``: the daemon's lifecycle around the pipeline.
 
 Start: logging → config → bill journal (``storage.dir/journal.sqlite3``) →
-pipeline (model, streams) → HTTP + WebRTC + bills API → print the URL →
-``READY=1``. One supervisor watches every stage task (the journal writer
-too): a crashed stage stops the process with a non-zero exit so systemd
-restarts it (never a half-alive daemon). SIGTERM/SIGINT shut down in
+pipeline (model, streams) → HTTP(S) + WebRTC + bills API → print the URL →
+``READY=1``. The access token (``storage.dir/token``, generated on the first
+start) and the TLS certificate are read before anything else starts. One
+supervisor watches every stage task (the journal writer too): a crashed
+stage stops the process with a non-zero exit so systemd restarts it (never a
+half-alive daemon). SIGTERM/SIGINT shut down in
 uvicorn's order: ``STOPPING=1`` → stop listening → close peers → stop
 sources and drain (the last bills close) → flush the journal and end the
 event streams → close the server.
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,8 +32,10 @@ from edge.errors import JournalError
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
 from edge.systemd import Notifier
+from edge.web.access import AccessToken, load_token
 from edge.web.app import make_app
 from edge.web.bills import add_bill_routes
+from edge.web.tls import server_ssl_context
 from edge.web.webrtc import WebRtcHub, add_webrtc_routes
 
 log = structlog.get_logger()
@@ -41,14 +46,29 @@ class StageCrashed(RuntimeError):
     """A pipeline task ended with an exception; the daemon must restart."""
 
 
-def browse_urls(host: str, port: int) -> list[str]:
-    """URLs a person can open for a server bound to ``host``."""
+def browse_urls(host: str, port: int, *, tls: bool = False) -> list[str]:
+    """URLs a person can open for a server bound to ``host`` (``https`` with ``tls``)."""
+    scheme = "https" if tls else "http"
     if host in ("0.0.0.0", "::", ""):  # describing a wildcard bind, not binding
         names = ["127.0.0.1"]
         with contextlib.suppress(OSError):
             names.append(socket.gethostbyname(socket.gethostname()))
-        return [f"http://{n}:{port}/" for n in dict.fromkeys(names)]
-    return [f"http://{host}:{port}/"]
+        return [f"{scheme}://{n}:{port}/" for n in dict.fromkeys(names)]
+    return [f"{scheme}://{host}:{port}/"]
+
+
+def start_line(url: str, token: AccessToken, *, interactive: bool) -> str:
+    """The one line the daemon prints when it serves: the URL to open.
+
+    The URL carries the token in its fragment (``#token=…``, which browsers
+    never send to a server) when a person reads the terminal, or when this
+    start generated the token; otherwise (stdout is the systemd journal) the
+    line names the token file instead, so the secret lands in the journal at
+    most once per token.
+    """
+    if interactive or token.created:
+        return f"DishTracker is running: open {token.url(url)}"
+    return f"DishTracker is running: open {url} (access token: {token.path})"
 
 
 class _Progress:
@@ -84,6 +104,10 @@ async def serve(config: SiteConfig, *, config_path: Path | None,
     JournalError
         The bill journal cannot be opened (folder not writable, not a journal,
         newer schema); nothing else has started then.
+    ConfigError
+        The TLS certificate or key cannot be loaded, or the token file is
+        unusable (:class:`edge.web.access.TokenFileError`: loose permissions,
+        another owner, no token in it); nothing is served then.
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -92,18 +116,20 @@ async def serve(config: SiteConfig, *, config_path: Path | None,
             loop.add_signal_handler(sig, stop.set)
     notifier = Notifier()
     metrics = Metrics()
-    billing = await _open_billing(config, metrics)  # before the model: fail fast
+    ssl_context = server_ssl_context(config.server)  # before the model: fail fast
+    billing = await _open_billing(config, metrics)
     pipeline = Pipeline(config, metrics, billing=billing)
     try:
+        token = load_token(config.server, config.storage)  # storage.dir exists by now
         await pipeline.start()
     except BaseException:
         await billing.close()
         raise
     hub = WebRtcHub(pipeline.views, config.server, metrics)
-    app = _web_app(pipeline, hub, billing, config_path)
+    app = _web_app(pipeline, hub, billing, config_path, token.value)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port)
+    site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as err:
@@ -113,9 +139,7 @@ async def serve(config: SiteConfig, *, config_path: Path | None,
         log.error("http_bind_failed", host=config.server.host, port=config.server.port,
                   error=str(err))
         return 1
-    urls = browse_urls(config.server.host, config.server.port)
-    print(f"DishTracker is running: open {urls[0]}", flush=True)
-    log.info("daemon_ready", urls=urls, streams=[s.id for s in config.streams])
+    _announce(config, token, tls=ssl_context is not None)
     progress = _Progress(pipeline)
     notifier.ready("started")
     watchdog = asyncio.create_task(
@@ -139,6 +163,14 @@ async def serve(config: SiteConfig, *, config_path: Path | None,
     return code
 
 
+def _announce(config: SiteConfig, token: AccessToken, *, tls: bool) -> None:
+    """Print the URL to open (once, see :func:`start_line`) and log that the daemon serves."""
+    urls = browse_urls(config.server.host, config.server.port, tls=tls)
+    print(start_line(urls[0], token, interactive=sys.stdout.isatty()), flush=True)
+    log.info("daemon_ready", urls=urls, streams=[s.id for s in config.streams],
+             token_file=str(token.path))
+
+
 async def _open_billing(config: SiteConfig, metrics: Metrics) -> BillingService:
     """The billing service on ``storage.dir/journal.sqlite3``, opened."""
     billing = BillingService(config.storage.dir / JOURNAL_FILE, metrics)
@@ -151,9 +183,9 @@ async def _open_billing(config: SiteConfig, metrics: Metrics) -> BillingService:
 
 
 def _web_app(pipeline: Pipeline, hub: WebRtcHub, billing: BillingService,
-             config_path: Path | None) -> web.Application:
-    """Control plane, WebRTC and bills API in one application."""
-    app = make_app(pipeline, config_path=config_path, static_dir=STATIC_DIR,
+             config_path: Path | None, token: str) -> web.Application:
+    """Control plane, WebRTC and bills API in one application, guarded by ``token``."""
+    app = make_app(pipeline, config_path=config_path, token=token, static_dir=STATIC_DIR,
                    readiness_checks=[billing.readiness])
     add_webrtc_routes(app, hub)
     add_bill_routes(app, billing, menu=lambda: pipeline.config.menu)

@@ -20,6 +20,7 @@ import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from bills_support import MENU, SseReader, jpeg, make_bill, tray
 from test_http_api import MemoryDaemon
+from test_webrtc_support import AUTH, TOKEN
 
 from edge.billing.events import Event, EventHub, SubscriptionClosed
 from edge.billing.journal import Journal
@@ -41,10 +42,11 @@ async def _serve(tmp_path: Path, *, heartbeat_s: float = 15.0
     await service.open()
     daemon = MemoryDaemon(SiteConfig())
     daemon.metrics = metrics
-    app = make_app(daemon, config_path=None, readiness_checks=[service.readiness])
+    app = make_app(daemon, config_path=None, token=TOKEN, readiness_checks=[service.readiness])
     add_bill_routes(app, service, menu=lambda: daemon.config.menu, heartbeat_s=heartbeat_s)
     try:
-        async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+        async with TestClient(TestServer(app, host="127.0.0.1", port=0),
+                              headers=AUTH) as client:
             yield client, service
     finally:
         await service.close()

@@ -18,10 +18,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from test_webrtc_support import STATIC_DIR, CameraView, serve
+from test_webrtc_support import STATIC_DIR, TOKEN, CameraView, serve
 
 from edge.config import ServerConfig
 from edge.metrics import Metrics
+from edge.web.access import protect
+from edge.web.headers import add_security_headers
 from edge.web.webrtc import WebRtcHub, add_webrtc_routes
 
 pytestmark = pytest.mark.browser
@@ -61,7 +63,8 @@ def run_in_own_thread(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 def cashier_app(views: dict[str, CameraView], codec: str) -> web.Application:
-    """The page, /api/streams and the WebRTC route, as edge/web/app.py serves them."""
+    """The page, /api/streams and the WebRTC route, as edge/web/app.py serves them:
+    with its security headers (CSP), the offer guarded by :data:`TOKEN`."""
     hub = WebRtcHub(views, ServerConfig.model_validate({"codec": codec}), Metrics(),
                     disconnect_grace_s=1.0)
 
@@ -72,6 +75,8 @@ def cashier_app(views: dict[str, CameraView], codec: str) -> web.Application:
         return web.json_response([{"id": sid, "state": "running"} for sid in views])
 
     app = web.Application()
+    add_security_headers(app)
+    protect(app, TOKEN)
     app.router.add_get("/", index)
     app.router.add_get("/api/streams", streams)
     app.router.add_static("/static", STATIC_DIR)
@@ -120,7 +125,7 @@ def test_page_shows_live_annotated_video_with_its_delay(
         views = {"cam1": CameraView("cam1"), "cam2": CameraView("cam2", seed=2)}
         try:
             async with serve(cashier_app(views, codec)) as url, chromium(tmp_path) as page:
-                await page.goto(url)
+                await page.goto(f"{url}/#token={TOKEN}")
                 first = await wait_for(page, "m.state === 'connected' && m.framesDecoded > 5")
                 assert first["streamId"] == "cam1"
                 await asyncio.sleep(2.5)  # a full 2 s latency window
@@ -150,7 +155,7 @@ def test_page_switches_streams_remembers_the_choice_and_survives_a_restart(
         try:
             async with chromium(tmp_path) as page:
                 async with serve(cashier_app(views, "vp8")) as url:
-                    await page.goto(url)
+                    await page.goto(f"{url}/#token={TOKEN}")
                     await wait_for(page, "m.state === 'connected' && m.framesDecoded > 5")
                     await page.select_option("#stream", "cam2")
                     await wait_for(page, "m.streamId === 'cam2' && m.state === 'connected'")
@@ -177,3 +182,43 @@ def test_page_switches_streams_remembers_the_choice_and_survives_a_restart(
 
     run_in_own_thread(main)
 
+
+
+def test_page_asks_for_the_token_and_keeps_it_for_the_session(tmp_path: Path) -> None:
+    async def main() -> None:
+        views = {"cam1": CameraView("cam1")}
+        try:
+            async with serve(cashier_app(views, "vp8")) as url, chromium(tmp_path) as page:
+                await page.goto(url)  # no token in the URL: the page asks for it
+                await wait_for(page, "m.state === 'locked'")
+                form = page.locator("#token-form")
+                assert await form.is_visible()
+                assert views["cam1"].slots == []  # no offer was made
+
+                await page.fill("#token-input", "not-the-token-0123456789")
+                await page.click("#token-form button")
+                await page.locator("#token-message", has_text="refused").wait_for(timeout=10_000)
+                assert (await measurements(page))["state"] == "locked"
+                assert await page.evaluate("sessionStorage.getItem('dishtracker.token')") is None
+
+                await page.fill("#token-input", TOKEN)
+                await page.click("#token-form button")
+                await wait_for(page, "m.state === 'connected' && m.framesDecoded > 5")
+                assert not await form.is_visible()
+                stored = await page.evaluate("sessionStorage.getItem('dishtracker.token')")
+                assert stored == TOKEN
+
+                # from the fragment: taken once, then gone from the address bar
+                await page.evaluate("sessionStorage.clear()")
+                await page.goto(f"{url}/?x=1#token={TOKEN}")
+                await wait_for(page, "m.state === 'connected' && m.framesDecoded > 5")
+                assert page.url == f"{url}/?x=1"
+                assert await page.evaluate("history.length") >= 1
+                assert not await form.is_visible()
+                violations = [m for m in page.console_log if "Content Security Policy" in m]
+                assert violations == []  # no inline script or style anywhere
+        finally:
+            for view in views.values():
+                view.close()
+
+    run_in_own_thread(main)

@@ -10,12 +10,13 @@ in ``docs/cashier_bill.png``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bills_support import jpeg, make_bill, tray
 from test_browser import chromium, run_in_own_thread, wait_for
 from test_http_api import MemoryDaemon
-from test_webrtc_support import STATIC_DIR, CameraView, serve
+from test_webrtc_support import STATIC_DIR, TOKEN, CameraView, serve
 
 from edge.billing.service import BillingService
 from edge.config import ServerConfig, SiteConfig
@@ -28,14 +29,25 @@ pytestmark = pytest.mark.browser
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "cashier_bill.png"
 
 
-def test_cashier_sees_a_committed_bill_and_corrects_it(tmp_path: Path) -> None:
+async def _photo_opens_and_closes(page: Any, card: Any) -> None:
+    """The snapshot needs the token: fetched with it, shown inline as a ``blob:`` image."""
+    await card.locator(".photo").click()
+    photo = card.locator("img.snapshot")
+    await photo.wait_for(timeout=5000)
+    assert (await photo.get_attribute("src") or "").startswith("blob:")
+    await page.wait_for_function("() => document.querySelector('img.snapshot').naturalWidth > 0")
+    await card.locator(".photo").click()
+    assert await card.locator("img.snapshot").count() == 0
+
+
+def test_cashier_sees_a_committed_bill_and_corrects_it(tmp_path: Path) -> None:  # noqa: PLR0915  # one cashier story in one browser session
     async def main() -> None:
         views = {"cam1": CameraView("cam1", fps=10)}
         metrics = Metrics()
         service = BillingService(tmp_path / "journal.sqlite3", metrics, tray_interval_s=0.05)
         await service.open()
         daemon = MemoryDaemon(SiteConfig())
-        app = make_app(daemon, config_path=None, static_dir=STATIC_DIR,
+        app = make_app(daemon, config_path=None, token=TOKEN, static_dir=STATIC_DIR,
                        readiness_checks=[service.readiness])
         add_webrtc_routes(app, WebRtcHub(views, ServerConfig(), metrics, disconnect_grace_s=1.0))
         add_bill_routes(app, service, menu=lambda: daemon.config.menu)
@@ -44,7 +56,7 @@ def test_cashier_sees_a_committed_bill_and_corrects_it(tmp_path: Path) -> None:
         service.submit(make_bill("cam2-1-4", stream="cam2", tray_id=4))  # another camera
         try:
             async with serve(app) as url, chromium(tmp_path) as page:
-                await page.goto(url)
+                await page.goto(f"{url}/#token={TOKEN}")
                 await wait_for(page, "m.bills.events === 'open' && m.bills.shown === 1")
                 service.tray_update("cam1", (tray("cam1", 9, ("pasta_bolognese", "water_still")),))
                 await page.locator("#bill .tray").wait_for(timeout=5000)
@@ -71,6 +83,7 @@ def test_cashier_sees_a_committed_bill_and_corrects_it(tmp_path: Path) -> None:
                 assert [c["action"] for c in view["corrections"]] == ["confirm", "change"]
                 total = await card.locator(".bill-foot .total").inner_text()
                 assert total == f"{view['effective']['total']:.2f}"
+                await _photo_opens_and_closes(page, card)
 
                 # a newer bill opens on top; the corrected one folds and opens again on a click
                 service.submit(make_bill("cam1-1-10", tray_id=10, closed_at=1_700_000_150.0,

@@ -22,6 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from test_webrtc import connect
+from test_webrtc_support import AUTH, write_token_file
 
 from edge.config import DEFAULT_MODEL
 
@@ -31,6 +32,7 @@ CONFIG = """
 [server]
 host = "127.0.0.1"
 port = {port}
+token_file = "{token_file}"
 
 [detector]
 threads = 1
@@ -117,7 +119,8 @@ Daemon = tuple[str, subprocess.Popen[str], socket.socket, Path, _Lines]
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     port = _free_port()
     site = tmp_path / "site.toml"
-    site.write_text(CONFIG.format(port=port, storage=tmp_path / "var"))
+    site.write_text(CONFIG.format(port=port, storage=tmp_path / "var",
+                                  token_file=write_token_file(tmp_path / "token")))
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
     notify.settimeout(0.2)
@@ -148,7 +151,7 @@ def _notifications(sock: socket.socket) -> list[str]:
 
 
 async def _exercise(base: str, site: Path) -> None:
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=AUTH) as http:
         deadline = time.monotonic() + 20
         while True:
             async with http.get(f"{base}/readyz") as r:
@@ -202,6 +205,10 @@ async def _exercise(base: str, site: Path) -> None:
 
 def test_daemon_serves_streams_config_and_stops_in_order(daemon: Daemon) -> None:
     base, proc, notify, site, out = daemon
+    line = out.wait_for("open http://127.0.0.1:", 1)
+    # the operator's own token file: the line names it, the secret stays out of the log
+    assert line.strip() == f"DishTracker is running: open {base}/ (access token: " \
+                           f"{site.parent / 'token'})"
     asyncio.run(_exercise(base, site))
     time.sleep(1.5)  # a watchdog ping or two while frames advance
     proc.send_signal(signal.SIGTERM)

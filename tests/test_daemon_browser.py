@@ -33,16 +33,21 @@ def test_cashier_page_shows_the_daemons_annotated_video(tmp_path: Path) -> None:
         env={**os.environ})
     out = _Lines(proc.stdout)
     try:
-        out.wait_for(f"open http://127.0.0.1:{port}/", 90)
+        line = out.wait_for(f"open http://127.0.0.1:{port}/", 90)
+        # the first start generated the token and printed it once, in the URL's fragment
+        url = line.split("open ", 1)[1].strip()
+        token = (tmp_path / "var" / "token").read_text().strip()
+        assert url == f"http://127.0.0.1:{port}/#token={token}"
 
         async def main() -> None:
             async with chromium(tmp_path) as page:
-                await page.goto(f"http://127.0.0.1:{port}/")
+                await page.goto(url)  # what the cashier opens
                 await wait_for(page, "m.state === 'connected' && m.framesDecoded > 20", 40)
                 m = await wait_for(page, "m.latencySamples.length > 20", 20)
                 assert 0 < m["latencyMs"] < 1000
                 assert m["fps"] > 15
                 await wait_for(page, "m.framesDecoded > 100", 20)
+                assert page.url == f"http://127.0.0.1:{port}/"  # token gone from the address bar
                 # the first tray of the default camera crosses the line after ~8 s:
                 # its bill is committed, streamed and listed under "Last bills"
                 await page.wait_for_selector("#bills li:not(.empty)", timeout=40_000)

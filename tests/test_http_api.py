@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from test_webrtc_support import AUTH, TOKEN
 
 from edge.config import SiteConfig, classify_changes, load_config, parse_config, write_config_atomic
 from edge.errors import ConfigError
@@ -80,8 +81,9 @@ Scenario = Callable[[TestClient[Any, Any], MemoryDaemon], Awaitable[None]]
 @asynccontextmanager
 async def _serve(daemon: MemoryDaemon, config_path: Path | None,
                  static_dir: Path | None) -> AsyncIterator[TestClient[Any, Any]]:
-    app = make_app(daemon, config_path=config_path, static_dir=static_dir)
-    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+    app = make_app(daemon, config_path=config_path, token=TOKEN, static_dir=static_dir)
+    # every request carries the token; tests/test_security.py checks what happens without
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0), headers=AUTH) as client:
         yield client
 
 
@@ -426,4 +428,5 @@ def test_without_static_dir_root_is_json_404() -> None:
 
 def test_missing_static_dir_fails_at_startup(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        make_app(MemoryDaemon(SiteConfig()), config_path=None, static_dir=tmp_path / "nope")
+        make_app(MemoryDaemon(SiteConfig()), config_path=None, token=TOKEN,
+                 static_dir=tmp_path / "nope")

@@ -184,11 +184,13 @@ def test_unit_sandbox_exposure_stays_low() -> None:
     tool = _analyze()
     proc = subprocess.run([tool, "security", "--offline=true", "--no-pager", str(UNIT)],
                           check=False, capture_output=True, text=True, timeout=60)
-    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", proc.stdout)
     if match is None and "offline" in proc.stderr:
         pytest.skip(f"systemd-analyze too old for --offline: {proc.stderr.strip()}")
     assert match is not None, proc.stdout + proc.stderr
     assert float(match.group(1)) <= MAX_EXPOSURE, proc.stdout
+    # systemd's scale, best first: PERFECT, SAFE, OK, MEDIUM, EXPOSED, UNSAFE, DANGEROUS
+    assert match.group(2) in ("PERFECT", "SAFE", "OK"), proc.stdout
 
 
 def test_unit_has_the_settings_operators_rely_on() -> None:

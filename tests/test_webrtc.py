@@ -25,11 +25,12 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, rtcrtpsender
 from aiortc.mediastreams import VIDEO_TIME_BASE
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from test_webrtc_support import CameraView, serve
+from test_webrtc_support import AUTH, TOKEN, CameraView, serve
 
 from edge.config import ServerConfig
 from edge.metrics import Metrics
 from edge.sim.stamp import read_stamp, unwrap_time_ms
+from edge.web.access import protect
 from edge.web.webrtc import (
     MAX_OFFER_BYTES,
     LowLatencyH264Encoder,
@@ -62,6 +63,7 @@ async def running_server(connect_timeout_s: float = 30.0,
     hub = WebRtcHub(views, ServerConfig.model_validate(server_config), metrics,
                     disconnect_grace_s=0.5, connect_timeout_s=connect_timeout_s)
     app = web.Application()
+    protect(app, TOKEN)
     add_webrtc_routes(app, hub)
     try:
         async with serve(app) as url:
@@ -104,7 +106,7 @@ class Viewer:
 
 async def post_offer(session: aiohttp.ClientSession, url: str,
                      body: object) -> tuple[int, dict[str, Any]]:
-    async with session.post(url, json=body) as resp:
+    async with session.post(url, json=body, headers=AUTH) as resp:
         return resp.status, await resp.json()
 
 
@@ -260,7 +262,7 @@ def test_bad_requests_are_refused_with_a_reason() -> None:
             assert any(e.startswith("type:") for e in body["errors"])
             assert any(e.startswith("extra:") for e in body["errors"])
 
-            async with session.post(url, data=b"{not json") as resp:
+            async with session.post(url, data=b"{not json", headers=AUTH) as resp:
                 assert resp.status == 400
             huge = {"sdp": "a" * (MAX_OFFER_BYTES + 1), "type": "offer"}
             status, body = await post_offer(session, url, huge)
@@ -269,7 +271,7 @@ def test_bad_requests_are_refused_with_a_reason() -> None:
             async def chunked() -> AsyncIterator[bytes]:
                 for _ in range(MAX_OFFER_BYTES // 1024 + 2):
                     yield b" " * 1024
-            async with session.post(url, data=chunked()) as resp:
+            async with session.post(url, data=chunked(), headers=AUTH) as resp:
                 assert resp.status == 413
             assert server.hub.peer_count == 0
             assert server.peers() == 0

@@ -24,6 +24,17 @@ from edge.sim.menu import CLASS_NAMES
 from edge.slot import LatestSlot, SlotClosed
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "edge" / "web" / "static"
+TOKEN = "test-token-0123456789abcdefABCDEF"
+"""The bearer token the test servers expect (edge.web.access)."""
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def write_token_file(path: Path, token: str = TOKEN) -> Path:
+    """A token file as the daemon accepts it (owner-only, 0600); returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path
 
 
 def fake_tracks(seq: int, width: int, height: int) -> tuple[Track, ...]:

@@ -9,6 +9,8 @@ to the same application.
 
 Every error is a JSON body (``{"error": "…"}``; validation errors
 ``{"errors": ["field.path: reason", …]}``), never an HTML page or a traceback.
+Every response carries the security headers of :mod:`edge.web.headers`, and
+whatever changes state needs the bearer token (:mod:`edge.web.access`).
 State lives under typed ``web.AppKey`` s; the module has no globals besides
 constants.
 """
@@ -28,6 +30,8 @@ from aiohttp import web
 from edge.config import SiteConfig, json_schema, parse_config, to_toml, write_config_atomic
 from edge.errors import ConfigError
 from edge.metrics import Metrics
+from edge.web.access import protect, protect_reads
+from edge.web.headers import add_security_headers
 
 MAX_BODY_BYTES = 256 * 1024
 """Largest request body accepted (a site config is a few KiB; SDP offers too)."""
@@ -232,7 +236,7 @@ class ControlPlane:
 CONTROL_KEY = web.AppKey("control", ControlPlane)
 
 
-def make_app(daemon: DaemonControl, *, config_path: Path | None,
+def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str,
              static_dir: Path | None = None,
              heartbeat_stale_s: float = HEARTBEAT_STALE_S,
              readiness_checks: Sequence[ReadinessCheck] = ()) -> web.Application:
@@ -245,6 +249,10 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None,
     config_path
         Site config file to rewrite on a successful ``PUT /api/config``, or
         ``None`` to keep changes in memory.
+    token
+        The bearer token that every state-changing request (PUT, POST, …, on
+        routes added later too) and ``GET /api/config`` (camera passwords)
+        must carry (:func:`edge.web.access.protect`).
     static_dir
         Folder served at ``/static/`` with ``index.html`` at ``/``; must exist.
         Paths that resolve outside it (``..``, symlinks) are refused.
@@ -262,6 +270,9 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None,
         and bill routes (:mod:`edge.web.bills`) are added by the caller.
     """
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
+    add_security_headers(app)
+    protect(app, token)
+    protect_reads(app, "/api/config")
     resolved = static_dir.resolve(strict=True) if static_dir is not None else None
     cp = ControlPlane(daemon, config_path=config_path, static_dir=resolved,
                       heartbeat_stale_s=heartbeat_stale_s, readiness_checks=readiness_checks)

@@ -27,6 +27,8 @@ from edge.billing.events import Event, SubscriptionClosed
 from edge.billing.service import BillingService
 from edge.config import MenuEntry, StreamId, format_errors
 from edge.errors import CorrectionError, JournalError
+from edge.web.access import protect_reads
+from edge.web.limits import read_body, retry_after, too_large
 
 MAX_CORRECTION_BYTES = 16 * 1024
 """Largest correction body accepted (one is a few dozen bytes)."""
@@ -163,7 +165,9 @@ class BillsApi:
         journal failed (nothing stored).
         """
         bill_id = request.match_info["bill_id"]
-        raw = await _read_body(request, MAX_CORRECTION_BYTES)
+        raw = await read_body(request, MAX_CORRECTION_BYTES)
+        if raw is None:
+            return too_large(MAX_CORRECTION_BYTES, "a correction")
         try:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -192,7 +196,9 @@ class BillsApi:
         hub = self.service.hub
         sub = hub.subscribe()
         if sub is None:
-            return _error(503, f"too many event streams open ({hub.max_subscribers})")
+            return web.json_response(
+                {"error": f"too many event streams open ({hub.max_subscribers})"},
+                status=503, headers=retry_after(RETRY_MS / 1000))
         gauge = self.service.metrics.sse_subscribers
         gauge.set(hub.subscribers)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
@@ -254,7 +260,8 @@ def add_bill_routes(app: web.Application, service: BillingService, *, menu: Menu
     Routes: ``GET /api/menu``, ``GET /api/bills``, ``GET /api/bills/{id}``,
     ``GET /api/bills/{id}/snapshot.jpg``, ``POST /api/bills/{id}/corrections``,
     ``GET /api/events``. On the application's shutdown every event stream ends,
-    so the server stops without waiting for them.
+    so the server stops without waiting for them. The correction and the
+    snapshot need the bearer token (:mod:`edge.web.access`); the rest is open.
 
     Parameters
     ----------
@@ -276,6 +283,8 @@ def add_bill_routes(app: web.Application, service: BillingService, *, menu: Menu
     r.add_get("/api/bills/{bill_id}/snapshot.jpg", api.snapshot)
     r.add_post("/api/bills/{bill_id}/corrections", api.post_correction)
     r.add_get("/api/events", api.events)
+    # camera frames: as private as the live video, which needs the token too
+    protect_reads(app, "/api/bills/{bill_id}/snapshot.jpg")
 
     async def end_streams(_: web.Application) -> None:
         service.hub.close()
@@ -298,18 +307,6 @@ def _after(request: web.Request) -> int | web.Response | None:
         return max(0, int(value))
     except ValueError:
         return _invalid([f"after: expected the seq of a bill (an integer), got {value!r}"])
-
-
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The body, refusing more than ``limit`` bytes (413), chunked bodies too."""
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(4096):
-        body += chunk
-        if len(body) > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
-    return bytes(body)
 
 
 def _error(status: int, message: str) -> web.Response:

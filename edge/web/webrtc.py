@@ -55,10 +55,13 @@ from edge.slot import LatestSlot, SlotClosed
 from edge.web.encoders import LowLatencyH264Encoder as LowLatencyH264Encoder  # noqa: PLC0414
 from edge.web.encoders import SingleThreadVp8Encoder as SingleThreadVp8Encoder  # noqa: PLC0414
 from edge.web.encoders import install_low_latency_encoders
+from edge.web.limits import RateLimiter, read_body, retry_after, too_large
 
 log = structlog.get_logger()
 
 MAX_OFFER_BYTES = 64 * 1024
+PEER_RETRY_AFTER_S = 5.0
+"""``Retry-After`` of a 503 at ``max_peers``: about the page's reconnect backoff."""
 _CLOCK_RATE = 90_000  # RTP video clock; pts are 90 kHz ticks since the first frame
 _FPS_WINDOW_S = 2.0
 
@@ -82,9 +85,11 @@ class StreamView(Protocol):
 
 
 class OfferError(DishTrackerError):
-    """An offer was refused; ``status`` is the HTTP status to answer with."""
+    """An offer was refused; ``status`` is the HTTP status to answer with, and
+    ``retry_after_s`` (when not None) the ``Retry-After`` to send."""
 
     status = 400
+    retry_after_s: float | None = None
 
 
 class UnknownStreamError(OfferError):
@@ -97,6 +102,7 @@ class PeerLimitError(OfferError):
     """``server.max_peers`` viewers are connected already, or the hub is closing."""
 
     status = 503
+    retry_after_s: float | None = PEER_RETRY_AFTER_S
 
 
 # What aiortc 1.16 raises for offers it cannot parse or apply (measured with
@@ -259,6 +265,11 @@ class WebRtcHub:
         return self._views() if callable(self._views) else self._views
 
     @property
+    def config(self) -> ServerConfig:
+        """The server settings the hub was made with."""
+        return self._config
+
+    @property
     def peer_count(self) -> int:
         """Peer connections open or being set up, all streams together."""
         return len(self._peers)
@@ -417,6 +428,7 @@ def _codec_preferences(codec: str) -> list[Any]:
 
 
 HUB_KEY = web.AppKey("webrtc_hub", WebRtcHub)
+OFFER_LIMITER_KEY = web.AppKey("webrtc_offer_limiter", RateLimiter)
 
 
 class OfferBody(BaseModel):
@@ -432,27 +444,33 @@ def _error(status: int, reason: str, **extra: Any) -> web.Response:
     return web.json_response({"error": reason, **extra}, status=status)
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None when it exceeds ``limit`` bytes (chunked bodies too)."""
-    if request.content_length is not None and request.content_length > limit:
+def _rate_limited(request: web.Request) -> web.Response | None:
+    """The 429 answer when this client address sent too many offers, else None.
+
+    Keyed by the TCP peer address: behind a reverse proxy every client shares
+    the proxy's bucket (``X-Forwarded-For`` is not trusted; docs/SECURITY.md).
+    """
+    client = request.remote or "unknown"
+    wait_s = request.app[OFFER_LIMITER_KEY].take(client)
+    if wait_s <= 0:
         return None
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.read(limit + 1 - size)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return None
+    config = request.app[HUB_KEY].config
+    log.warning("webrtc_offer_rate_limited", peer=client, retry_after_s=round(wait_s, 1))
+    return web.json_response(
+        {"error": f"too many offers from {client}: at most {config.offer_burst} at once and "
+                  f"{config.offers_per_minute:g} a minute (server.offer_burst, "
+                  "server.offers_per_minute)"},
+        status=429, headers=retry_after(wait_s))
 
 
 async def _post_offer(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    raw = await _read_limited(request, MAX_OFFER_BYTES)
+    limited = _rate_limited(request)
+    if limited is not None:
+        return limited
+    raw = await read_body(request, MAX_OFFER_BYTES)
     if raw is None:
-        return _error(413, f"body exceeds {MAX_OFFER_BYTES} bytes")
+        return too_large(MAX_OFFER_BYTES, "an SDP offer")
     try:
         data = json.loads(raw)
     except ValueError as err:
@@ -464,7 +482,8 @@ async def _post_offer(request: web.Request) -> web.Response:
     try:
         sdp, kind = await hub.offer(request.match_info["id"], body.sdp, body.type)
     except OfferError as err:
-        return _error(err.status, str(err))
+        headers = retry_after(err.retry_after_s) if err.retry_after_s is not None else None
+        return web.json_response({"error": str(err)}, status=err.status, headers=headers)
     return web.json_response({"sdp": sdp, "type": kind})
 
 
@@ -479,8 +498,14 @@ def add_webrtc_routes(app: web.Application, hub: WebRtcHub) -> None:
     keys); the reply ``{"sdp": str, "type": "answer"}``. Errors answer
     ``{"error": reason}`` with 400 (not JSON, bad SDP), 404 (unknown stream),
     413 (too large), 422 (invalid body, with ``errors``: ``field: reason``
-    lines) or 503 (``max_peers`` reached, shutting down).
+    lines), 429 (this client address sent more than ``server.offer_burst``
+    offers at once or ``server.offers_per_minute`` on average; with
+    ``Retry-After``) or 503 (``max_peers`` reached, shutting down; with
+    ``Retry-After``). The bearer token is checked before any of this by
+    :func:`edge.web.access.protect` on the daemon's application.
     """
     app[HUB_KEY] = hub
+    app[OFFER_LIMITER_KEY] = RateLimiter(hub.config.offers_per_minute / 60.0,
+                                         hub.config.offer_burst)
     app.router.add_post("/api/streams/{id}/webrtc", _post_offer)
     app.on_shutdown.append(_close_hub)

@@ -7,7 +7,9 @@
 // canvas in requestVideoFrameCallback. The page reconnects by itself, with
 // backoff, when the connection fails, the video stalls or the daemon restarts.
 // Latest measurements: window.dishtracker (read by tests/test_browser.py).
-// The bill panel is bills.js; it follows the camera chosen here.
+// The bill panel is bills.js; it follows the camera chosen here. The offer
+// carries the access token (auth.js); without one the page waits, "Locked",
+// until it is entered. A 429 or 503 answer's Retry-After stretches the backoff.
 "use strict";
 
 (() => {
@@ -17,6 +19,7 @@
   const DISCONNECTED_GRACE_MS = 3000; // "disconnected" may recover by itself
   const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 10000];
   const ICE_GATHER_TIMEOUT_MS = 3000;
+  const auth = window.dishtrackerAuth;
 
   const $ = (id) => document.getElementById(id);
   const video = $("video");
@@ -168,7 +171,7 @@
   const STATE_TEXT = {
     new: "Starting…", connecting: "Connecting…", connected: "Live",
     disconnected: "Reconnecting…", failed: "Connection lost", offline: "Server offline",
-    closed: "Closed",
+    closed: "Closed", locked: "Locked",
   };
 
   function setState(state, message) {
@@ -228,10 +231,10 @@
     video.srcObject = null;
   }
 
-  function scheduleRetry(reason) {
+  function scheduleRetry(reason, minDelayMs = 0) {
     teardown();
     clearTimeout(retryTimer);
-    const delay = BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)];
+    const delay = Math.max(minDelayMs, BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)]);
     attempt++;
     const gen = ++generation;
     retryTimer = setTimeout(() => { if (gen === generation) connect(); }, delay);
@@ -260,6 +263,12 @@
     metrics.streamId = streamId;
     // bills.js shows this stream's open tray and bills
     document.dispatchEvent(new CustomEvent("dishtracker:stream", { detail: streamId }));
+    if (!auth.token()) {
+      setState("locked", "Enter the access token (top right) to watch the camera.");
+      await auth.ensure();
+      if (gen !== generation) return;
+      setState("connecting", "Connecting to the camera…");
+    }
     const conn = new RTCPeerConnection({ iceServers: [] }); // LAN: host candidates
     pc = conn;
     conn.addTransceiver("video", { direction: "recvonly" });
@@ -272,19 +281,31 @@
       await conn.setLocalDescription(await conn.createOffer());
       await waitForIceGathering(conn);
       if (gen !== generation) return;
-      const resp = await fetch(`/api/streams/${encodeURIComponent(streamId)}/webrtc`, {
+      const resp = await auth.fetch(`/api/streams/${encodeURIComponent(streamId)}/webrtc`, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ sdp: conn.localDescription.sdp, type: "offer" }),
       });
       const body = await resp.json().catch(() => ({}));
-      if (!resp.ok) throw new Error(body.error || `HTTP ${resp.status}`);
       if (gen !== generation) return;
+      if (resp.status === 401 || resp.status === 403) {
+        // auth.js forgot the token and shows the form; connect again once it is entered
+        teardown();
+        setState("locked", `${body.error || "Access token refused"}: enter the current one.`);
+        await auth.ensure();
+        if (gen === generation) connect();
+        return;
+      }
+      if (!resp.ok) {
+        const err = new Error(body.error || `HTTP ${resp.status}`);
+        err.retryAfterMs = 1000 * (Number(resp.headers.get("Retry-After")) || 0);
+        throw err;
+      }
       await conn.setRemoteDescription(body);
     } catch (err) {
       if (gen !== generation) return;
       setState("failed", `Cannot watch ${streamId}: ${err.message || err}. Retrying…`);
-      scheduleRetry(String(err));
+      scheduleRetry(String(err), err.retryAfterMs || 0);
     }
   }
 

@@ -7,11 +7,15 @@
 // "bill_corrected", "journal" (storage fault) and "resync". EventSource
 // reconnects by itself and sends Last-Event-ID, so the server replays the
 // bills missed meanwhile. The camera comes from app.js ("dishtracker:stream").
+// Corrections and snapshots carry the access token (auth.js): a snapshot is
+// fetched with it and shown inline as a blob: image (a plain link could not
+// send the header).
 // State for tests: window.dishtracker.bills (see tests/test_cashier_bills.py).
 "use strict";
 
 (() => {
   const LIST_LIMIT = 30;
+  const auth = window.dishtrackerAuth;
   const $ = (id) => document.getElementById(id);
   const openBox = $("bill");
   const list = $("bills");
@@ -26,6 +30,7 @@
     expanded: new Set(),
     collapsed: new Set(),
     errors: new Map(),  // bill id -> message of the last failed correction
+    photos: new Map(),  // bill id -> blob: URL of its snapshot, while shown
     lastSeq: 0,
     source: null,
   };
@@ -106,14 +111,40 @@
     add.classList.add("add");
     const foot = el("div", { class: "bill-foot" },
       add,
-      bill.has_snapshot ? el("a", { href: `/api/bills/${encodeURIComponent(bill.bill_id)}/snapshot.jpg`,
-        target: "_blank", rel: "noopener", class: "photo", text: "Photo" }) : null,
+      bill.has_snapshot ? el("button", { type: "button", class: "photo",
+        "aria-pressed": state.photos.has(bill.bill_id) ? "true" : "false",
+        text: state.photos.has(bill.bill_id) ? "Hide photo" : "Photo",
+        onclick: () => togglePhoto(bill) }) : null,
       eff.corrected && eff.total !== bill.total ? el("s", { class: "was", text: money(bill.total) }) : null,
       el("strong", { class: "total", text: money(eff.total) }));
     const error = state.errors.get(bill.bill_id);
+    const photo = state.photos.get(bill.bill_id);
     card.append(el("div", { class: "bill-body-lines" }, lines, foot,
+      photo ? el("img", { class: "snapshot", src: photo, alt: `Tray ${bill.tray_id} at the checkout` }) : null,
       error ? el("p", { class: "error", role: "alert", text: error }) : null));
     return card;
+  }
+
+  async function togglePhoto(bill) {
+    const shown = state.photos.get(bill.bill_id);
+    if (shown) {
+      URL.revokeObjectURL(shown);
+      state.photos.delete(bill.bill_id);
+      renderList();
+      return;
+    }
+    try {
+      const resp = await auth.fetch(`/api/bills/${encodeURIComponent(bill.bill_id)}/snapshot.jpg`);
+      if (!resp.ok) {
+        const data = await resp.json().catch(() => ({}));
+        throw new Error(data.error || `HTTP ${resp.status}`);
+      }
+      state.photos.set(bill.bill_id, URL.createObjectURL(await resp.blob()));
+      state.errors.delete(bill.bill_id);
+    } catch (err) {
+      state.errors.set(bill.bill_id, `No photo: ${err.message || err}`);
+    }
+    renderList();
   }
 
   function renderLine(bill, ln) {
@@ -177,7 +208,7 @@
     const card = list.querySelector(`[data-bill-id="${CSS.escape(bill.bill_id)}"]`);
     if (card) card.querySelectorAll("button, select").forEach((c) => { c.disabled = true; });
     try {
-      const resp = await fetch(`/api/bills/${encodeURIComponent(bill.bill_id)}/corrections`, {
+      const resp = await auth.fetch(`/api/bills/${encodeURIComponent(bill.bill_id)}/corrections`, {
         method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify(body) });
       const data = await resp.json().catch(() => ({}));
@@ -263,6 +294,8 @@
     if (ev.detail === state.stream) return;
     state.stream = ev.detail;
     state.bills = [];
+    state.photos.forEach((url) => URL.revokeObjectURL(url));
+    state.photos.clear();
     state.expanded.clear();
     state.collapsed.clear();
     renderOpen();
