@@ -8,8 +8,9 @@ supervisor watches every stage task (the journal writer too): a crashed
 stage stops the process with a non-zero exit so systemd restarts it (never a
 half-alive daemon). SIGTERM/SIGINT shut down in
 uvicorn's order: ``STOPPING=1`` → stop listening → close peers → stop
-sources and drain (the last bills close) → flush the journal and end the
-event streams → close the server.
+sources and drain (the last bills close) → publish the fleet outbox and the
+``offline`` status (bounded; only with ``fleet.enabled``) → flush the journal
+and end the event streams → close the server.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from aiohttp import web
 from edge.billing.service import JOURNAL_FILE, BillingService
 from edge.config import SiteConfig
 from edge.errors import JournalError
+from edge.fleet import create_fleet
+from edge.fleet.routes import add_fleet_routes
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
 from edge.systemd import Notifier
@@ -95,7 +98,7 @@ class _Progress:
         return f"{running}/{len(streams)} streams running, {peers} viewers"
 
 
-async def serve(config: SiteConfig, *, config_path: Path | None,
+async def serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR0915  # start/stop order in one place
                 stop: asyncio.Event | None = None) -> int:
     """Run the daemon until ``stop`` is set or a signal arrives; returns the exit code.
 
@@ -121,12 +124,16 @@ async def serve(config: SiteConfig, *, config_path: Path | None,
     pipeline = Pipeline(config, metrics, billing=billing)
     try:
         token = load_token(config.server, config.storage)  # storage.dir exists by now
+        fleet = create_fleet(  # a missing mqtt extra fails here, before the model loads
+            config.fleet, billing, metrics,
+            health=lambda: {"streams": pipeline.stream_status(), "journal": billing.status()})
         await pipeline.start()
     except BaseException:
         await billing.close()
         raise
     hub = WebRtcHub(pipeline.views, config.server, metrics)
     app = _web_app(pipeline, hub, billing, config_path, token.value)
+    add_fleet_routes(app, fleet.status)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=ssl_context)
@@ -140,19 +147,22 @@ async def serve(config: SiteConfig, *, config_path: Path | None,
                   error=str(err))
         return 1
     _announce(config, token, tls=ssl_context is not None)
+    fleet.start()
     progress = _Progress(pipeline)
     notifier.ready("started")
     watchdog = asyncio.create_task(
         notifier.run_watchdog(progress, summary=progress.summary), name="watchdog")
     code = 0
     try:
-        code = await _supervise(stop, lambda: [*pipeline.tasks(), *billing.tasks(), watchdog])
+        code = await _supervise(stop, lambda: [*pipeline.tasks(), *billing.tasks(), watchdog,
+                                               *fleet.tasks()])
     finally:
         log.info("daemon_stopping")
         notifier.stopping("shutting down")
         await site.stop()  # stop listening
         await hub.close()  # close peers
         await pipeline.stop()  # stop sources, drain, release the model
+        await fleet.close()  # the last bills to the broker (bounded), then "offline"
         await billing.close()  # commit the last bills, end the event streams
         watchdog.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -173,7 +183,8 @@ def _announce(config: SiteConfig, token: AccessToken, *, tls: bool) -> None:
 
 async def _open_billing(config: SiteConfig, metrics: Metrics) -> BillingService:
     """The billing service on ``storage.dir/journal.sqlite3``, opened."""
-    billing = BillingService(config.storage.dir / JOURNAL_FILE, metrics)
+    billing = BillingService(config.storage.dir / JOURNAL_FILE, metrics,
+                             outbox=config.fleet.enabled)
     try:
         await billing.open()
     except JournalError as err:

@@ -57,6 +57,15 @@ class Metrics:
         Failed journal operations; label ``op`` (``commit``, ``read``, ``correct``).
     sse_subscribers : Gauge
         Open ``GET /api/events`` streams.
+    fleet_outbox_depth : Gauge
+        Outbox messages not yet acknowledged by the MQTT broker.
+    fleet_published : Counter
+        Outbox messages the broker acknowledged (``PUBACK``), re-sends
+        included; label ``kind`` (``bill``, ``correction``).
+    fleet_broker_connected : Gauge
+        1 while connected to the MQTT broker, else 0.
+    fleet_connection_errors : Counter
+        Failed connection attempts and lost connections to the broker.
     """
 
     def __init__(self) -> None:
@@ -100,6 +109,18 @@ class Metrics:
                                       ["op"], registry=r)
         self.sse_subscribers = Gauge("dishtracker_sse_subscribers", "Open event streams",
                                      registry=r)
+        self.fleet_outbox_depth = Gauge(
+            "dishtracker_fleet_outbox_depth", "Outbox messages not yet acknowledged by the broker",
+            registry=r)
+        self.fleet_published = Counter(
+            "dishtracker_fleet_published", "Outbox messages acknowledged by the broker",
+            ["kind"], registry=r)
+        self.fleet_broker_connected = Gauge(
+            "dishtracker_fleet_broker_connected", "1 while connected to the MQTT broker",
+            registry=r)
+        self.fleet_connection_errors = Counter(
+            "dishtracker_fleet_connection_errors", "Failed or lost MQTT broker connections",
+            registry=r)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of sample ``name`` with ``labels`` (0 when never set)."""

@@ -2,7 +2,9 @@
 
 Run by tests/test_journal.py, which kills it with SIGKILL at random moments:
 ``python tests/journal_writer.py JOURNAL PREFIX``. Prints ``ready`` once the
-journal is open.
+journal is open. ``… JOURNAL PREFIX outbox`` (tests/test_fleet_mqtt.py) writes
+the fleet outbox too and adds a correction to every third bill, printing
+``{bill_id} corrected`` once that returned.
 """
 
 from __future__ import annotations
@@ -10,21 +12,27 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bills_support import make_bill
+from bills_support import MENU, make_bill
 
+from edge.billing.corrections import parse_correction
 from edge.billing.journal import Journal
 
 
 def main() -> None:
     path, prefix = Path(sys.argv[1]), sys.argv[2]
+    outbox = sys.argv[3:] == ["outbox"]
     snapshot = bytes(range(256)) * 64  # 16 KiB: commits span several pages
-    journal = Journal(path)
+    journal = Journal(path, outbox=outbox)
+    confirm = parse_correction({"action": "confirm", "line": 2})
     print("ready", flush=True)
     i = 0
     while True:
         bill_id = f"{prefix}-{i}"
         journal.commit(make_bill(bill_id, snapshot=snapshot))
         print(bill_id, flush=True)
+        if outbox and i % 3 == 0:
+            journal.add_correction(bill_id, confirm, MENU)
+            print(f"{bill_id} corrected", flush=True)
         i += 1
 
 

@@ -11,6 +11,12 @@ rows of their own (see :mod:`edge.billing.corrections`). Committing a bill
 id that is already there is a no-op, so a replay after a restart adds
 nothing. The schema is documented in ``docs/API.md``.
 
+With ``outbox=True`` (the fleet is enabled) each new bill and each
+correction also gets a row in the ``outbox`` table in the same transaction
+(:mod:`edge.billing.outbox`), for the MQTT publisher. Schema version 2 added
+that table; a version 1 journal gains it when opened (its bills are not
+enqueued: see ``docs/FLEET.md``).
+
 A :class:`Journal` holds one ``sqlite3`` connection and must be used from the
 thread that opened it.
 """
@@ -27,12 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.billing import outbox as ob
 from edge.billing.corrections import Add, Change, Confirm, Remove, effective, resolve
 from edge.billing.model import Bill
 from edge.config import MenuEntry
 from edge.errors import JournalError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x44544A4E  # "DTJN" in the SQLite header: `file` and tools can tell it apart
 
 _SCHEMA = (
@@ -68,6 +75,11 @@ _SCHEMA = (
         BEGIN SELECT RAISE(ABORT, 'corrections are append-only: add another one'); END""",
 )
 
+# Schema version -> the statements that reach it from the version before. A new
+# journal runs _SCHEMA (version 1) and then every migration, so a fresh journal
+# and an upgraded one are built by the same statements.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {2: ob.SCHEMA}
+
 _COLUMNS = ("b.seq, b.bill_id, b.stream_id, b.tray_id, b.opened_at, b.closed_at, b.frame_seq, "
             "b.total, b.needs_review, b.reason, b.items_json, b.tray_box_json, b.created_at, "
             "s.bill_id IS NOT NULL")
@@ -95,6 +107,9 @@ class Journal:
     ----------
     path : Path
         The journal file; created (with its folder) when missing.
+    outbox : bool
+        Write an outbox row with every new bill and correction, in the same
+        transaction (the fleet is enabled).
 
     Raises
     ------
@@ -104,15 +119,16 @@ class Journal:
         this version understands.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, outbox: bool = False) -> None:
         self.path = path
+        self.outbox = outbox
         _check_writable(path)
         try:
             self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
         except sqlite3.Error as err:
             raise JournalError(f"{path}: cannot open the journal: {err}") from err
         try:
-            fresh = self._check_schema()  # before any PRAGMA that would change a foreign file
+            version = self._check_schema()  # before any PRAGMA that would change a foreign file
             self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
             # FULL: the WAL is fsynced at every commit (NORMAL would lose the
             # last commits on power loss, though not on a process kill)
@@ -120,8 +136,8 @@ class Journal:
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._default_max_pages = int(
                 self._conn.execute("PRAGMA max_page_count").fetchone()[0])
-            if fresh:
-                self._create_schema()
+            if version < SCHEMA_VERSION:
+                self._create_schema(version)
         except sqlite3.OperationalError as err:  # locked, I/O error, read-only medium
             self._conn.close()
             raise JournalError(f"{path}: cannot open the journal: {err}") from err
@@ -133,20 +149,27 @@ class Journal:
             self._conn.close()
             raise
 
-    def _create_schema(self) -> None:
+    def _create_schema(self, version: int) -> None:
+        """Create the schema (``version`` 0) or migrate it up, in one transaction."""
         with self._write():
-            for statement in _SCHEMA:  # not executescript(): it would commit early
-                self._conn.execute(statement)
+            if version == 0:
+                for statement in _SCHEMA:  # not executescript(): it would commit early
+                    self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                version = 1
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    self._conn.execute(statement)
             self._conn.execute("INSERT INTO schema_version (version) VALUES (?)",
                                (SCHEMA_VERSION,))
-            self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
-    def _check_schema(self) -> bool:
-        """True for an empty database (a new journal); raises for a foreign or newer one."""
+    def _check_schema(self) -> int:
+        """The schema version (0 for an empty database, a new journal); raises
+        for a foreign or newer one."""
         tables = {r[0] for r in self._conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables:
-            return True
+            return 0
         if "schema_version" not in tables:
             raise JournalError(
                 f"{self.path} is an SQLite database but not a DishTracker journal (tables: "
@@ -160,7 +183,7 @@ class Journal:
                 f"{self.path}: journal schema version {version} is newer than this "
                 f"DishTracker understands ({SCHEMA_VERSION}); upgrade DishTracker, or move "
                 "the file away to start a new journal")
-        return False
+        return version
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
@@ -189,6 +212,7 @@ class Journal:
         JournalError
             The write failed (disk full, I/O error); nothing was written.
         """
+        created_at = time.time()
         try:
             with self._write():
                 cur = self._conn.execute(
@@ -199,11 +223,17 @@ class Journal:
                     (bill.bill_id, bill.stream_id, bill.tray_id, bill.opened_at,
                      bill.closed_at, bill.frame_seq, bill.total, int(bill.needs_review),
                      bill.reason, json.dumps([i.to_json() for i in bill.items]),
-                     json.dumps(list(bill.tray_box)), time.time()))
+                     json.dumps(list(bill.tray_box)), created_at))
                 new = cur.rowcount == 1
                 if new and bill.snapshot_jpeg is not None:
                     self._conn.execute("INSERT INTO snapshots (bill_id, jpeg) VALUES (?, ?)",
                                        (bill.bill_id, bill.snapshot_jpeg))
+                if new and self.outbox:
+                    payload = ob.bill_payload(bill.to_json(), int(cur.lastrowid or 0),
+                                              created_at)
+                    ob.enqueue(self._conn, kind="bill", message_id=bill.bill_id,
+                               bill_id=bill.bill_id, stream_id=bill.stream_id, payload=payload,
+                               created_at=created_at)
         except sqlite3.Error as err:
             raise JournalError(f"{self.path}: cannot commit bill {bill.bill_id}: {err}") from err
         return new
@@ -272,21 +302,69 @@ class Journal:
         """
         try:
             with self._write():
-                row = self._conn.execute("SELECT items_json FROM bills WHERE bill_id = ?",
-                                         (bill_id,)).fetchone()
+                row = self._conn.execute(
+                    "SELECT items_json, stream_id FROM bills WHERE bill_id = ?",
+                    (bill_id,)).fetchone()
                 if row is None:
                     return None
+                items = json.loads(row[0])
                 earlier = [json.loads(r[0]) for r in self._conn.execute(
                     "SELECT body_json FROM corrections WHERE bill_id = ? ORDER BY id",
                     (bill_id,))]
-                body = resolve(correction, json.loads(row[0]), earlier, menu)
-                self._conn.execute(
+                body = resolve(correction, items, earlier, menu)
+                created_at = time.time()
+                cur = self._conn.execute(
                     "INSERT INTO corrections (bill_id, created_at, body_json) VALUES (?, ?, ?)",
-                    (bill_id, time.time(), json.dumps(body)))
+                    (bill_id, created_at, json.dumps(body)))
+                if self.outbox:
+                    cid = int(cur.lastrowid or 0)
+                    payload = ob.correction_payload(
+                        {"id": cid, "created_at": created_at, **body},
+                        effective(items, [*earlier, body]))
+                    ob.enqueue(self._conn, kind="correction",
+                               message_id=ob.correction_message_id(bill_id, cid),
+                               bill_id=bill_id, stream_id=str(row[1]), payload=payload,
+                               created_at=created_at)
         except sqlite3.Error as err:
             raise JournalError(f"{self.path}: cannot store the correction of {bill_id}: "
                                f"{err}") from err
         return self.get(bill_id)
+
+    def outbox_pending(self, limit: int) -> list[ob.OutboxRow]:
+        """The first ``limit`` unsent outbox rows, oldest first."""
+        try:
+            return ob.pending(self._conn, limit)
+        except sqlite3.Error as err:
+            raise JournalError(f"{self.path}: cannot read the outbox: {err}") from err
+
+    def outbox_mark_sent(self, ids: Sequence[int]) -> int:
+        """Mark outbox rows sent (the broker acknowledged them); how many changed.
+
+        Raises
+        ------
+        JournalError
+            The write failed; the rows stay unsent and go out again.
+        """
+        try:
+            with self._write():
+                return ob.mark_sent(self._conn, ids, time.time())
+        except sqlite3.Error as err:
+            raise JournalError(f"{self.path}: cannot mark outbox rows sent: {err}") from err
+
+    def outbox_prune(self, keep_s: float) -> int:
+        """Delete outbox rows sent more than ``keep_s`` seconds ago; how many went."""
+        try:
+            with self._write():
+                return ob.prune(self._conn, time.time() - keep_s)
+        except sqlite3.Error as err:
+            raise JournalError(f"{self.path}: cannot prune the outbox: {err}") from err
+
+    def outbox_depth(self) -> tuple[int, float | None]:
+        """``(unsent outbox rows, created_at of the oldest or None)``."""
+        try:
+            return ob.depth(self._conn)
+        except sqlite3.Error as err:
+            raise JournalError(f"{self.path}: cannot read the outbox: {err}") from err
 
     def limit_size(self, max_bytes: int | None) -> None:
         """Cap the database at ``max_bytes`` (rounded down to pages; never below

@@ -14,7 +14,9 @@ stream's bills reach the journal in order and none is lost while the process
 lives. :meth:`BillingService.close` drains the queue (bounded) and, as a last
 resort, logs the bills it could not commit in full.
 
-HTTP reads and corrections run in the same thread, one at a time.
+HTTP reads and corrections run in the same thread, one at a time, and so
+do the fleet publisher's outbox reads and writes (:class:`Outbox` is what
+:class:`edge.fleet.publisher.FleetPublisher` needs from this service).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import dataclasses
 import functools
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +38,7 @@ from edge.billing.corrections import Add, Change, Confirm, Remove
 from edge.billing.events import Event, EventHub
 from edge.billing.journal import BillPage, Journal
 from edge.billing.model import Bill, TrayState
+from edge.billing.outbox import OutboxRow
 from edge.config import MenuEntry
 from edge.errors import JournalError
 from edge.metrics import Metrics
@@ -66,12 +69,17 @@ class BillingService:
         Backoff between commit attempts while the journal fails, seconds.
     tray_interval_s : float
         Tray states of one stream are published at most this often, seconds.
+    outbox : bool
+        Enqueue every new bill and correction for the fleet, in the commit's
+        transaction (see :mod:`edge.billing.outbox`).
     """
 
     def __init__(self, path: Path, metrics: Metrics, *, hub: EventHub | None = None,
                  retry_initial_s: float = 0.5, retry_max_s: float = 30.0,
-                 tray_interval_s: float = 0.2) -> None:
+                 tray_interval_s: float = 0.2, outbox: bool = False) -> None:
         self.path = path
+        self.outbox = outbox
+        self._outbox_listeners: list[Callable[[], None]] = []
         self.metrics = metrics
         self.hub = hub if hub is not None else EventHub()
         self.retry_initial_s = retry_initial_s
@@ -99,7 +107,8 @@ class BillingService:
         """
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         try:
-            self._journal = await self._run(Journal, self.path)
+            self._journal = await self._run(functools.partial(Journal, outbox=self.outbox),
+                                            self.path)
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -224,7 +233,35 @@ class BillingService:
         if view is not None:
             self.hub.publish(Event.of("bill_corrected", view))
             log.info("bill_corrected", bill_id=bill_id, action=correction.action)
+            self._outbox_changed()
         return view
+
+    # ---- the fleet outbox ---------------------------------------------------------
+
+    def add_outbox_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` on the loop after each commit that added outbox rows."""
+        self._outbox_listeners.append(listener)
+
+    async def outbox_pending(self, limit: int) -> list[OutboxRow]:
+        """The first ``limit`` unsent outbox rows, oldest first."""
+        return await self._run(lambda: self._need().outbox_pending(limit))
+
+    async def outbox_mark_sent(self, ids: Sequence[int]) -> int:
+        """Mark outbox rows sent (acknowledged by the broker); how many changed."""
+        return await self._run(self._need().outbox_mark_sent, list(ids))
+
+    async def outbox_prune(self, keep_s: float) -> int:
+        """Delete outbox rows sent more than ``keep_s`` seconds ago; how many went."""
+        return await self._run(self._need().outbox_prune, keep_s)
+
+    async def outbox_depth(self) -> tuple[int, float | None]:
+        """``(unsent outbox rows, created_at of the oldest or None)``."""
+        return await self._run(self._need().outbox_depth)
+
+    def _outbox_changed(self) -> None:
+        if self.outbox:
+            for listener in self._outbox_listeners:
+                listener()
 
     async def limit_journal_size(self, max_bytes: int | None) -> None:
         """Cap the journal file (see :meth:`Journal.limit_size`); None lifts the cap."""
@@ -300,6 +337,7 @@ class BillingService:
             log.info("bill_committed", bill_id=bill.bill_id, stream=bill.stream_id,
                      total=bill.total, items=len(bill.items), needs_review=bill.needs_review)
             self.hub.publish(Event.of("bill", view, view["seq"]))
+            self._outbox_changed()
 
     def _commit(self, bill: Bill) -> dict[str, Any] | None:
         """In the journal thread: commit, then read back the view to publish."""

@@ -1,0 +1,95 @@
+"""Fleet events over MQTT: the journal's outbox, status and health to a broker.
+
+``journal (outbox) ─▶ fleet publisher ─▶ MQTT broker`` (docs/FLEET.md).
+The MQTT client is the optional ``mqtt`` extra: :func:`create_fleet` imports
+it only when ``fleet.enabled`` is true, so the daemon runs without it
+otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from edge.config import FleetConfig
+from edge.errors import MissingExtraError
+from edge.metrics import Metrics
+
+if TYPE_CHECKING:
+    from edge.fleet.publisher import Outbox
+
+
+class Fleet(Protocol):
+    """What the daemon drives: :class:`edge.fleet.publisher.FleetPublisher`, or
+    :class:`FleetOff` when the fleet is disabled."""
+
+    def start(self) -> None:
+        """Start publishing (on the loop)."""
+        ...
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """Tasks the daemon's supervisor watches."""
+        ...
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Publish what is unsent (bounded), say ``offline``, disconnect."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """JSON-ready state for ``GET /api/fleet``."""
+        ...
+
+
+class FleetOff:
+    """The fleet when ``fleet.enabled`` is false: nothing runs, nothing is enqueued."""
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """No tasks."""
+        return []
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Nothing to close."""
+
+    def status(self) -> dict[str, Any]:
+        """``{"enabled": false}``."""
+        return {"enabled": False}
+
+
+def create_fleet(config: FleetConfig, outbox: Outbox, metrics: Metrics, *,
+                 health: Callable[[], dict[str, Any]] | None = None) -> Fleet:
+    """The publisher of an enabled ``[fleet]`` config (not started), else :class:`FleetOff`.
+
+    Parameters
+    ----------
+    config
+        The ``[fleet]`` table.
+    outbox
+        The journal's outbox (the billing service, opened with ``outbox=True``).
+    metrics
+        Where the ``fleet_*`` metrics go.
+    health
+        Returns the daemon's part of the health report (streams, journal).
+
+    Raises
+    ------
+    MissingExtraError
+        The fleet is enabled and the MQTT client (aiomqtt, the ``mqtt`` extra)
+        is not installed.
+    ConfigError
+        ``fleet.password_file`` cannot be read.
+    """
+    if not config.enabled:
+        return FleetOff()
+    try:
+        from edge.fleet.publisher import FleetPublisher  # noqa: PLC0415  # optional extra
+    except ImportError as err:
+        raise MissingExtraError(
+            f"fleet.enabled is true but the MQTT client is not installed ({err.name} is "
+            "missing): pip install 'dishtracker-edge[mqtt]', or set fleet.enabled = false"
+        ) from err
+    return FleetPublisher(config, outbox, metrics, health=health,
+                          password=config.read_password())

@@ -1,0 +1,26 @@
+"""``GET /api/fleet``: the MQTT publisher's state, for operators and probes.
+
+A broker outage is not a readiness failure (bills wait in the journal's
+outbox), so the broker's state is reported here, beside ``/readyz``, not in
+its reasons. The route is added by :mod:`edge.daemon`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+FleetStatus = Callable[[], dict[str, Any]]
+"""Returns the publisher's state: ``FleetPublisher.status()``, or
+``{"enabled": false}`` when the fleet is off."""
+
+
+def add_fleet_routes(app: web.Application, status: FleetStatus) -> None:
+    """Add ``GET /api/fleet`` answering ``status()`` as JSON (always 200)."""
+
+    async def fleet(request: web.Request) -> web.Response:
+        return web.json_response(status())
+
+    app.router.add_get("/api/fleet", fleet)
