@@ -43,7 +43,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from calibration.data import read_split  # noqa: E402
 from calibration.propose import (  # noqa: E402
     Embedder,
     build_support,
@@ -111,10 +110,35 @@ def score_model(model: Path, test: Path, threads: int) -> dict[str, Any]:
             "base_dishes_map50": summary["map50_dishes"], "n_images": summary["n_images"]}
 
 
-def main() -> None:
+def proposal_round(embedder: Embedder, pool: dict[str, Any], picked: list[int], *, data: Path,
+                   work: Path, count: int) -> dict[str, float]:
+    """Proposals of the shipped model for ``count`` pool frames not in ``picked``, with the
+    picked (labelled) frames as support; their accuracy on the new dishes."""
+    support = build_support(embedder, work / "data" / "train", progress=False)
+    rest = [i for i in range(len(pool["images"])) if i not in set(picked)]
+    chosen = sorted(np.random.default_rng(1).choice(rest, size=min(count, len(rest)),
+                                                    replace=False).tolist())
+    images = [dict(pool["images"][i], file_name=str(
+        (data / "train" / pool["images"][i]["file_name"]).resolve())) for i in chosen]
+    ids = {im["id"] for im in images}
+    unl = work / "unlabelled"
+    unl.mkdir(parents=True, exist_ok=True)
+    (unl / "annotations.json").write_text(json.dumps({
+        "images": images, "categories": pool["categories"],
+        "annotations": [a for a in pool["annotations"] if a["image_id"] in ids]}))
+    doc = propose(embedder, support, unlabelled_images(unl), progress=False)
+    return score_proposals(doc, unl, classes=NEW)
+
+
+def main() -> None:  # noqa: PLR0915 - one linear script
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="site2 COCO root")
     ap.add_argument("--budgets", default="1,5,20,50")
+    ap.add_argument("--replay", type=Path, default=None,
+                    help="split of the base classes mixed into training (calibrate train "
+                         "--replay), e.g. the shipped model's training split")
+    ap.add_argument("--plain-budgets", default="1",
+                    help="budgets also trained without --replay, to show forgetting")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--epoch-images", type=int, default=320)
     ap.add_argument("--propose-images", type=int, default=300)
@@ -131,8 +155,11 @@ def main() -> None:
         base.write_text(json.dumps(score_model(DEFAULT_MODEL, test, args.threads)))
     rows.append({"budget": 0, "frames": 0, **json.loads(base.read_text())})
     embedder = Embedder(DEFAULT_MODEL, threads=args.threads)
-    for budget in (int(b) for b in args.budgets.split(",")):
-        work = args.out / f"k{budget}"
+    runs = [(int(b), args.replay) for b in args.budgets.split(",")]
+    if args.replay is not None and args.plain_budgets:
+        runs += [(int(b), None) for b in args.plain_budgets.split(",")]
+    for budget, replay in runs:
+        work = args.out / f"k{budget}-{'replay' if replay else 'plain'}"
         report = work / "report.json"
         if report.exists():
             rows.append(json.loads(report.read_text()))
@@ -147,43 +174,32 @@ def main() -> None:
                "--epoch-images", str(max(args.epoch_images, len(picked))),
                "--backbone-lr-scale", "0.3", "--threads", str(args.threads),
                "--val-max-images", "60", "--model-version", f"site2-k{budget}"]
+        if replay is not None:
+            cmd += ["--replay", str(replay), "--replay-share", "0.5"]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
         train_s = time.monotonic() - started
         scores = score_model(work / "run" / "model.onnx", test, args.threads)
-        # proposals with the shipped model: the labelled frames as support, other pool
-        # frames as the unlabelled set
-        support = build_support(embedder, work / "data" / "train", progress=False)
-        rest = [i for i in range(len(pool["images"])) if i not in set(picked)]
-        chosen = set(np.random.default_rng(1).choice(rest, size=min(args.propose_images,
-                                                                    len(rest)), replace=False))
-        unl = work / "unlabelled"
-        subset_doc = {"images": [dict(pool["images"][i], file_name=str(
-                          (args.data / "train" / pool["images"][i]["file_name"]).resolve()))
-                                 for i in sorted(chosen)],
-                      "categories": pool["categories"],
-                      "annotations": [a for a in pool["annotations"]
-                                      if a["image_id"] in {pool["images"][i]["id"] for i in chosen}]}
-        unl.mkdir(parents=True, exist_ok=True)
-        (unl / "annotations.json").write_text(json.dumps(subset_doc))
-        doc = propose(embedder, support, unlabelled_images(unl), progress=False)
-        prop = score_proposals(doc, unl, classes=NEW)
+        prop = proposal_round(embedder, pool, picked, data=args.data, work=work,
+                              count=args.propose_images)
         steps = [json.loads(line)["steps"] for line in
                  (work / "run" / "history.jsonl").read_text().splitlines()]
-        row = {"budget": budget, "frames": len(picked), "steps": int(sum(steps)),
+        row = {"budget": budget, "replay": replay is not None, "frames": len(picked),
+               "steps": int(sum(steps)),
                "train_min": round(train_s / 60, 1), **scores, "proposals": prop}
         report.write_text(json.dumps(row, indent=1))
         rows.append(row)
     embedder.close()
     print(f"\nFew-label curve: new dishes {', '.join(NEW)}; held-out seeds of {test} "
           f"({rows[0]['n_images']} frames)")
-    head = (f"{'K/class':>7} {'frames':>6} {'steps':>5} {'min':>5} {'new mAP50':>9} "
+    head = (f"{'K/class':>7} {'replay':>6} {'frames':>6} {'steps':>5} {'min':>5} {'new mAP50':>9} "
             + " ".join(f"{c[:9]:>9}" for c in NEW) + f" {'base dish':>9} {'prop top1':>9} "
             f"{'top3':>6}")
     print(head)
     for r in rows:
         p = r.get("proposals", {})
-        print(f"{r['budget']:>7} {r['frames']:>6} {r.get('steps', 0):>5} "
+        print(f"{r['budget']:>7} {'yes' if r.get('replay') else 'no':>6} {r['frames']:>6} "
+              f"{r.get('steps', 0):>5} "
               f"{r.get('train_min', 0):>5} {r['new_map50']:>9.3f} "
               + " ".join(f"{r['new_ap50'][c]:>9.3f}" for c in NEW)
               + f" {r['base_dishes_map50']:>9.3f} "

@@ -12,7 +12,7 @@ index))``: a sample is the same whatever the worker count or a resume.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +245,22 @@ class DetectionDataset(Dataset[dict[str, torch.Tensor]]):
             "regression_mask": torch.from_numpy(targets.regression_mask),
             "classes": torch.from_numpy(targets.classes),
         }
+
+
+def remap_classes(split: Split, class_names: list[str]) -> list[FrameRecord]:
+    """``split``'s frames with class ids renumbered to ``class_names`` (matched by name).
+
+    Lets a split of known classes (a replay set) train a model whose class list
+    is longer (a site's new dishes appended).
+
+    Raises
+    ------
+    InputFormatError
+        If ``split`` has a class ``class_names`` lacks.
+    """
+    missing = [n for n in split.class_names if n not in class_names]
+    if missing:
+        msg = f"{split.root}: classes {missing} are not among the training classes"
+        raise InputFormatError(msg)
+    table = np.array([class_names.index(n) for n in split.class_names], np.int64)
+    return [replace(f, classes=table[f.classes]) for f in split.frames]

@@ -71,6 +71,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="a training set smaller than N repeats to N images per epoch (few labelled frames)",
     )
     parser.add_argument(
+        "--replay", type=Path, default=None, metavar="SPLIT",
+        help="a COCO split of classes the model already knows (e.g. the vendor's training "
+        "split or `calibrate dataset` renders), mixed into every epoch so fine-tuning on a "
+        "few site frames does not forget them",
+    )
+    parser.add_argument(
+        "--replay-share", type=float, default=0.5,
+        help="share of each epoch's images taken from --replay (default 0.5)",
+    )
+    parser.add_argument(
         "--val-max-images", type=int, default=200, help="validation images per epoch"
     )
     parser.add_argument("--time-budget-s", type=float, default=None, help="stop after this long")
@@ -124,6 +134,8 @@ def run_train(args: argparse.Namespace) -> int:
         init=args.init,
         max_images=args.max_images,
         epoch_images=args.epoch_images,
+        replay=args.replay,
+        replay_share=args.replay_share,
         val_max_images=args.val_max_images,
         time_budget_s=args.time_budget_s,
         input_size=tuple(args.input_size),

@@ -39,7 +39,15 @@ from calibration.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from calibration.data import DetectionDataset, Split, budget, read_split, refuse_held_out
+from calibration.data import (
+    DetectionDataset,
+    FrameRecord,
+    Split,
+    budget,
+    read_split,
+    refuse_held_out,
+    remap_classes,
+)
 from calibration.export import export_onnx
 from calibration.model import DishNet, HeadType, build_model
 from calibration.targets import detection_loss
@@ -66,6 +74,8 @@ class TrainConfig:
     init: Path | None = None
     max_images: int | None = None
     epoch_images: int | None = None  # a smaller training set repeats to this many per epoch
+    replay: Path | None = None  # a split of classes the model knows, mixed in against forgetting
+    replay_share: float = 0.5  # of each epoch's images, with ``replay``
     val_max_images: int | None = 200
     time_budget_s: float | None = None
     input_size: tuple[int, int] = (320, 240)
@@ -154,10 +164,14 @@ class Trainer:
         val_split = self._read_val()
         frames = budget(train_split.frames, config.max_images, config.seed)
         self.unique_images = len(frames)
-        if frames and config.epoch_images and len(frames) < config.epoch_images:
+        replay = self._replay(len(frames))
+        self.replay_images = len(replay)
+        wanted = max(config.epoch_images or 0, len(frames) + len(replay)) - len(replay)
+        if frames and len(frames) < wanted:
             # a few labelled frames: repeat them (each copy gets its own augmentation) so an
             # epoch has enough steps for the schedule and validation is not run every step
-            frames = (frames * math.ceil(config.epoch_images / len(frames)))[:config.epoch_images]
+            frames = (frames * math.ceil(wanted / len(frames)))[:wanted]
+        frames = frames + replay
         n = len(self.class_names)
         self.train_set = DetectionDataset(
             frames, n, config.input_size, train=True, seed=config.seed, head=config.head
@@ -191,6 +205,23 @@ class Trainer:
         self.epoch = 0
         self.best: float | None = None
         self.best_epoch: int | None = None
+
+    def _replay(self, own: int) -> list[FrameRecord]:
+        """Frames of the replay split: ``replay_share`` of the epoch, classes renumbered."""
+        config = self.config
+        if config.replay is None:
+            return []
+        if not 0.0 < config.replay_share < 1.0:
+            msg = f"replay_share must be in (0, 1), got {config.replay_share}"
+            raise InputFormatError(msg)
+        split = read_split(config.replay)
+        refuse_held_out(split, "replay")
+        epoch = max(config.epoch_images or 0, own)
+        count = max(1, round(epoch * config.replay_share / (1.0 - config.replay_share))
+                    if not config.epoch_images else round(epoch * config.replay_share))
+        frames = budget(remap_classes(split, self.class_names), count, config.seed + 1)
+        self.log.info("replay", split=str(config.replay), frames=len(frames))
+        return frames
 
     def _read_val(self) -> Split | None:
         val_dir = self.config.data / "val"
@@ -275,6 +306,8 @@ class Trainer:
             "head": self.config.head,
             "train_images": self.unique_images,
             "epoch_images": len(self.train_set),
+            "replay": None if self.config.replay is None else str(self.config.replay),
+            "replay_images": self.replay_images,
             "train_seeds": seeds[:50],
             "epochs": self.epoch,
             "init": None if self.config.init is None else str(self.config.init),

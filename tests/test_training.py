@@ -34,7 +34,12 @@ from calibration.model import DetectionGraph, build_model, decode_factorized  # 
 from calibration.targets import detection_loss, encode_targets  # noqa: E402
 from calibration.train import add_train_arguments, run_train  # noqa: E402
 from edge.detect.contract import check_contract  # noqa: E402
-from edge.errors import HeldOutSeedError, MissingExtraError, ModelError  # noqa: E402
+from edge.errors import (  # noqa: E402
+    HeldOutSeedError,
+    InputFormatError,
+    MissingExtraError,
+    ModelError,
+)
 
 CLASSES = ["tray", "red_disc", "blue_box"]
 COLOURS = {1: (40, 40, 220), 2: (220, 60, 40)}  # BGR
@@ -452,3 +457,20 @@ def test_few_labelled_frames_repeat_to_the_epoch_size(dataset: Path, tmp_path: P
     assert [h["steps"] for h in history] == [2]  # 2 frames x 4 copies, batches of 4
     training = load_checkpoint(out / "last.ckpt")["training"]
     assert training["train_images"] == 2 and training["epoch_images"] == 8
+
+
+def test_replay_mixes_known_classes_into_each_epoch(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "replay"
+    extra = ("--max-images", "2", "--epoch-images", "8", "--head", "factorized",
+             "--replay", str(dataset / "val"), "--replay-share", "0.5")
+    assert run_train(_args(dataset, out, *extra)) == 0
+    training = load_checkpoint(out / "last.ckpt")["training"]
+    assert training["replay_images"] == 4 and training["epoch_images"] == 8
+    assert training["train_images"] == 2
+    other = tmp_path / "other"
+    _write_split(other, "val", 2, seed=13)
+    doc = json.loads((other / "val" / "annotations.json").read_text())
+    doc["categories"][2]["name"] = "green_triangle"  # a class the training split lacks
+    (other / "val" / "annotations.json").write_text(json.dumps(doc))
+    with pytest.raises(InputFormatError, match="green_triangle"):
+        run_train(_args(dataset, tmp_path / "bad", "--replay", str(other / "val")))
