@@ -7,7 +7,16 @@ default) lets tests run several pipelines in one process.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import asyncio
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
                     0.5, 0.75, 1.0, 2.0)
@@ -66,6 +75,11 @@ class Metrics:
         1 while connected to the MQTT broker, else 0.
     fleet_connection_errors : Counter
         Failed connection attempts and lost connections to the broker.
+    asyncio_tasks : Gauge
+        Tasks of the event loop that renders the metrics (``GET /metrics``);
+        NaN when rendered outside a running loop. With the ``process_*``
+        metrics (resident memory, open file descriptors, CPU seconds; Linux)
+        it shows leaks in a soak run (``bench/soak.py``).
     """
 
     def __init__(self) -> None:
@@ -121,6 +135,10 @@ class Metrics:
         self.fleet_connection_errors = Counter(
             "dishtracker_fleet_connection_errors", "Failed or lost MQTT broker connections",
             registry=r)
+        self.asyncio_tasks = Gauge("dishtracker_asyncio_tasks", "Tasks of the event loop",
+                                   registry=r)
+        self.asyncio_tasks.set_function(_loop_tasks)
+        ProcessCollector(registry=r)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of sample ``name`` with ``labels`` (0 when never set)."""
@@ -130,3 +148,11 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format for ``GET /metrics``."""
         return generate_latest(self.registry)
+
+
+def _loop_tasks() -> float:
+    """Tasks of the running event loop, read when the registry is rendered."""
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # rendered outside the loop's thread: no loop to ask
+        return float("nan")
