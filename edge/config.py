@@ -14,6 +14,7 @@ import re
 import socket
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +25,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -41,7 +43,9 @@ StreamId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: JSON bodies may spell NaN and Infinity (json.loads reads them, and
+    # 1e999 is inf); no field means them, and GET /api/config could not answer them as JSON
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class IceServer(_Strict):
@@ -82,7 +86,11 @@ class ServerConfig(_Strict):
 class DetectorConfig(_Strict):
     """Detection stage."""
 
-    model: Path = DEFAULT_MODEL
+    # the schema names the shipped model relative to the package: the published schemas
+    # (GET /api/config/schema, docs/openapi.json) must not depend on the install folder
+    model: Path = Field(DEFAULT_MODEL, json_schema_extra={"default": "edge/models/dishnet.onnx",
+                                                          "description": "ONNX model; default: "
+                                                          "the shipped one"})
     backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     threads: int = Field(1, ge=1, le=64, description="inference threads (ONNX Runtime)")
     score_threshold: float = Field(0.3, gt=0.0, lt=1.0)
@@ -186,6 +194,10 @@ TopicLevel = Annotated[str, AfterValidator(_topic_level)]
 
 _MASKED = "**********"  # what GET /api/config shows for a SecretStr
 
+# Not SecretStr's writeOnly schema: GET /api/config answers the field (masked), and the
+# OpenAPI description (edge.web.openapi) checks answers against the same schema.
+Secret = Annotated[SecretStr, WithJsonSchema({"type": "string", "format": "password"})]
+
 
 class FleetConfig(_Strict):
     """Fleet events over MQTT: bills, corrections, status and health (docs/FLEET.md)."""
@@ -196,7 +208,8 @@ class FleetConfig(_Strict):
     tls: bool = False
     ca_file: Path | None = Field(None, description="tls: CA bundle; default: the system's")
     username: str | None = Field(None, min_length=1, max_length=256)
-    password: SecretStr | None = Field(None, description="prefer password_file")
+    password: Secret | None = Field(
+        None, description="prefer password_file; GET /api/config shows it masked")
     password_file: Path | None = Field(None, description="file whose first line is the password")
     site: TopicLevel | None = Field(None, description="topic level; required when enabled")
     box: TopicLevel | None = Field(None, description="topic level; default: the host name")
@@ -312,13 +325,25 @@ class SiteConfig(_Strict):
         return self
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def format_loc(loc: Sequence[int | str]) -> str:
+    """A validation error's location as a dotted field path (``streams.0.url``).
+
+    A key that is not plain (``A-Z a-z 0-9 _ -``) is written as a JSON string,
+    ASCII-escaped (``menu."caf\u00e9 au lait".price``), so that a dot, a colon or
+    a control character in a key cannot blur the path; the empty location is
+    ``(root)``.
+    """
+    parts = [str(p) if isinstance(p, int) or _PLAIN_KEY.fullmatch(p) else json.dumps(p)
+             for p in loc]
+    return ".".join(parts) or "(root)"
+
+
 def format_errors(err: ValidationError) -> list[str]:
-    """One ``field.path: reason`` line per validation error."""
-    out = []
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(root)"
-        out.append(f"{path}: {e['msg']}")
-    return out
+    """One ``field.path: reason`` line per validation error (see :func:`format_loc`)."""
+    return [f"{format_loc(e['loc'])}: {e['msg']}" for e in err.errors()]
 
 
 def parse_config(data: dict[str, Any], *, source: str = "config",

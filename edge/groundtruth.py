@@ -114,9 +114,12 @@ def read_mot(path: Path) -> list[BoxRecord]:
         The file is missing or a line is malformed (the message names the line).
     """
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise InputFormatError(f"cannot read {path}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        lineno = path.read_bytes()[:err.start].count(b"\n") + 1
+        raise InputFormatError(f"{path}:{lineno}: not UTF-8 text ({err.reason})") from err
     out = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if line.strip():
@@ -185,13 +188,16 @@ def read_trays(path: Path) -> tuple[list[TrayRecord], dict[str, Any]]:
         Missing file, bad JSON, unknown format or a malformed record.
     """
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as err:  # bad JSON, UTF-8, 4300+ digits
         raise InputFormatError(f"cannot read {path}: {err}") from err
     if not isinstance(doc, dict) or doc.get("format") != TRAYS_FORMAT:
         raise InputFormatError(f"{path}: 'format' must be {TRAYS_FORMAT!r}")
+    records = doc.get("trays", [])
+    if not isinstance(records, list):
+        raise InputFormatError(f"{path}: 'trays' must be a list, got {type(records).__name__}")
     trays = []
-    for n, t in enumerate(doc.get("trays", [])):
+    for n, t in enumerate(records):
         try:
             items = tuple(BillLine(**i) for i in t["items"])
             trays.append(
@@ -199,15 +205,16 @@ def read_trays(path: Path) -> tuple[list[TrayRecord], dict[str, Any]]:
                     tray_id=int(t["tray_id"]),
                     first_frame=int(t["first_frame"]),
                     last_frame=int(t["last_frame"]),
-                    checkout_frame=None if t["checkout_frame"] is None else int(t["checkout_frame"]),
+                    checkout_frame=(None if t["checkout_frame"] is None
+                                    else int(t["checkout_frame"])),
                     items=items,
                     clutter_ids=tuple(int(c) for c in t.get("clutter_ids", ())),
                     total=float(t.get("total", 0.0)),
                     tags=tuple(t.get("tags", ())),
                 )
             )
-        except (KeyError, TypeError, ValueError) as err:
-            raise InputFormatError(f"{path}: trays[{n}] is malformed: {err}") from err
+        except (KeyError, TypeError, ValueError, OverflowError) as err:  # int(Infinity)
+            raise InputFormatError(f"{path}: trays[{n}] is malformed: {err!r}") from err
     meta = {k: v for k, v in doc.items() if k not in ("format", "trays")}
     return trays, meta
 
@@ -232,8 +239,10 @@ def read_seqinfo(path: Path) -> dict[str, dict[str, str]]:
     cp = configparser.ConfigParser(interpolation=None)
     cp.optionxform = str  # type: ignore[assignment,method-assign]  # keep MOT's camelCase keys
     try:
-        if not cp.read(path):
+        if not cp.read(path, encoding="utf-8"):
             raise InputFormatError(f"cannot read {path}")
-    except configparser.Error as err:
+    except configparser.Error as err:  # the message names the line
         raise InputFormatError(f"{path}: {err}") from err
+    except UnicodeDecodeError as err:
+        raise InputFormatError(f"{path}: not UTF-8 text ({err.reason})") from err
     return {s: dict(cp[s]) for s in cp.sections()}

@@ -21,8 +21,10 @@ Pure Python: the daemon reads scene files without OpenCV or the
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -166,6 +168,31 @@ def _table(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
     return table
 
 
+MAX_SCENE_BYTES = 1 << 20
+"""Largest scene file read (one is about 1 KiB)."""
+
+
+def _read_small_file(path: Path) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_SCENE_BYTES`.
+
+    The path comes from the site config, which ``PUT /api/config`` sets: a FIFO
+    or a device (``/dev/zero``) would block the reader or fill the memory.
+
+    Raises
+    ------
+    OSError
+        Cannot open it, not a regular file, or too large (``strerror`` says which).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens without a writer
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = fh.read(MAX_SCENE_BYTES + 1)
+    if len(data) > MAX_SCENE_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_SCENE_BYTES} bytes")
+    return data
+
+
 def read_scene(path: Path) -> SceneCalibration:
     """Read and validate a scene file.
 
@@ -178,9 +205,13 @@ def read_scene(path: Path) -> SceneCalibration:
     """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = _read_small_file(path)
     except OSError as err:
         raise ConfigError(f"{path}: cannot read scene file: {err.strerror}") from err
+    except ValueError as err:  # a NUL in the path (os.open)
+        raise ConfigError(f"{str(path)!r}: cannot read scene file: {err}") from err
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
     if data.get("format") != SCENE_FORMAT:

@@ -231,7 +231,8 @@ def test_put_refused_by_daemon_writes_nothing(site_file: Path) -> None:
         daemon.refuse = ["streams.cam2.url: /dev/video0 does not exist"]
         resp = await client.put("/api/config", json=_new_config_body())
         assert resp.status == 422
-        assert await resp.json() == {"errors": ["streams.cam2.url: /dev/video0 does not exist"]}
+        assert await resp.json() == {"error": "the config is invalid: 1 problem(s)",
+                                     "errors": ["streams.cam2.url: /dev/video0 does not exist"]}
         assert (await (await client.get("/api/config")).json())["server"]["port"] == 8080
 
     _run(scenario, config_path=site_file)

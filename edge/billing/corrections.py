@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from edge.billing.model import round_money
-from edge.config import MenuEntry
+from edge.config import MenuEntry, format_loc
 from edge.errors import CorrectionError
 
 MAX_LINES = 200
@@ -88,7 +88,7 @@ def parse_correction(data: Any) -> Confirm | Change | Remove | Add:
     except ValidationError as err:
         lines = []
         for e in err.errors():
-            loc = [str(p) for p in e["loc"]]
+            loc = list(e["loc"])
             if loc and loc[0] in ACTIONS:  # pydantic prefixes the union member's tag
                 loc = loc[1:]
             if e["type"] == "union_tag_not_found":
@@ -98,7 +98,7 @@ def parse_correction(data: Any) -> Confirm | Change | Remove | Add:
                 got = e.get("ctx", {}).get("tag")
                 lines.append(f"action: must be one of {', '.join(ACTIONS)}, got {got!r}")
                 continue
-            lines.append(f"{'.'.join(loc) or '(root)'}: {e['msg']}")
+            lines.append(f"{format_loc(loc)}: {e['msg']}")
         raise CorrectionError(lines) from None
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,9 +90,12 @@ def _num(section: Mapping[str, str], key: str, where: Path) -> float | None:
     if key not in section:
         return None
     try:
-        return float(section[key])
+        value = float(section[key])
     except ValueError as err:
         raise InputFormatError(f"{where}: {key} = {section[key]!r} is not a number") from err
+    if not math.isfinite(value):
+        raise InputFormatError(f"{where}: {key} = {section[key]!r} is not a finite number")
+    return value
 
 
 def open_sequence(path: Path) -> SequenceData:

@@ -20,7 +20,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -223,10 +223,20 @@ def needs_token(request: web.Request) -> bool:
     match = request.match_info
     if match.http_exception is not None:
         return False
-    if request.method not in SAFE_METHODS:
-        return True
     canonical = getattr(match.route.resource, "canonical", None)
-    return canonical in request.app.get(PROTECTED_READS_KEY, set())
+    protected: set[str] = request.app.get(PROTECTED_READS_KEY, set())
+    return route_needs_token(request.method, canonical, protected)
+
+
+def route_needs_token(method: str, canonical: str | None,
+                      protected_reads: Collection[str]) -> bool:
+    """The rule of :func:`needs_token` for a route: every method but GET and
+    HEAD, and the reads in ``protected_reads`` (canonical paths).
+
+    :mod:`edge.web.openapi` writes the ``security`` of each operation from
+    this same rule, so the published description cannot disagree with it.
+    """
+    return method not in SAFE_METHODS or canonical in protected_reads
 
 
 def bearer_auth(token: str) -> Middleware:

@@ -18,7 +18,6 @@ constants.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -32,6 +31,25 @@ from edge.errors import ConfigError
 from edge.metrics import Metrics
 from edge.web.access import protect, protect_reads
 from edge.web.headers import add_security_headers
+from edge.web.limits import (
+    BODY_TIMEOUT_KEY,
+    BODY_TIMEOUT_S,
+    IDLE_TIMEOUT_S,
+    read_body,
+    too_large,
+)
+from edge.web.openapi import Reply, add_openapi_route, operation
+from edge.web.payloads import (
+    ConfigApplied,
+    ErrorBody,
+    Health,
+    Readiness,
+    StreamStatus,
+    ValidationErrorBody,
+    decode_json,
+    error,
+    invalid,
+)
 
 MAX_BODY_BYTES = 256 * 1024
 """Largest request body accepted (a site config is a few KiB; SDP offers too)."""
@@ -124,14 +142,18 @@ class ControlPlane:
         # could end up holding a different config from the one in force.
         self.config_lock = asyncio.Lock()
 
+    @operation("Liveness", "health", {200: Reply("the event loop runs", Health),
+                                      503: Reply("the event loop is stalled", Health)})
     async def healthz(self, request: web.Request) -> web.Response:
         """Liveness: 200 while the event loop's heartbeat is fresh, else 503."""
         age = self.daemon.heartbeat_age_s()
         if age < self.heartbeat_stale_s:
-            return web.json_response({"status": "ok"})
-        return web.json_response({"status": "stalled", "heartbeat_age_s": round(age, 3)},
-                                 status=503)
+            return web.json_response(Health(status="ok").model_dump(exclude_none=True))
+        return web.json_response(
+            Health(status="stalled", heartbeat_age_s=round(age, 3)).model_dump(), status=503)
 
+    @operation("Readiness", "health", {200: Reply("ready", Readiness),
+                                       503: Reply("not ready; reasons say why", Readiness)})
     async def readyz(self, request: web.Request) -> web.Response:
         """Readiness: model loaded, every enabled stream delivering, and every
         extra check (the bill journal) without problems."""
@@ -141,34 +163,49 @@ class ControlPlane:
             problems = check()
             ready = ready and not problems
             reasons += problems
-        return web.json_response({"ready": ready, "reasons": reasons},
+        return web.json_response(Readiness(ready=ready, reasons=reasons).model_dump(),
                                  status=200 if ready else 503)
 
+    @operation("Prometheus metrics", "health", {200: Reply(
+        "text exposition format 0.0.4", media_type="text/plain", schema={"type": "string"})})
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus text exposition of the daemon's private registry."""
         return web.Response(body=self.daemon.metrics.render(),
                             headers={"Content-Type": METRICS_CONTENT_TYPE})
 
+    @operation("Status of every stream", "health",
+               {200: Reply("one entry per configured stream", list[StreamStatus])})
     async def streams(self, request: web.Request) -> web.Response:
         """Status of every configured stream."""
         return web.json_response(self.daemon.stream_status())
 
+    @operation("The site config in force", "config",
+               {200: Reply("the config, as PUT accepts it back", SiteConfig)})
     async def get_config(self, request: web.Request) -> web.Response:
         """The config in force, as JSON that ``PUT /api/config`` accepts back."""
         return web.json_response(self.daemon.config.model_dump(mode="json"))
 
+    @operation("JSON schema of the site config", "config",
+               {200: Reply("a JSON schema (draft 2020-12)", schema={"type": "object"})})
     async def get_schema(self, request: web.Request) -> web.Response:
         """JSON schema of the site config."""
         return web.json_response(json_schema())
 
+    @operation("Replace the site config", "config", {
+        200: Reply("applied (and saved when the daemon has a config file)", ConfigApplied),
+        409: Reply("the config file cannot be written; nothing changed", ErrorBody),
+        422: Reply("invalid, or refused by the daemon; nothing changed", ValidationErrorBody),
+        500: Reply("applied, but the config file could not be written", ErrorBody),
+    }, body=SiteConfig, body_limit=MAX_BODY_BYTES)
     async def put_config(self, request: web.Request) -> web.Response:
         """Replace the whole site config (PUT semantics: omitted fields take defaults).
 
         Status codes: 200 applied (and saved when there is a config file);
-        400 body is not JSON; 413 body over :data:`MAX_BODY_BYTES`; 422 invalid
-        or refused by the daemon (``errors`` lists ``field.path: reason``;
-        nothing changed); 409 the config file cannot be written (nothing
-        changed); 500 applied but the file could not be written.
+        400 body is not JSON; 408 body too slow; 413 body over
+        :data:`MAX_BODY_BYTES`; 422 invalid or refused by the daemon
+        (``errors`` lists ``field.path: reason``; nothing changed); 409 the
+        config file cannot be written (nothing changed); 500 applied but the
+        file could not be written.
         """
         parsed = await _read_config(request)
         if isinstance(parsed, web.Response):
@@ -179,13 +216,13 @@ class ControlPlane:
     async def _apply(self, new: SiteConfig) -> web.Response:
         path = self.config_path if new != self.daemon.config else None
         if path is not None and not _writable(path):
-            return _error(409, f"cannot save the config: {path.parent} is not writable by "
+            return error(409, f"cannot save the config: {path.parent} is not writable by "
                                "the daemon; nothing was applied")
         try:
             result = await self.daemon.apply_config(new)
         except ConfigError as err:
             _log.warning("config_refused", errors=_error_lines(err))
-            return _invalid(_error_lines(err))
+            return invalid(_error_lines(err), "the config")
         body: dict[str, Any] = {
             "applied": list(result.get("applied", [])),
             "restart_required": list(result.get("restart_required", [])),
@@ -204,14 +241,21 @@ class ControlPlane:
             body["note"] = "no config file: the change lasts until the daemon restarts"
         return web.json_response(body)
 
+    @operation("The cashier page", "page", {
+        200: Reply("index.html", media_type="text/html", schema={"type": "string"}),
+        404: Reply("no page installed", ErrorBody)})
     async def index(self, request: web.Request) -> web.StreamResponse:
         """The cashier page (``index.html`` of the static folder)."""
         if self.static_dir is None or not (self.static_dir / "index.html").is_file():
-            return _error(404, "no cashier page installed")
+            return error(404, "no cashier page installed")
         # no-cache: after an upgrade the browser must revalidate, not run the old page
         return web.FileResponse(self.static_dir / "index.html",
                                 headers={"Cache-Control": "no-cache"})
 
+    @operation("A file of the cashier page", "page", {
+        200: Reply("the file", media_type="*/*", schema={}),
+        403: Reply("the path resolves outside the static folder", ErrorBody),
+        404: Reply("no such file", ErrorBody)})
     async def static(self, request: web.Request) -> web.StreamResponse:
         """A file of the static folder; 403 for anything that resolves outside it.
 
@@ -220,16 +264,16 @@ class ControlPlane:
         has run, and every error here is JSON.
         """
         if self.static_dir is None:
-            return _error(404, "Not Found")
+            return error(404, "Not Found")
         try:
             target = (self.static_dir / request.match_info["path"]).resolve()
         except (OSError, ValueError):  # NUL byte, symlink loop
-            return _error(404, "Not Found")
+            return error(404, "Not Found")
         # resolve() has followed every symlink and "..": what is left must lie inside
         if not target.is_relative_to(self.static_dir):
-            return _error(403, "Forbidden")
+            return error(403, "Forbidden")
         if not target.is_file():
-            return _error(404, "Not Found")
+            return error(404, "Not Found")
         return web.FileResponse(target)
 
 
@@ -239,7 +283,9 @@ CONTROL_KEY = web.AppKey("control", ControlPlane)
 def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str,
              static_dir: Path | None = None,
              heartbeat_stale_s: float = HEARTBEAT_STALE_S,
-             readiness_checks: Sequence[ReadinessCheck] = ()) -> web.Application:
+             readiness_checks: Sequence[ReadinessCheck] = (),
+             idle_timeout_s: float = IDLE_TIMEOUT_S,
+             body_timeout_s: float = BODY_TIMEOUT_S) -> web.Application:
     """Build the aiohttp application of the control plane.
 
     Parameters
@@ -260,16 +306,28 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str,
         ``/healthz`` threshold in seconds.
     readiness_checks
         More parts ``/readyz`` asks (each returns its problems, empty when fine).
+    idle_timeout_s
+        Seconds a connection may go without a complete request, from its start
+        and between keep-alive requests (:data:`edge.web.limits.IDLE_TIMEOUT_S`).
+    body_timeout_s
+        Seconds a client may take to send a request body; then 408
+        (:data:`edge.web.limits.BODY_TIMEOUT_S`).
 
     Returns
     -------
     web.Application
         Routes: ``/healthz``, ``/readyz``, ``/metrics``, ``/api/streams``,
-        ``/api/config`` (GET, PUT), ``/api/config/schema``, and with a static
+        ``/api/config`` (GET, PUT), ``/api/config/schema``, ``/api/openapi.json``
+        (:mod:`edge.web.openapi`, built from the routes present at the first
+        request), and with a static
         folder ``/`` and ``/static/*``. WebRTC routes (:mod:`edge.web.webrtc`)
         and bill routes (:mod:`edge.web.bills`) are added by the caller.
     """
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
+    # keepalive_timeout runs from the connection's start too: it also cuts a client
+    # that sends nothing or dribbles its headers (aiohttp's default is an hour)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors],
+                          handler_args={"keepalive_timeout": idle_timeout_s})
+    app[BODY_TIMEOUT_KEY] = body_timeout_s
     add_security_headers(app)
     protect(app, token)
     protect_reads(app, "/api/config")
@@ -285,6 +343,7 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str,
     r.add_get("/api/config", cp.get_config)
     r.add_put("/api/config", cp.put_config)
     r.add_get("/api/config/schema", cp.get_schema)
+    add_openapi_route(app)
     if resolved is not None:
         r.add_get("/", cp.index)
         r.add_get("/static/{path:.+}", cp.static)
@@ -303,40 +362,33 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         message = exc.reason if text.startswith(f"{exc.status}:") or not text else text
         headers = {k: v for k, v in exc.headers.items()
                    if k.lower() not in ("content-type", "content-length")}
-        return web.json_response({"error": message}, status=exc.status, headers=headers)
+        return error(exc.status, message, headers=headers)
     except Exception:
         _log.exception("http_handler_failed", method=request.method, path=request.path)
-        return _error(500, "internal server error")
+        return error(500, "internal server error")
 
 
 async def _read_config(request: web.Request) -> SiteConfig | web.Response:
     """The validated config of a PUT body, or the error response to send."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES,
-                                            actual_size=request.content_length)
-    raw = await request.read()  # over client_max_size: 413 (chunked bodies too)
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        return _error(400, f"request body is not valid JSON: {err}")
+    raw = await read_body(request, MAX_BODY_BYTES)
+    if raw is None:
+        return too_large(MAX_BODY_BYTES, "a site config")
+    data = decode_json(raw)
+    if isinstance(data, web.Response):
+        return data
     if not isinstance(data, dict):
-        return _invalid([f"(root): expected a JSON object, got {type(data).__name__}"])
+        return invalid([f"(root): expected a JSON object, got {type(data).__name__}"],
+                       "the config")
     try:
-        new = parse_config(data, source="PUT /api/config")
+        # off the loop: streams' scene files are read from disk
+        new = await asyncio.to_thread(parse_config, data, source="PUT /api/config")
         to_toml(new).encode("utf-8")  # lone surrogates from JSON escapes cannot be saved
     except ConfigError as err:
-        return _invalid(_error_lines(err))
+        return invalid(_error_lines(err), "the config")
     except UnicodeEncodeError as err:
-        return _invalid([f"(root): a string cannot be stored as UTF-8: {err.reason}"])
+        return invalid([f"(root): a string cannot be stored as UTF-8: {err.reason}"],
+                       "the config")
     return new
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
-def _invalid(lines: list[str]) -> web.Response:
-    return web.json_response({"errors": lines}, status=422)
 
 
 def _error_lines(err: ConfigError) -> list[str]:

@@ -12,7 +12,6 @@ The routes and payloads are documented in ``docs/API.md``.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -20,15 +19,27 @@ from typing import Annotated, Any
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 
-from edge.billing.corrections import parse_correction
+from edge.billing.corrections import Correction, parse_correction
 from edge.billing.events import Event, SubscriptionClosed
 from edge.billing.service import BillingService
-from edge.config import MenuEntry, StreamId, format_errors
+from edge.config import MenuEntry, StreamId, format_errors, format_loc
 from edge.errors import CorrectionError, JournalError
 from edge.web.access import protect_reads
 from edge.web.limits import read_body, retry_after, too_large
+from edge.web.openapi import Reply, operation
+from edge.web.payloads import (
+    BillPage,
+    BillView,
+    ErrorBody,
+    Menu,
+    MenuItem,
+    ValidationErrorBody,
+    decode_json,
+    error,
+    invalid,
+)
 
 MAX_CORRECTION_BYTES = 16 * 1024
 """Largest correction body accepted (one is a few dozen bytes)."""
@@ -45,6 +56,9 @@ RETRY_MS = 2000
 
 WRITE_TIMEOUT_S = 10.0
 """An event stream whose client takes longer to accept a write is ended."""
+
+MAX_SEQ = 2**63 - 1
+"""Largest bill ``seq`` (SQLite's INTEGER); a larger cursor would overflow the query."""
 
 log = structlog.get_logger(__name__)
 MenuSource = Callable[[], Mapping[str, MenuEntry]]
@@ -73,7 +87,9 @@ def _unix_seconds(value: Any) -> Any:
                          "2024-05-01T12:00:00+02:00") from None
 
 
-UnixTime = Annotated[float | None, BeforeValidator(_unix_seconds)]
+UnixTime = Annotated[float | None, BeforeValidator(_unix_seconds), WithJsonSchema(
+    {"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}, {"type": "null"}],
+     "description": "Unix seconds or ISO 8601 (no offset: the box's local time)"})]
 
 
 class BillQuery(BaseModel):
@@ -82,10 +98,18 @@ class BillQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(50, ge=1, le=200)
-    before: int | None = Field(None, ge=1, description="next_before of the previous page")
+    before: int | None = Field(None, ge=1, le=MAX_SEQ,
+                               description="next_before of the previous page")
     stream: StreamId | None = None
     since: UnixTime = None
     until: UnixTime = None
+
+
+class _EventsQuery(BaseModel):
+    """Query of ``GET /api/events`` (documentation only: :func:`_after` reads it)."""
+
+    after: int | None = Field(None, le=MAX_SEQ,
+                              description="replay the bills committed after this seq")
 
 
 class BillsApi:
@@ -108,19 +132,28 @@ class BillsApi:
         self.menu_source = menu
         self.heartbeat_s = heartbeat_s
 
+    @operation("The menu in force", "bills", {200: Reply("sorted by name", Menu)})
     async def menu(self, request: web.Request) -> web.Response:
         """The menu: ``{"items": [{"key", "name", "price", "billable"}, …]}`` by name."""
-        items = [{"key": k, "name": e.name, "price": e.price, "billable": e.billable}
+        items = [MenuItem(key=k, name=e.name, price=e.price, billable=e.billable)
                  for k, e in self.menu_source().items()]
-        items.sort(key=lambda i: (str(i["name"]).casefold(), i["key"]))
-        return web.json_response({"items": items})
+        items.sort(key=lambda i: (i.name.casefold(), i.key))
+        return web.json_response(Menu(items=items).model_dump())
 
+    @operation("A page of bills, newest first", "bills", {
+        200: Reply("the page", BillPage),
+        422: Reply("an unknown or invalid query parameter", ValidationErrorBody),
+        503: Reply("the journal is unavailable", ErrorBody)}, query=BillQuery)
     async def list_bills(self, request: web.Request) -> web.Response:
         """A page of bills, newest first; ``?limit&before&stream&since&until``."""
+        repeated = sorted({k for k in request.query if len(request.query.getall(k)) > 1})
+        if repeated:  # dict() would keep one of them silently
+            return invalid([f"{format_loc([k])}: given more than once; give it once"
+                            for k in repeated], "the query")
         try:
             q = BillQuery.model_validate(dict(request.query))
         except ValidationError as err:
-            return _invalid(format_errors(err))
+            return invalid(format_errors(err), "the query")
         try:
             page = await self.service.list_bills(q.limit, before=q.before, stream=q.stream,
                                                  since=q.since, until=q.until)
@@ -130,6 +163,9 @@ class BillsApi:
                                   "last_seq": page.last_seq,
                                   "journal": self.service.status()})
 
+    @operation("One bill, with its corrections", "bills", {
+        200: Reply("the bill", BillView), 404: Reply("no such bill", ErrorBody),
+        503: Reply("the journal is unavailable", ErrorBody)})
     async def get_bill(self, request: web.Request) -> web.Response:
         """One bill with ``corrections`` and ``effective``; 404 for an unknown id."""
         bill_id = request.match_info["bill_id"]
@@ -138,9 +174,14 @@ class BillsApi:
         except JournalError as err:
             return _unavailable(err)
         if view is None:
-            return _error(404, f"no bill {bill_id!r}")
+            return error(404, f"no bill {bill_id!r}")
         return web.json_response(view)
 
+    @operation("The frame a bill closed on", "bills", {
+        200: Reply("the JPEG", media_type="image/jpeg",
+                   schema={"type": "string", "contentMediaType": "image/jpeg"}),
+        404: Reply("no such bill, or it has no snapshot", ErrorBody),
+        503: Reply("the journal is unavailable", ErrorBody)})
     async def snapshot(self, request: web.Request) -> web.Response:
         """The JPEG of the frame the bill closed on."""
         bill_id = request.match_info["bill_id"]
@@ -148,7 +189,7 @@ class BillsApi:
             jpeg = await self.service.snapshot(bill_id)
             if jpeg is None:
                 known = await self.service.get(bill_id) is not None
-                return _error(404, f"bill {bill_id!r} has no snapshot" if known
+                return error(404, f"bill {bill_id!r} has no snapshot" if known
                               else f"no bill {bill_id!r}")
         except JournalError as err:
             return _unavailable(err)
@@ -156,33 +197,45 @@ class BillsApi:
         return web.Response(body=jpeg, content_type="image/jpeg",
                             headers={"Cache-Control": "private, max-age=86400, immutable"})
 
+    @operation("Correct a bill", "bills", {
+        200: Reply("stored; the bill after it", BillView),
+        404: Reply("no such bill", ErrorBody),
+        422: Reply("invalid, or does not fit the bill or the menu", ValidationErrorBody),
+        503: Reply("the journal failed; nothing stored", ErrorBody)},
+        body=Correction, body_limit=MAX_CORRECTION_BYTES)
     async def post_correction(self, request: web.Request) -> web.Response:
         """Add a correction; returns the updated bill (with ``effective``).
 
-        Status codes: 200 stored; 400 body is not JSON; 404 unknown bill; 413
-        body over :data:`MAX_CORRECTION_BYTES`; 422 invalid or does not fit
-        the bill or the menu (``errors`` lists ``field: reason``); 503 the
-        journal failed (nothing stored).
+        Status codes: 200 stored; 400 body is not JSON; 404 unknown bill; 408
+        body too slow; 413 body over :data:`MAX_CORRECTION_BYTES`; 422 invalid
+        or does not fit the bill or the menu (``errors`` lists ``field:
+        reason``); 503 the journal failed (nothing stored).
         """
         bill_id = request.match_info["bill_id"]
         raw = await read_body(request, MAX_CORRECTION_BYTES)
         if raw is None:
             return too_large(MAX_CORRECTION_BYTES, "a correction")
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            return _error(400, f"request body is not valid JSON: {err}")
+        data = decode_json(raw)
+        if isinstance(data, web.Response):
+            return data
         try:
             correction = parse_correction(data)
             view = await self.service.correct(bill_id, correction, self.menu_source())
         except CorrectionError as err:
-            return _invalid(err.errors)
+            return invalid(err.errors, "the correction")
         except JournalError as err:
             return _unavailable(err)
         if view is None:
-            return _error(404, f"no bill {bill_id!r}")
+            return error(404, f"no bill {bill_id!r}")
         return web.json_response(view)
 
+    @operation("Live events (server-sent events)", "bills", {
+        200: Reply("bill, bill_corrected, journal, tray and resync events; a comment when "
+                   "idle", media_type="text/event-stream", schema={"type": "string"}),
+        422: Reply("after is not an integer", ValidationErrorBody),
+        503: Reply("too many event streams open", ErrorBody, headers=("Retry-After",))},
+        query=_EventsQuery,
+        headers={"Last-Event-ID": "seq of the last bill received; replays the bills after it"})
     async def events(self, request: web.Request) -> web.StreamResponse:
         """``text/event-stream`` of ``bill``, ``bill_corrected``, ``journal``,
         ``tray`` and ``resync`` events, with a heartbeat comment when idle.
@@ -196,9 +249,8 @@ class BillsApi:
         hub = self.service.hub
         sub = hub.subscribe()
         if sub is None:
-            return web.json_response(
-                {"error": f"too many event streams open ({hub.max_subscribers})"},
-                status=503, headers=retry_after(RETRY_MS / 1000))
+            return error(503, f"too many event streams open ({hub.max_subscribers})",
+                         headers=retry_after(RETRY_MS / 1000))
         gauge = self.service.metrics.sse_subscribers
         gauge.set(hub.subscribers)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
@@ -296,26 +348,25 @@ def add_bill_routes(app: web.Application, service: BillingService, *, menu: Menu
 def _after(request: web.Request) -> int | web.Response | None:
     header = request.headers.get("Last-Event-ID")
     if header is not None:
-        try:
-            return max(0, int(header))
-        except ValueError:
-            return None  # not one of ours: no replay
+        return _seq(header)  # None: not one of ours, no replay
     value = request.query.get("after")
     if value is None:
         return None
+    seq = _seq(value)
+    if seq is None:
+        return invalid([f"after: expected the seq of a bill (an integer up to {MAX_SEQ}), "
+                        f"got {value!r}"], "the query")
+    return seq
+
+
+def _seq(text: str) -> int | None:
+    """``text`` as a bill seq (negative: 0), or None when it is not one."""
     try:
-        return max(0, int(value))
-    except ValueError:
-        return _invalid([f"after: expected the seq of a bill (an integer), got {value!r}"])
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
-def _invalid(lines: list[str]) -> web.Response:
-    return web.json_response({"errors": lines}, status=422)
+        seq = int(text)
+    except ValueError:  # not a number, or over Python's 4300-digit limit
+        return None
+    return max(0, seq) if seq <= MAX_SEQ else None
 
 
 def _unavailable(err: JournalError) -> web.Response:
-    return _error(503, f"the bill journal is unavailable: {err}")
+    return error(503, f"the bill journal is unavailable: {err}")

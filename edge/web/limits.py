@@ -5,11 +5,16 @@ an encoder, the dearest thing a client can trigger, so offers are limited per
 client address by a token bucket (:class:`RateLimiter`), on top of the
 ``server.max_peers`` cap of the hub. Bodies are read with a hard limit
 (:func:`read_body`), chunked bodies too, so nobody makes the daemon buffer
-more than a route needs.
+more than a route needs, and within a deadline, so a client that dribbles
+its body holds a handler for :data:`BODY_TIMEOUT_S` at most. A connection
+that sends no complete request (nothing at all, or headers byte by byte) is
+closed after :data:`IDLE_TIMEOUT_S` (aiohttp's keep-alive timer, which runs
+from the connection's start; see :func:`edge.web.app.make_app`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -20,6 +25,18 @@ from aiohttp import web
 
 MAX_CLIENTS = 4096
 """Client addresses a limiter remembers; the least recently seen are forgotten first."""
+
+BODY_TIMEOUT_S = 10.0
+"""Seconds a client may take to send a whole request body (the largest, a 256 KiB
+config, takes milliseconds on a LAN); slower: 408 and the connection closes."""
+
+IDLE_TIMEOUT_S = 15.0
+"""Seconds a connection may stay without a complete request: from its start (a
+client that sends nothing, or its headers byte by byte) and between keep-alive
+requests. aiohttp's default is an hour, which lets idle sockets pile up."""
+
+BODY_TIMEOUT_KEY = web.AppKey("body_timeout_s", float)
+"""Per-application override of :data:`BODY_TIMEOUT_S` (tests use a short one)."""
 
 
 @dataclass(slots=True)
@@ -98,9 +115,25 @@ async def read_body(request: web.Request, limit: int) -> bytes | None:
 
     A declared ``Content-Length`` over the limit is refused before anything is
     read; a chunked body is read until it passes the limit, never further.
+
+    Raises
+    ------
+    web.HTTPRequestTimeout
+        The body did not arrive within :data:`BODY_TIMEOUT_S` (or the
+        application's ``BODY_TIMEOUT_KEY``); the answer closes the connection.
     """
     if request.content_length is not None and request.content_length > limit:
         return None
+    timeout_s = request.app.get(BODY_TIMEOUT_KEY, BODY_TIMEOUT_S)
+    try:
+        return await asyncio.wait_for(_read_limited(request, limit), timeout_s)
+    except asyncio.TimeoutError:
+        raise web.HTTPRequestTimeout(
+            text=f"the request body did not arrive within {timeout_s:g} s",
+            headers={"Connection": "close"}) from None
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
     chunks: list[bytes] = []
     size = 0
     while True:

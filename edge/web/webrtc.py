@@ -19,7 +19,6 @@ each choice.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -40,7 +39,6 @@ from aiortc import (
     VideoStreamTrack,
 )
 from aiortc.contrib.media import MediaRelay
-from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import VIDEO_TIME_BASE, MediaStreamError, MediaStreamTrack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -56,6 +54,8 @@ from edge.web.encoders import LowLatencyH264Encoder as LowLatencyH264Encoder  # 
 from edge.web.encoders import SingleThreadVp8Encoder as SingleThreadVp8Encoder  # noqa: PLC0414
 from edge.web.encoders import install_low_latency_encoders
 from edge.web.limits import RateLimiter, read_body, retry_after, too_large
+from edge.web.openapi import Reply, operation
+from edge.web.payloads import ErrorBody, decode_json, error, invalid
 
 log = structlog.get_logger()
 
@@ -105,10 +105,12 @@ class PeerLimitError(OfferError):
     retry_after_s: float | None = PEER_RETRY_AFTER_S
 
 
-# What aiortc 1.16 raises for offers it cannot parse or apply (measured with
-# truncated, garbled and audio-only offers); anything else is our fault (500).
-_BAD_OFFER = (ValueError, LookupError, TypeError, OperationError, InvalidAccessError,
-              InvalidStateError)
+# aiortc's SDP parser and negotiation raise whatever a malformed line trips over: besides
+# ValueError, LookupError, TypeError and its own errors, AssertionError (a bare
+# "a=candidate:1"), AttributeError (a repeated m-line) and RuntimeError (a StopIteration
+# inside a coroutine), measured by mutating real offers line by line
+# (tests/test_bad_input.py). The offer is the only input, so all of them answer 400.
+_FINGERPRINT = "a=fingerprint:"
 
 
 class AnnotatedTrack(VideoStreamTrack):
@@ -351,14 +353,21 @@ class WebRtcHub:
 
     async def _negotiate(self, peer: _Peer, sdp: str) -> tuple[str, str]:
         pc = peer.pc
+        if _FINGERPRINT not in sdp:  # aiortc would accept it and fail later, in a task
+            raise OfferError("the offer has no DTLS fingerprint (a=fingerprint:); "
+                             "send a complete offer from RTCPeerConnection.createOffer()")
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        except _BAD_OFFER as err:
+        except Exception as err:  # see _FINGERPRINT: any parse error is a 400
             raise OfferError(f"cannot apply the offer: {type(err).__name__}: {err}") from err
         if not any(t.mid is not None and t.sender.track is not None
                    for t in pc.getTransceivers()):
             raise OfferError("the offer has no video m-line to receive the stream on")
-        await pc.setLocalDescription(await pc.createAnswer())
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as err:  # an applied offer aiortc cannot answer
+            log.warning("webrtc_offer_unanswerable", stream=peer.stream_id, exc_info=err)
+            raise OfferError(f"cannot answer the offer: {type(err).__name__}: {err}") from err
         local = pc.localDescription
         return local.sdp, local.type
 
@@ -436,12 +445,15 @@ class OfferBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sdp: str = Field(min_length=1)
+    sdp: str = Field(min_length=1, description="the complete offer, ICE candidates gathered")
     type: Literal["offer"]
 
 
-def _error(status: int, reason: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": reason, **extra}, status=status)
+class AnswerBody(BaseModel):
+    """The answer to an offer."""
+
+    sdp: str = Field(description="the complete answer")
+    type: Literal["answer"]
 
 
 def _rate_limited(request: web.Request) -> web.Response | None:
@@ -463,7 +475,17 @@ def _rate_limited(request: web.Request) -> web.Response | None:
         status=429, headers=retry_after(wait_s))
 
 
+@operation("Watch a stream (WebRTC offer/answer)", "webrtc", {
+    200: Reply("the answer", AnswerBody),
+    400: Reply("not JSON, or an SDP offer that cannot be applied or has no video m-line",
+               ErrorBody),
+    404: Reply("no such stream", ErrorBody),
+    429: Reply("too many offers from this address", ErrorBody, headers=("Retry-After",)),
+    503: Reply("server.max_peers viewers already, or shutting down", ErrorBody,
+               headers=("Retry-After",))},
+    body=OfferBody, body_limit=MAX_OFFER_BYTES)
 async def _post_offer(request: web.Request) -> web.Response:
+    """Answer a viewer's offer to receive the stream ``id`` (no trickle ICE)."""
     hub = request.app[HUB_KEY]
     limited = _rate_limited(request)
     if limited is not None:
@@ -471,20 +493,19 @@ async def _post_offer(request: web.Request) -> web.Response:
     raw = await read_body(request, MAX_OFFER_BYTES)
     if raw is None:
         return too_large(MAX_OFFER_BYTES, "an SDP offer")
-    try:
-        data = json.loads(raw)
-    except ValueError as err:
-        return _error(400, f"body is not JSON: {err}")
+    data = decode_json(raw)
+    if isinstance(data, web.Response):
+        return data
     try:
         body = OfferBody.model_validate(data)
     except ValidationError as err:
-        return _error(422, "invalid offer body", errors=format_errors(err))
+        return invalid(format_errors(err), "the offer")
     try:
-        sdp, kind = await hub.offer(request.match_info["id"], body.sdp, body.type)
+        sdp, _ = await hub.offer(request.match_info["id"], body.sdp, body.type)
     except OfferError as err:
         headers = retry_after(err.retry_after_s) if err.retry_after_s is not None else None
-        return web.json_response({"error": str(err)}, status=err.status, headers=headers)
-    return web.json_response({"sdp": sdp, "type": kind})
+        return error(err.status, str(err), headers=headers)
+    return web.json_response(AnswerBody(sdp=sdp, type="answer").model_dump())
 
 
 async def _close_hub(app: web.Application) -> None:

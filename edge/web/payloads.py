@@ -1,0 +1,205 @@
+"""The JSON bodies of the HTTP side: request decoding, errors and answers.
+
+Beside the control plane and the bills API (``… ─▶ events (HTTP/SSE)``): the
+request bodies are validated by the models of :mod:`edge.config`,
+:mod:`edge.billing.corrections` and :mod:`edge.web.webrtc`; the answers are
+described here as pydantic models, so that :mod:`edge.web.openapi` can
+publish them and the API fuzz test can check what the server really sends
+against them. Handlers that build an answer by hand build it through these
+models where that costs nothing (health, readiness, menu, config changes);
+bills come from the journal as dicts and are only described.
+
+Every error is ``{"error": "…"}``; a body that does not validate (422) adds
+``"errors": ["field.path: reason", …]``, one line per problem, the path
+dotted from the body's root (``streams.0.url``, ``line``, ``(root)`` for the
+body as a whole).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Answer(BaseModel):
+    """An answer body; keys the server may add later do not break clients."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorBody(_Answer):
+    """Any error: what went wrong, for a person."""
+
+    error: str = Field(description="what went wrong and, where it helps, what would be valid")
+
+
+class ValidationErrorBody(ErrorBody):
+    """A body or query that does not validate (422)."""
+
+    errors: list[str] = Field(description="one 'field.path: reason' line per problem; "
+                                          "'(root)' is the body as a whole")
+
+
+class Health(_Answer):
+    """``GET /healthz``."""
+
+    status: Literal["ok", "stalled"]
+    heartbeat_age_s: float | None = Field(None, description="seconds; only when stalled")
+
+
+class Readiness(_Answer):
+    """``GET /readyz``."""
+
+    ready: bool
+    reasons: list[str] = Field(description="what is missing while not ready")
+
+
+class StreamStatus(_Answer):
+    """One entry of ``GET /api/streams`` (camera passwords masked in ``url``)."""
+
+    id: str
+    enabled: bool
+    state: str = Field(description="running, connecting, stalled, stopped, disabled, …")
+    url: str | None = None
+    fps: float | None = None
+    detect_rate_hz: float | None = None
+    last_frame_age_s: float | None = Field(None, description="seconds since the last frame")
+    peers: int | None = Field(None, description="WebRTC viewers of this stream")
+    last_error: str | None = None
+
+
+class ConfigApplied(_Answer):
+    """``PUT /api/config`` taken: which fields changed, and what needs a restart."""
+
+    applied: list[str] = Field(description="field paths in force now")
+    restart_required: list[str] = Field(description="field paths that take effect at the "
+                                                    "next start")
+    saved_to: str | None = Field(description="the config file rewritten, or null")
+    note: str | None = None
+
+
+class MenuItem(_Answer):
+    """One entry of the menu in force."""
+
+    key: str = Field(description="detector class name")
+    name: str
+    price: float
+    billable: bool
+
+
+class Menu(_Answer):
+    """``GET /api/menu``: sorted by name."""
+
+    items: list[MenuItem]
+
+
+class BillItem(_Answer):
+    """A line of a bill as the tracker saw it."""
+
+    class_id: int | None
+    key: str
+    name: str
+    price: float
+    confidence: float | None
+    track_id: int | None
+    needs_review: bool
+
+
+class EffectiveLine(BillItem):
+    """A line of the bill after the corrections."""
+
+    line: int = Field(description="the line's number, kept for good")
+    status: Literal["detected", "confirmed", "changed", "added"]
+
+
+class Effective(_Answer):
+    """The bill after its corrections, replayed in order."""
+
+    items: list[EffectiveLine]
+    removed: list[EffectiveLine]
+    total: float
+    needs_review: bool
+    corrected: bool
+    line_count: int = Field(description="lines numbered so far: the next added line's number")
+
+
+class StoredCorrection(_Answer):
+    """A correction as the journal keeps it (with the menu's name and price)."""
+
+    id: int
+    created_at: float = Field(description="Unix seconds")
+    action: Literal["confirm", "change", "remove", "add"]
+    line: int | None = None
+    class_key: str | None = None
+    name: str | None = None
+    price: float | None = None
+    note: str | None = None
+
+
+class BillView(_Answer):
+    """A journaled bill with its corrections (docs/API.md, "A bill as the API returns it")."""
+
+    seq: int = Field(description="commit order; the cursor of GET /api/bills and the SSE id")
+    bill_id: str
+    stream_id: str
+    tray_id: int
+    opened_at: float = Field(description="Unix seconds")
+    closed_at: float = Field(description="Unix seconds")
+    frame_seq: int
+    items: list[BillItem]
+    total: float
+    needs_review: bool
+    reason: Literal["crossed", "left_view"]
+    tray_box: list[float] = Field(min_length=4, max_length=4,
+                                  description="x1, y1, x2, y2 in source pixels")
+    has_snapshot: bool
+    created_at: float = Field(description="Unix seconds of the commit")
+    corrections: list[StoredCorrection]
+    effective: Effective
+
+
+class JournalStatus(_Answer):
+    """The journal's health as the page shows it."""
+
+    fault: str | None
+    pending: int
+
+
+class BillPage(_Answer):
+    """``GET /api/bills``: newest first."""
+
+    bills: list[BillView]
+    next_before: int | None = Field(description="cursor of the next page, null at the end")
+    last_seq: int = Field(description="the newest bill of the whole journal")
+    journal: JournalStatus
+
+
+def error(status: int, message: str, *, headers: dict[str, str] | None = None,
+          **extra: Any) -> web.Response:
+    """The JSON error answer ``{"error": message, **extra}``."""
+    return web.json_response({"error": message, **extra}, status=status, headers=headers)
+
+
+def invalid(lines: list[str], what: str = "the request") -> web.Response:
+    """The 422 answer for ``lines`` (``field.path: reason`` each)."""
+    return web.json_response(
+        ValidationErrorBody(error=f"{what} is invalid: {len(lines)} problem(s)",
+                            errors=lines).model_dump(), status=422)
+
+
+def decode_json(raw: bytes) -> Any | web.Response:
+    """The JSON document in ``raw``, or the 400 answer to send.
+
+    Anything ``json.loads`` refuses is the client's fault: bad UTF-8, bad
+    syntax, nesting deeper than the interpreter's recursion limit, and
+    integers of more than 4300 digits (Python 3.11's int conversion limit,
+    a ``ValueError``).
+    """
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError too
+        reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        return error(400, f"request body is not valid JSON: {reason}")
