@@ -245,9 +245,9 @@ def propose(embedder: Embedder, support: Support, images: list[tuple[Path, dict[
     classes = sorted(int(c) for c in np.unique(support.labels))
     anns: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
-    for path, record in tqdm(images, desc="propose", unit="img", disable=not progress):
+    for path, given in tqdm(images, desc="propose", unit="img", disable=not progress):
         image = _read(path)
-        record = {**record, "width": int(image.shape[1]), "height": int(image.shape[0])}
+        record = {**given, "width": int(image.shape[1]), "height": int(image.shape[0])}
         records.append(record)
         boxes, scores, emb = embedder.detect_and_embed(image)
         if not len(boxes):
@@ -338,7 +338,7 @@ def contact_sheet(doc: dict[str, Any], images: dict[int, Path], out: Path, *,
         image = cache.get(ann["image_id"])
         if image is None:
             image = cache[ann["image_id"]] = _read(images[ann["image_id"]])
-        x, y, w, h = (int(round(v)) for v in ann["bbox"])
+        x, y, w, h = (round(v) for v in ann["bbox"])
         crop = image[max(y, 0):max(y + h, 1), max(x, 0):max(x + w, 1)]
         if not crop.size:
             continue
