@@ -145,7 +145,8 @@ def _pool(fmap: FloatArray, boxes: FloatArray, input_size: tuple[int, int]) -> F
 
 
 def _unit(x: FloatArray) -> FloatArray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)).astype(np.float32)
+    return np.asarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6),
+                      np.float32)
 
 
 def knn_scores(support: FloatArray, labels: npt.NDArray[np.int64], queries: FloatArray,
@@ -343,8 +344,8 @@ def contact_sheet(doc: dict[str, Any], images: dict[int, Path], out: Path, *,
         if not crop.size:
             continue
         scale = (cell - 4) / max(crop.shape[:2])
-        crop = cv2.resize(crop, (max(1, int(crop.shape[1] * scale)),
-                                 max(1, int(crop.shape[0] * scale))))
+        crop = np.asarray(cv2.resize(crop, (max(1, int(crop.shape[1] * scale)),
+                                            max(1, int(crop.shape[0] * scale)))), np.uint8)
         r, c = divmod(n, columns)
         y0, x0 = r * (cell + 14), c * cell
         sheet[y0 + 2:y0 + 2 + crop.shape[0], x0 + 2:x0 + 2 + crop.shape[1]] = crop
