@@ -41,6 +41,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -677,6 +678,7 @@ host = "127.0.0.1"
 port = {port}
 codec = "{codec}"
 max_peers = {max_peers}
+token_file = "{token_file}"
 
 [storage]
 dir = "{storage}"
@@ -692,9 +694,13 @@ url = "synthetic://?seed={n}&fps={fps:g}&size={size}"
 async def run_daemon(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     port = free_port()
     site = tmp / "site.toml"
+    token = secrets.token_urlsafe(32)  # the WebRTC offer needs the access token
+    token_file = tmp / "token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
     site.write_text(
         DAEMON_CONFIG.format(port=port, codec=args.codec, max_peers=max(8, args.streams),
-                             storage=tmp / "var")
+                             storage=tmp / "var", token_file=token_file)
         + "".join(STREAM_CONFIG.format(n=i + 1, fps=args.fps, size=args.size)
                   for i in range(args.streams)))
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
@@ -707,7 +713,8 @@ async def run_daemon(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     daemon = Child("daemon", cmd, tmp / "daemon.log", env)
     viewers: list[Viewer] = []
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
+                                         headers={"Authorization": f"Bearer {token}"}) as http:
             ready = await _wait_ready(http, base, daemon, args.start_timeout)
             ready_s = time.monotonic() - t_start
             for sid in streams:
