@@ -361,17 +361,45 @@ def parse_config(data: dict[str, Any], *, source: str = "config",
     ConfigError
         With one line per error (``field.path: reason``); ``.errors`` holds them.
     """
-    try:
-        config = SiteConfig.model_validate(data)
-    except ValidationError as err:
-        lines = format_errors(err)
-    else:
-        config, lines = _with_scenes(config, base_dir)
+    lines = _unpaired_surrogates(data, ())
+    if not lines:
+        try:
+            config = SiteConfig.model_validate(data)
+        except ValidationError as err:
+            lines = format_errors(err)
+        else:
+            config, lines = _with_scenes(config, base_dir)
     if lines:
         exc = ConfigError(f"{source}: {len(lines)} error(s):\n  " + "\n  ".join(lines))
         exc.errors = lines  # type: ignore[attr-defined]
         raise exc from None
     return config
+
+
+def _unpaired_surrogates(value: Any, loc: tuple[str | int, ...]) -> list[str]:
+    """Error lines for strings (keys included) that are not valid Unicode.
+
+    JSON may carry lone UTF-16 surrogates (``"\\ud800"``); such a string cannot
+    be written back as UTF-8 (config file, ``GET /api/config``), so it is refused
+    up front with its path.
+    """
+    def bad(text: str) -> bool:
+        return any(0xD800 <= ord(ch) <= 0xDFFF for ch in text)
+
+    if isinstance(value, str):
+        return [f"{format_loc(loc)}: not valid Unicode (unpaired surrogate)"] if bad(value) else []
+    out: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and bad(key):
+                out.append(f"{format_loc((*loc, key))}: key is not valid Unicode "
+                           "(unpaired surrogate)")
+            else:
+                out += _unpaired_surrogates(item, (*loc, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out += _unpaired_surrogates(item, (*loc, i))
+    return out
 
 
 def _with_scenes(config: SiteConfig, base_dir: Path | None) -> tuple[SiteConfig, list[str]]:

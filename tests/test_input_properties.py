@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -222,3 +223,14 @@ def test_any_seqinfo_opens_a_sequence_or_raises_input_format_error(data: bytes) 
             read_detections(seq / "det.txt", sequence, 5)
         except InputFormatError as err:
             assert str(seq) in str(err)
+
+
+def test_unpaired_surrogates_are_refused_with_their_path() -> None:
+    # found by Hypothesis: JSON can carry a lone surrogate, which cannot be written as UTF-8
+    for doc, where in (({"server": "\ud800"}, "server: "),
+                       ({"menu": {"\udc00x": {"name": "a", "price": 1}}}, 'menu."\\udc00x": '),
+                       ({"streams": [{"id": "a", "url": "synthetic://\ud800"}]},
+                        "streams.0.url: ")):
+        with pytest.raises(ConfigError) as err:
+            parse_config(doc)
+        assert err.value.errors[0].startswith(where)  # type: ignore[attr-defined]
