@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,7 @@ from edge.config import DEFAULT_MODEL
 from edge.detect.onnxrt import OnnxRuntimeDetector
 from edge.detect.preprocess import Letterbox
 from edge.errors import ConfigError, InputFormatError, ModelError
+from edge.fsutil import write_atomic
 from edge.geometry import box_iou
 
 FloatArray = npt.NDArray[np.float32]
@@ -354,21 +353,9 @@ def contact_sheet(doc: dict[str, Any], images: dict[int, Path], out: Path, *,
         cv2.putText(sheet, f"{names[ann['category_id']][:11]} {ann['similarity']:.2f}",
                     (x0 + 2, y0 + cell + 10), cv2.FONT_HERSHEY_SIMPLEX, 0.32, (235, 235, 235),
                     1, cv2.LINE_AA)
-    _atomic_write(out, cv2.imencode(out.suffix or ".jpg", sheet)[1].tobytes())
+    write_atomic(out, cv2.imencode(out.suffix or ".jpg", sheet)[1].tobytes())
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def iter_new_classes(support: Support, base: Sequence[str]) -> Iterator[str]:
@@ -411,7 +398,7 @@ def run_propose(args: argparse.Namespace) -> int:
     finally:
         embedder.close()
     doc["model"] = str(args.model)
-    _atomic_write(args.out, json.dumps(doc, indent=1).encode())
+    write_atomic(args.out, json.dumps(doc, indent=1).encode())
     sheet = args.sheet or args.out.with_suffix(".jpg")
     contact_sheet(doc, {int(r["id"]): p for p, r in images}, sheet)
     new = list(iter_new_classes(support, embedder.class_names))

@@ -9,11 +9,9 @@ its last good config (see :mod:`edge.web.app`).
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,6 +29,7 @@ from pydantic import (
 )
 
 from edge.errors import ConfigError
+from edge.fsutil import write_atomic
 from edge.sim.menu import MENU, Kind
 
 if sys.version_info >= (3, 11):
@@ -498,23 +497,7 @@ _TOML_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"
 
 def write_config_atomic(path: Path, config: SiteConfig) -> None:
     """Write ``config`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
-    text = to_toml(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, to_toml(config).encode("utf-8"))
 
 
 def json_schema() -> dict[str, Any]:

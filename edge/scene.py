@@ -26,13 +26,13 @@ import math
 import os
 import stat
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from edge import fsutil
 from edge.config import CheckoutConfig, format_errors
 from edge.config import _toml_string as toml_string
 from edge.errors import ConfigError
@@ -139,20 +139,9 @@ def format_scene(scene: SceneCalibration) -> str:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (never partial)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            # mkstemp makes 0600; the daemon may run as another user than the operator
-            os.fchmod(fh.fileno(), 0o644)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically, readable by all (the daemon may run as
+    another user than the operator who calibrated)."""
+    fsutil.write_atomic(path, data, mode=0o644)
 
 
 def write_scene(path: Path, scene: SceneCalibration) -> None:

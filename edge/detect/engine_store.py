@@ -26,9 +26,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -36,6 +34,8 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 import structlog
+
+from edge import fsutil
 
 log = structlog.get_logger(__name__)
 
@@ -282,24 +282,6 @@ class EngineStore:
 
 
 def write_atomic(path: Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``path`` through a unique temp file, fsync and ``os.replace``.
-
-    Concurrent writers of one path each use their own temp file; the last
-    ``os.replace`` wins and a reader sees either the old or a whole new file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write ``data`` to ``path`` atomically, the temp file named ``*.tmp`` (swept if its
+    writer died)."""
+    fsutil.write_atomic(path, data, suffix=".tmp")
