@@ -2,14 +2,16 @@
 
     python bench/load.py [--seconds 60] [--streams 3] [--viewers 20] [--rate 50]
                          [--fps 20] [--size 640x480] [--codec vp8] [--warmup 5]
-                         [--json OUT]
+                         [--per-viewer-encoders] [--json OUT]
 
 ``dishtracker run`` with ``--streams`` synthetic cameras (seeds 3, 4, …; the
 shipped model on ONNX Runtime, billing into its journal) and
 ``server.max_peers`` raised to fit. This process connects ``--viewers`` aiortc
 viewers to ``cam1`` (they share one annotated, encoded track; each gets its
-own RTP stream) and reads the stamp of every frame they decode. A second
-process (this script with ``--http-load``) sends ``--rate`` requests per
+own RTP stream) and reads the stamp of every frame they decode. The daemon
+encodes ``cam1`` once for all its viewers; ``--per-viewer-encoders`` starts
+it with ``DISHTRACKER_SHARED_ENCODER=0`` (aiortc's encoder per viewer) to
+compare. A second process (this script with ``--http-load``) sends ``--rate`` requests per
 second, open loop and alternating, to ``/healthz`` and ``/api/bills``
 (the first page, 50 bills), and reports latency and status of each.
 
@@ -261,7 +263,8 @@ def report_lines(args: argparse.Namespace, r: dict[str, Any],
               f"daemon CPU: event loop thread {r['daemon_threads_cpu_pct']['event loop']:.0f} % "
               "(aiortc's RTP and SRTP for every peer, the HTTP routes, the stream loops), "
               f"other threads {r['daemon_threads_cpu_pct']['other threads']:.0f} % "
-              "(one encoder per viewer, inference, decoding, the journal)",
+              f"({'one encoder per viewer' if args.per_viewer_encoders else 'encoding'}, "
+              "inference, decoding, the journal)",
               f"contention during the window: {describe_contention(r['contention'])}",
               f"(before the bench: {describe_contention(before)})"]
     worst = min(r["stream_fps"].values())
@@ -283,6 +286,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     before = await measure_contention(args.contention_s)
     print(f"before the bench: {describe_contention(before)}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    if args.per_viewer_encoders:  # the daemon inherits this process's environment
+        os.environ["DISHTRACKER_SHARED_ENCODER"] = "0"
+    print(f"encoders: {'one per viewer' if args.per_viewer_encoders else 'one per stream'}",
+          flush=True)
     daemon = await start_daemon(tmp, streams=args.streams, fps=args.fps, size=args.size,
                                 codec=args.codec, max_peers=args.viewers + 4,
                                 offers_per_minute=max(30.0, 3.0 * args.viewers),
@@ -322,6 +329,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="seconds after every viewer's first frame before measuring")
     ap.add_argument("--contention-s", type=float, default=10.0,
                     help="seconds to watch the machine before starting anything")
+    ap.add_argument("--per-viewer-encoders", action="store_true",
+                    help="the daemon without shared encoding (DISHTRACKER_SHARED_ENCODER=0)")
     ap.add_argument("--json", type=Path, help="write every figure here")
     ap.add_argument("--http-load", metavar="BASE", help=argparse.SUPPRESS)
     ap.add_argument("--start-at", type=float, help=argparse.SUPPRESS)

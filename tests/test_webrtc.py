@@ -8,6 +8,7 @@ reads the corner stamp of every frame it decodes (frame id, capture time).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import re
 import statistics
@@ -23,7 +24,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, rtcrtpsender
-from aiortc.mediastreams import VIDEO_TIME_BASE
+from aiortc.mediastreams import VIDEO_TIME_BASE, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from test_webrtc_support import AUTH, TOKEN, CameraView, serve
 
@@ -31,6 +32,7 @@ from edge.config import ServerConfig
 from edge.metrics import Metrics
 from edge.sim.stamp import read_stamp, unwrap_time_ms
 from edge.web.access import protect
+from edge.web.encoders import EncodedFrame, SharedEncoders, StreamEncoder, is_keyframe
 from edge.web.webrtc import (
     MAX_OFFER_BYTES,
     LowLatencyH264Encoder,
@@ -54,14 +56,20 @@ class Server:
                                                        {"stream": stream_id})
         return -1.0 if value is None else value
 
+    def annotated(self, stream_id: str = "cam1") -> float:
+        value = self.metrics.registry.get_sample_value("dishtracker_frames_total",
+                                                       {"stream": stream_id, "stage": "annotate"})
+        return 0.0 if value is None else value
+
 
 @asynccontextmanager
-async def running_server(connect_timeout_s: float = 30.0,
+async def running_server(connect_timeout_s: float = 30.0, shared_encoder: bool = True,
                          **server_config: object) -> AsyncIterator[Server]:
     views = {"cam1": CameraView("cam1")}
     metrics = Metrics()
     hub = WebRtcHub(views, ServerConfig.model_validate(server_config), metrics,
-                    disconnect_grace_s=0.5, connect_timeout_s=connect_timeout_s)
+                    disconnect_grace_s=0.5, connect_timeout_s=connect_timeout_s,
+                    shared_encoder=shared_encoder)
     app = web.Application()
     protect(app, TOKEN)
     add_webrtc_routes(app, hub)
@@ -80,6 +88,8 @@ class Viewer:
     track: object = None
     ids: list[int] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    digests: dict[int, str] = field(default_factory=dict)
+    """Frame id -> digest of the decoded picture."""
 
     def codec(self) -> str:
         """MIME subtype of the first payload type the answer offers for video."""
@@ -97,10 +107,12 @@ class Viewer:
             frame = await asyncio.wait_for(self.track.recv(), 10)  # type: ignore[attr-defined]
             now_ms = time.time() * 1000
             assert isinstance(frame, av.VideoFrame)
-            stamp = read_stamp(np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8))
+            img = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
+            stamp = read_stamp(img)
             assert stamp is not None, "stamp unreadable after annotation and encoding"
             frame_id, time_ms = stamp
             self.ids.append(frame_id)
+            self.digests[frame_id] = hashlib.blake2b(img.tobytes(), digest_size=16).hexdigest()
             self.latencies_ms.append(now_ms - unwrap_time_ms(time_ms, int(now_ms)))
 
 
@@ -306,3 +318,168 @@ def test_senders_use_the_low_latency_encoders() -> None:
     # x264 writes its settings into an SEI of the first keyframe; ultrafast
     # searches with "dia" at subpel level 0 (aiortc's medium: "hex", 7).
     assert re.search(rb"me=dia subme=0", b"".join(sent)), "x264 not on preset ultrafast"
+
+
+# ---------------------------------------------------------------- one encoder per stream
+
+
+def count_encodes(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count every ``encode()`` of our two encoder classes, whoever calls it."""
+    counts = {"encode": 0}
+    for cls in (LowLatencyH264Encoder, SingleThreadVp8Encoder):
+        original = cls.encode
+
+        def counted(self: Any, frame: Any, force_keyframe: bool = False,
+                    _original: Any = original) -> tuple[list[bytes], int]:
+            counts["encode"] += 1
+            result: tuple[list[bytes], int] = _original(self, frame, force_keyframe)
+            return result
+
+        monkeypatch.setattr(cls, "encode", counted)
+    return counts
+
+
+def same_pictures(*viewers: Viewer) -> int:
+    """Frames every viewer decoded; asserts they decoded identical pixels for each."""
+    common = set.intersection(*(set(v.digests) for v in viewers))
+    for frame_id in common:
+        digests = {v.digests[frame_id] for v in viewers}
+        assert len(digests) == 1, f"frame {frame_id} decoded differently: {digests}"
+    return len(common)
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+def test_viewers_of_a_stream_share_one_encoder(codec: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """3 viewers; each frame encoded once; a late joiner starts on a keyframe; leaving
+    one viewer disturbs nobody; every viewer decodes the very same pictures."""
+    counts = count_encodes(monkeypatch)
+
+    async def main() -> None:
+        async with running_server(codec=codec) as server, aiohttp.ClientSession() as session:
+            first = await connect(session, server.url)
+            second = await connect(session, server.url)
+            await asyncio.gather(first.read(10), second.read(10))
+            shared = server.hub.shared_encoders("cam1")
+            assert shared is not None
+            assert list(shared.encoders) == [f"video/{codec}"]
+            encoder = shared.encoders[f"video/{codec}"]
+            keyframes_before = encoder.keyframes
+
+            third = await connect(session, server.url)  # joins late
+            await asyncio.gather(first.read(25), second.read(25), third.read(10))
+            assert encoder.keyframes > keyframes_before  # asked for on joining
+            assert shared.encoders[f"video/{codec}"] is encoder
+            assert len(encoder.viewers) == 3
+            # Its first decoded frame came from a keyframe: readable stamp (read()
+            # checks every frame's CRC), and identical pixels to the others' decode.
+            assert same_pictures(first, second, third) >= 5
+
+            # A PLI from one viewer: the next frame is a keyframe for all.
+            peer = next(iter(server.hub._peers))
+            keyframes = encoder.keyframes
+            peer.pc.getTransceivers()[0].sender._send_keyframe()
+            await asyncio.gather(second.read(35), third.read(20))
+            assert encoder.keyframes > keyframes
+
+            await first.pc.close()  # leaves; the others keep watching, undisturbed
+            await until(lambda: server.peers() == 2)
+            await asyncio.gather(second.read(50), third.read(35))
+            assert shared.encoders[f"video/{codec}"] is encoder
+            assert len(encoder.viewers) == 2
+            assert all(v.resyncs == 0 for v in encoder.viewers)
+            assert same_pictures(second, third) >= 25
+            for viewer in (first, second, third):
+                assert all(b > a for a, b in itertools.pairwise(viewer.ids)), viewer.ids
+
+            # Every frame encoded once, whatever the number of viewers: at most one
+            # encode per annotated frame (the relay may skip one while encoding).
+            annotated = server.annotated()
+            assert counts["encode"] == encoder.encodes
+            assert len(set(second.ids)) <= encoder.encodes <= annotated, (
+                encoder.encodes, annotated)
+
+            await second.pc.close()
+            await third.pc.close()
+            await until(lambda: server.peers() == 0)
+            assert server.hub.shared_encoders("cam1") is None
+            assert not shared.encoders  # the encoder stopped with its last viewer
+
+    asyncio.run(main())
+
+
+def test_per_viewer_encoders_when_sharing_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    counts = count_encodes(monkeypatch)
+
+    async def main() -> None:
+        async with running_server(shared_encoder=False) as server, \
+                aiohttp.ClientSession() as session:
+            assert not server.hub.shared_encoder
+            first = await connect(session, server.url)
+            second = await connect(session, server.url)
+            await asyncio.gather(first.read(10), second.read(10))
+            assert server.hub.shared_encoders("cam1") is None
+            assert counts["encode"] > server.annotated()  # each viewer encodes its own
+            await first.pc.close()
+            await second.pc.close()
+
+    asyncio.run(main())
+
+
+class _SilentTrack(MediaStreamTrack):
+    kind = "video"
+
+    async def recv(self) -> Any:
+        await asyncio.Event().wait()
+
+
+def test_a_lagging_viewer_resynchronises_on_a_keyframe() -> None:
+    """A viewer's sender that falls behind drops its backlog and waits for a keyframe
+    instead of decoding frames whose reference it missed."""
+    async def main() -> None:
+        shared = SharedEncoders(_SilentTrack)
+        viewer = shared.viewer()
+        probe = await viewer.recv()
+        SingleThreadVp8Encoder().pack(probe)  # what the sender does: binds the codec
+        encoder = viewer.encoder
+        assert isinstance(encoder, StreamEncoder) and encoder.mime == "video/vp8"
+        assert encoder._force_keyframe  # asked for on joining
+
+        def frame(n: int, key: bool = False) -> EncodedFrame:
+            return EncodedFrame([bytes([n])], 3000 * n, key)
+
+        viewer.push(frame(0))  # before any keyframe: dropped
+        viewer.push(frame(1, key=True))
+        for n in range(2, 6):
+            viewer.push(frame(n))
+        assert viewer._queue[0].timestamp == 3000
+        encoder._force_keyframe = False
+        viewer.push(frame(6))  # 5 waiting already: behind
+        assert viewer.resyncs == 1 and encoder._force_keyframe
+        viewer.push(frame(7))  # still no keyframe: dropped
+        viewer.push(frame(8, key=True))
+        delivery = await viewer.recv()
+        payloads, timestamp = SingleThreadVp8Encoder().pack(delivery)
+        assert (payloads, timestamp) == ([bytes([8])], 24000)
+        assert viewer.bitrate is not None  # the viewer's sender reported its target
+
+        viewer.stop()
+        assert not shared.encoders  # the last viewer stopped the encoder
+        shared.stop()
+
+    asyncio.run(main())
+
+
+def test_keyframes_are_recognised_in_the_payloads() -> None:
+    rng = np.random.default_rng(1)
+    for mime, encoder in (("video/vp8", SingleThreadVp8Encoder()),
+                          ("video/h264", LowLatencyH264Encoder())):
+        seen = []
+        for i in range(4):
+            img = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = 3000 * i, VIDEO_TIME_BASE
+            payloads, _ = encoder.encode(frame, force_keyframe=i in (0, 2))
+            assert len(payloads) > 1  # fragmented: the flag is found in the first packet
+            seen.append(is_keyframe(mime, payloads))
+        assert seen == [True, False, True, False], (mime, seen)

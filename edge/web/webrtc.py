@@ -3,9 +3,14 @@
 track -> :class:`StreamView` -> :class:`AnnotatedTrack` (annotate, one per
 stream) -> aiortc ``MediaRelay`` -> one RTCPeerConnection per viewer -> browser.
 
-Annotation and colour conversion run once per stream however many viewers
-watch; only encoding runs per viewer (aiortc gives every sender its own
-encoder). The stream is annotated only while someone watches: the shared
+Annotation, colour conversion and encoding run once per stream however many
+viewers watch: with shared encoding (the default) the relay feeds one
+:class:`~edge.web.encoders.StreamEncoder` per stream and codec, and each
+viewer's track hands its sender the shared RTP payloads, so a viewer costs
+RTP, SRTP and the send only (:mod:`edge.web.encoders` has the design).
+``DISHTRACKER_SHARED_ENCODER=0`` in the environment (or ``shared_encoder=False``)
+goes back to aiortc's encoder per viewer, as does an aiortc without the hooks
+(one log line). The stream is annotated only while someone watches: the shared
 track subscribes on its first ``recv()`` and unsubscribes when the last
 viewer leaves.
 
@@ -19,6 +24,7 @@ each choice.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -48,11 +54,16 @@ from edge.errors import DishTrackerError
 from edge.frames import TrackedFrame
 from edge.metrics import Metrics
 from edge.slot import LatestSlot, SlotClosed
+from edge.web.encoders import (
+    EncodedViewerTrack,
+    SharedEncoders,
+    install_low_latency_encoders,
+    shared_encoding_supported,
+)
 
 # Re-exported: tests and callers imported the encoders from here before encoders.py.
 from edge.web.encoders import LowLatencyH264Encoder as LowLatencyH264Encoder  # noqa: PLC0414
 from edge.web.encoders import SingleThreadVp8Encoder as SingleThreadVp8Encoder  # noqa: PLC0414
-from edge.web.encoders import install_low_latency_encoders
 from edge.web.limits import RateLimiter, read_body, retry_after, too_large
 from edge.web.openapi import Reply, operation
 from edge.web.payloads import ErrorBody, decode_json, error, invalid
@@ -64,6 +75,8 @@ PEER_RETRY_AFTER_S = 5.0
 """``Retry-After`` of a 503 at ``max_peers``: about the page's reconnect backoff."""
 _CLOCK_RATE = 90_000  # RTP video clock; pts are 90 kHz ticks since the first frame
 _FPS_WINDOW_S = 2.0
+SHARED_ENCODER_ENV = "DISHTRACKER_SHARED_ENCODER"
+"""``0`` turns shared encoding off (one aiortc encoder per viewer), e.g. to compare."""
 
 
 class StreamView(Protocol):
@@ -215,6 +228,7 @@ class _Shared:
     track: AnnotatedTrack
     relay: MediaRelay = field(default_factory=MediaRelay)
     peers: set[_Peer] = field(default_factory=set)
+    encoders: SharedEncoders | None = None
 
 
 @dataclass(eq=False)
@@ -246,11 +260,26 @@ class WebRtcHub:
         A peer ``disconnected`` this long is closed (it may recover before).
     connect_timeout_s : float
         A peer not ``connected`` this long after its answer is closed.
+    shared_encoder : bool, optional
+        One encoder per stream and codec for all its viewers (default: on unless
+        the environment sets ``DISHTRACKER_SHARED_ENCODER=0``); off, every viewer
+        gets aiortc's own encoder.
     """
 
     def __init__(self, views: ViewSource, config: ServerConfig, metrics: Metrics, *,
-                 disconnect_grace_s: float = 5.0, connect_timeout_s: float = 30.0) -> None:
+                 disconnect_grace_s: float = 5.0, connect_timeout_s: float = 30.0,
+                 shared_encoder: bool | None = None) -> None:
         install_low_latency_encoders()
+        if shared_encoder is None:
+            shared_encoder = os.environ.get(SHARED_ENCODER_ENV, "1").strip() not in (
+                "0", "false", "no", "off")
+        if shared_encoder and not shared_encoding_supported():
+            log.warning("webrtc_shared_encoder_unsupported",
+                        detail="this aiortc lacks the pre-encoded send path or "
+                               "RTCRtpSender._send_keyframe: one encoder per viewer")
+            shared_encoder = False
+        self.shared_encoder = shared_encoder
+        """Whether viewers of a stream share its encoder (see the module docstring)."""
         self._views = views
         self._config = config
         self._metrics = metrics
@@ -280,6 +309,11 @@ class WebRtcHub:
         """The annotated track viewers of ``stream_id`` share, if anyone watches."""
         shared = self._shared.get(stream_id)
         return shared.track if shared else None
+
+    def shared_encoders(self, stream_id: str) -> SharedEncoders | None:
+        """The encoders viewers of ``stream_id`` share, if anyone watches and sharing is on."""
+        shared = self._shared.get(stream_id)
+        return shared.encoders if shared else None
 
     async def offer(self, stream_id: str, sdp: str, type: str) -> tuple[str, str]:
         """Answer a viewer's offer to receive ``stream_id``.
@@ -339,14 +373,21 @@ class WebRtcHub:
         shared = self._shared.get(peer.stream_id)
         if shared is None or shared.track.readyState != "live":
             shared = _Shared(AnnotatedTrack(view, self._metrics))
+            if self.shared_encoder:
+                shared.encoders = SharedEncoders(_relay_subscriber(shared))
             self._shared[peer.stream_id] = shared
             shared.track.on("ended", lambda s=shared: self._on_track_ended(s))
         shared.peers.add(peer)
         peer.shared = shared
-        peer.proxy = shared.relay.subscribe(shared.track, buffered=False)
+        if shared.encoders is not None:
+            peer.proxy = shared.encoders.viewer()
+        else:
+            peer.proxy = shared.relay.subscribe(shared.track, buffered=False)
 
         pc = peer.pc
         transceiver = pc.addTransceiver(peer.proxy, direction="sendonly")
+        if isinstance(peer.proxy, EncodedViewerTrack):
+            _forward_keyframe_requests(transceiver.sender, peer.proxy)
         # Before setRemoteDescription, else aiortc silently ignores it (MEASURED.md).
         transceiver.setCodecPreferences(_codec_preferences(self._config.codec))
         pc.on("connectionstatechange", lambda: self._on_state(peer))
@@ -409,6 +450,8 @@ class WebRtcHub:
                 if self._shared.get(peer.stream_id) is shared:
                     del self._shared[peer.stream_id]
                 shared.track.stop()
+                if shared.encoders is not None:
+                    shared.encoders.stop()
         self._update_gauge(peer.stream_id)
         await peer.pc.close()
         log.info("webrtc_peer_closed", stream=peer.stream_id, reason=reason,
@@ -424,6 +467,28 @@ class WebRtcHub:
         await asyncio.gather(*(self._drop(p, "shutdown") for p in list(self._peers)))
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _relay_subscriber(shared: _Shared) -> Callable[[], MediaStreamTrack]:
+    """A new relay subscription to ``shared``'s track per call (one per shared encoder)."""
+    def subscribe() -> MediaStreamTrack:
+        return shared.relay.subscribe(shared.track, buffered=False)
+    return subscribe
+
+
+def _forward_keyframe_requests(sender: RTCRtpSender, track: EncodedViewerTrack) -> None:
+    """A PLI or FIR to ``sender`` also asks the stream's shared encoder for a keyframe.
+
+    aiortc handles both in ``RTCRtpSender._send_keyframe`` (1.14.0-1.16.0) by
+    flagging its own encoder, which the pre-encoded path never consults.
+    """
+    own = sender._send_keyframe
+
+    def send_keyframe() -> None:
+        own()
+        track.request_keyframe()
+
+    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
 
 
 def _codec_preferences(codec: str) -> list[Any]:
