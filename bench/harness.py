@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -282,3 +283,27 @@ def machine_line() -> str:
     m = pl.machine()
     return f"{m['cpu']}, {m['cores']} cores, Python {m['python']}, PyAV {m['av']}, " \
            f"aiortc {m['aiortc']}"
+
+
+def run_report(name: str, report: Coroutine[Any, Any, dict[str, Any]],
+               json_out: Path | None) -> int:
+    """Run a bench's coroutine, stop every child it started, write its JSON report.
+
+    Returns the exit status: 0, 1 for a :class:`pipeline.BenchError`, 130 on Ctrl-C.
+    """
+    try:
+        result = asyncio.run(report)
+    except pl.BenchError as err:
+        print(f"\nbench/{name}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nbench/{name}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for child in list(pl.Child.running):
+            child.stop()
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+        print(f"wrote {json_out}")
+    return 0

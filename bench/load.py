@@ -56,6 +56,7 @@ from harness import (
     measure_contention,
     metric,
     pl,
+    run_report,
     start_daemon,
     thread_cpu,
     thread_ticks,
@@ -348,22 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                                     args.start_at or time.time()))
         args.out.write_text(json.dumps(got))
         return 0
-    try:
-        report = asyncio.run(run(args))
-    except pl.BenchError as err:
-        print(f"\nbench/load.py: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nbench/load.py: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        for child in list(pl.Child.running):
-            child.stop()
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")
-        print(f"wrote {args.json}")
-    return 0
+    return run_report("load.py", run(args), args.json)
 
 
 if __name__ == "__main__":

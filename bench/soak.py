@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import os
 import random
@@ -72,6 +71,7 @@ from harness import (
     metric,
     pl,
     proc_status,
+    run_report,
     start_daemon,
 )
 
@@ -437,22 +437,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        report = asyncio.run(run(args))
-    except pl.BenchError as err:
-        print(f"\nbench/soak.py: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nbench/soak.py: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        for child in list(pl.Child.running):
-            child.stop()
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")
-        print(f"wrote {args.json}")
-    return 0
+    return run_report("soak.py", run(args), args.json)
 
 
 if __name__ == "__main__":
