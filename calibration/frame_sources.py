@@ -18,7 +18,7 @@ import numpy.typing as npt
 from calibration.dataset import HELD_OUT, level_for
 from edge.errors import ConfigError, HeldOutSeedError, InputFormatError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts", ".h264")
 DEFAULT_MAX_FRAMES = 200
 
@@ -55,7 +55,7 @@ def image_frames(path: Path, max_frames: int = DEFAULT_MAX_FRAMES,
     if not path.is_dir():
         raise InputFormatError(f"--frames {path}: not a directory of images or a video "
                                f"({', '.join(VIDEO_SUFFIXES)})")
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(path)
     if not files:
         raise InputFormatError(f"--frames {path}: no images ({', '.join(IMAGE_SUFFIXES)}) "
                                "in it or below it")
@@ -71,6 +71,11 @@ def image_frames(path: Path, max_frames: int = DEFAULT_MAX_FRAMES,
             yield np.ascontiguousarray(image, dtype=np.uint8)
 
     return len(picked), read()
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The images (:data:`IMAGE_SUFFIXES`) in ``folder`` and below it, in name order."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _spread(total: int, count: int) -> list[int]:

@@ -35,6 +35,7 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from calibration.data import read_split
+from calibration.frame_sources import IMAGE_SUFFIXES, image_files
 from edge.config import DEFAULT_MODEL
 from edge.detect.onnxrt import OnnxRuntimeDetector
 from edge.detect.preprocess import Letterbox
@@ -48,7 +49,6 @@ FloatArray = npt.NDArray[np.float32]
 # classifier's last hidden layer (class-discriminative) and the neck's output
 # (generic appearance). Either alone works; both together rank best.
 DEFAULT_TAPS = ("head/classes", "neck/fuse")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def _last_relu(model: onnx.ModelProto, fragment: str) -> str | None:
@@ -221,7 +221,7 @@ def unlabelled_images(source: Path) -> list[tuple[Path, dict[str, Any]]]:
         doc = json.loads((source / "annotations.json").read_text())
         found = [(source / im["file_name"], dict(im)) for im in doc.get("images", [])]
     elif source.is_dir():
-        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = image_files(source)
         found = [(p, {"id": i + 1, "file_name": str(p.relative_to(source))})
                  for i, p in enumerate(paths)]
     else:
