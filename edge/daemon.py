@@ -32,6 +32,7 @@ from edge.config import SiteConfig
 from edge.errors import JournalError
 from edge.fleet import create_fleet
 from edge.fleet.routes import add_fleet_routes
+from edge.memory import DEFAULT_INTERVAL_S, HeapTrimmer, interval_from_env
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
 from edge.systemd import Notifier
@@ -148,6 +149,8 @@ async def serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR091
         return 1
     _announce(config, token, tls=ssl_context is not None)
     fleet.start()
+    trimmer = HeapTrimmer(_heap_trim_interval())
+    trimmer.start()
     progress = _Progress(pipeline)
     notifier.ready("started")
     watchdog = asyncio.create_task(
@@ -167,10 +170,21 @@ async def serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR091
         watchdog.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watchdog
+        await trimmer.close()
         await runner.cleanup()
         notifier.close()
         log.info("daemon_stopped", exit_code=code)
     return code
+
+
+def _heap_trim_interval() -> float:
+    """The heap trim interval (:mod:`edge.memory`); a bad environment value is
+    reported and replaced by the default, not fatal."""
+    try:
+        return interval_from_env()
+    except ValueError as err:
+        log.warning("heap_trim_env_invalid", error=str(err), using_s=DEFAULT_INTERVAL_S)
+        return DEFAULT_INTERVAL_S
 
 
 def _announce(config: SiteConfig, token: AccessToken, *, tls: bool) -> None:

@@ -122,6 +122,19 @@ def test_nms_matches_textbook_greedy_nms(class_aware: bool) -> None:
     assert kept.tolist() == _reference_nms(boxes, scores, 0.45, classes)
 
 
+@pytest.mark.parametrize("n", [40, 1500])  # the IoU-matrix path and the loop for many boxes
+@pytest.mark.parametrize("max_keep", [None, 0, 1, 7])
+def test_nms_max_keep_matches_textbook_on_both_paths(n: int, max_keep: int | None) -> None:
+    rng = np.random.default_rng(n)
+    xy = rng.uniform(0, 300, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 60, (n, 2))], axis=1).astype(np.float32)
+    scores = rng.uniform(0, 1, n).astype(np.float32)
+    expected = _reference_nms(boxes, scores, 0.3, None)
+    if max_keep is not None:
+        expected = expected[:max_keep]
+    assert nms(boxes, scores, 0.3, None, max_keep=max_keep).tolist() == expected
+
+
 def test_nms_of_nothing_is_nothing() -> None:
     empty = np.zeros((0, 4), np.float32)
     assert nms(empty, np.zeros(0, np.float32), 0.5, np.zeros(0, np.int32)).shape == (0,)

@@ -53,6 +53,10 @@ def box_iou(a: FloatArray, b: FloatArray) -> FloatArray:
     return iou
 
 
+_NMS_MATRIX_MAX = 1024
+"""Up to this many boxes NMS computes all IoUs at once (4 MiB of float32 at most)."""
+
+
 def nms(boxes: FloatArray, scores: FloatArray, iou_threshold: float,
         classes: npt.NDArray[np.int32] | None = None,
         max_keep: int | None = None) -> npt.NDArray[np.intp]:
@@ -85,6 +89,22 @@ def nms(boxes: FloatArray, scores: FloatArray, iou_threshold: float,
         boxes = boxes + (classes.astype(np.float32) * span)[:, None]
     order = np.argsort(-scores, kind="stable")
     keep: list[int] = []
+    if max_keep is not None and max_keep <= 0:
+        return np.asarray(keep, dtype=np.intp)
+    if order.size <= _NMS_MATRIX_MAX:
+        # One IoU matrix and a boolean sweep: the same result as the loop below,
+        # without a NumPy call per kept box (the tracker runs this every frame).
+        ordered = boxes[order]
+        overlaps = box_iou(ordered, ordered) > iou_threshold
+        suppressed = np.zeros(order.size, dtype=bool)
+        for i in range(order.size):
+            if suppressed[i]:
+                continue
+            keep.append(int(order[i]))
+            if max_keep is not None and len(keep) >= max_keep:
+                break
+            suppressed |= overlaps[i]
+        return np.asarray(keep, dtype=np.intp)
     while order.size and (max_keep is None or len(keep) < max_keep):
         best, order = order[0], order[1:]
         keep.append(int(best))
