@@ -55,6 +55,7 @@ from edge.config import SiteConfig, StreamConfig, TrackerConfig
 from edge.detect.decode import nms
 from edge.frames import Detections, Frame, Track
 from edge.geometry import box_iou
+from edge.track.fast_hit import use_fast_hit
 
 TRAY_KEY = "tray"
 TRAY_MARGIN = 0.0  # a dish belongs to a tray whose box, grown by this share, holds its centre
@@ -679,13 +680,15 @@ class TrayTracker:
         """Norfair for dishes: on a tray they do not move, so no velocity is
         estimated there (a velocity fitted to box noise would carry an occluded
         dish away); loose objects get Norfair's default Kalman filter."""
-        return NfTracker(
+        tracker = NfTracker(
             distance_function="iou", distance_threshold=1.0 - self.config.iou_threshold,
             hit_counter_max=hit_counter_max,
             initialization_delay=min(self.config.initialization_delay, hit_counter_max - 1),
             filter_factory=NoFilterFactory() if static else OptimizedKalmanFilterFactory(),
             past_detections_length=0,
         )
+        use_fast_hit(tracker)  # the same state after each update, at a third of the cost
+        return tracker
 
     def _track_dishes(self, dets: dict[_Tray, list[tuple[Box, int, float]]], detected: bool,
                       seq: int) -> None:
