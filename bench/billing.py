@@ -55,6 +55,9 @@ LEVELS = ("easy", "standard", "hard")
 SEED_BASE = {"easy": 91000, "standard": 92000, "hard": 93000}
 # --dev: tuning seeds outside the held-out range (their figures are not results)
 DEV_SEED_BASE = {"easy": 11000, "standard": 12000, "hard": 13000}
+# --validation: seeds outside the held-out range that no tracker change was tuned on,
+# to confirm a change generalises before a held-out run (their figures are not results)
+VALIDATION_SEED_BASE = {"easy": 21000, "standard": 22000, "hard": 23000}
 HELD_OUT = range(90000, 100000)
 SIZE = (640, 480)
 FPS = 20.0
@@ -201,7 +204,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--dev", action="store_true",
                     help="tuning seeds (easy 11000+, standard 12000+, hard 13000+) instead of "
                          "the held-out ones: for developing the tracker, never for reporting")
+    ap.add_argument("--validation", action="store_true",
+                    help="validation seeds (easy 21000+, standard 22000+, hard 23000+), never "
+                         "tuned on: to confirm a tracker change before a held-out run")
     args = ap.parse_args(argv)
+    if args.dev and args.validation:
+        ap.error("--dev and --validation exclude each other")
     args.levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
     bad = [lv for lv in args.levels if lv not in LEVELS]
     if bad or args.per_level < 1 or args.jobs < 1:
@@ -209,12 +217,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                  "--per-level and --jobs must be >= 1")
     if not args.model.is_file():
         ap.error(f"{args.model}: no such model file")
-    args.seed_base = DEV_SEED_BASE if args.dev else SEED_BASE
-    if not args.dev and any(SEED_BASE[lv] + args.per_level - 1 not in HELD_OUT
-                            for lv in args.levels):
+    args.seed_base = (DEV_SEED_BASE if args.dev else VALIDATION_SEED_BASE if args.validation
+                      else SEED_BASE)
+    args.tuning = args.dev or args.validation
+    if not args.tuning and any(SEED_BASE[lv] + args.per_level - 1 not in HELD_OUT
+                               for lv in args.levels):
         ap.error("--per-level reaches beyond the held-out seed range")
-    if args.dev and args.per_level > 1000:
-        ap.error("--dev allows at most 1000 sequences per level")
+    if args.tuning and args.per_level > 1000:
+        ap.error("--dev and --validation allow at most 1000 sequences per level")
     args.baselines = tuple(b for b in args.baselines.split(",") if b and b != "none")
     unknown = [b for b in args.baselines if b not in BASELINES]
     if unknown:
@@ -236,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python bench/billing.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.dev:
         print("DEV SEEDS (tuning set): these figures are not held-out results")
+    elif args.validation:
+        print("VALIDATION SEEDS (not tuned on, not held out): these figures are not results")
     start = time.perf_counter()
     done: dict[str, list[tuple[SequenceData, dict[str, SystemResult]]]] = {lv: [] for lv in levels}
     timings = []

@@ -12,7 +12,7 @@ from edge.billing.model import Bill
 from edge.config import CheckoutConfig, SiteConfig, StreamConfig
 from edge.frames import Detections, Frame, Track
 from edge.sim.menu import BY_KEY, CLASS_NAMES
-from edge.track.trays import TrayTracker, make_biller
+from edge.track.trays import TrayTracker, _Dish, _merge_fragments, make_biller
 
 TRAY = BY_KEY["tray"].id
 COFFEE, CAPPUCCINO = BY_KEY["coffee"].id, BY_KEY["cappuccino"].id
@@ -183,6 +183,56 @@ def test_clutter_and_short_false_positives_are_not_billed() -> None:
     assert bill.total == BY_KEY["tomato_soup"].price
     assert bill.snapshot_jpeg is not None and bill.snapshot_jpeg[:2] == b"\xff\xd8"
     assert bill.bill_id == f"cam-test-{bill.tray_id}"
+
+
+def test_a_tray_with_nothing_on_it_closes_without_a_bill() -> None:
+    """An empty tray (or a false tray seen in an arm) crosses beside a full one."""
+
+    def scene(i: int) -> list[Obj]:
+        x = 20.0 + 6 * i
+        return [_tray(x, 20), _on(x, 20, 30, SOUP, y=20), _tray(x - 40, 260)]
+
+    bills, _ = _run(_biller(), 80, scene)
+    (bill,) = bills
+    assert [i.class_id for i in bill.items] == [SOUP]
+
+
+def test_fragments_of_a_dish_drifting_across_the_tray_merge_into_one() -> None:
+    """A coffee seen in three short pieces while the tray comes in blurred, each
+    piece placed a little further along (the dish frame was unsure), then for
+    good: one coffee, although the first and last pieces are far apart."""
+    def piece(gid: int, x: float, first: int, last: int, loose: bool = True) -> _Dish:
+        votes = np.zeros(len(CLASS_NAMES))
+        votes[COFFEE] = 0.8 * (last - first + 1)
+        return _Dish(gid, votes, last - first + 1, first, last,
+                     np.array([x, 40.0, x + 36.0, 76.0]), from_loose=loose)
+
+    chain = [piece(1, -30, 100, 102), piece(2, 12, 103, 105), piece(3, 46, 106, 125, False)]
+    other = piece(4, -100, 100, 125, False)  # a second coffee, seen all along
+    merged = _merge_fragments([*chain, other], tray_width=240.0)
+    assert sorted(m.gid for m in merged) == [1, 4]
+    (dish,) = [m for m in merged if m.gid == 1]
+    assert dish.hits == 3 + 3 + 20
+
+
+def test_a_tray_lost_for_a_moment_keeps_its_dishes_once_seen_again() -> None:
+    """Nothing is detected for a second (a cashier leaning over the counter);
+    then the tray is seen again but its coffee stays under a hand. The tray must
+    stay the same tray (Norfair's re-id countdown, started while it was unseen,
+    must not remove it later), so the coffee seen before is billed."""
+
+    def scene(i: int) -> list[Obj]:
+        x = 20.0 + 3 * i
+        if 20 <= i < 35:  # 15 frames: the tray's hit counter is 0 when it is seen again
+            return []
+        objs = [_tray(x), _on(x, 20, 30, SOUP)]
+        if i < 20:
+            objs.append(_on(x, 120, 60, COFFEE))
+        return objs
+
+    bills, _ = _run(_biller(), 160, scene)
+    (bill,) = bills
+    assert sorted(i.class_id for i in bill.items) == sorted([SOUP, COFFEE])
 
 
 def test_clearest_views_decide_between_look_alikes() -> None:

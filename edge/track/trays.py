@@ -39,6 +39,7 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
+import structlog
 from norfair import Detection as NfDetection  # type: ignore[attr-defined]
 from norfair import Tracker as NfTracker  # type: ignore[attr-defined]
 from norfair.filter import (
@@ -57,6 +58,8 @@ from edge.frames import Detections, Frame, Track
 from edge.geometry import box_iou
 from edge.track.fast_hit import use_fast_hit
 
+log = structlog.get_logger()
+
 TRAY_KEY = "tray"
 TRAY_MARGIN = 0.0  # a dish belongs to a tray whose box, grown by this share, holds its centre
 DISH_HIT_COUNTER_MAX = 100  # frames a dish on a live tray survives unseen (5 s at 20 fps)
@@ -74,6 +77,7 @@ FRAGMENT_DISTANCE = 1.5  # a same-class successor within this many dish sizes is
 EARLY_FRAGMENT_SHARE = 0.4  # of a tray's width: how far an early fragment may sit
 CLEAREST_VIEWS = 5  # top scores kept per class and dish
 RUNNER_UP_SHARE = 0.25  # above this share of the vote the clearest views decide
+HANDOVER_FRAMES = 5  # a loose track may outlive the tray track that took its dish over by this
 GHOST_SHARE = 4  # a record with under a quarter of a same-class neighbour's hits ...
 GHOST_DISTANCE = 1.5  # ... within this many dish sizes of it is that dish seen askew
 DUPLICATE_IOU = 0.6  # cross-class duplicates in one frame
@@ -144,6 +148,18 @@ class _Dish:
     adopted: bool = False  # a loose record already handed to a tray
     from_loose: bool = False  # a copy of a loose record (its place on the tray is rough)
     best: dict[int, list[float]] = field(default_factory=dict)  # class -> top scores
+    # where a merged record was first and last seen (fragments of a dish that a
+    # hand cut up drift apart when the dish frame was unsure); None: rel_box
+    head_box: Box | None = None
+    tail_box: Box | None = None
+
+    def head(self) -> Box:
+        """The box of this record's earliest fragment (its own box if unmerged)."""
+        return self.rel_box if self.head_box is None else self.head_box
+
+    def tail(self) -> Box:
+        """The box of this record's latest fragment (its own box if unmerged)."""
+        return self.rel_box if self.tail_box is None else self.tail_box
 
     def add_best(self, cls: int, score: float) -> None:
         """Keep the :data:`CLEAREST_VIEWS` highest scores of ``cls``."""
@@ -169,6 +185,10 @@ class _Dish:
     def absorb(self, other: _Dish) -> None:
         """Add ``other``'s votes, hits, lifetime and clearest views (and take its
         place on the tray if it was seen more)."""
+        if other.first_seq < self.first_seq:
+            self.head_box = other.head().copy()
+        if other.last_seq > self.last_seq:
+            self.tail_box = other.tail().copy()
         if other.hits > self.hits:
             self.rel_box = other.rel_box.copy()
         self.votes += other.votes
@@ -337,6 +357,7 @@ class TrayTracker:
         trays_dets, dish_dets = self._split(detections)
         tray_objs = self._trays_nf.update(trays_dets, period=period) \
             if detections is not None else self._trays_nf.update(None)
+        _undo_dying(self._trays_nf)
         for obj in tray_objs:
             if obj not in self._trays:
                 tray = _Tray(int(obj.id or 0), self._next_slot,
@@ -618,9 +639,14 @@ class TrayTracker:
             det_c = np.stack([_centre(d[0]) for d in dets]) - pred
             rec_c = np.stack([_centre(r.rel_box) for r in live])
             width = max(float(box[2] - box[0]), self._tray_size[0], 1.0)
+            # a dish matches detections of its own class: with the tray cut by the
+            # picture's edge, the nearest detection is often another dish
+            other_class = (np.array([int(r.votes.argmax()) for r in live])[:, None]
+                           != np.array([d[1] for d in dets])[None, :])
+            penalty = np.where(other_class, ICP_GATES[0] * width, 0.0)
             shift = np.zeros(2)
             for gate in (ICP_GATES[0] * width, ICP_GATES[1] * width):
-                d = np.linalg.norm(rec_c[:, None, :] + shift - det_c[None, :, :], axis=2)
+                d = np.linalg.norm(rec_c[:, None, :] + shift - det_c[None, :, :], axis=2) + penalty
                 j = d.argmin(axis=1)
                 ok = d[np.arange(len(live)), j] <= gate
                 if int(ok.sum()) < need:
@@ -635,6 +661,8 @@ class TrayTracker:
         obj.filter.x[:4] = corrected.reshape(-1, 1)
         # seen through its dishes: as alive as if detected
         obj.hit_counter = min(obj.hit_counter + 2 * self._since_detection, obj.hit_counter_max)
+        if obj.hit_counter > 0:
+            obj.reid_hit_counter = None  # alive: not counting down to its removal
         tray.box_c_prev = _centre(corrected)
         return corrected, True
 
@@ -779,7 +807,7 @@ class TrayTracker:
     # -- bills ----------------------------------------------------------------------------
 
     def _close_bills(self, frame: Frame, active: set[Any]) -> list[Bill]:
-        closed = []
+        closed: list[Bill] = []
         for obj, tray in list(self._trays.items()):
             if obj in active and tray.side == PAST and not self._in_view(tray.box):
                 # it left the picture past the line: ended (never resurrected)
@@ -792,7 +820,7 @@ class TrayTracker:
                 tray.side = self.line.side(float(c[0]), float(c[1]), prev)
                 tray.was_before |= tray.side == BEFORE
                 if prev == BEFORE and tray.side == PAST and not tray.billed:
-                    closed.append(self._bill(frame, tray, "crossed"))
+                    self._bill_into(closed, frame, tray, "crossed")
             elif obj not in self._trays_nf.tracked_objects or (
                     obj.hit_counter < 0 and obj.reid_hit_counter is not None
                     and obj.reid_hit_counter < 0):  # gone for good
@@ -801,7 +829,7 @@ class TrayTracker:
                 c = _centre(tray.box)
                 at_line = self.line.distance(float(c[0]), float(c[1])) > -self.line.hysteresis
                 if not tray.billed and tray.was_before and at_line:
-                    closed.append(self._bill(frame, tray, "left_view"))
+                    self._bill_into(closed, frame, tray, "left_view")
         return closed
 
     def _items(self, tray: _Tray) -> list[BillItem]:
@@ -819,9 +847,20 @@ class TrayTracker:
                 items.append(item)
         return items
 
-    def _bill(self, frame: Frame, tray: _Tray, reason: str) -> Bill:
+    def _bill_into(self, closed: list[Bill], frame: Frame, tray: _Tray, reason: str) -> None:
+        """Close ``tray``'s bill into ``closed``, once. A tray with nothing to bill
+        (no dish seen on it: an empty tray, a stack of them, or a false tray the
+        detector saw in an arm beside a real one) closes without a bill."""
         tray.billed = True
         items = tuple(self._items(tray))
+        if items:
+            closed.append(self._bill(frame, tray, reason, items))
+        else:
+            log.info("tray_closed_without_items", stream=self.stream_id, tray=tray.tid,
+                     reason=reason, frame=frame.seq)
+
+    def _bill(self, frame: Frame, tray: _Tray, reason: str, items: tuple[BillItem, ...]
+              ) -> Bill:
         snapshot = None
         if self.snapshots and frame.image.size > 3:
             ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY,
@@ -890,6 +929,16 @@ class TrayTracker:
                 + len(self._loose_records))
 
 
+def _undo_dying(tracker: NfTracker) -> None:
+    """Norfair starts an object's re-id countdown when its hit counter reaches 0
+    and removes the object when the countdown ends, even if it was matched again
+    in between (a match at hit counter 0 is still a match; norfair 2.3): a tray
+    seen again is alive, so its countdown is cleared."""
+    for obj in tracker.tracked_objects:
+        if obj.reid_hit_counter is not None and obj.hit_counter > 0:
+            obj.reid_hit_counter = None
+
+
 def _evidence(tray: _Tray) -> int:
     """Dish detections a tray has gathered (which of two duplicates to keep)."""
     return sum(r.hits for r in tray.records.values()) + sum(r.hits for r in tray.archive)
@@ -949,7 +998,8 @@ def _merge_fragments(dishes: list[_Dish], tray_width: float) -> list[_Dish]:
                       else _successor_of(rec, merged, tray_width))
         if target is None:
             target = _Dish(rec.gid, np.zeros_like(rec.votes), 0, rec.first_seq, rec.last_seq,
-                           rec.rel_box.copy(), rec.alive, from_loose=rec.from_loose)
+                           rec.rel_box.copy(), rec.alive, from_loose=rec.from_loose,
+                           head_box=rec.head().copy(), tail_box=rec.tail().copy())
             merged.append(target)
         target.absorb(rec)
     return merged
@@ -970,7 +1020,12 @@ def _successor_of(rec: _Dish, merged: list[_Dish], tray_width: float) -> _Dish |
         size = max(m.rel_box[2] - m.rel_box[0], m.rel_box[3] - m.rel_box[1],
                    rec.rel_box[2] - rec.rel_box[0], rec.rel_box[3] - rec.rel_box[1])
         d = float(np.linalg.norm(c - _centre(m.rel_box)))
-        disjoint = m.last_seq < rec.first_seq or rec.last_seq < m.first_seq
+        after, before = m.last_seq < rec.first_seq, rec.last_seq < m.first_seq
+        disjoint = after or before
+        # a successor continues where the chain was last seen, not where it was seen most
+        d_chain = (float(np.linalg.norm(_centre(rec.head()) - _centre(m.tail()))) if after
+                   else float(np.linalg.norm(_centre(rec.tail()) - _centre(m.head()))) if before
+                   else math.inf)
         few, many = (rec, m) if rec.hits < m.hits else (m, rec)
         # (a dish seen before its tray, adopted from the loose tracker, is no
         # ghost: _take_pending gave it to the tray track that continued it)
@@ -978,7 +1033,16 @@ def _successor_of(rec: _Dish, merged: list[_Dish], tray_width: float) -> _Dish |
         # a ghost: a few detections beside a dish of its class seen all along
         ghost = minor and d < GHOST_DISTANCE * size
         early = minor and few.last_seq < many.first_seq and d < EARLY_FRAGMENT_SHARE * tray_width
-        if ((disjoint and d < FRAGMENT_DISTANCE * size) or ghost or early) and d < best:
+        # a dish seen before its tray, tracked loose until a tray track took it
+        # over a few frames later (two trackers, two coordinate frames: no overlap)
+        first, second = (m, rec) if m.first_seq < rec.first_seq else (rec, m)
+        if (first.from_loose and not second.from_loose
+                and 0 <= first.last_seq - second.first_seq <= HANDOVER_FRAMES):
+            d_chain = float(np.linalg.norm(_centre(first.tail()) - _centre(second.head())))
+            disjoint = True
+        if disjoint and d_chain < FRAGMENT_DISTANCE * size and min(d, d_chain) < best:
+            best, out = min(d, d_chain), m
+        elif (ghost or early) and d < best:
             best, out = d, m
     return out
 
