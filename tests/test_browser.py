@@ -66,7 +66,7 @@ def cashier_app(views: dict[str, CameraView], codec: str) -> web.Application:
     """The page, /api/streams and the WebRTC route, as edge/web/app.py serves them:
     with its security headers (CSP), the offer guarded by :data:`TOKEN`."""
     hub = WebRtcHub(views, ServerConfig.model_validate({"codec": codec}), Metrics(),
-                    disconnect_grace_s=1.0)
+                    disconnect_grace_s=1.0, idle_grace_s=0.5)
 
     async def index(_: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "index.html")
@@ -162,6 +162,10 @@ def test_page_switches_streams_remembers_the_choice_and_survives_a_restart(
                     await page.reload()
                     m = await wait_for(page, "m.state === 'connected' && m.framesDecoded > 5")
                     assert m["streamId"] == "cam2"  # from localStorage
+                    for _ in range(100):  # cam1 is released after the hub's idle grace
+                        if not views["cam1"].slots:
+                            break
+                        await asyncio.sleep(0.05)
                     assert views["cam1"].slots == []
                 # the daemon is gone: the page says so and keeps trying
                 await wait_for(page, "m.state !== 'connected'", timeout=15)

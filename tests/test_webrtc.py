@@ -64,12 +64,13 @@ class Server:
 
 @asynccontextmanager
 async def running_server(connect_timeout_s: float = 30.0, shared_encoder: bool = True,
+                         idle_grace_s: float = 0.3,
                          **server_config: object) -> AsyncIterator[Server]:
     views = {"cam1": CameraView("cam1")}
     metrics = Metrics()
     hub = WebRtcHub(views, ServerConfig.model_validate(server_config), metrics,
                     disconnect_grace_s=0.5, connect_timeout_s=connect_timeout_s,
-                    shared_encoder=shared_encoder)
+                    shared_encoder=shared_encoder, idle_grace_s=idle_grace_s)
     app = web.Application()
     protect(app, TOKEN)
     add_webrtc_routes(app, hub)
@@ -402,8 +403,43 @@ def test_viewers_of_a_stream_share_one_encoder(codec: str,
             await second.pc.close()
             await third.pc.close()
             await until(lambda: server.peers() == 0)
-            assert server.hub.shared_encoders("cam1") is None
-            assert not shared.encoders  # the encoder stopped with its last viewer
+            await until(lambda: server.hub.shared_encoders("cam1") is None)  # idle grace
+            assert not shared.encoders  # the encoder stopped after its last viewer
+
+    asyncio.run(main())
+
+
+def test_a_viewer_joining_within_the_idle_grace_reuses_the_streams_encoder() -> None:
+    """A reloaded cashier page: the stream's track and encoder outlive the last
+    viewer for the idle grace, the next viewer gets them (and a keyframe first),
+    and they are released once the grace passes with nobody watching."""
+
+    async def main() -> None:
+        async with running_server(idle_grace_s=1.5) as server, \
+                aiohttp.ClientSession() as session:
+            first = await connect(session, server.url)
+            await first.read(5)
+            shared = server.hub.shared_encoders("cam1")
+            assert shared is not None
+            (encoder,) = shared.encoders.values()
+            track = server.hub.shared_track("cam1")
+            await first.pc.close()
+            await until(lambda: server.peers() == 0)
+            assert server.hub.shared_encoders("cam1") is shared  # idle, kept
+            idle_encodes = encoder.encodes
+            await asyncio.sleep(0.3)
+            assert encoder.encodes == idle_encodes  # takes frames, encodes none
+
+            second = await connect(session, server.url)
+            await second.read(5)  # decodes: it started on a keyframe
+            assert server.hub.shared_track("cam1") is track
+            assert shared.encoders and next(iter(shared.encoders.values())) is encoder
+            assert encoder.encodes > idle_encodes
+
+            await second.pc.close()
+            await until(lambda: server.peers() == 0)
+            await until(lambda: server.hub.shared_encoders("cam1") is None, timeout=5.0)
+            assert not shared.encoders and track is not None and track.readyState == "ended"
 
     asyncio.run(main())
 
@@ -464,8 +500,9 @@ def test_a_lagging_viewer_resynchronises_on_a_keyframe() -> None:
         assert viewer.bitrate is not None  # the viewer's sender reported its target
 
         viewer.stop()
-        assert not shared.encoders  # the last viewer stopped the encoder
+        assert not encoder.viewers and shared.encoders  # idle: the hub decides when it ends
         shared.stop()
+        assert not shared.encoders
 
     asyncio.run(main())
 

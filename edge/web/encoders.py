@@ -257,7 +257,7 @@ class StreamEncoder:
     mime : str
         ``video/vp8`` or ``video/h264`` (lower case).
     on_idle : callable
-        Called once when the encoder stops (last viewer gone, source ended, error).
+        Called once when the encoder stops (the hub retired the stream, source ended, error).
     """
 
     def __init__(self, source: MediaStreamTrack, mime: str,
@@ -281,10 +281,9 @@ class StreamEncoder:
         self.request_keyframe()
 
     def remove(self, viewer: EncodedViewerTrack) -> None:
-        """Stop feeding ``viewer``; the last one stops the encoder."""
+        """Stop feeding ``viewer``. Without viewers the encoder idles (takes frames,
+        encodes none) until a viewer joins or the hub stops it."""
         self.viewers.discard(viewer)
-        if not self.viewers:
-            self.stop()
 
     def request_keyframe(self) -> None:
         """Make the next encode a keyframe (coalesced: one for every request until then)."""
@@ -307,8 +306,8 @@ class StreamEncoder:
         try:
             while True:
                 frame = await self.source.recv()
-                if not isinstance(frame, av.VideoFrame):
-                    continue
+                if not isinstance(frame, av.VideoFrame) or not self.viewers:
+                    continue  # (idle: the next viewer asks for a keyframe when it joins)
                 rates = [v.bitrate for v in self.viewers if v.bitrate is not None]
                 if rates:
                     self.encoder.target_bitrate = min(rates)  # type: ignore[attr-defined]

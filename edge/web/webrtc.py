@@ -76,6 +76,8 @@ PEER_RETRY_AFTER_S = 5.0
 _CLOCK_RATE = 90_000  # RTP video clock; pts are 90 kHz ticks since the first frame
 _FPS_WINDOW_S = 2.0
 SHARED_ENCODER_ENV = "DISHTRACKER_SHARED_ENCODER"
+DEFAULT_IDLE_GRACE_S = 20.0
+"""Seconds a stream's annotated track and encoder outlive its last viewer."""
 """``0`` turns shared encoding off (one aiortc encoder per viewer), e.g. to compare."""
 
 
@@ -229,6 +231,7 @@ class _Shared:
     relay: MediaRelay = field(default_factory=MediaRelay)
     peers: set[_Peer] = field(default_factory=set)
     encoders: SharedEncoders | None = None
+    retire: asyncio.TimerHandle | None = None  # set while idle: when it is torn down
 
 
 @dataclass(eq=False)
@@ -268,7 +271,8 @@ class WebRtcHub:
 
     def __init__(self, views: ViewSource, config: ServerConfig, metrics: Metrics, *,
                  disconnect_grace_s: float = 5.0, connect_timeout_s: float = 30.0,
-                 shared_encoder: bool | None = None) -> None:
+                 shared_encoder: bool | None = None,
+                 idle_grace_s: float = DEFAULT_IDLE_GRACE_S) -> None:
         install_low_latency_encoders()
         if shared_encoder is None:
             shared_encoder = os.environ.get(SHARED_ENCODER_ENV, "1").strip() not in (
@@ -284,6 +288,7 @@ class WebRtcHub:
         self._config = config
         self._metrics = metrics
         self._grace_s = disconnect_grace_s
+        self._idle_grace_s = idle_grace_s
         self._connect_timeout_s = connect_timeout_s
         self._shared: dict[str, _Shared] = {}
         self._peers: set[_Peer] = set()
@@ -371,6 +376,9 @@ class WebRtcHub:
 
     def _attach(self, peer: _Peer, view: StreamView) -> None:
         shared = self._shared.get(peer.stream_id)
+        if shared is not None and shared.retire is not None:  # idle, not yet torn down
+            shared.retire.cancel()
+            shared.retire = None
         if shared is None or shared.track.readyState != "live":
             shared = _Shared(AnnotatedTrack(view, self._metrics))
             if self.shared_encoder:
@@ -447,15 +455,37 @@ class WebRtcHub:
         if shared is not None:
             shared.peers.discard(peer)
             if not shared.peers:
-                if self._shared.get(peer.stream_id) is shared:
-                    del self._shared[peer.stream_id]
-                shared.track.stop()
-                if shared.encoders is not None:
-                    shared.encoders.stop()
+                self._idle(peer.stream_id, shared)
         self._update_gauge(peer.stream_id)
         await peer.pc.close()
         log.info("webrtc_peer_closed", stream=peer.stream_id, reason=reason,
                  peers=len(self._peers))
+
+    def _idle(self, stream_id: str, shared: _Shared) -> None:
+        """``shared`` lost its last viewer: tear it down after the idle grace.
+
+        A cashier's page that reloads, or viewers that come and go, find the
+        stream's track, relay and encoder still there: no new encoder per visit
+        (each one costs allocator churn that the heap keeps; docs/RELIABILITY.md,
+        "Soak") and no wait for the first frame.
+        """
+        if (self._closed or self._idle_grace_s <= 0 or shared.track.readyState != "live"):
+            self._retire(stream_id, shared)
+        elif shared.retire is None:
+            shared.retire = asyncio.get_running_loop().call_later(
+                self._idle_grace_s, self._retire, stream_id, shared)
+
+    def _retire(self, stream_id: str, shared: _Shared) -> None:
+        if shared.retire is not None:
+            shared.retire.cancel()
+            shared.retire = None
+        if shared.peers and shared.track.readyState == "live":
+            return  # watched again
+        if self._shared.get(stream_id) is shared:
+            del self._shared[stream_id]
+        shared.track.stop()
+        if shared.encoders is not None:
+            shared.encoders.stop()
 
     def _update_gauge(self, stream_id: str) -> None:
         count = sum(1 for p in self._peers if p.stream_id == stream_id)
@@ -465,6 +495,8 @@ class WebRtcHub:
         """Refuse new offers and close every peer (shutdown; idempotent)."""
         self._closed = True
         await asyncio.gather(*(self._drop(p, "shutdown") for p in list(self._peers)))
+        for sid, shared in list(self._shared.items()):
+            self._retire(sid, shared)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
