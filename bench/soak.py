@@ -22,7 +22,8 @@ while this process
 
 Before the soak each stream has had one viewer and the config one change
 (one-time set-up: codec modules, encoder threads), and the daemon is sampled
-idle (no viewer) -- and again after the soak once every viewer has left. A
+idle (no viewer, after the hub's idle grace has released the streams' tracks
+and encoders) -- and again after the soak once every viewer has left. A
 table per ``--bucket-minutes`` bucket and the verdict follow:
 
 * **RSS** grows by at most 5 % from the median of the second bucket to the
@@ -75,9 +76,12 @@ from harness import (
     start_daemon,
 )
 
-GRACE_S = 8.0
+from edge.web.webrtc import DEFAULT_IDLE_GRACE_S
+
+GRACE_S = 8.0 + DEFAULT_IDLE_GRACE_S
 """After the last viewer leaves: the hub drops a peer at once on ``closed`` and
-5 s after ``disconnected`` (``disconnect_grace_s``); 8 s covers both."""
+5 s after ``disconnected`` (``disconnect_grace_s``), 8 s covers both; then it
+keeps the stream's track and encoder for its idle grace. Idle means after both."""
 
 RSS_GROWTH_MAX_PCT = 5.0
 IDLE_SLACK = 2
