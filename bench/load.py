@@ -222,6 +222,10 @@ async def measure(args: argparse.Namespace, daemon: Daemon, http: aiohttp.Client
                                        stream=s, stage="detect")) / span
                           for s in daemon.streams},
             "contention": others,
+            "heap_trims": (metric(m1, "dishtracker_heap_trim_seconds_count")
+                           - metric(m0, "dishtracker_heap_trim_seconds_count")),
+            "heap_trim_s": (metric(m1, "dishtracker_heap_trim_seconds_sum")
+                            - metric(m0, "dishtracker_heap_trim_seconds_sum")),
         }
     finally:
         await pl.close_viewers(viewers)
@@ -266,6 +270,9 @@ def report_lines(args: argparse.Namespace, r: dict[str, Any],
               f"other threads {r['daemon_threads_cpu_pct']['other threads']:.0f} % "
               f"({'one encoder per viewer' if args.per_viewer_encoders else 'encoding'}, "
               "inference, decoding, the journal)",
+              f"heap trims in the window: {r['heap_trims']:.0f}, "
+              f"{1000 * r['heap_trim_s'] / max(r['heap_trims'], 1):.1f} ms each on average "
+              "(a worker thread; edge/memory.py)",
               f"contention during the window: {describe_contention(r['contention'])}",
               f"(before the bench: {describe_contention(before)})"]
     worst = min(r["stream_fps"].values())

@@ -149,7 +149,7 @@ async def serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR091
         return 1
     _announce(config, token, tls=ssl_context is not None)
     fleet.start()
-    trimmer = HeapTrimmer(_heap_trim_interval())
+    trimmer = HeapTrimmer(_heap_trim_interval(), observe=metrics.heap_trim_seconds.observe)
     trimmer.start()
     progress = _Progress(pipeline)
     notifier.ready("started")

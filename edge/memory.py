@@ -94,10 +94,14 @@ class HeapTrimmer:
     ----------
     interval_s : float
         Seconds between trims; 0 makes :meth:`start` a no-op.
+    observe : callable, optional
+        Called with each trim's wall time in seconds (a metric).
     """
 
-    def __init__(self, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(self, interval_s: float = DEFAULT_INTERVAL_S,
+                 observe: Callable[[float], None] | None = None) -> None:
         self.interval_s = interval_s
+        self._observe = observe
         self.trims = 0
         """Trims done so far."""
         self.last_seconds = 0.0
@@ -135,3 +139,5 @@ class HeapTrimmer:
                 return
             self.trims += 1
             self.last_seconds = time.perf_counter() - start
+            if self._observe is not None:
+                self._observe(self.last_seconds)

@@ -75,6 +75,9 @@ class Metrics:
         1 while connected to the MQTT broker, else 0.
     fleet_connection_errors : Counter
         Failed connection attempts and lost connections to the broker.
+    heap_trim_seconds : Histogram
+        Wall time of one return of freed heap memory to the system
+        (:mod:`edge.memory`, every 10 s; it runs in a worker thread).
     asyncio_tasks : Gauge
         Tasks of the event loop that renders the metrics (``GET /metrics``);
         NaN when rendered outside a running loop. With the ``process_*``
@@ -135,6 +138,9 @@ class Metrics:
         self.fleet_connection_errors = Counter(
             "dishtracker_fleet_connection_errors", "Failed or lost MQTT broker connections",
             registry=r)
+        self.heap_trim_seconds = Histogram(
+            "dishtracker_heap_trim_seconds", "Wall time of one heap trim (malloc_trim)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25), registry=r)
         self.asyncio_tasks = Gauge("dishtracker_asyncio_tasks", "Tasks of the event loop",
                                    registry=r)
         self.asyncio_tasks.set_function(_loop_tasks)
