@@ -119,7 +119,7 @@ def test_metadata_kept_and_marked_quantized(quantized: dict[str, Path], target: 
     calibration = json.loads(meta["quantization_calibration"])
     assert calibration["frames"] == 6 and calibration["method"] == "minmax"
     info = check_contract(quantized[target])
-    assert info.model_version == "dishnet-1.0" and info.num_classes == 33
+    assert info.model_version == "dishnet-1.1" and info.num_classes == 33
 
 
 def test_int8_detections_match_fp32_on_a_rendered_frame(quantized: dict[str, Path]) -> None:

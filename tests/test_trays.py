@@ -316,3 +316,41 @@ def test_optical_flow_moves_a_tray_between_detections() -> None:
 
     assert run(flow=True) < 4.0
     assert run(flow=False) > 10.0
+
+
+def test_a_false_tray_closed_empty_does_not_swallow_the_real_trays_bill() -> None:
+    """A false tray seen ahead of a real one (an arm reaching over it) crosses the
+    line first and closes without a bill, then merges into the real tray: the
+    real tray is still billed, once."""
+
+    def scene(i: int) -> list[Obj]:
+        x = 20.0 + 4 * i
+        objs = [_tray(x), _on(x, 20, 30, SOUP)]
+        if 30 <= i < 75:  # offset (120, -70) until frame 55, then onto the tray by 65
+            k = min(max((i - 55) / 10.0, 0.0), 1.0)
+            objs.append(_tray(x + 120 * (1 - k), 150 - 70 * (1 - k))[:5] + (0.6,))
+        return objs
+
+    biller = _biller()
+    bills, _ = _run(biller, 110, scene)
+    (bill,) = bills
+    assert [i.class_id for i in bill.items] == [SOUP]
+
+
+def test_a_fast_dish_seen_before_its_tray_keeps_one_id() -> None:
+    """A dish of a fast tray (18 px a frame) is seen before its tray is: its
+    loose track follows it instead of lagging behind and splitting, and the tray
+    that then takes it over bills it once."""
+
+    def scene(i: int) -> list[Obj]:
+        x = -150.0 + 18 * i
+        # blurred: the detector misses it every third frame
+        objs = [_on(x, 160, 30, CAPPUCCINO, 0.7, size=40)] if i % 3 != 2 else []
+        if i >= 12:  # the tray (cut by the picture's edge before) is seen from here on
+            objs.append(_tray(x))
+        return objs
+
+    bills, frames = _run(_biller(), 40, scene)
+    assert len(_dish_ids(frames[:12], CAPPUCCINO)) == 1
+    (bill,) = bills
+    assert [i.class_id for i in bill.items] == [CAPPUCCINO]

@@ -77,6 +77,12 @@ FRAGMENT_DISTANCE = 1.5  # a same-class successor within this many dish sizes is
 EARLY_FRAGMENT_SHARE = 0.4  # of a tray's width: how far an early fragment may sit
 CLEAREST_VIEWS = 5  # top scores kept per class and dish
 RUNNER_UP_SHARE = 0.25  # above this share of the vote the clearest views decide
+# velocity variance ((px/frame)^2) a loose dish's Kalman filter starts with: a tray
+# moves up to ~20 px a frame; with Norfair's default (1) the velocity takes
+# seconds to catch up, the estimate lags behind a fast dish, and its track
+# splits into a new one every few frames (and is adopted by its tray where it
+# was, not where it is: billed twice)
+LOOSE_VEL_VARIANCE = 100.0
 HANDOVER_FRAMES = 5  # a loose track may outlive the tray track that took its dish over by this
 GHOST_SHARE = 4  # a record with under a quarter of a same-class neighbour's hits ...
 GHOST_DISTANCE = 1.5  # ... within this many dish sizes of it is that dish seen askew
@@ -214,7 +220,8 @@ class _Tray:
     opened_at: float = 0.0
     side: int = UNKNOWN
     was_before: bool = False
-    billed: bool = False
+    billed: bool = False  # closed: with a bill, or without one (nothing on it)
+    closed_empty: bool = False  # closed without a bill
     box: Box = field(default_factory=lambda: np.zeros(4))
     # the dish frame: its origin in the picture, moved by the dishes themselves
     # (a rigid group), not tied to the tray's box, which jumps under blur
@@ -490,7 +497,11 @@ class TrayTracker:
                 keep.archive.append(rec)
         keep.pending += drop.pending
         keep.opened_at = min(keep.opened_at, drop.opened_at)
-        keep.billed = keep.billed or drop.billed
+        # a tray closed without a bill (a false tray seen in an arm, ahead of the
+        # real one) passes no bill state on: the tray it merges into is billed
+        # when it is past the line, not swallowed
+        keep.billed = any(t.billed and not t.closed_empty for t in (keep, drop))
+        keep.closed_empty = False
         keep.was_before = keep.was_before or drop.was_before
         keep.items_seq = -1
 
@@ -707,12 +718,14 @@ class TrayTracker:
     def _dish_tracker(self, hit_counter_max: int, *, static: bool = True) -> NfTracker:
         """Norfair for dishes: on a tray they do not move, so no velocity is
         estimated there (a velocity fitted to box noise would carry an occluded
-        dish away); loose objects get Norfair's default Kalman filter."""
+        dish away); loose objects get Norfair's Kalman filter, ready for a
+        fast velocity (:data:`LOOSE_VEL_VARIANCE`)."""
         tracker = NfTracker(
             distance_function="iou", distance_threshold=1.0 - self.config.iou_threshold,
             hit_counter_max=hit_counter_max,
             initialization_delay=min(self.config.initialization_delay, hit_counter_max - 1),
-            filter_factory=NoFilterFactory() if static else OptimizedKalmanFilterFactory(),
+            filter_factory=(NoFilterFactory() if static
+                            else OptimizedKalmanFilterFactory(vel_variance=LOOSE_VEL_VARIANCE)),
             past_detections_length=0,
         )
         use_fast_hit(tracker)  # the same state after each update, at a third of the cost
@@ -819,7 +832,9 @@ class TrayTracker:
                 prev = tray.side
                 tray.side = self.line.side(float(c[0]), float(c[1]), prev)
                 tray.was_before |= tray.side == BEFORE
-                if prev == BEFORE and tray.side == PAST and not tray.billed:
+                if tray.side == PAST and not tray.billed and tray.was_before:
+                    # crossed now, or a merged tray past the line whose half that
+                    # crossed first closed without a bill
                     self._bill_into(closed, frame, tray, "crossed")
             elif obj not in self._trays_nf.tracked_objects or (
                     obj.hit_counter < 0 and obj.reid_hit_counter is not None
@@ -856,6 +871,7 @@ class TrayTracker:
         if items:
             closed.append(self._bill(frame, tray, reason, items))
         else:
+            tray.closed_empty = True
             log.info("tray_closed_without_items", stream=self.stream_id, tray=tray.tid,
                      reason=reason, frame=frame.seq)
 
