@@ -328,7 +328,7 @@ def test_a_false_tray_closed_empty_does_not_swallow_the_real_trays_bill() -> Non
         objs = [_tray(x), _on(x, 20, 30, SOUP)]
         if 30 <= i < 75:  # offset (120, -70) until frame 55, then onto the tray by 65
             k = min(max((i - 55) / 10.0, 0.0), 1.0)
-            objs.append(_tray(x + 120 * (1 - k), 150 - 70 * (1 - k))[:5] + (0.6,))
+            objs.append((*_tray(x + 120 * (1 - k), 150 - 70 * (1 - k))[:5], 0.6))
         return objs
 
     biller = _biller()
