@@ -60,6 +60,7 @@ class FastHitObject(nf_tracker.TrackedObject):
             filt.x[obj.dim_z:][fresh] = 0
             obj.detected_at_least_once_points = np.ones_like(seen)
 
+
 if _Factory is not None:
     class _FastHitFactory(_Factory):  # type: ignore[misc]
         """Norfair's object factory (ids, counters), making :class:`FastHitObject`."""

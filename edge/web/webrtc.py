@@ -76,9 +76,9 @@ PEER_RETRY_AFTER_S = 5.0
 _CLOCK_RATE = 90_000  # RTP video clock; pts are 90 kHz ticks since the first frame
 _FPS_WINDOW_S = 2.0
 SHARED_ENCODER_ENV = "DISHTRACKER_SHARED_ENCODER"
+"""``0`` turns shared encoding off (one aiortc encoder per viewer), e.g. to compare."""
 DEFAULT_IDLE_GRACE_S = 20.0
 """Seconds a stream's annotated track and encoder outlive its last viewer."""
-"""``0`` turns shared encoding off (one aiortc encoder per viewer), e.g. to compare."""
 
 
 class StreamView(Protocol):
