@@ -28,9 +28,9 @@ from pydantic import (
     model_validator,
 )
 
+from edge.catalogue import CATALOGUE, Kind
 from edge.errors import ConfigError
 from edge.fsutil import write_atomic
-from edge.sim.menu import MENU, Kind
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -132,7 +132,7 @@ class MenuEntry(_Strict):
 
 def _default_menu() -> dict[str, MenuEntry]:
     return {item.key: MenuEntry(name=item.name, price=item.price, billable=item.kind is Kind.DISH)
-            for item in MENU if item.kind is not Kind.TRAY}
+            for item in CATALOGUE if item.kind is not Kind.TRAY}
 
 
 class BillingConfig(_Strict):

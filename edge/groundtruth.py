@@ -2,7 +2,7 @@
 
 * ``gt/gt.txt`` -- MOTChallenge: ``frame,id,x,y,w,h,conf,class,visibility``;
   frames are 1-based, boxes in pixels (top-left corner, width, height), class
-  is the 0-based id of :mod:`edge.sim.menu`, visibility in [0, 1].
+  is the 0-based id of :mod:`edge.catalogue`, visibility in [0, 1].
 * ``det.txt`` -- MOTChallenge detections: ``frame,-1,x,y,w,h,score,class,-1``
   (the class column is an extension; files with 7 columns read as class -1).
 * ``gt/trays.json`` -- one record per tray and its expected bill (see
@@ -39,7 +39,7 @@ class BoxRecord:
     conf : float
         1 for ground truth that counts, 0 to ignore; the score for detections.
     class_id : int
-        0-based class id (``edge.sim.menu``); -1 if unknown.
+        0-based class id (``edge.catalogue``); -1 if unknown.
     visibility : float
         Fraction of the object visible, in [0, 1]; -1 for detections.
     """

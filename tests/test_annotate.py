@@ -9,9 +9,9 @@ import numpy.typing as npt
 import pytest
 
 from edge.annotate import annotate, class_colour
+from edge.catalogue import CLASS_NAMES
 from edge.frames import Frame, Track, TrackedFrame
-from edge.sim.menu import CLASS_NAMES
-from edge.sim.stamp import TIME_MODULUS, read_stamp, stamp_frame, stamp_geometry
+from edge.stamp import TIME_MODULUS, read_stamp, stamp_frame, stamp_geometry
 
 EPOCH_MS = 1_760_000_000_000
 

@@ -39,6 +39,8 @@ from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from edge.billing.model import Bill, Biller
+from edge.catalogue import CATALOGUE as MENU
+from edge.catalogue import Kind
 from edge.config import SiteConfig, StreamConfig
 from edge.errors import InputFormatError, MissingExtraError
 from edge.eval.baselines import BASELINES
@@ -47,7 +49,6 @@ from edge.eval.detection import box_iou
 from edge.eval.sequences import CACHE_SCORE_THRESHOLD, SequenceData, video_frames
 from edge.frames import Detections, Frame, Track
 from edge.groundtruth import BoxRecord
-from edge.sim.menu import MENU, Kind
 
 MOT_IOU = 0.5
 MIN_VISIBILITY = 0.5
