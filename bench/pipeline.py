@@ -77,8 +77,8 @@ if str(REPO) not in sys.path:  # `python bench/pipeline.py` from a checkout
 
 from edge.config import DEFAULT_MODEL  # noqa: E402
 from edge.sim.live import SyntheticCamera, SyntheticSpec, parse_size  # noqa: E402
-from edge.sim.stamp import read_stamp, unwrap_time_ms  # noqa: E402
 from edge.slot import LatestSlot, SlotClosed  # noqa: E402
+from edge.stamp import read_stamp, unwrap_time_ms  # noqa: E402
 
 try:  # the encoders moved out of edge.web.webrtc
     from edge.web.encoders import install_low_latency_encoders

@@ -6,7 +6,7 @@ track -> :class:`~edge.frames.TrackedFrame` -> **annotate** -> WebRTC track
 :func:`annotate` is a pure function: it returns a new BGR image and never
 touches the frame's own pixels. It draws with OpenCV primitives only (about
 1 ms at 640x480 with 20 tracks on one core) and leaves the corner stamp of
-:mod:`edge.sim.stamp` exactly as it was, so a client can still read the
+:mod:`edge.stamp` exactly as it was, so a client can still read the
 frame id and capture time from the annotated picture.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.frames import Track, TrackedFrame
-from edge.sim.stamp import stamp_geometry
+from edge.stamp import stamp_geometry
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _LABEL_SCALE = 0.42

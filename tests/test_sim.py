@@ -22,8 +22,8 @@ from edge.sim.difficulty import LEVELS
 from edge.sim.live import SyntheticCamera, SyntheticSpec
 from edge.sim.menu import DISH_IDS, MENU, TRAY_ID, Kind, sales_frequencies
 from edge.sim.scene import Scene
-from edge.sim.stamp import read_stamp
 from edge.sim.writer import write_sequence
+from edge.stamp import read_stamp
 
 
 def test_menu_is_long_tailed_with_lookalikes() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edge.sim.stamp import (
+from edge.stamp import (
     STAMP_BITS,
     TIME_MODULUS,
     crc8,

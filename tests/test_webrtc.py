@@ -30,7 +30,7 @@ from test_webrtc_support import AUTH, TOKEN, CameraView, serve
 
 from edge.config import ServerConfig
 from edge.metrics import Metrics
-from edge.sim.stamp import read_stamp, unwrap_time_ms
+from edge.stamp import read_stamp, unwrap_time_ms
 from edge.web.access import protect
 from edge.web.encoders import EncodedFrame, SharedEncoders, StreamEncoder, is_keyframe
 from edge.web.webrtc import (

@@ -22,7 +22,7 @@ import numpy as np
 from edge.errors import ConfigError
 from edge.sim.difficulty import LEVELS
 from edge.sim.scene import Scene
-from edge.sim.stamp import stamp_frame
+from edge.stamp import stamp_frame
 
 _KEYS = {"seed", "fps", "size", "difficulty", "stamp"}
 
