@@ -7,11 +7,12 @@ import numpy.typing as npt
 import pytest
 from detect_models import CONSTANT_ROWS, yolo_head
 
-from edge.detect.decode import ContractDecoder, YoloDecoder, box_iou, decoder_for, nms
+from edge.detect.decode import ContractDecoder, YoloDecoder, decoder_for
 from edge.detect.model_info import ModelInfo
 from edge.detect.preprocess import BoxMapping
 from edge.errors import ModelError
 from edge.frames import Detections
+from edge.geometry import box_iou, nms
 
 IDENTITY = BoxMapping(1.0, 1.0, 0.0, 0.0, (320, 256))
 

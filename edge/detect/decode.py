@@ -21,6 +21,7 @@ from edge.detect.model_info import CONTRACT_FORMAT, YOLO_FORMAT, ModelInfo
 from edge.detect.preprocess import BoxMapping
 from edge.errors import ModelError
 from edge.frames import Detections
+from edge.geometry import nms  # also re-exported: edge.track.trays imports it from here
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -34,83 +35,6 @@ class Decoder(Protocol):
         ``mappings[i]`` takes image ``i``'s boxes back to its source pixels.
         """
         ...
-
-
-def box_iou(a: FloatArray, b: FloatArray) -> FloatArray:
-    """Intersection over union of every box in ``a`` ``(n, 4)`` with every box in ``b`` ``(m, 4)``.
-
-    Boxes are x1, y1, x2, y2 in any common frame. Returns ``(n, m)`` float32;
-    pairs with zero union (degenerate boxes) have IoU 0.
-    """
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    iou = np.zeros_like(inter, dtype=np.float32)
-    np.divide(inter, union, out=iou, where=union > 0)
-    return iou
-
-
-_NMS_MATRIX_MAX = 1024
-"""Up to this many boxes NMS computes all IoUs at once (4 MiB of float32 at most)."""
-
-
-def nms(boxes: FloatArray, scores: FloatArray, iou_threshold: float,
-        classes: npt.NDArray[np.int32] | None = None,
-        max_keep: int | None = None) -> npt.NDArray[np.intp]:
-    """Greedy non-maximum suppression.
-
-    Parameters
-    ----------
-    boxes : np.ndarray
-        ``(n, 4)`` x1, y1, x2, y2.
-    scores : np.ndarray
-        ``(n,)``.
-    iou_threshold : float
-        A box is suppressed when its IoU with a kept, higher-scoring box is
-        strictly greater than this.
-    classes : np.ndarray, optional
-        ``(n,)`` class ids: boxes only suppress boxes of their own class.
-        ``None`` suppresses across classes.
-    max_keep : int, optional
-        Stop after keeping this many.
-
-    Returns
-    -------
-    np.ndarray
-        Indices of the kept boxes, highest score first.
-    """
-    if classes is not None and len(boxes):
-        # Shift each class to its own region so boxes of different classes never
-        # overlap; one pass then does per-class NMS (the torchvision batched_nms trick).
-        span = float(boxes.max() - boxes.min()) + 1.0
-        boxes = boxes + (classes.astype(np.float32) * span)[:, None]
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    if max_keep is not None and max_keep <= 0:
-        return np.asarray(keep, dtype=np.intp)
-    if order.size <= _NMS_MATRIX_MAX:
-        # One IoU matrix and a boolean sweep: the same result as the loop below,
-        # without a NumPy call per kept box (the tracker runs this every frame).
-        ordered = boxes[order]
-        overlaps = box_iou(ordered, ordered) > iou_threshold
-        suppressed = np.zeros(order.size, dtype=bool)
-        for i in range(order.size):
-            if suppressed[i]:
-                continue
-            keep.append(int(order[i]))
-            if max_keep is not None and len(keep) >= max_keep:
-                break
-            suppressed |= overlaps[i]
-        return np.asarray(keep, dtype=np.intp)
-    while order.size and (max_keep is None or len(keep) < max_keep):
-        best, order = order[0], order[1:]
-        keep.append(int(best))
-        if order.size:
-            order = order[box_iou(boxes[best:best + 1], boxes[order])[0] <= iou_threshold]
-    return np.asarray(keep, dtype=np.intp)
 
 
 def _check_threshold(name: str, value: float) -> None:
