@@ -1,6 +1,6 @@
 """Video encoders for the WebRTC view: aiortc's H.264 and VP8, tuned for latency and CPU.
 
-Where it sits: the last step of :mod:`edge.web.webrtc`. aiortc gives every
+Where it sits: the last step of the WebRTC view (:mod:`edge.web.hub`). aiortc gives every
 sender its own encoder; :func:`install_low_latency_encoders` makes those the
 classes below. With shared encoding (the default) one :class:`StreamEncoder`
 per stream and codec encodes each frame once and every viewer's sender only
@@ -175,7 +175,7 @@ def install_low_latency_encoders() -> None:
 #   frames behind, drops its backlog, asks for a keyframe and waits for it: a viewer
 #   never decodes a frame whose reference it missed. A PLI or FIR from any viewer
 #   makes the next encode a keyframe for all (RTCRtpSender._send_keyframe is hooked
-#   per sender in edge.web.webrtc).
+#   per sender in edge.web.senders).
 # * Bitrate: the minimum of the viewers' REMB targets (each sender's encoder keeps
 #   aiortc's clamp and default), so no viewer gets more than its estimate allows.
 # * VP8 picture ids come from the shared encoder: one sequence for all viewers; a
@@ -281,8 +281,10 @@ class StreamEncoder:
         self.request_keyframe()
 
     def remove(self, viewer: EncodedViewerTrack) -> None:
-        """Stop feeding ``viewer``. Without viewers the encoder idles (takes frames,
-        encodes none) until a viewer joins or the hub stops it."""
+        """Stop feeding ``viewer``. Without viewers the encoder encodes nothing until a
+        viewer joins or the hub stops it; frames it still receives (the stream's
+        viewers of another codec) are dropped, and with no viewer at all the hub
+        pauses the stream's track, so none come."""
         self.viewers.discard(viewer)
 
     def request_keyframe(self) -> None:

@@ -5,7 +5,7 @@ WebRTC``) and describes what the application really serves: the routes come
 from the application's router, the request bodies and answers from the same
 pydantic models the handlers validate with (:class:`edge.config.SiteConfig`,
 the corrections of :mod:`edge.billing.corrections`, the offer of
-:mod:`edge.web.webrtc`, the answers of :mod:`edge.web.payloads`), and each
+:mod:`edge.web.signalling`, the answers of :mod:`edge.web.payloads`), and each
 operation's ``security`` from the access rule itself
 (:func:`edge.web.access.route_needs_token`). A handler says what it takes and
 answers with :func:`operation`; a route without it is still listed, with its

@@ -2,7 +2,7 @@
 
 Beside the control plane and the bills API (``… ─▶ events (HTTP/SSE)``): the
 request bodies are validated by the models of :mod:`edge.config`,
-:mod:`edge.billing.corrections` and :mod:`edge.web.webrtc`; the answers are
+:mod:`edge.billing.corrections` and :mod:`edge.web.signalling`; the answers are
 described here as pydantic models, so that :mod:`edge.web.openapi` can
 publish them and the API fuzz test can check what the server really sends
 against them. Handlers that build an answer by hand build it through these
