@@ -5,7 +5,8 @@
 
 Renders ``--per-level`` sequences of ``--seconds`` per difficulty level at
 640x480, 20 fps, from the held-out seed range (easy 91000+, standard 92000+,
-hard 93000+; seeds 90000-99999 are never used for training or tuning) into
+hard 93000+: :data:`edge.seeds.BILLING_HELD_OUT`; seeds 90000-99999 are never
+used for training or tuning) into
 ``--cache`` (default ``var/bench-billing``), skipping sequences already
 there, so an interrupted run resumes. The detector runs once per sequence
 and its output is cached beside it (``det/det.txt``); then the full system
@@ -50,15 +51,9 @@ from edge.eval.sequences import (
     open_sequence,
 )
 from edge.eval.tracking import SystemResult, evaluate_sequence, report, system_specs
+from edge.seeds import BILLING_HELD_OUT, BILLING_TUNING, BILLING_VALIDATION, level_seeds
 
 LEVELS = ("easy", "standard", "hard")
-SEED_BASE = {"easy": 91000, "standard": 92000, "hard": 93000}
-# --dev: tuning seeds outside the held-out range (their figures are not results)
-DEV_SEED_BASE = {"easy": 11000, "standard": 12000, "hard": 13000}
-# --validation: seeds outside the held-out range that no tracker change was tuned on,
-# to confirm a change generalises before a held-out run (their figures are not results)
-VALIDATION_SEED_BASE = {"easy": 21000, "standard": 22000, "hard": 23000}
-HELD_OUT = range(90000, 100000)
 SIZE = (640, 480)
 FPS = 20.0
 
@@ -205,8 +200,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="tuning seeds (easy 11000+, standard 12000+, hard 13000+) instead of "
                          "the held-out ones: for developing the tracker, never for reporting")
     ap.add_argument("--validation", action="store_true",
-                    help="validation seeds (easy 21000+, standard 22000+, hard 23000+), never "
-                         "tuned on: to confirm a tracker change before a held-out run")
+                    help="validation seeds (easy 21000+, standard 22000+, hard 23000+): to "
+                         "confirm a change before a held-out run; not held out (they informed "
+                         "the choice of dishnet-1.1), never for reporting")
     args = ap.parse_args(argv)
     if args.dev and args.validation:
         ap.error("--dev and --validation exclude each other")
@@ -217,14 +213,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                  "--per-level and --jobs must be >= 1")
     if not args.model.is_file():
         ap.error(f"{args.model}: no such model file")
-    args.seed_base = (DEV_SEED_BASE if args.dev else VALIDATION_SEED_BASE if args.validation
-                      else SEED_BASE)
-    args.tuning = args.dev or args.validation
-    if not args.tuning and any(SEED_BASE[lv] + args.per_level - 1 not in HELD_OUT
-                               for lv in args.levels):
-        ap.error("--per-level reaches beyond the held-out seed range")
-    if args.tuning and args.per_level > 1000:
-        ap.error("--dev and --validation allow at most 1000 sequences per level")
+    args.seed_base = (BILLING_TUNING if args.dev else BILLING_VALIDATION if args.validation
+                      else BILLING_HELD_OUT)
+    try:
+        for lv in args.levels:
+            level_seeds(args.seed_base, lv, args.per_level)
+    except ValueError as err:
+        ap.error(f"--per-level: {err}")
     args.baselines = tuple(b for b in args.baselines.split(",") if b and b != "none")
     unknown = [b for b in args.baselines if b not in BASELINES]
     if unknown:
@@ -247,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dev:
         print("DEV SEEDS (tuning set): these figures are not held-out results")
     elif args.validation:
-        print("VALIDATION SEEDS (not tuned on, not held out): these figures are not results")
+        print("VALIDATION SEEDS (not held out): these figures are not results")
     start = time.perf_counter()
     done: dict[str, list[tuple[SequenceData, dict[str, SystemResult]]]] = {lv: [] for lv in levels}
     timings = []

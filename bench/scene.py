@@ -1,6 +1,6 @@
 """Benchmark: scene calibration against the simulator's truth, and bills with its line.
 
-    python bench/scene.py [--cache /work/data/billing] [--per-level 3]
+    python bench/scene.py [--cache var/bench-billing] [--per-level 3]
                           [--angles 30,135,250] [--rotated-cache var/bench-scene]
                           [--dev] [--json OUT]
 
@@ -62,14 +62,16 @@ from edge.eval.sequences import (  # noqa: E402
     open_sequence,
 )
 from edge.eval.tracking import evaluate_sequence, report, system_specs  # noqa: E402
+from edge.seeds import (  # noqa: E402
+    BILLING_HELD_OUT,
+    ROTATED_HELD_OUT,
+    ROTATED_TUNING,
+    SCENE_TUNING,
+)
 from edge.sim.scene import Scene  # noqa: E402
 from edge.sim.writer import write_sequence  # noqa: E402
 
 LEVELS = ("easy", "standard", "hard")
-SEED_BASE = {"easy": 91000, "standard": 92000, "hard": 93000}
-ROTATED_SEED_BASE = {"easy": 94000, "standard": 95000, "hard": 96000}
-DEV_SEED_BASE = {"easy": 15000, "standard": 15100, "hard": 15200}
-DEV_ROTATED_SEED_BASE = {"easy": 16000, "standard": 16100, "hard": 16200}
 SECONDS = 60.0
 FPS = 20.0
 SIZE = (640, 480)
@@ -155,7 +157,7 @@ def bills(seq: SequenceData, checkout: CheckoutConfig, sha: str) -> dict[str, An
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cache", type=Path, default=Path("/work/data/billing"),
+    ap.add_argument("--cache", type=Path, default=Path("var/bench-billing"),
                     help="bench/billing.py's sequences with cached detections")
     ap.add_argument("--rotated-cache", type=Path, default=Path("var/bench-scene"))
     ap.add_argument("--per-level", type=int, default=3)
@@ -177,8 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print its tables."""
     args = _parse(argv)
     command = "python bench/scene.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    base = DEV_SEED_BASE if args.dev else SEED_BASE
-    rbase = DEV_ROTATED_SEED_BASE if args.dev else ROTATED_SEED_BASE
+    base = SCENE_TUNING if args.dev else BILLING_HELD_OUT
+    rbase = ROTATED_TUNING if args.dev else ROTATED_HELD_OUT
     if args.dev:
         print("DEV SEEDS (tuning set): these figures are not held-out results")
     jobs: list[tuple[Path, str, int, float]] = []

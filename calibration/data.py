@@ -27,8 +27,7 @@ from calibration.average_precision import GroundTruth
 from calibration.model import IMAGENET_MEAN, IMAGENET_STD, HeadType
 from calibration.targets import encode_targets
 from edge.errors import HeldOutSeedError, InputFormatError
-
-HELD_OUT_SEEDS = range(90000, 100000)
+from edge.seeds import HELD_OUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +125,10 @@ def read_split(split_dir: Path) -> Split:
 def refuse_held_out(split: Split, purpose: str) -> None:
     """Raise :class:`HeldOutSeedError` if a frame comes from an evaluation-only seed."""
     for frame in split.frames:
-        if frame.seed is not None and frame.seed in HELD_OUT_SEEDS:
+        if frame.seed is not None and frame.seed in HELD_OUT:
             msg = (
                 f"{frame.path}: simulator seed {frame.seed} is reserved for held-out evaluation "
-                f"(90000-99999) and cannot be used for {purpose}"
+                f"({HELD_OUT.start}-{HELD_OUT.stop - 1}) and cannot be used for {purpose}"
             )
             raise HeldOutSeedError(msg)
 

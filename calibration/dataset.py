@@ -3,8 +3,8 @@
 ``dishtracker calibrate dataset`` renders each seed's sequence (H.264, so the
 frames carry real compression artifacts), decodes it, and keeps every
 ``every``-th frame with its boxes. Train, validation and test come from
-disjoint seed sets; seeds 90000-99999 are reserved for held-out evaluation and
-refused for train and validation.
+disjoint seed sets; seeds 90000-99999 (:data:`edge.seeds.HELD_OUT`) are
+reserved for held-out evaluation and refused for train and validation.
 
 Layout::
 
@@ -34,12 +34,12 @@ import av
 import cv2
 from tqdm import tqdm
 
-from edge.errors import ConfigError, HeldOutSeedError
+from edge.errors import ConfigError
 from edge.groundtruth import by_frame, read_mot
+from edge.seeds import DETECTOR_TEST, HELD_OUT, refuse_held_out
 from edge.sim.menu import MENUS, menu_items
 from edge.sim.writer import write_sequence
 
-HELD_OUT = range(90000, 100000)
 IGNORE_BELOW = 0.5
 LEVEL_CYCLE = ("standard", "hard", "easy", "standard", "hard")
 
@@ -67,11 +67,7 @@ def parse_seeds(text: str) -> list[int]:
 def check_splits(splits: dict[str, list[int]]) -> None:
     """Refuse held-out seeds in train/val and any seed shared between splits."""
     for name in ("train", "val"):
-        bad = [s for s in splits.get(name, []) if s in HELD_OUT]
-        if bad:
-            raise HeldOutSeedError(
-                f"{name} seeds {bad[:5]} are reserved for held-out evaluation (90000-99999)"
-            )
+        refuse_held_out(splits.get(name, []), f"the {name} split")
     names = list(splits)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
@@ -208,10 +204,12 @@ def _ranges(seeds: Iterable[int]) -> str:
 def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``dishtracker calibrate dataset``."""
     p.add_argument("--out", type=Path, required=True, help="dataset directory to write")
-    p.add_argument("--train-seeds", default="1000-1039", help="e.g. 1000-1039 (never 90000+)")
+    held_out = f"{HELD_OUT.start}-{HELD_OUT.stop - 1}"
+    p.add_argument("--train-seeds", default="1000-1039",
+                   help=f"e.g. 1000-1039 (never the held-out {held_out})")
     p.add_argument("--val-seeds", default="2000-2003")
-    p.add_argument("--test-seeds", default="90000-90003",
-                   help="held-out seeds 90000-99999 are allowed here only")
+    p.add_argument("--test-seeds", default=f"{DETECTOR_TEST.start}-{DETECTOR_TEST.stop - 1}",
+                   help=f"held-out seeds {held_out} are allowed here only")
     p.add_argument("--seconds", type=float, default=60.0, help="length of each sequence")
     p.add_argument("--every", type=int, default=10, help="keep every N-th frame")
     p.add_argument("--difficulty", default="mix", choices=["mix", "easy", "standard", "hard"])

@@ -3,8 +3,9 @@
 Feeds :mod:`calibration.quantize`, which letterboxes each frame exactly as
 the detection stage does. Every source yields ``(height, width, 3)`` uint8
 BGR images, the layout of decoded camera frames, together with a frame count
-for the progress bar. Simulator seeds 90000-99999 are held out for
-evaluation and refused here, as the dataset export refuses them for training.
+for the progress bar. Simulator seeds 90000-99999 (:data:`edge.seeds.HELD_OUT`)
+are held out for evaluation and refused here, as the dataset export refuses
+them for training.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from calibration.dataset import HELD_OUT, level_for
-from edge.errors import ConfigError, HeldOutSeedError, InputFormatError
+from calibration.dataset import level_for
+from edge.errors import ConfigError, InputFormatError
+from edge.seeds import refuse_held_out
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts", ".h264")
@@ -118,12 +120,8 @@ def check_calibration_seeds(seeds: Sequence[int]) -> None:
     HeldOutSeedError
         Naming up to five offending seeds.
     """
-    bad = [s for s in seeds if s in HELD_OUT]
-    if bad:
-        raise HeldOutSeedError(
-            f"calibration seeds {bad[:5]} are reserved for held-out evaluation "
-            f"({HELD_OUT.start}-{HELD_OUT.stop - 1}): calibrating on them would leak the "
-            "test set into the model; use training seeds such as 1000-1059")
+    refuse_held_out(seeds, "calibration (it would leak the test set into the model; use "
+                    "training seeds such as 1000-1059)")
 
 
 def sim_frames(seeds: Sequence[int], frames_per_seed: int, *, every: int = 10,

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from calibration.dataset import parse_seeds
 from calibration.frame_sources import DEFAULT_MAX_FRAMES, image_frames, sim_frames
 from edge.errors import ConfigError, InputFormatError, ModelError
+from edge.seeds import HELD_OUT
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Concat", "Resize",
                  "Relu", "Clip", "AveragePool", "GlobalAveragePool")
@@ -393,7 +394,7 @@ def add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULT_MAX_FRAMES}, spread evenly)")
     parser.add_argument("--seeds", default="1000-1009",
                         help="simulator seeds for --from-sim (default 1000-1009; never "
-                             "the held-out 90000-99999)")
+                             f"the held-out {HELD_OUT.start}-{HELD_OUT.stop - 1})")
     parser.add_argument("--frames-per-seed", type=int, default=10,
                         help="rendered frames kept per seed, every 10th (default 10)")
     parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,

@@ -20,7 +20,7 @@ class ModelError(DishTrackerError):
 
 
 class HeldOutSeedError(DishTrackerError):
-    """A reserved evaluation seed (90000-99999) was asked for training or validation."""
+    """A reserved evaluation seed (:data:`edge.seeds.HELD_OUT`) was asked for training or tuning."""
 
 
 class MissingExtraError(DishTrackerError):
