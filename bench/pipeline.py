@@ -345,7 +345,8 @@ async def serve_loopback(args: argparse.Namespace) -> None:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pcs.add(pc)
         transceiver = pc.addTransceiver(_CameraTrack(camera), direction="sendonly")
-        transceiver.setCodecPreferences(prefs)  # before setRemoteDescription (MEASURED.md)
+        # Before setRemoteDescription, else aiortc 1.16 silently ignores the preference.
+        transceiver.setCodecPreferences(prefs)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
         return web.json_response({"sdp": pc.localDescription.sdp,
@@ -902,7 +903,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     out.append(f"\nload average at end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} "
                f"(start {load0[0]:.2f}); {info['cores']} cores, shared machine")
     out.append("viewers are aiortc: latencies include ~1 frame interval "
-               f"({1000 / args.fps:.0f} ms) a browser would not see (MEASURED.md)")
+               f"({1000 / args.fps:.0f} ms) a browser would not see (aiortc releases a "
+               "frame when the next one's first packet arrives)")
     out.append(f"daemon shutdown: exit code {dmn['server_exit_code']} "
                f"{dmn['server_stop_s']:.1f} s after SIGTERM")
     print("\n".join(out), flush=True)

@@ -55,8 +55,8 @@ from edge.eval.datasets import open_dataset  # noqa: E402
 from edge.eval.detection import DetectionEvaluator  # noqa: E402
 
 DEFAULT_MODEL = Path("edge/models/dishnet.onnx")
-DEFAULT_HELDOUT = ("/work/data/heldout", "/work/data/ds1")
-DEFAULT_TUNE = "/work/data/ds1/val"
+DEFAULT_HELDOUT = ("data/heldout", "data/ds1")
+DEFAULT_TUNE = "data/ds1/val"
 THREADS = (1, 2)
 SPEED_FRAMES = 8
 WARMUP = 3

@@ -82,7 +82,7 @@ class Recipe:
 TARGETS: dict[str, Recipe] = {
     "cpu": Recipe("int8-qdq-u8s8", signed_activations=False, per_channel=True),
     # TensorRT reads Q/DQ as explicit precision: symmetric int8 everywhere; it folds
-    # float biases into its INT8 kernels itself (MEASURED.md, "GPU path").
+    # float biases into its INT8 kernels itself (TensorRT 10 Q/DQ guidance).
     "tensorrt": Recipe("int8-qdq-s8s8-symmetric", signed_activations=True, per_channel=True,
                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                       "QuantizeBias": False}),
@@ -186,7 +186,7 @@ class _LetterboxReader:
 @contextlib.contextmanager
 def _inside(directory: Path) -> Iterator[None]:
     """Run with ``directory`` as working directory: ONNX Runtime's quantizer drops
-    ``*.data`` external-weight files into the current directory (MEASURED.md)."""
+    ``*.data`` external-weight files into the current directory (ONNX Runtime 1.32)."""
     before = Path.cwd()
     os.chdir(directory)
     try:
@@ -317,7 +317,7 @@ def _prepare(model: Path, path: Path, exclude: Sequence[str],
     quantize.
 
     Pre-processing folds BatchNorm and Pad into the convolutions; symbolic shape
-    inference is skipped because it fails on the decoding tail (MEASURED.md).
+    inference is skipped because it fails on the decoding tail (ONNX Runtime 1.32).
     """
     from onnxruntime.quantization.shape_inference import (  # noqa: PLC0415 - heavy
         quant_pre_process,
