@@ -143,7 +143,8 @@ def install_low_latency_encoders() -> None:
 
     aiortc has no encoder registry: ``RTCRtpSender`` calls the module-level
     ``get_encoder`` it imported from ``aiortc.codecs`` when it sends its first
-    frame. Replacing that name is the one hook (aiortc 1.14.0 to 1.16.0).
+    frame. Replacing that name is the one hook (aiortc 1.14.0 to 1.16.0; each hook into
+    aiortc is pinned to the versions it was checked against by tests/test_aiortc_hooks.py).
     """
     # aiortc does not re-export the name it imported, hence the ignores.
     current = rtcrtpsender.get_encoder  # type: ignore[attr-defined]
