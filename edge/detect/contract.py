@@ -2,7 +2,7 @@
 
 The gate between training (``calibration/``) and the detection stage
 (:mod:`edge.detect`): an exported model must pass :func:`check_contract`
-before it ships (DESIGN.md, "Contracts"). The rules themselves live in
+before it ships (``docs/FORMATS.md``, "Detector model"). The rules themselves live in
 :mod:`edge.detect.model_info`, shared with the backends that load models;
 this module reads ONNX files for them.
 """

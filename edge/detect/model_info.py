@@ -4,7 +4,7 @@ First step of the detection stage (:mod:`edge.detect`): a backend reads the
 model's ONNX ``metadata_props`` and graph signature into a :class:`ModelInfo`,
 which configures preprocessing (:mod:`edge.detect.preprocess`) and decoding
 (:mod:`edge.detect.decode`). The parser is strict about the project's contract
-(DESIGN.md, "Contracts") and lenient only for Ultralytics YOLO exports, whose
+(``docs/FORMATS.md``, "Detector model") and lenient only for Ultralytics YOLO exports, whose
 metadata is their own; :mod:`edge.detect.contract` applies it to model files.
 """
 
