@@ -10,7 +10,7 @@ used for training or tuning) into
 ``--cache`` (default ``var/bench-billing``), skipping sequences already
 there, so an interrupted run resumes. The detector runs once per sequence
 and its output is cached beside it (``det/det.txt``); then the full system
-(``edge.track.trays.make_biller``, if present) and every baseline of
+(``edge.billing.biller.make_biller``, if present) and every baseline of
 :mod:`edge.eval.baselines` run on the same detections. Sequences are spread
 over ``--jobs`` processes, one detector thread each.
 

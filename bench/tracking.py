@@ -11,7 +11,7 @@ defaults. Detections are the true boxes with 1 px jitter, 5 % dropped and
 process is pinned to one core (``--cpu``, default the first one allowed).
 
 Per frame, in the same run and in alternating order, it times the full
-system's ``update()`` (``edge.track.trays.make_biller``, if present; without
+system's ``update()`` (``edge.billing.biller.make_biller``, if present; without
 it only Norfair is timed, and the output says so) and a plain Norfair
 ``Tracker.update()`` (IoU distance, class-agnostic, the site's default
 ``[tracker]`` settings) on the same detections, ``--repeats`` times with

@@ -157,3 +157,86 @@ class TrackedFrame:
     tracks: tuple[Track, ...]
     bills: tuple[tuple[int, int, float], ...] = ()
     checkout_line: tuple[tuple[float, float], tuple[float, float]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrayObservation:
+    """One tray as tracking sees it in one frame: the seam from tracking to billing.
+
+    Parameters
+    ----------
+    tray_id : int
+        The tray's track id in its stream.
+    box : tuple of 4 float
+        ``x1 y1 x2 y2`` of the whole tray this frame, source pixels.
+    first_seen : float
+        ``capture_time`` of the frame it was first seen in (the frame's clock).
+    active : bool
+        Tracked this frame (detected, seen through its dishes, or predicted
+        while its track lives); False while lost (it may be re-identified).
+    in_view : bool
+        Its centre is inside the picture.
+    gone : bool
+        Its track ended this frame: this is its last observation.
+    """
+
+    tray_id: int
+    box: tuple[float, float, float, float]
+    first_seen: float
+    active: bool
+    in_view: bool
+    gone: bool = False
+
+    def centre(self) -> tuple[float, float]:
+        """``(x, y)`` centre of :attr:`box`, pixels."""
+        b = self.box
+        return (b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class DishEvidence:
+    """What tracking knows of one dish on a tray, its fragments merged.
+
+    Parameters
+    ----------
+    track_id : int
+        The dish's track id (the oldest of its fragments).
+    class_id : int
+        The class its lifetime evidence decides.
+    share : float
+        Share of the evidence that class holds, 0-1.
+    hits : int
+        Detections matched to it over its life.
+    vote_mass : float
+        Sum of its detections' squared scores (all classes).
+    """
+
+    track_id: int
+    class_id: int
+    share: float
+    hits: int
+    vote_mass: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrayTracking:
+    """What the tray tracker produced for one frame.
+
+    Parameters
+    ----------
+    seq : int
+        The frame's number.
+    tracks : tuple of Track
+        Trays in view and their dishes, and dishes on no tray.
+    trays : tuple of TrayObservation
+        Every tray the tracker holds, in the order they were first seen,
+        including those lost for now and those whose track ended this frame.
+    merges : tuple of (int, int)
+        ``(kept, dropped)`` tray ids: two tracks found to be one tray this
+        frame; the dropped one's dishes now belong to the kept one.
+    """
+
+    seq: int
+    tracks: tuple[Track, ...]
+    trays: tuple[TrayObservation, ...]
+    merges: tuple[tuple[int, int], ...] = ()

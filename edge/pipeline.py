@@ -1,8 +1,8 @@
 """Wires the stages of every stream and owns their lifecycle.
 
-source ─▶ (due?) detect ─▶ track trays and dishes (:mod:`edge.track.trays`) ─▶
-bills (to the billing service: journal, then events) and views (annotation +
-WebRTC, only while watched). One :class:`StreamRunner` per stream; one
+source ─▶ (due?) detect ─▶ track trays and dishes (:mod:`edge.track.tray_tracker`) ─▶
+bills (:mod:`edge.billing.biller`, then the billing service: journal, then events) and
+views (annotation + WebRTC, only while watched). One :class:`StreamRunner` per stream; one
 :class:`~edge.detect.worker.DetectionWorker` for all streams. The
 :class:`Pipeline` is also what the HTTP control plane talks to
 (:class:`edge.web.app.DaemonControl`): status, readiness, live config.
@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from edge.billing.biller import TrayBiller, make_biller
 from edge.billing.model import Bill, TrayState
 from edge.config import SiteConfig, StreamConfig
 from edge.detect.engine_store import ENGINE_SUBDIR
@@ -31,7 +32,7 @@ from edge.metrics import Metrics
 from edge.slot import LatestSlot, SlotClosed
 from edge.sources import Source, make_source
 from edge.track.lag import LagCompensator
-from edge.track.trays import TRAY_KEY, TrayTracker, make_biller
+from edge.track.tray_tracker import TRAY_KEY
 
 log = structlog.get_logger()
 
@@ -99,7 +100,7 @@ class StreamRunner:
         self.metrics = metrics
         self.billing = billing
         self.source: Source = make_source(config, metrics, asyncio.get_running_loop())
-        self.tracker: TrayTracker | None = None  # made at the first frame (needs its size)
+        self.tracker: TrayBiller | None = None  # made at the first frame (needs its size)
         self._tray_sig: tuple[Any, ...] = ()
         self._tray_sent = 0.0
         self.view = StreamView(config.id, worker.class_names, metrics)
@@ -169,7 +170,7 @@ class StreamRunner:
             if pending is not None:
                 pending[1].cancel()
 
-    def _make_tracker(self, frame: Frame) -> TrayTracker:
+    def _make_tracker(self, frame: Frame) -> TrayBiller:
         h, w = frame.image.shape[:2]
         return make_biller(self.config, self.site, self.worker.class_names, w, h)
 

@@ -241,7 +241,7 @@ def test_report_pools_counts_and_names_missing_system(seq: SequenceData) -> None
     specs = [oracle_spec(seq, drop=1)]
     results, _ = evaluate_sequence(seq, specs, SiteConfig(), CLASS_NAMES,
                                    detections=gt_detections(seq), decode=False, progress=False)
-    rep = report([(seq, results), (seq, results)], specs, "edge.track.trays is not available")
+    rep = report([(seq, results), (seq, results)], specs, "edge.billing.biller is not available")
     assert rep["system"] is None
     assert rep["bill_exact_match"] is None
     pooled = rep["baselines"]["oracle"]
@@ -271,7 +271,7 @@ def test_cli_writes_the_report(seq_dir: Path, det_txt: Path, tmp_path: Path,
     assert "bytetrack" in printed
     assert "exact %" in printed
     if rep["system"] is None:
-        assert "edge.track.trays" in rep["system_note"]
+        assert "edge.billing.biller" in rep["system_note"]
 
 
 def test_detections_file_round_trips(seq: SequenceData, det_txt: Path) -> None:
@@ -321,7 +321,7 @@ def test_system_specs_put_the_full_system_first_when_present() -> None:
     specs, note = system_specs(SiteConfig(), ["per_frame"])
     names = [s.name for s in specs]
     assert names[-1] == "per_frame"
-    assert names[0] == "system" or "edge.track.trays" in note
+    assert names[0] == "system" or "edge.billing.biller" in note
 
 
 def test_without_trays_json_only_tracking_is_scored(seq: SequenceData) -> None:

@@ -185,7 +185,7 @@ def test_scene_file_round_trip(tmp_path: Path) -> None:
 
 
 def test_site_config_uses_the_scene_for_line_and_tray_motion(tmp_path: Path) -> None:
-    from edge.track.trays import make_biller  # Norfair only for this test
+    from edge.billing.biller import make_biller  # Norfair only for this test
 
     (tmp_path / "scenes").mkdir()
     write_scene(tmp_path / "scenes" / "cam1.toml", _scene())

@@ -7,12 +7,14 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from edge.billing.biller import TrayBiller, make_biller
 from edge.billing.line import BEFORE, PAST, CheckoutLine
 from edge.billing.model import Bill
 from edge.config import CheckoutConfig, SiteConfig, StreamConfig
 from edge.frames import Detections, Frame, Track
 from edge.sim.menu import BY_KEY, CLASS_NAMES
-from edge.track.trays import TrayTracker, _Dish, _merge_fragments, make_biller
+from edge.track.evidence import DishRecord
+from edge.track.fragments import merge_fragments
 
 TRAY = BY_KEY["tray"].id
 COFFEE, CAPPUCCINO = BY_KEY["coffee"].id, BY_KEY["cappuccino"].id
@@ -23,7 +25,7 @@ LINE_X = 0.62 * 640
 Obj = tuple[float, float, float, float, int, float]  # x1 y1 x2 y2 class score
 
 
-def _biller(snapshots: bool = False) -> TrayTracker:
+def _biller(snapshots: bool = False) -> TrayBiller:
     site = SiteConfig()
     return make_biller(StreamConfig(id="cam", url="synthetic://?seed=1"), site, CLASS_NAMES,
                        640, 480, run_id="test", clock_offset=0.0, snapshots=snapshots)
@@ -37,7 +39,7 @@ def _dets(objs: list[Obj]) -> Detections:
                       a[:, 4].astype(np.int32))
 
 
-def _run(biller: TrayTracker, n: int, scene: Callable[[int], list[Obj]]
+def _run(biller: TrayBiller, n: int, scene: Callable[[int], list[Obj]]
          ) -> tuple[list[Bill], list[tuple[Track, ...]]]:
     bills: list[Bill] = []
     frames = []
@@ -201,15 +203,15 @@ def test_fragments_of_a_dish_drifting_across_the_tray_merge_into_one() -> None:
     """A coffee seen in three short pieces while the tray comes in blurred, each
     piece placed a little further along (the dish frame was unsure), then for
     good: one coffee, although the first and last pieces are far apart."""
-    def piece(gid: int, x: float, first: int, last: int, loose: bool = True) -> _Dish:
+    def piece(gid: int, x: float, first: int, last: int, loose: bool = True) -> DishRecord:
         votes = np.zeros(len(CLASS_NAMES))
         votes[COFFEE] = 0.8 * (last - first + 1)
-        return _Dish(gid, votes, last - first + 1, first, last,
+        return DishRecord(gid, votes, last - first + 1, first, last,
                      np.array([x, 40.0, x + 36.0, 76.0]), from_loose=loose)
 
     chain = [piece(1, -30, 100, 102), piece(2, 12, 103, 105), piece(3, 46, 106, 125, False)]
     other = piece(4, -100, 100, 125, False)  # a second coffee, seen all along
-    merged = _merge_fragments([*chain, other], tray_width=240.0)
+    merged = merge_fragments([*chain, other], tray_width=240.0)
     assert sorted(m.gid for m in merged) == [1, 4]
     (dish,) = [m for m in merged if m.gid == 1]
     assert dish.hits == 3 + 3 + 20

@@ -166,7 +166,7 @@ def run_eval_tracking(args: argparse.Namespace) -> int:
     names = _class_names(args, model)
     specs, note = system_specs(site, args.baselines)
     if not specs:
-        raise InputFormatError("nothing to evaluate: edge.track.trays is missing and "
+        raise InputFormatError("nothing to evaluate: edge.billing.biller is missing and "
                                "--baselines is none")
 
     per_seq: list[tuple[SequenceData, dict[str, SystemResult]]] = []

@@ -2,7 +2,7 @@
 
 Sits beside the pipeline, after ``track`` and ``bill``: frames 1..N of a
 sequence (:mod:`edge.eval.sequences`) go through every system under test in
-lockstep -- the full system (``edge.track.trays.make_biller``, when present)
+lockstep -- the full system (``edge.billing.biller.make_biller``, when present)
 and the baselines (:mod:`edge.eval.baselines`) -- with the same detections.
 Each system's tracks are scored per frame with motmetrics and its bills are
 matched to ``gt/trays.json`` (:mod:`edge.eval.bills`).
@@ -86,14 +86,14 @@ class SystemSpec:
 def full_system() -> tuple[BillerFactory | None, str]:
     """The full system's factory, or None and why not (the module is not there yet)."""
     try:
-        module = importlib.import_module("edge.track.trays")
+        module = importlib.import_module("edge.billing.biller")
     except ModuleNotFoundError as err:
-        if err.name not in ("edge.track.trays",):
+        if err.name not in ("edge.billing.biller",):
             raise
-        return None, "edge.track.trays is not available: baselines only"
+        return None, "edge.billing.biller is not available: baselines only"
     factory = getattr(module, "make_biller", None)
     if factory is None:
-        return None, "edge.track.trays has no make_biller: baselines only"
+        return None, "edge.billing.biller has no make_biller: baselines only"
     if "snapshots" in inspect.signature(factory).parameters:
         # the evaluation never looks at the JPEG of a closed bill: don't encode one
         return functools.partial(factory, snapshots=False), ""
@@ -416,7 +416,7 @@ def report(per_sequence: Sequence[tuple[SequenceData, Mapping[str, SystemResult]
                             if n != "system"}
         rows.append(row)
     out: dict[str, Any] = {
-        "system": "edge.track.trays.make_biller" if "system" in pooled else None,
+        "system": "edge.billing.biller.make_biller" if "system" in pooled else None,
         "system_note": note,
     }
     out.update(pooled["system"].summary() if "system" in pooled else SystemResult().summary())

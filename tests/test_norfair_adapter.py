@@ -7,7 +7,7 @@ import pytest
 from norfair import Detection, Tracker
 from norfair.filter import NoFilterFactory, OptimizedKalmanFilterFactory
 
-from edge.track.fast_hit import FastHitObject, use_fast_hit
+from edge.track.norfair_adapter import FastHitObject, use_fast_hit
 
 
 def _tracker(filter_factory: object, fast: bool) -> Tracker:

@@ -1,0 +1,235 @@
+"""Tray states become bills: the billing stage of one stream.
+
+Tracking (:class:`edge.track.tray_tracker.TrayTracker`) says where every tray
+is and what is on it; this stage decides when a tray's bill closes and what
+it says. Per tray, one lifecycle (:class:`Phase`):
+
+* ``ARRIVING``: not yet seen before the checkout line (a tray that enters the
+  picture past the line is never billed here: it was billed upstream, or it is
+  going back).
+* ``OPEN``: seen before the line; its bill closes once, when its centre
+  crosses the line (with hysteresis, :mod:`edge.billing.line`), or when its
+  track ends at or past the line (``left_view``; a tray that leaves the
+  picture past the line ends there).
+* ``BILLED``: closed with a bill. ``EMPTY``: closed without one (nothing
+  billable on it: an empty tray, a stack of them, a false tray the detector
+  saw in an arm).
+
+A bill's lines are the tray's dishes (fragments merged by tracking) seen at
+least ``billing.min_item_hits`` times with vote mass :data:`MIN_VOTE_MASS`,
+named and priced by the menu; a line whose class holds less than
+``billing.confirm_below`` of its evidence needs review. Two tray tracks found
+to be one tray merge their states: the tray is billed once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import cv2
+import structlog
+
+from edge.billing.line import BEFORE, PAST, UNKNOWN, CheckoutLine
+from edge.billing.menu import Menu
+from edge.billing.model import Bill, BillerStep, BillItem, TrayState, round_money
+from edge.config import SiteConfig, StreamConfig
+from edge.frames import Detections, Frame, TrayObservation
+from edge.track.tray_tracker import TrayTracker
+
+log = structlog.get_logger()
+
+STATE_EVERY = 5  # frames between refreshes of an open tray's bill lines (live view)
+MIN_VOTE_MASS = 0.6  # sum of squared scores a dish needs to be billed (weak ghosts are not)
+SNAPSHOT_QUALITY = 80
+
+
+class Phase(Enum):
+    """Where a tray is in its billing life."""
+
+    ARRIVING = "arriving"
+    OPEN = "open"
+    BILLED = "billed"
+    EMPTY = "empty"
+
+    @property
+    def closed(self) -> bool:
+        """Billed, or closed without a bill."""
+        return self in (Phase.BILLED, Phase.EMPTY)
+
+
+@dataclass
+class _Account:
+    """Billing state of one tray."""
+
+    phase: Phase = Phase.ARRIVING
+    side: int = UNKNOWN  # of the checkout line, with hysteresis
+    items: tuple[BillItem, ...] = ()  # the open bill, refreshed every STATE_EVERY frames
+    items_seq: int = -1
+
+
+class TrayBiller:
+    """Tracks trays on one stream (with :class:`TrayTracker`) and closes their bills.
+
+    Implements :class:`edge.billing.model.Biller`.
+
+    Parameters
+    ----------
+    stream_id : str
+        Stream the bills belong to.
+    tracker : TrayTracker
+        The stream's tray tracker (built with ``may_return`` from ``line``).
+    menu : Menu
+        Names, prices and billability of the classes.
+    line : CheckoutLine
+        Where bills close.
+    min_item_hits : int
+        Detections a dish needs before it is billed.
+    run_id : str
+        Part of every bill id: unique per biller life (default: start time in ms).
+    clock_offset : float or None
+        Added to a frame's ``capture_time`` to get Unix time; default
+        ``time.time() - time.monotonic()`` (live); 0 for evaluation.
+    snapshots : bool
+        Attach a JPEG of the closing frame to each bill.
+    """
+
+    def __init__(self, stream_id: str, tracker: TrayTracker, menu: Menu, line: CheckoutLine,
+                 *, min_item_hits: int = 3, run_id: str | None = None,
+                 clock_offset: float | None = None, snapshots: bool = True) -> None:
+        self.stream_id = stream_id
+        self.tracker = tracker
+        self.menu = menu
+        self.line = line
+        self.min_item_hits = min_item_hits
+        self.run_id = run_id or str(int(time.time() * 1000))
+        self.clock_offset = ((time.time() - time.monotonic()) if clock_offset is None
+                             else clock_offset)
+        self.snapshots = snapshots
+        self._accounts: dict[int, _Account] = {}
+        self._seq = -1
+
+    def update(self, frame: Frame, detections: Detections | None) -> BillerStep:
+        """Advance one frame (``detections`` None when the frame was not detected)."""
+        self._seq = frame.seq
+        step = self.tracker.update(frame, detections)
+        for kept, dropped in step.merges:
+            self._merge(kept, dropped)
+        closed: list[Bill] = []
+        open_trays = []
+        for obs in step.trays:
+            acc = self._accounts.setdefault(obs.tray_id, _Account())
+            active, gone = obs.active, obs.gone
+            if active and acc.side == PAST and not obs.in_view:
+                # it left the picture past the line: ended (never resurrected)
+                self.tracker.end(obs.tray_id)
+                active, gone = False, True
+            if active:
+                acc.side = self.line.side(*obs.centre(), acc.side)
+                if acc.side == BEFORE and acc.phase is Phase.ARRIVING:
+                    acc.phase = Phase.OPEN
+                if acc.side == PAST and acc.phase is Phase.OPEN:
+                    # crossed now, or a merged tray past the line whose half that
+                    # crossed first closed without a bill
+                    self._close(closed, frame, obs, acc, "crossed")
+                if not acc.phase.closed:
+                    open_trays.append((obs, acc))
+            elif gone:
+                del self._accounts[obs.tray_id]
+                at_line = self.line.distance(*obs.centre()) > -self.line.hysteresis
+                if acc.phase is Phase.OPEN and at_line:
+                    self._close(closed, frame, obs, acc, "left_view")
+        # open bills, the tray nearest to (or over) the checkout line first
+        open_trays.sort(key=lambda oa: -self.line.distance(*oa[0].centre()))
+        states = tuple(self._state(obs, acc) for obs, acc in open_trays)
+        return BillerStep(step.tracks, states, tuple(closed))
+
+    def _merge(self, kept: int, dropped: int) -> None:
+        """Two tray tracks were one tray: billed once. A tray closed without a bill
+        (a false tray seen in an arm, ahead of the real one) passes no bill state
+        on: the tray it merges into is billed when it is past the line."""
+        keep = self._accounts.setdefault(kept, _Account())
+        drop = self._accounts.pop(dropped, _Account())
+        if Phase.BILLED in (keep.phase, drop.phase):
+            keep.phase = Phase.BILLED
+        elif keep.phase is drop.phase is Phase.ARRIVING:
+            keep.phase = Phase.ARRIVING
+        else:  # seen before the line by either: billed when past it
+            keep.phase = Phase.OPEN
+        keep.items_seq = -1
+        self.tracker.set_closed(kept, keep.phase.closed)
+
+    def _items(self, tray_id: int) -> tuple[BillItem, ...]:
+        items = []
+        for dish in self.tracker.evidence(tray_id):
+            if dish.hits < self.min_item_hits or dish.vote_mass < MIN_VOTE_MASS:
+                continue
+            item = self.menu.item(dish.class_id, dish.share, dish.track_id)
+            if item is not None:
+                items.append(item)
+        return tuple(items)
+
+    def _close(self, closed: list[Bill], frame: Frame, obs: TrayObservation, acc: _Account,
+               reason: str) -> None:
+        """Close a tray's bill into ``closed``, once; a tray with nothing to bill
+        closes without a bill."""
+        items = self._items(obs.tray_id)
+        acc.phase = Phase.BILLED if items else Phase.EMPTY
+        self.tracker.set_closed(obs.tray_id, True)
+        if items:
+            closed.append(self._bill(frame, obs, reason, items))
+        else:
+            log.info("tray_closed_without_items", stream=self.stream_id, tray=obs.tray_id,
+                     reason=reason, frame=frame.seq)
+
+    def _bill(self, frame: Frame, obs: TrayObservation, reason: str,
+              items: tuple[BillItem, ...]) -> Bill:
+        snapshot = None
+        if self.snapshots and frame.image.size > 3:
+            ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY,
+                                                         SNAPSHOT_QUALITY])
+            snapshot = buf.tobytes() if ok else None
+        return Bill(
+            bill_id=f"{self.stream_id}-{self.run_id}-{obs.tray_id}", stream_id=self.stream_id,
+            tray_id=obs.tray_id, opened_at=obs.first_seen + self.clock_offset,
+            closed_at=frame.capture_time + self.clock_offset, frame_seq=frame.seq,
+            items=items, total=round_money(sum(i.price for i in items)),
+            needs_review=any(i.needs_review for i in items), reason=reason,
+            tray_box=obs.box, snapshot_jpeg=snapshot,
+        )
+
+    def _state(self, obs: TrayObservation, acc: _Account) -> TrayState:
+        if acc.items_seq < 0 or self._seq - acc.items_seq >= STATE_EVERY:
+            acc.items, acc.items_seq = self._items(obs.tray_id), self._seq
+        return TrayState(self.stream_id, obs.tray_id, obs.box, acc.items,
+                         round_money(sum(i.price for i in acc.items)))
+
+    def open_trays(self) -> list[int]:
+        """Ids of trays held whose bill is still open."""
+        return [tid for tid, acc in self._accounts.items() if not acc.phase.closed]
+
+    @property
+    def live_tracks(self) -> int:
+        """Trays and dishes alive now."""
+        return self.tracker.live_tracks
+
+
+def make_biller(stream: StreamConfig, site: SiteConfig, class_names: Sequence[str],  # noqa: PLR0917
+                width: int, height: int, run_id: str | None = None, *,
+                clock_offset: float | None = None, snapshots: bool = True) -> TrayBiller:
+    """The full system for one stream, configured from the site config."""
+    menu = Menu(site.menu, class_names, site.billing.confirm_below)
+    line = CheckoutLine(stream.checkout, width, height)
+
+    def may_return(x: float, y: float) -> bool:
+        # a closed tray never comes back as a tray before the checkout line: that
+        # is the next tray (it would not be billed)
+        return line.distance(x, y) >= -line.hysteresis
+
+    tracker = TrayTracker(class_names, site.tracker, line.direction, width=width,
+                          height=height, permanent_hits=site.billing.min_item_hits,
+                          may_return=may_return)
+    return TrayBiller(stream.id, tracker, menu, line, min_item_hits=site.billing.min_item_hits,
+                      run_id=run_id, clock_offset=clock_offset, snapshots=snapshots)

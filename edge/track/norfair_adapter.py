@@ -1,0 +1,205 @@
+"""The one place that touches Norfair's state (tracking stage).
+
+Norfair is the association engine of every tracker in :mod:`edge.track`:
+its public API (``Tracker``, ``Detection``, filters, ``update``) is used
+where it is needed, but everything that reads or writes a ``TrackedObject``'s
+internals or Norfair's private parts lives here, so a Norfair upgrade
+changes this file and ``tests/test_norfair_adapter.py`` only.
+
+Written against Norfair 2.3 and its maintained fork ``norfair-enough`` 2.4
+(same ``import norfair``); each function names the upstream behaviour it
+corrects:
+
+* :class:`FastHitObject` / :func:`use_fast_hit`: Norfair's
+  ``TrackedObject.hit`` builds score masks, an ``H`` matrix from ``np.diag``
+  and ``np.hstack`` and three more masks on every call, about two thirds of
+  what the dish tracker costs per frame (``bench/tracking.py``). For a
+  detection without per-point scores every point counts as detected, and all
+  of that reduces to "every sensor measured": the filter update with
+  ``H=None`` (Norfair's own filters read that as the identity) and, once, the
+  first-sighting reset of the velocity. Any other case (per-point scores,
+  past detections kept, a filter of another kind) goes to Norfair's own
+  ``hit``. It replaces the private ``Tracker._obj_factory``; when that is
+  missing the tracker is left as it is.
+* :func:`clear_reid_countdowns`: Norfair 2.3 starts an object's re-id
+  countdown when its hit counter reaches 0 and removes the object when the
+  countdown ends, even if it was matched again in between.
+* :func:`end`, :func:`drop`, :func:`is_gone`: Norfair has no call to end a
+  track; a track is forgotten at the next update once its counters are
+  negative.
+* :func:`move`, :func:`seen_without_detection`, :func:`hold`: the tray-motion
+  model measures a tray through its dishes (a rigid group) and keeps a dish
+  alive as long as its tray: both write the filter state and hit counters
+  that Norfair otherwise only changes on a detection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from norfair import Tracker as NfTracker  # type: ignore[attr-defined]
+from norfair import tracker as nf_tracker
+from norfair.filter import NoFilter, OptimizedKalmanFilter
+
+NfObject = Any
+"""A Norfair ``TrackedObject`` (Norfair is untyped)."""
+
+_FILTERS = (NoFilter, OptimizedKalmanFilter)
+"""Filters whose ``update(z, None, None)`` equals ``update(z, None, identity H)``."""
+
+_Factory: Any = getattr(nf_tracker, "_TrackedObjectFactory", None)
+
+
+class FastHitObject(nf_tracker.TrackedObject):
+    """A Norfair ``TrackedObject`` with Norfair 2.3's ``hit``, cheap for whole-box detections.
+
+    ``norfair-enough`` 2.4 changed two things in ``hit`` that the tray-motion
+    model depends on: it keeps a *copy* of the matched detection (a track then
+    cannot tell which of this frame's detections it took) and it sets the hit
+    counter to its maximum when a track is initialised (a track then outlives
+    a missed tray by seconds). Both are put back to 2.3's behaviour here, so
+    tracks and bills are the same on either package.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.last_detection = kwargs["initial_detection"]  # not a copy (norfair-enough)
+
+    def merge(self, tracked_object: Any) -> None:
+        """Take over a re-identified track's state (Norfair's ``merge``), keeping its
+        last detection itself, not a copy (norfair-enough)."""
+        super().merge(tracked_object)  # type: ignore[no-untyped-call]
+        self.last_detection = tracked_object.last_detection
+
+    def hit(self, detection: Any, period: int = 1) -> None:
+        """Update with a matched detection (Norfair 2.3's ``hit``, same state after it)."""
+        obj: Any = self  # Norfair is untyped
+        if (detection.scores is not None or obj.past_detections_length
+                or not isinstance(obj.filter, _FILTERS)):
+            before = obj.hit_counter
+            super().hit(detection, period)
+            obj.hit_counter = min(before + 2 * period, obj.hit_counter_max)
+            obj.last_detection = detection
+            return
+        obj.last_detection = detection
+        obj.hit_counter = min(obj.hit_counter + 2 * period, obj.hit_counter_max)
+        if obj.is_initializing and obj.hit_counter > obj.initialization_delay:
+            obj.is_initializing = False
+            obj._acquire_ids()
+        counter = obj.point_hit_counter
+        counter += 2 * period
+        np.clip(counter, 0, obj.pointwise_hit_counter_max, out=counter)
+        z = detection.absolute_points.reshape(-1, 1)
+        filt: Any = obj.filter  # (not the type the isinstance above narrowed to)
+        filt.update(z, None, None)
+        seen = obj.detected_at_least_once_points
+        if not seen.all():  # first sighting of some points: their position, no velocity
+            fresh = np.repeat(~seen, obj.dim_points)
+            filt.x[: obj.dim_z][fresh] = z[fresh]
+            filt.x[obj.dim_z:][fresh] = 0
+            obj.detected_at_least_once_points = np.ones_like(seen)
+
+
+if _Factory is not None:
+    class _FastHitFactory(_Factory):  # type: ignore[misc]
+        """Norfair's object factory (ids, counters), making :class:`FastHitObject`."""
+
+        def create(self, **kwargs: Any) -> FastHitObject:
+            # Norfair passes everything by keyword; the object takes what its own
+            # factory would give it (this Norfair's TrackedObject signature)
+            return FastHitObject(obj_factory=self, **kwargs)
+
+
+def use_fast_hit(tracker: NfTracker) -> bool:
+    """Make ``tracker`` create :class:`FastHitObject` s; False (unchanged) when this
+    Norfair has no object factory to replace or the tracker already has objects."""
+    factory = getattr(tracker, "_obj_factory", None)
+    if _Factory is None or type(factory) is not _Factory or tracker.tracked_objects:
+        return False
+    tracker._obj_factory = _FastHitFactory()
+    return True
+
+
+# ---------------------------------------------------------------- track state
+
+
+def matched(obj: NfObject, detections: list[Any]) -> bool:
+    """Whether ``obj`` took one of ``detections`` (this frame's) in the last update."""
+    last = obj.last_detection
+    return last is not None and any(last is d for d in detections)
+
+
+def matched_index(obj: NfObject, ids: set[int]) -> bool:
+    """Whether ``obj``'s last matched detection is one whose ``id()`` is in ``ids``."""
+    last = obj.last_detection
+    return last is not None and id(last) in ids
+
+
+def clear_reid_countdowns(tracker: NfTracker) -> None:
+    """Norfair 2.3 starts an object's re-id countdown when its hit counter reaches
+    0 and removes the object when the countdown ends, even if it was matched
+    again in between (a match at hit counter 0 is still a match): an object
+    seen again is alive, so its countdown is cleared."""
+    for obj in tracker.tracked_objects:
+        if obj.reid_hit_counter is not None and obj.hit_counter > 0:
+            obj.reid_hit_counter = None
+
+
+def end(obj: NfObject) -> None:
+    """End ``obj`` for good: Norfair forgets it at the next update and never
+    re-identifies it."""
+    obj.hit_counter = -1
+    obj.reid_hit_counter = -1
+
+
+def drop(obj: NfObject) -> None:
+    """Let Norfair forget ``obj`` (a tracker without re-identification)."""
+    obj.hit_counter = -1
+
+
+def is_gone(tracker: NfTracker, obj: NfObject) -> bool:
+    """Whether ``obj`` has left ``tracker`` for good (removed, or ended by :func:`end`)."""
+    return obj not in tracker.tracked_objects or (
+        obj.hit_counter < 0 and obj.reid_hit_counter is not None and obj.reid_hit_counter < 0)
+
+
+def position(obj: NfObject) -> npt.NDArray[np.float64]:
+    """``(4,)`` float64 ``x1 y1 x2 y2``: the filter's estimate of a box object."""
+    return np.asarray(obj.estimate, np.float64).reshape(4)
+
+
+def move(obj: NfObject, box: npt.NDArray[np.float64]) -> None:
+    """Put a box object's filter at ``box`` (``(4,)``), keeping its velocity."""
+    obj.filter.x[:4] = box.reshape(-1, 1)
+
+
+def seen_without_detection(obj: NfObject, period: int) -> None:
+    """Count a frame in which ``obj`` was measured by other means (a tray seen
+    through its dishes) as a match: Norfair's hit counter rule, and alive
+    again means not counting down to removal."""
+    obj.hit_counter = min(obj.hit_counter + 2 * period, obj.hit_counter_max)
+    if obj.hit_counter > 0:
+        obj.reid_hit_counter = None
+
+
+def hold(obj: NfObject, floor: int) -> None:
+    """Keep ``obj``'s hit counter at least ``floor`` (it lives while its owner does)."""
+    obj.hit_counter = max(obj.hit_counter, floor)
+
+
+def visible(obj: NfObject) -> bool:
+    """An initialised track whose hit counter is positive (Norfair would return it)."""
+    return obj.id is not None and bool(obj.hit_counter_is_positive)
+
+
+def birth_tag(obj: NfObject, index: int) -> Any:
+    """``data[index]`` of the detection that started ``obj``, kept on the object
+    (Norfair keeps only the last detection): the lane a dish track was born in.
+    None when it has no detection."""
+    tag = getattr(obj, "_edge_birth_tag", None)
+    if tag is None:
+        tag = obj.last_detection.data[index] if obj.last_detection is not None else -1
+        obj._edge_birth_tag = tag
+    return tag
