@@ -47,8 +47,7 @@ pytestmark = [pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="shipped mod
               pytest.mark.slow]
 
 TARGET_FPS = 19.0
-"""What every stream must keep while another camera is away (issue 6); the
-cameras give 20."""
+"""What every stream must keep while another camera is away; the cameras give 20."""
 MEAN_TOLERANCE_FPS = 0.5
 WINDOW_TOLERANCE_FPS = 2.0
 """The outage windows are ~3 s each, three of them. Their mean must reach
@@ -60,7 +59,7 @@ of the loop for 0.6 s in a window, or a blocking reconnect, would fail."""
 VIDEO_FLOOR_FPS = 10.0
 """Least rate of either stream while the journal's disk is full (2 s window)."""
 RECOVERY_S = 5.0
-"""A camera that comes back delivers again within this (issue 6). It holds
+"""A camera that comes back delivers again within this. It holds
 with ``reconnect_max_s = 2``: the next attempt is at most 2 s away, plus the
 RTSP handshake and the first key frame (one per second at the server)."""
 

@@ -1,10 +1,10 @@
 """Difficulty levels of the synthetic checkout scene.
 
-A level is defined by what the ground truth can show (issue "perception
-core"): how many trays have a dish under a hand and for how long, how fast
-trays move, how much they blur, how often look-alike dishes share a tray and
-how often clutter lies on it. The scene samples from these bounds; each
-sequence records the level's parameters in ``seqinfo.ini``.
+A level is defined by what the ground truth can show: how many trays have a
+dish under a hand and for how long, how fast trays move, how much they blur,
+how often look-alike dishes share a tray and how often clutter lies on it.
+The scene samples from these bounds; each sequence records the level's
+parameters in ``seqinfo.ini``.
 """
 
 from __future__ import annotations
