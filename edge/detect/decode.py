@@ -21,7 +21,7 @@ from edge.detect.model_info import CONTRACT_FORMAT, YOLO_FORMAT, ModelInfo
 from edge.detect.preprocess import BoxMapping
 from edge.errors import ModelError
 from edge.frames import Detections
-from edge.geometry import nms  # also re-exported: edge.track.trays imports it from here
+from edge.geometry import nms
 
 FloatArray = npt.NDArray[np.float32]
 
