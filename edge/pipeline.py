@@ -7,7 +7,7 @@ views (annotation + WebRTC, only while watched). One :class:`StreamRunner` per s
 :class:`Pipeline` is also what the HTTP control plane talks to
 (:class:`edge.web.app.DaemonControl`): status, readiness, live config.
 
-Shutdown order (uvicorn's, see STYLE.md): the caller stops listening and
+Shutdown order (uvicorn's): the caller stops listening and
 closes peers, then :meth:`Pipeline.stop` stops sources, drains the stream
 loops and releases the model.
 """

@@ -14,8 +14,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 EDGE = REPO / "edge"
 TRACK = EDGE / "track"
@@ -67,7 +65,6 @@ def test_the_walk_sees_function_local_and_from_imports() -> None:
     assert not _within("edge.simulate", ("edge.sim",))
 
 
-@pytest.mark.xfail(strict=False, reason="tracker split in progress")
 def test_tracking_imports_no_billing_web_or_simulator() -> None:
     assert _offences(_sources(TRACK), TRACK_FORBIDDEN) == []
 
@@ -84,7 +81,6 @@ def test_the_daemon_never_imports_calibration() -> None:
     assert _offences(_sources(EDGE), ("calibration",)) == []
 
 
-@pytest.mark.xfail(strict=False, reason="tracker split in progress")
 def test_tracking_modules_stay_under_400_lines() -> None:
     long = {str(p.relative_to(REPO)): n for p in _sources(TRACK)
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > TRACK_MAX_LINES}
