@@ -283,7 +283,6 @@ def test_detections_file_round_trips(seq: SequenceData, det_txt: Path) -> None:
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("1,-1,1,1,5,5,0.9\n", "no class column"),
     ("1,-1,1,1,5,5,0.9,99,-1\n", "class 99 is not in"),
     ("999,-1,1,1,5,5,0.9,1,-1\n", "beyond the sequence"),
     ("1,-1,1,1,5\n", "columns"),

@@ -52,7 +52,7 @@ import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
 from edge.billing.model import Bill
-from edge.eval.detection import box_iou
+from edge.geometry import box_iou
 from edge.groundtruth import TrayRecord
 
 MIN_BILL_IOU = 0.3

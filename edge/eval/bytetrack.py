@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
-from edge.eval.detection import box_iou
+from edge.geometry import box_iou
 
 Box = tuple[float, float, float, float]
 TrackOut = tuple[int, Box, int, float, int]

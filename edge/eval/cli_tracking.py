@@ -1,9 +1,16 @@
-"""``dishtracker eval tracking``: the full system and the baselines on simulator sequences.
+"""``dishtracker eval tracking``: the full system and the baselines on simulator sequences,
+or the project's generic tracker and baselines on plain MOTChallenge sequences.
 
 Glue between :mod:`edge.eval.sequences` (sequences, detections and their
 cache), :mod:`edge.detect` (the model, only when no cached or given
 detections exist) and :mod:`edge.eval.tracking` (running and scoring). Prints
-a table (full system first, then each baseline) and writes the JSON report.
+a table (full system first, then each baseline) with a legend of its columns
+and writes the JSON report; ``--tracks-out`` writes the first system's tracks.
+
+Detections given without a class column (``det.txt`` class -1, or 7 columns)
+make a *generic* run (:mod:`edge.eval.generic`): one object class, no trays,
+no bills; the systems are the project's generic tracker and the generic
+counterparts of the tracking baselines.
 
 Without ``--detections`` the detector runs once per sequence and its output is
 cached in ``DIR/det/det.txt`` (``--det-cache`` puts it elsewhere), keyed by
@@ -21,12 +28,15 @@ from typing import Any
 from edge.config import DEFAULT_MODEL, SiteConfig, load_config
 from edge.errors import InputFormatError
 from edge.eval.baselines import BASELINES, baseline_names
+from edge.eval.generic import BASELINE_OF, TRACKERS, biller_factory, format_mot_table
+from edge.eval.generic import CLASS_NAMES as GENERIC_NAMES
 from edge.eval.sequences import (
     CACHE_SCORE_THRESHOLD,
     DetectionCache,
     SequenceData,
     class_names_beside,
     file_sha256,
+    has_classes,
     open_sequence,
     read_detections,
 )
@@ -40,6 +50,7 @@ from edge.eval.tracking import (
     system_specs,
 )
 from edge.frames import Detections
+from edge.groundtruth import write_mot
 from edge.sim.menu import CLASS_NAMES
 
 
@@ -60,11 +71,16 @@ def _baselines(text: str) -> list[str]:
 def add_eval_tracking_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``dishtracker eval tracking`` to ``parser``."""
     parser.add_argument("--data", type=Path, nargs="+", required=True, metavar="DIR",
-                        help="simulator sequence dir(s): gt/gt.txt, gt/trays.json, "
-                             "seqinfo.ini, video.mp4")
+                        help="sequence dir(s): a simulator sequence (gt/gt.txt, "
+                             "gt/trays.json, seqinfo.ini, video.mp4) or a plain MOTChallenge "
+                             "one (seqinfo.ini, gt/gt.txt)")
     parser.add_argument("--detections", type=Path, nargs="+", default=None, metavar="DET_TXT",
-                        help="MOTChallenge det.txt with the class column, one per --data dir "
-                             "(no detector run)")
+                        help="MOTChallenge det.txt, one per --data dir (no detector run); "
+                             "without a class column (-1 or 7 columns): one generic object "
+                             "class, trackers only, no bills")
+    parser.add_argument("--tracks-out", type=Path, nargs="+", default=None, metavar="FILE",
+                        help="write the tracks of the first system (the full system, or the "
+                             "generic tracker) in MOTChallenge format, one file per --data dir")
     parser.add_argument("--model", type=Path, default=None,
                         help=f"detector model (ONNX; default {DEFAULT_MODEL.name})")
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
@@ -82,7 +98,8 @@ def add_eval_tracking_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blank-frames", action="store_true",
                         help="give the trackers black frames instead of decoding the video "
                              "(when detections come from a file)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars (otherwise on stderr, on a terminal)")
 
 
 def _cache_for(args: argparse.Namespace, seq: SequenceData) -> DetectionCache:
@@ -141,6 +158,9 @@ def _class_names(args: argparse.Namespace, model: Path) -> tuple[str, ...]:
     return names
 
 
+GENERIC_SYSTEM = "edge.track.norfair_tracker.NorfairTracker"
+
+
 def run_eval_tracking(args: argparse.Namespace) -> int:
     """Evaluate the full system and the baselines on ``args.data``.
 
@@ -157,9 +177,13 @@ def run_eval_tracking(args: argparse.Namespace) -> int:
     """
     site: SiteConfig = load_config(args.config)
     seqs = [open_sequence(p) for p in args.data]
-    if args.detections is not None and len(args.detections) != len(seqs):
-        raise InputFormatError(f"--detections names {len(args.detections)} file(s) for "
-                               f"{len(seqs)} --data dir(s); give one per dir")
+    for option in ("detections", "tracks_out"):
+        given = getattr(args, option)
+        if given is not None and len(given) != len(seqs):
+            raise InputFormatError(f"--{option.replace('_', '-')} names {len(given)} file(s) "
+                                   f"for {len(seqs)} --data dir(s); give one per dir")
+    if _generic(args.detections):
+        return _run_generic(args, site, seqs)
     model = args.model if args.model is not None else DEFAULT_MODEL
     if (args.detections is None or args.model is not None) and not model.is_file():
         raise InputFormatError(f"{model}: no such model file")
@@ -178,7 +202,8 @@ def run_eval_tracking(args: argparse.Namespace) -> int:
         for seq, det in zip(seqs, dets, strict=True):
             results, _ = evaluate_sequence(seq, specs, site, names, detections=det,
                                            decode=not args.blank_frames,
-                                           progress=False if args.quiet else None)
+                                           progress=False if args.quiet else None,
+                                           keep_tracks=args.tracks_out is not None)
             per_seq.append((seq, results))
     else:
         sha = file_sha256(model)
@@ -201,13 +226,69 @@ def run_eval_tracking(args: argparse.Namespace) -> int:
     print(format_table(rep))
     if rep["system"] is not None and (wrong := format_wrong(rep)):
         print(wrong)
+    _write_outputs(args, rep, per_seq, specs[0].name)
+    return 0
+
+
+def _generic(detections: list[Path] | None) -> bool:
+    """True when every detections file lacks a class column (none: False; mixed: an error)."""
+    if detections is None:
+        return False
+    with_classes = [has_classes(d) for d in detections]
+    if any(with_classes) and not all(with_classes):
+        raise InputFormatError("--detections mixes files with and without a class column; "
+                               "give all of one kind")
+    return not any(with_classes)
+
+
+def generic_specs(site: SiteConfig, baselines: list[str]) -> list[SystemSpec]:
+    """The generic run's systems: the project's generic tracker as ``system``, then the
+    generic counterpart of each named baseline that tracks (``per_frame`` has none)."""
+    names = [("system", "tracker")] + [(BASELINE_OF[b], BASELINE_OF[b]) for b in baselines
+                                       if b in BASELINE_OF]
+    specs = []
+    for name, key in names:
+        make = TRACKERS[key]
+        low = getattr(make(site), "min_score", None)
+        specs.append(SystemSpec(name, biller_factory(make),
+                                low if low is not None else site.detector.score_threshold))
+    return specs
+
+
+def _run_generic(args: argparse.Namespace, site: SiteConfig,
+                 seqs: list[SequenceData]) -> int:
+    """Plain MOTChallenge sequences: trackers scored on one object class, no bills."""
+    specs = generic_specs(site, args.baselines)
+    per_seq: list[tuple[SequenceData, dict[str, SystemResult]]] = []
+    for seq, det_txt in zip(seqs, args.detections, strict=True):
+        det = read_detections(det_txt, seq, len(GENERIC_NAMES), generic=True)
+        results, _ = evaluate_sequence(seq, specs, site, GENERIC_NAMES, detections=det,
+                                       decode=False, progress=False if args.quiet else None,
+                                       generic=True, keep_tracks=args.tracks_out is not None)
+        per_seq.append((seq, results))
+    rep = report(per_seq, specs)
+    rep.update(mode="generic", system=GENERIC_SYSTEM, data=[str(p) for p in args.data],
+               source={"score_threshold": site.detector.score_threshold,
+                       "detections": [str(p) for p in args.detections]})
+    print(format_mot_table({"system": rep, **rep["baselines"]}))
+    _write_outputs(args, rep, per_seq, "system")
+    return 0
+
+
+def _write_outputs(args: argparse.Namespace, rep: dict[str, Any],
+                   per_seq: list[tuple[SequenceData, dict[str, SystemResult]]],
+                   first: str) -> None:
+    """The JSON report and the ``--tracks-out`` files (the tracks of system ``first``)."""
+    if args.tracks_out is not None:
+        for (_, results), path in zip(per_seq, args.tracks_out, strict=True):
+            write_mot(path, results[first].tracks)
+            print(f"tracks of {first} written to {path}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.json.with_suffix(args.json.suffix + ".tmp")
         tmp.write_text(json.dumps(rep, indent=1))
         tmp.replace(args.json)
         print(f"report written to {args.json}")
-    return 0
 
 
 def _evaluate_with_model(args: argparse.Namespace, seq: SequenceData,
@@ -216,13 +297,14 @@ def _evaluate_with_model(args: argparse.Namespace, seq: SequenceData,
     cache = _cache_for(args, seq)
     cached = None if args.no_cache else cache.load(seq, run.sha, CACHE_SCORE_THRESHOLD)
     progress = False if args.quiet else None
+    keep = args.tracks_out is not None
     if cached is not None:
         results, _ = evaluate_sequence(seq, run.specs, run.site, cached[1],
                                        detections=cached[0], decode=not args.blank_frames,
-                                       progress=progress)
+                                       progress=progress, keep_tracks=keep)
         return results
     results, used = evaluate_sequence(seq, run.specs, run.site, run.names, detect=run.detector,
-                                      progress=progress)
+                                      progress=progress, keep_tracks=keep)
     cache.directory.mkdir(parents=True, exist_ok=True)
     cache.save(used, model=run.model, model_sha256=run.sha,
                score_threshold=CACHE_SCORE_THRESHOLD, class_names=run.names,

@@ -4,9 +4,14 @@ Feeds :mod:`edge.eval.tracking`. A sequence directory is what ``dishtracker
 sim`` writes (``docs/FORMATS.md``): ``gt/gt.txt`` (required),
 ``gt/trays.json`` (optional: without it only tracking is scored),
 ``seqinfo.ini`` and ``video.mp4`` (optional when detections come from a file).
+A plain MOTChallenge sequence (``seqinfo.ini``, ``gt/gt.txt``, no video
+needed) reads the same way; its ten-column ground truth (MOT15: world
+coordinates where later benchmarks put class and visibility) reads as class
+-1 with no visibility.
 
-Detections come either from a MOTChallenge ``det.txt`` with the class column,
-or from running a detector over the video. A detector's output is cached as
+Detections come either from a MOTChallenge ``det.txt`` with the class column
+(without it, class -1 or 7 columns: one generic object class, see
+:func:`has_classes`), or from running a detector over the video. A detector's output is cached as
 ``det.txt`` plus a ``det.json`` that names the model (by SHA-256) and the
 score threshold, so evaluating trackers again does not run the detector again.
 The cache keeps everything down to :data:`CACHE_SCORE_THRESHOLD`, below any
@@ -20,7 +25,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +119,7 @@ def open_sequence(path: Path) -> SequenceData:
     gt_path = path / "gt" / "gt.txt"
     if not gt_path.is_file():
         raise InputFormatError(f"{gt_path}: missing; a sequence needs MOTChallenge ground truth")
-    gt = by_frame(read_mot(gt_path))
+    gt = by_frame(_read_gt(gt_path))
     seq: dict[str, str] = {}
     sim: dict[str, str] = {}
     ini = path / "seqinfo.ini"
@@ -161,6 +166,30 @@ def open_sequence(path: Path) -> SequenceData:
     )
 
 
+def _read_gt(path: Path) -> list[BoxRecord]:
+    """``gt.txt`` rows; a ten-column file (MOT15 layout) without class and visibility."""
+    rows = read_mot(path)
+    with path.open(encoding="utf-8") as fh:
+        first = next((line for line in fh if line.strip()), "")
+    if first.count(",") == 9:  # frame,id,x,y,w,h,conf,wx,wy,wz
+        return [replace(r, class_id=-1, visibility=-1.0) for r in rows]
+    return rows
+
+
+def has_classes(path: Path) -> bool:
+    """Whether a ``det.txt`` has a class column (some row's class is not -1).
+
+    Raises
+    ------
+    InputFormatError
+        Missing file or malformed line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFormatError(f"{path}: no such detections file")
+    return any(r.class_id != -1 for r in read_mot(path))
+
+
 def _to_detections(rows: list[BoxRecord], width: int, height: int) -> Detections:
     xywh = np.array([(r.x, r.y, r.w, r.h) for r in rows], np.float32).reshape(-1, 4)
     boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
@@ -171,8 +200,13 @@ def _to_detections(rows: list[BoxRecord], width: int, height: int) -> Detections
                       np.array([r.class_id for r in rows], np.int32))
 
 
-def read_detections(path: Path, seq: SequenceData, num_classes: int) -> dict[int, Detections]:
+def read_detections(path: Path, seq: SequenceData, num_classes: int, *,
+                    generic: bool = False) -> dict[int, Detections]:
     """Read a ``det.txt`` (MOTChallenge with the class column) for ``seq``.
+
+    With ``generic`` the class column is not read (it may be -1 or absent):
+    every detection is class 0, the one object class of a plain MOTChallenge
+    sequence.
 
     Returns
     -------
@@ -190,6 +224,8 @@ def read_detections(path: Path, seq: SequenceData, num_classes: int) -> dict[int
     if not path.is_file():
         raise InputFormatError(f"{path}: no such detections file")
     rows = read_mot(path)
+    if generic:
+        rows = [replace(r, class_id=0) for r in rows]
     for r in rows:
         if not 0 <= r.class_id < num_classes:
             why = ("has no class column (billing needs the class: write 9 or 10 columns)"

@@ -4,23 +4,25 @@ Sits beside the pipeline, after ``track`` and ``bill``: frames 1..N of a
 sequence (:mod:`edge.eval.sequences`) go through every system under test in
 lockstep -- the full system (``edge.billing.biller.make_biller``, when present)
 and the baselines (:mod:`edge.eval.baselines`) -- with the same detections.
-Each system's tracks are scored per frame with motmetrics and its bills are
-matched to ``gt/trays.json`` (:mod:`edge.eval.bills`).
+Each system's tracks are scored per frame (:mod:`edge.eval.mot_metrics`) and
+its bills are matched to ``gt/trays.json`` (:mod:`edge.eval.bills`).
 
-Tracking metrics (CLEAR MOT and identity metrics, via motmetrics) are
-computed for two categories: **dishes** (ground truth of a billable dish
+Tracking metrics (CLEAR MOT, identity and HOTA, :mod:`edge.eval.mot_metrics`)
+are computed for two categories: **dishes** (ground truth of a billable dish
 class against tracks whose *voted* class, in that frame, is a dish class) and
-**trays**. A track and a ground-truth box may pair at IoU >= 0.5 (distance
-``1 - IoU``). Ground truth less than half visible (``visibility < 0.5``, or
+**trays**. A track and a ground-truth box may pair at IoU >= 0.5 (HOTA sweeps
+its own thresholds, 0.05 to 0.95). Ground truth less than half visible (``visibility < 0.5``, or
 ``conf`` 0) is ignored the MOTChallenge way (its devkit's preprocessing of
 distractors): in each frame the tracks of the category are first matched to
 *all* its ground truth, ignored included (Hungarian on IoU >= 0.5); tracks
 that land on ignored ground truth are removed from that frame, then the
-ignored ground truth is removed and the rest is scored. So a tracker that
-keeps a dish under a hand is not penalised, nor is one that loses it.
+ignored ground truth is removed and the rest is scored, by every metric
+HOTA included. So a tracker that keeps a dish under a hand is not penalised,
+nor is one that loses it.
 
 Counts are pooled over sequences (sums of misses, false positives, switches,
-IDTP/IDFP/IDFN and bill counts), never averaged rates.
+IDTP/IDFP/IDFN, HOTA's per-threshold counts and bill counts), never averaged
+rates.
 """
 
 from __future__ import annotations
@@ -30,32 +32,30 @@ import importlib
 import inspect
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
 from edge.billing.model import Bill, Biller
 from edge.catalogue import CATALOGUE as MENU
 from edge.catalogue import Kind
 from edge.config import SiteConfig, StreamConfig
-from edge.errors import InputFormatError, MissingExtraError
+from edge.errors import InputFormatError
 from edge.eval.baselines import BASELINES
 from edge.eval.bills import BillCounts, score_bills
-from edge.eval.detection import box_iou
+from edge.eval.mot_metrics import MATCH_IOU, MotAccumulator, MotCounts
 from edge.eval.sequences import CACHE_SCORE_THRESHOLD, SequenceData, video_frames
 from edge.frames import Detections, Frame, Track
+from edge.geometry import box_iou
 from edge.groundtruth import BoxRecord
 
-MOT_IOU = 0.5
+MOT_IOU = MATCH_IOU
 MIN_VISIBILITY = 0.5
 TRAY_KEYS = frozenset(m.key for m in MENU if m.kind is Kind.TRAY)
 DISH_KEYS = frozenset(m.key for m in MENU if m.kind is Kind.DISH)
-_MOT_METRICS = ["num_objects", "num_misses", "num_false_positives", "num_switches",
-                "idtp", "idfp", "idfn"]
 
 BillerFactory = Callable[..., Biller]
 """``(stream, site, class_names, width, height, *, run_id) -> Biller``."""
@@ -125,92 +125,41 @@ def system_specs(site: SiteConfig, baselines: Iterable[str],
 # ---------------------------------------------------------------- MOT
 
 
-@dataclass(slots=True)
-class MotCounts:
-    """CLEAR MOT and identity counts of one category, pooled with :meth:`merge`."""
-
-    objects: int = 0
-    misses: int = 0
-    false_positives: int = 0
-    switches: int = 0
-    idtp: int = 0
-    idfp: int = 0
-    idfn: int = 0
-    ignored_tracks: int = 0  # track boxes dropped on ignored ground truth
-
-    def merge(self, other: MotCounts) -> None:
-        """Add ``other``'s counts."""
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-    def summary(self) -> dict[str, Any]:
-        """``mota``, ``idf1``, ``id_switches`` and the counts."""
-        errors = self.misses + self.false_positives + self.switches
-        id_den = 2 * self.idtp + self.idfp + self.idfn
-        return {
-            "mota": 1.0 - errors / self.objects if self.objects else None,
-            "idf1": 2 * self.idtp / id_den if id_den else None,
-            "id_switches": self.switches,
-            "counts": {f.name: getattr(self, f.name) for f in fields(self)},
-        }
-
-
-def _motmetrics() -> Any:
-    try:
-        import motmetrics  # noqa: PLC0415  # optional: the `eval` extra
-    except ImportError as err:
-        raise MissingExtraError("tracking metrics need motmetrics: "
-                                "pip install 'dishtracker-edge[eval]'") from err
-    return motmetrics
+def is_ignored(record: BoxRecord) -> bool:
+    """Ground truth neither hit nor missed: ``conf`` 0 or less than half visible."""
+    return record.conf == 0 or 0 <= record.visibility < MIN_VISIBILITY
 
 
 class CategoryScorer:
-    """Feeds one category's ground truth and tracks to a motmetrics accumulator.
+    """Scores one category's tracks against its ground truth, frame by frame.
 
     Parameters
     ----------
-    gt_classes : set of int
-        Ground-truth class ids (``edge.sim.menu``) of the category.
-    track_keys : set of str
-        Class names a track must have (its voted class) to be in the category.
+    gt_classes : set of int or None
+        Ground-truth class ids of the category (:data:`MENU` ids); None: every class.
+    track_keys : set of str or None
+        Class names a track must have (its voted class) to be in the category;
+        None: every track.
     """
 
-    def __init__(self, gt_classes: Iterable[int], track_keys: Iterable[str]) -> None:
-        self.gt_classes = frozenset(gt_classes)
-        self.track_keys = frozenset(track_keys)
-        self._mm = _motmetrics()
-        self.acc = self._mm.MOTAccumulator(auto_id=False)
-        self.ignored_tracks = 0
+    def __init__(self, gt_classes: Iterable[int] | None,
+                 track_keys: Iterable[str] | None) -> None:
+        self.gt_classes = None if gt_classes is None else frozenset(gt_classes)
+        self.track_keys = None if track_keys is None else frozenset(track_keys)
+        self.acc = MotAccumulator(MOT_IOU)
 
     def add(self, frame: int, gt: Sequence[BoxRecord], tracks: Sequence[Track]) -> None:
-        """Score one frame (1-based ``frame``)."""
-        g = [r for r in gt if r.class_id in self.gt_classes]
-        h = [t for t in tracks if t.class_name in self.track_keys]
+        """Score one frame (1-based ``frame``; boxes in source pixels)."""
+        g = [r for r in gt if self.gt_classes is None or r.class_id in self.gt_classes]
+        h = [t for t in tracks if self.track_keys is None or t.class_name in self.track_keys]
         gb = np.array([r.xyxy() for r in g], np.float64).reshape(-1, 4)
         hb = np.array([t.box for t in h], np.float64).reshape(-1, 4)
-        ignored = np.array([r.conf == 0 or 0 <= r.visibility < MIN_VISIBILITY for r in g],
-                           bool)
-        iou = box_iou(hb, gb)
-        keep_h = np.ones(len(h), bool)
-        if ignored.any() and h:
-            rows, cols = linear_sum_assignment(np.where(iou >= MOT_IOU, -iou, 1.0))
-            for r, c in zip(rows, cols, strict=True):
-                if iou[r, c] >= MOT_IOU and ignored[c]:
-                    keep_h[r] = False
-        self.ignored_tracks += int((~keep_h).sum())
-        sub = iou[keep_h][:, ~ignored].T
-        dist = np.where(sub >= MOT_IOU, 1.0 - sub, np.nan)
-        self.acc.update([r.track_id for r, i in zip(g, ignored, strict=True) if not i],
-                        [t.track_id for t, k in zip(h, keep_h, strict=True) if k],
-                        dist, frameid=frame)
+        self.acc.update([r.track_id for r in g], [t.track_id for t in h], box_iou(gb, hb),
+                        np.array([is_ignored(r) for r in g], bool))
 
     def counts(self) -> MotCounts:
-        """The accumulated counts."""
-        m = self._mm.metrics.create().compute(self.acc, metrics=_MOT_METRICS,
-                                              return_dataframe=False)
-        return MotCounts(int(m["num_objects"]), int(m["num_misses"]),
-                         int(m["num_false_positives"]), int(m["num_switches"]),
-                         int(m["idtp"]), int(m["idfp"]), int(m["idfn"]), self.ignored_tracks)
+        """The counts of every frame added so far."""
+        return self.acc.counts()
 
 
 # ---------------------------------------------------------------- results
@@ -222,30 +171,33 @@ class SystemResult:
 
     dishes: MotCounts | None = None
     trays: MotCounts | None = None
+    objects: MotCounts | None = None  # the one category of a generic sequence
     bills: BillCounts | None = None
     update_ms: list[float] = field(default_factory=list)
     frames: int = 0
+    tracks: list[BoxRecord] = field(default_factory=list)  # kept on request, never pooled
 
     def merge(self, other: SystemResult) -> None:
         """Pool ``other`` into this result."""
-        for name in ("dishes", "trays", "bills"):
+        for name in ("dishes", "trays", "objects"):
             theirs = getattr(other, name)
-            if theirs is None:
-                continue
-            mine = getattr(self, name)
-            if mine is None:
-                mine = type(theirs)()
-                setattr(self, name, mine)
-            mine.merge(theirs)
+            if theirs is not None:
+                mine = getattr(self, name)
+                setattr(self, name, theirs if mine is None else mine + theirs)
+        if other.bills is not None:
+            if self.bills is None:
+                self.bills = BillCounts()
+            self.bills.merge(other.bills)
         self.update_ms.extend(other.update_ms)
         self.frames += other.frames
 
     def summary(self, *, details: bool = True) -> dict[str, Any]:
-        """Flat report: bill and item rates, dish ``mota``/``idf1``/``id_switches``,
+        """Flat report: bill and item rates, dish ``mota``/``idf1``/``hota``/``id_switches``,
         ``tray_*`` likewise, update time; ``details`` adds per-class errors and wrong bills."""
         out: dict[str, Any] = dict.fromkeys(
             ("bill_exact_match", "bill_error_rate", "item_precision", "item_recall", "mota",
-             "idf1", "id_switches", "tray_mota", "tray_idf1", "tray_id_switches"))
+             "idf1", "hota", "id_switches", "tray_mota", "tray_idf1", "tray_hota",
+             "tray_id_switches"))
         if self.bills is not None:
             b = self.bills.summary()
             if not details:
@@ -254,11 +206,15 @@ class SystemResult:
             out.update(b)
         if self.dishes is not None:
             d = self.dishes.summary()
-            out.update(mota=d["mota"], idf1=d["idf1"], id_switches=d["id_switches"],
-                       dish_mot_counts=d["counts"])
+            out.update(mota=d["mota"], idf1=d["idf1"], hota=d["hota"],
+                       id_switches=d["id_switches"], dish_mot_counts=d["counts"])
+        if self.objects is not None:
+            o = self.objects.summary()
+            out.update({k: o[k] for k in ("mota", "idf1", "hota", "deta", "assa", "loca",
+                                          "id_switches")}, mot_counts=o["counts"])
         if self.trays is not None:
             t = self.trays.summary()
-            out.update(tray_mota=t["mota"], tray_idf1=t["idf1"],
+            out.update(tray_mota=t["mota"], tray_idf1=t["idf1"], tray_hota=t["hota"],
                        tray_id_switches=t["id_switches"], tray_mot_counts=t["counts"])
         ms = np.asarray(self.update_ms)
         out["frames"] = self.frames
@@ -315,6 +271,8 @@ def evaluate_sequence(
     detect: DetectFn | None = None,
     decode: bool = True,
     progress: bool | None = None,
+    generic: bool = False,
+    keep_tracks: bool = False,
 ) -> tuple[dict[str, SystemResult], dict[int, Detections]]:
     """Run every system over frames 1..N of ``seq`` and score it.
 
@@ -336,7 +294,12 @@ def evaluate_sequence(
         Give the billers the decoded video frames (if ``video.mp4`` exists);
         otherwise, and always without a video, a black frame of the right size.
     progress : bool or None
-        tqdm bar; None shows it only on a terminal.
+        tqdm bar (on stderr); None shows it only on a terminal.
+    generic : bool
+        A plain MOTChallenge sequence: every ground-truth box and every track
+        in one category (``SystemResult.objects``), no bills scored.
+    keep_tracks : bool
+        Keep every system's tracks as MOTChallenge rows (``SystemResult.tracks``).
 
     Returns
     -------
@@ -352,10 +315,13 @@ def evaluate_sequence(
     stream = stream_for(seq)
     billers = [s.factory(stream, site, names, seq.width, seq.height, run_id="eval")
                for s in systems]
-    dish_ids = {m.id for m in MENU if m.kind is Kind.DISH}
-    tray_ids = {m.id for m in MENU if m.kind is Kind.TRAY}
-    scorers = [(CategoryScorer(dish_ids, DISH_KEYS), CategoryScorer(tray_ids, TRAY_KEYS))
-               if s.identities else None for s in systems]
+    categories: dict[str, tuple[Iterable[int] | None, Iterable[str] | None]] = (
+        {"objects": (None, None)} if generic else {
+            "dishes": ({m.id for m in MENU if m.kind is Kind.DISH}, DISH_KEYS),
+            "trays": ({m.id for m in MENU if m.kind is Kind.TRAY}, TRAY_KEYS)})
+    scorers = [{c: CategoryScorer(*which) for c, which in categories.items()}
+               if s.identities else {} for s in systems]
+    kept: list[list[BoxRecord]] = [[] for _ in systems]
     bills: list[list[Bill]] = [[] for _ in systems]
     timings: list[list[float]] = [[] for _ in systems]
     used: dict[int, Detections] = {} if detections is None else dict(detections)
@@ -377,19 +343,21 @@ def evaluate_sequence(
                 step = billers[n].update(frame, _above(det, spec.min_score))
                 timings[n].append((time.perf_counter() - start) * 1e3)
                 bills[n].extend(step.closed)
-                pair = scorers[n]
-                if pair is not None:
-                    pair[0].add(k, gt, step.tracks)
-                    pair[1].add(k, gt, step.tracks)
+                for scorer in scorers[n].values():
+                    scorer.add(k, gt, step.tracks)
+                if keep_tracks:
+                    kept[n] += [BoxRecord(k, t.track_id, t.box[0], t.box[1], t.box[2] - t.box[0],
+                                          t.box[3] - t.box[1], 1.0,
+                                          -1 if generic else t.class_id, -1.0)
+                                for t in step.tracks]
             bar.update(1)
     results = {}
     boxes = tray_boxes(seq, [t.tray_id for t in seq.trays or ()])
     for n, spec in enumerate(systems):
-        r = SystemResult(update_ms=timings[n], frames=seq.n_frames)
-        pair = scorers[n]
-        if pair is not None:
-            r.dishes, r.trays = pair[0].counts(), pair[1].counts()
-        if seq.trays is not None:
+        r = SystemResult(update_ms=timings[n], frames=seq.n_frames, tracks=kept[n])
+        for category, scorer in scorers[n].items():
+            setattr(r, category, scorer.counts())
+        if seq.trays is not None and not generic:
             r.bills = score_bills(bills[n], seq.trays, boxes, n_frames=seq.n_frames,
                                   fps=seq.fps, sequence=seq.name)
         results[spec.name] = r
@@ -435,14 +403,37 @@ def _num(v: float | None, pattern: str = "{:.3f}") -> str:
     return "-" if v is None else pattern.format(v)
 
 
-def format_table(rep: Mapping[str, Any]) -> str:
-    """A text table: one line per system (full system first, then the baselines)."""
+MOT_LEGEND = (
+    "MOTA       1 - (misses + false positives + ID switches) / ground-truth boxes",
+    "IDF1       boxes tracked under their object's own id (one global id matching), "
+    "F1 over ground truth and tracks",
+    "HOTA       sqrt(detection accuracy x association accuracy), mean over IoU "
+    "0.05 .. 0.95",
+    "IDsw       ID switches: a ground-truth object paired with another track than before",
+)
+"""What the tracking columns of the tables mean (printed under them)."""
+
+BILL_LEGEND = (
+    "exact %    expected trays billed exactly right",
+    "err %      (expected trays not billed exactly + bills for no tray) / expected trays",
+    "item P %   billed items that were on the tray; item R %: tray items that were billed",
+    "false      bills for no tray",
+)
+"""What the bill columns mean."""
+
+
+def format_table(rep: Mapping[str, Any], *, legend: bool = True) -> str:
+    """A text table: one line per system (full system first, then the baselines).
+
+    MOTA, IDF1, HOTA and IDsw are of dishes; ``tray MOTA`` of trays. With
+    ``legend`` the lines under the table say what each column means.
+    """
     rows = []
     if rep.get("system"):
         rows.append(("system", rep))
     rows += list(rep.get("baselines", {}).items())
     head = (f"{'system':<14} {'exact %':>8} {'err %':>7} {'item P %':>9} {'item R %':>9} "
-            f"{'false':>6} {'MOTA':>7} {'IDF1':>7} {'IDsw':>6} {'tray MOTA':>9} "
+            f"{'false':>6} {'MOTA':>7} {'IDF1':>7} {'HOTA':>7} {'IDsw':>6} {'tray MOTA':>9} "
             f"{'ms/frame':>9}")
     lines = [head, "-" * len(head)]
     for name, r in rows:
@@ -450,8 +441,15 @@ def format_table(rep: Mapping[str, Any]) -> str:
             f"{name:<14} {_pct(r['bill_exact_match']):>8} {_pct(r['bill_error_rate']):>7} "
             f"{_pct(r['item_precision']):>9} {_pct(r['item_recall']):>9} "
             f"{_num(r.get('false_bills'), '{:d}'):>6} {_num(r['mota']):>7} "
-            f"{_num(r['idf1']):>7} {_num(r['id_switches'], '{:d}'):>6} "
+            f"{_num(r['idf1']):>7} {_num(r.get('hota')):>7} "
+            f"{_num(r['id_switches'], '{:d}'):>6} "
             f"{_num(r['tray_mota']):>9} {_num(r['update_ms_p50'], '{:.2f}'):>9}")
+    if legend:
+        lines += ["", *BILL_LEGEND, *(f"{m} (dishes)" for m in MOT_LEGEND),
+                  "tray MOTA  MOTA of trays",
+                  "ms/frame   median time of one update (tracking and billing)",
+                  f"pairs need IoU >= {MOT_IOU}; ground truth less than "
+                  f"{MIN_VISIBILITY:.0%} visible is ignored"]
     if rep.get("system_note"):
         lines.append(f"note: {rep['system_note']}")
     return "\n".join(lines)
