@@ -42,8 +42,8 @@ from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from norfair import Detection as NfDetection  # type: ignore[attr-defined]
-from norfair import Tracker as NfTracker  # type: ignore[attr-defined]
+from norfair import Detection as NfDetection
+from norfair import Tracker as NfTracker
 
 from edge.billing.line import BEFORE, PAST, UNKNOWN, CheckoutLine
 from edge.billing.menu import Menu
@@ -266,16 +266,18 @@ class NorfairLineBiller(_Base):
         self._votes: list[dict[int, _Votes]] = [{}, {}]
 
     def _run(self, k: int, d: Detections, id_offset: int) -> list[Obj]:
+        # data: a tuple made afresh per detection, so that a track's last detection can be
+        # recognised as this frame's (norfair-enough keeps a shallow copy of the detection)
         dets = [NfDetection(points=np.array([[b[0], b[1]], [b[2], b[3]]], np.float64),
-                            scores=np.array([s, s], np.float64), data=int(c))
+                            scores=np.array([s, s], np.float64), data=(int(c),))
                 for b, s, c in zip(d.boxes, d.scores, d.classes, strict=True)]
         active = self._trackers[k].update(dets)
-        fresh = {id(x) for x in dets}
+        fresh = {id(x.data) for x in dets}
         votes = self._votes[k]
         for obj in self._trackers[k].tracked_objects:
             last = obj.last_detection
-            if last is not None and id(last) in fresh:
-                votes.setdefault(_key(obj), _Votes()).counts[last.data] += 1
+            if last is not None and id(last.data) in fresh:
+                votes.setdefault(_key(obj), _Votes()).counts[last.data[0]] += 1
         out = []
         for obj in active:
             v = votes[_key(obj)]
@@ -284,7 +286,8 @@ class NorfairLineBiller(_Base):
             out.append(Obj(2 * cast(int, obj.id) + id_offset,
                            (float(x1), float(y1), float(x2), float(y2)), cls, share,
                            v.counts.total(),
-                           obj.last_detection is not None and id(obj.last_detection) in fresh))
+                           obj.last_detection is not None
+                           and id(obj.last_detection.data) in fresh))
         alive = {_key(o) for o in self._trackers[k].tracked_objects}
         for key in [key for key in votes if key not in alive]:
             del votes[key]

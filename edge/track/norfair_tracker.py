@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from norfair import Detection as NfDetection
 from norfair import Tracker as NfTracker
+from norfair.tracker import TrackedObject
 
 from edge.config import TrackerConfig
 from edge.frames import Detections, Frame, Track
@@ -77,30 +78,33 @@ class NorfairTracker:
             ]
             objects = self._tracker.update(nf, period=self._since_detection)
             self._since_detection = 1
-            det_ids = {id(d) for d in nf}
+            # norfair-enough keeps a shallow copy of the matched detection (Norfair 2.3 the
+            # detection itself): its data tuple, made afresh per detection, identifies it
+            det_ids = {id(d.data) for d in nf}
             matched = set()
             for obj in self._tracker.tracked_objects:
                 last = obj.last_detection
-                if last is not None and id(last) in det_ids:
+                if last is not None and id(last.data) in det_ids:
                     cls, score = last.data
-                    key = obj.id if obj.id is not None else -obj.initializing_id
+                    key = _key(obj)
                     self._votes.add(key, cls, score)
                     matched.add(key)
             self._promote_initializing_votes()
         tracks = []
         for obj in objects:
-            cls, share = self._votes.winner(obj.id)
+            key = _key(obj)
+            cls, share = self._votes.winner(key)
             if cls < 0:
                 continue
-            x1, y1 = obj.estimate[0]
-            x2, y2 = obj.estimate[1]
+            # Norfair filters each corner on its own: the predicted corners of a box that
+            # shrank at the picture's edge can cross, so the box is the corners' span
+            (x1, x2), (y1, y2) = (sorted(map(float, obj.estimate[:, k])) for k in (0, 1))
             tracks.append(Track(
-                track_id=int(obj.id), box=(float(x1), float(y1), float(x2), float(y2)),
+                track_id=key, box=(x1, y1, x2, y2),
                 class_id=cls, class_name=self.class_names[cls], confidence=share,
-                hits=self._votes.hits(obj.id), detected=obj.id in matched,
+                hits=self._votes.hits(key), detected=key in matched,
             ))
-        live = [o.id if o.id is not None else -o.initializing_id
-                for o in self._tracker.tracked_objects]
+        live = [_key(o) for o in self._tracker.tracked_objects]
         self._votes.retain(live)
         return tuple(tracks)
 
@@ -108,4 +112,14 @@ class NorfairTracker:
         """Move votes cast while a track was initialising to its final id."""
         for obj in self._tracker.tracked_objects:
             if obj.id is not None:
-                self._votes.merge(-obj.initializing_id, obj.id)
+                self._votes.merge(-_initializing_id(obj), obj.id)
+
+
+def _initializing_id(obj: TrackedObject) -> int:
+    """The id Norfair gives an object at birth (set for every object it creates)."""
+    return obj.initializing_id if obj.initializing_id is not None else 0
+
+
+def _key(obj: TrackedObject) -> int:
+    """An object's vote key: its id once initialised, minus its initialising id before."""
+    return obj.id if obj.id is not None else -_initializing_id(obj)
