@@ -172,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = {name: _row(per_run) for name, per_run in runs.items()}
     verdict = _verdict(rows.get("full system"), args.target_ms, args.repeats)
 
-    command = "python bench/tracking.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = shlex.join(["python", "bench/tracking.py",
+                          *(sys.argv[1:] if argv is None else argv)])
     print(f"{args.frames} frames x {args.repeats} runs, {objects:.1f} detections per frame "
           f"on average, pinned to core {cpu} ({_cpu()})\n")
     print("| tracker | median ms/frame | p95 ms/frame | p95 of each run "
