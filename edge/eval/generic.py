@@ -144,6 +144,16 @@ def biller_factory(make: Callable[[SiteConfig], _Tracker]) -> Callable[..., Trac
     return factory
 
 
+LEGEND = (
+    *MOT_LEGEND,
+    "DetA       detection accuracy TP / (TP + FN + FP), mean over IoU 0.05 .. 0.95",
+    "AssA       association accuracy: how much of each matched object's life its track covers",
+    "ms/frame   median time of one tracker update",
+    f"one generic object class; CLEAR MOT and IDF1 pair at IoU >= {MOT_IOU}",
+)
+"""What the columns of :func:`format_mot_table` mean."""
+
+
 def format_mot_table(rows: Mapping[str, Mapping[str, Any]], *, legend: bool = True) -> str:
     """One line per tracker: MOTA, IDF1, HOTA, DetA, AssA, IDsw, ms/frame; a legend under it.
 
@@ -163,10 +173,5 @@ def format_mot_table(rows: Mapping[str, Mapping[str, Any]], *, legend: bool = Tr
                      + ("        -" if r.get("update_ms_p50") is None
                         else f"{r['update_ms_p50']:9.2f}"))
     if legend:
-        lines += ["", *MOT_LEGEND,
-                  "DetA       detection accuracy TP / (TP + FN + FP), mean over IoU 0.05 .. 0.95",
-                  "AssA       association accuracy: how much of each matched object's life its "
-                  "track covers",
-                  "ms/frame   median time of one tracker update",
-                  f"one generic object class; CLEAR MOT and IDF1 pair at IoU >= {MOT_IOU}"]
+        lines += ["", *LEGEND]
     return "\n".join(lines)
