@@ -115,7 +115,8 @@ _EVAL = {
     "detector": ("edge.eval.cli_detector", "add_eval_detector_arguments", "run_eval_detector",
                  "mAP of a detector on a simulator sequence or a COCO dataset"),
     "tracking": ("edge.eval.cli_tracking", "add_eval_tracking_arguments", "run_eval_tracking",
-                 "bills, MOTA/IDF1 of the full system and baselines on simulator sequences"),
+                 "bills, MOTA/IDF1/HOTA of the full system and baselines on simulator "
+                 "sequences, or of the generic tracker on MOTChallenge ones"),
 }
 _CALIBRATE = {
     "dataset": ("calibration.dataset", "add_dataset_arguments", "run_dataset",
