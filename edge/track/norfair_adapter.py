@@ -10,6 +10,9 @@ Written against Norfair 2.3 and its maintained fork ``norfair-enough`` 2.4
 (same ``import norfair``); each function names the upstream behaviour it
 corrects:
 
+* :class:`Norfair23Object`: ``norfair-enough`` 2.4 keeps copies of matched
+  detections and sets a track's hit counter to its maximum at
+  initialisation; Norfair 2.3's behaviour is kept.
 * :class:`FastHitObject` / :func:`use_fast_hit`: Norfair's
   ``TrackedObject.hit`` builds score masks, an ``H`` matrix from ``np.diag``
   and ``np.hstack`` and three more masks on every call, about two thirds of
@@ -52,36 +55,47 @@ _FILTERS = (NoFilter, OptimizedKalmanFilter)
 _Factory: Any = getattr(nf_tracker, "_TrackedObjectFactory", None)
 
 
-class FastHitObject(nf_tracker.TrackedObject):
-    """A Norfair ``TrackedObject`` with Norfair 2.3's ``hit``, cheap for whole-box detections.
+class Norfair23Object(nf_tracker.TrackedObject):
+    """A Norfair ``TrackedObject`` that behaves as in Norfair 2.3 on ``norfair-enough`` too.
 
-    ``norfair-enough`` 2.4 changed two things in ``hit`` that the tray-motion
-    model depends on: it keeps a *copy* of the matched detection (a track then
-    cannot tell which of this frame's detections it took) and it sets the hit
-    counter to its maximum when a track is initialised (a track then outlives
-    a missed tray by seconds). Both are put back to 2.3's behaviour here, so
-    tracks and bills are the same on either package.
+    ``norfair-enough`` 2.4 changed two things the tray-motion model depends
+    on: it keeps a *copy* of the matched detection (in ``__init__``, ``hit``
+    and ``merge``: a track then cannot tell which of this frame's detections
+    it took), and ``hit`` sets the hit counter to its maximum when a track is
+    initialised (a track then outlives a missed tray by seconds, where 2.3
+    gave it about as many frames as it had been seen). Both are put back to
+    2.3's behaviour here, so tracks and bills are the same on either package
+    (``tests/test_norfair_adapter.py`` checks that the installed Norfair still
+    needs this).
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.last_detection = kwargs["initial_detection"]  # not a copy (norfair-enough)
+        self.last_detection = kwargs["initial_detection"]
 
     def merge(self, tracked_object: Any) -> None:
-        """Take over a re-identified track's state (Norfair's ``merge``), keeping its
-        last detection itself, not a copy (norfair-enough)."""
+        """Take over a re-identified track's state (Norfair's ``merge``)."""
         super().merge(tracked_object)  # type: ignore[no-untyped-call]
         self.last_detection = tracked_object.last_detection
 
     def hit(self, detection: Any, period: int = 1) -> None:
-        """Update with a matched detection (Norfair 2.3's ``hit``, same state after it)."""
+        """Update with a matched detection (Norfair 2.3's ``hit``)."""
+        obj: Any = self  # Norfair is untyped
+        before = obj.hit_counter
+        super().hit(detection, period)
+        obj.hit_counter = min(before + 2 * period, obj.hit_counter_max)
+        obj.last_detection = detection
+
+
+class FastHitObject(Norfair23Object):
+    """A :class:`Norfair23Object` whose :meth:`hit` is cheap for whole-box detections."""
+
+    def hit(self, detection: Any, period: int = 1) -> None:
+        """Update with a matched detection (same state as :meth:`Norfair23Object.hit`)."""
         obj: Any = self  # Norfair is untyped
         if (detection.scores is not None or obj.past_detections_length
                 or not isinstance(obj.filter, _FILTERS)):
-            before = obj.hit_counter
             super().hit(detection, period)
-            obj.hit_counter = min(before + 2 * period, obj.hit_counter_max)
-            obj.last_detection = detection
             return
         obj.last_detection = detection
         obj.hit_counter = min(obj.hit_counter + 2 * period, obj.hit_counter_max)
@@ -100,25 +114,33 @@ class FastHitObject(nf_tracker.TrackedObject):
             filt.x[: obj.dim_z][fresh] = z[fresh]
             filt.x[obj.dim_z:][fresh] = 0
             obj.detected_at_least_once_points = np.ones_like(seen)
+        now = getattr(obj, "_point_matched_in_current_frame", None)  # norfair-enough 2.4
+        if now is not None:
+            now[...] = True  # every point measured (drives live_points)
 
 
 if _Factory is not None:
-    class _FastHitFactory(_Factory):  # type: ignore[misc]
-        """Norfair's object factory (ids, counters), making :class:`FastHitObject`."""
+    class _ObjectFactory(_Factory):  # type: ignore[misc]
+        """Norfair's object factory (ids, counters), making objects of our class."""
 
-        def create(self, **kwargs: Any) -> FastHitObject:
+        def __init__(self, kind: type[Norfair23Object]) -> None:
+            super().__init__()
+            self.kind = kind
+
+        def create(self, **kwargs: Any) -> Norfair23Object:
             # Norfair passes everything by keyword; the object takes what its own
             # factory would give it (this Norfair's TrackedObject signature)
-            return FastHitObject(obj_factory=self, **kwargs)
+            return self.kind(obj_factory=self, **kwargs)
 
 
-def use_fast_hit(tracker: NfTracker) -> bool:
-    """Make ``tracker`` create :class:`FastHitObject` s; False (unchanged) when this
-    Norfair has no object factory to replace or the tracker already has objects."""
+def use_fast_hit(tracker: NfTracker, *, fast: bool = True) -> bool:
+    """Make ``tracker`` create :class:`FastHitObject` s (``fast`` False:
+    :class:`Norfair23Object` s); False (unchanged) when this Norfair has no object
+    factory to replace or the tracker already has objects."""
     factory = getattr(tracker, "_obj_factory", None)
     if _Factory is None or type(factory) is not _Factory or tracker.tracked_objects:
         return False
-    tracker._obj_factory = _FastHitFactory()
+    tracker._obj_factory = _ObjectFactory(FastHitObject if fast else Norfair23Object)
     return True
 
 
