@@ -141,19 +141,20 @@ def budget(frames: list[FrameRecord], max_images: int | None, seed: int) -> list
     return [frames[i] for i in sorted(order.tolist())]
 
 
-def read_frame(path: Path) -> NDArray[Any]:
+def read_frame(path: Path) -> NDArray[np.uint8]:
     """Decode a frame as ``(H, W, 3)`` uint8 BGR."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         msg = f"{path}: cannot decode image"
         raise InputFormatError(msg)
-    return image
+    return np.asarray(image, np.uint8)
 
 
-def normalize_image(image_bgr: NDArray[Any]) -> NDArray[Any]:
+def normalize_image(image_bgr: NDArray[Any]) -> NDArray[np.float32]:
     """``(H, W, 3)`` uint8 BGR → ``(3, H, W)`` float32 RGB, ImageNet mean/std."""
-    rgb = image_bgr[:, :, ::-1].astype(np.float32) / 255.0
-    rgb = (rgb - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+    rgb: NDArray[np.float32] = image_bgr[:, :, ::-1].astype(np.float32) / 255.0
+    mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
+    rgb = (rgb - mean) / std
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
 

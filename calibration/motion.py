@@ -106,7 +106,7 @@ def _lucas_kanade(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8],
     """Pyramidal LK from ``a`` to ``b``: new positions ``(k, 1, 2)`` and status ``(k, 1)``."""
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
     moved, status, _ = cv2.calcOpticalFlowPyrLK(
-        a, b, pts, None,  # type: ignore[call-overload]  # the stub wants nextPts; None is valid
+        a, b, pts, None,
         winSize=(15, 15), maxLevel=3, criteria=criteria)
     return np.asarray(moved, np.float32), np.asarray(status, np.uint8)
 

@@ -174,7 +174,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
             loss = F.cross_entropy(model(_batch(windows[idx], rng)),
                                    torch.from_numpy(labels[idx]), label_smoothing=0.05)
             opt.zero_grad()
-            loss.backward()
+            torch.autograd.backward(loss)  # typed, unlike Tensor.backward (as in trainer.py)
             opt.step()
             if step < steps - 1:
                 sched.step()

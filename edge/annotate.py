@@ -195,7 +195,7 @@ def annotate(tf: TrackedFrame, *, fps: float, latency_ms: float | None,
         modified. The stamp corner (``stamp_geometry``) keeps its exact pixels.
     """
     src = tf.frame.image
-    out = src.copy()
+    out: npt.NDArray[np.uint8] = src.copy()
     height, width = out.shape[:2]
     try:
         geo = stamp_geometry(width, height)

@@ -58,7 +58,7 @@ class BoxMapping:
         scale = np.array([self.scale_x, self.scale_y, self.scale_x, self.scale_y], np.float32)
         w, h = self.source_size
         limit = np.array([w, h, w, h], np.float32)
-        mapped = (np.asarray(boxes, np.float32) - offset) / scale
+        mapped: npt.NDArray[np.float32] = (np.asarray(boxes, np.float32) - offset) / scale
         return np.clip(mapped, np.float32(0), limit).astype(np.float32, copy=False)
 
     def to_network(self, boxes: npt.ArrayLike) -> npt.NDArray[np.float32]:

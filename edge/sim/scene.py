@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from edge.groundtruth import BoxRecord
 from edge.sim import sprites
@@ -42,21 +43,21 @@ class _Canvas:
     hulls: list[np.ndarray]  # per object (tray first, then items): (k, 2) tray coords
 
 
-def _premultiply(bgra: np.ndarray) -> np.ndarray:
-    out = bgra.copy()
+def _premultiply(bgra: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    out: npt.NDArray[np.uint8] = bgra.copy()
     a = bgra[..., 3:4].astype(np.uint16)
     out[..., :3] = (bgra[..., :3].astype(np.uint16) * a // 255).astype(np.uint8)
     return out
 
 
-def _hull(alpha: np.ndarray, offset: tuple[float, float]) -> np.ndarray:
+def _hull(alpha: np.ndarray, offset: tuple[float, float]) -> npt.NDArray[np.float64]:
     """Convex hull of the opaque part of a sprite, moved by ``offset`` (px)."""
     pts = cv2.findNonZero((alpha > 127).astype(np.uint8))
     if pts is None:
         h, w = alpha.shape
         pts = np.array([[[0, 0]], [[w - 1, 0]], [[w - 1, h - 1]], [[0, h - 1]]], np.int32)
-    hull = cv2.convexHull(pts).reshape(-1, 2).astype(np.float64)
-    return hull + np.asarray(offset) + 0.5
+    hull = np.asarray(cv2.convexHull(pts), np.float64).reshape(-1, 2)
+    return hull + np.asarray(offset, np.float64) + 0.5
 
 
 def _blend_over(dst: np.ndarray, src: np.ndarray) -> None:
@@ -133,7 +134,7 @@ class Scene:
         self._canvases: dict[int, _Canvas] = {}
         self._next_object_id = 1
         self._next_start = int(rng.uniform(0.2, 1.5) * self.fps)
-        self._hand_mask = np.zeros((self.height, self.width), np.uint8)
+        self._hand_mask: npt.NDArray[np.uint8] = np.zeros((self.height, self.width), np.uint8)
         self.angle_deg = float(angle_deg)
         # counter pixels -> picture pixels (2x3), None for the plain top-down view
         self._camera = (cv2.getRotationMatrix2D((self.width / 2, self.height / 2),
@@ -336,8 +337,9 @@ class Scene:
             cv2.warpAffine(img, self._camera, (self.width, self.height), dst=turned,
                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
             img = turned
-            self._hand_mask = cv2.warpAffine(self._hand_mask, self._camera,
-                                             (self.width, self.height), flags=cv2.INTER_NEAREST)
+            self._hand_mask = np.asarray(
+                cv2.warpAffine(self._hand_mask, self._camera, (self.width, self.height),
+                               flags=cv2.INTER_NEAREST), np.uint8)
         gain = 1.0 + self.level.light_drift * math.sin(
             2 * math.pi * frame / self._light_period + self._light_phase
         )

@@ -191,7 +191,7 @@ class OpticalFlow:
         if corners is None or len(corners) < FLOW_MIN_POINTS:
             return None
         pts = (corners.reshape(-1, 2) + np.array([x1, y1], np.float32)).reshape(-1, 1, 2)
-        nxt, status, _ = cv2.calcOpticalFlowPyrLK(  # type: ignore[call-overload]
+        nxt, status, _ = cv2.calcOpticalFlowPyrLK(
             prev, gray, pts, None, winSize=(15, 15), maxLevel=2)
         ok = status.reshape(-1) == 1
         if int(ok.sum()) < FLOW_MIN_POINTS:

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from norfair import Detection as NfDetection  # type: ignore[attr-defined]
-from norfair import Tracker as NfTracker  # type: ignore[attr-defined]
+from norfair import Detection as NfDetection
+from norfair import Tracker as NfTracker
 from norfair.filter import NoFilterFactory, OptimizedKalmanFilterFactory
 
 from edge.config import TrackerConfig

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from norfair import Detection as NfDetection  # type: ignore[attr-defined]
+from norfair import Detection as NfDetection
 
 from edge.config import TrackerConfig
 from edge.track import norfair_adapter as nfa

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from norfair import Tracker as NfTracker  # type: ignore[attr-defined]
+from norfair import Tracker as NfTracker
 from norfair import tracker as nf_tracker
 from norfair.filter import NoFilter, OptimizedKalmanFilter
 
@@ -75,6 +75,7 @@ class Norfair23Object(nf_tracker.TrackedObject):
 
     def merge(self, tracked_object: Any) -> None:
         """Take over a re-identified track's state (Norfair's ``merge``)."""
+        # norfair-enough 2.4.3 leaves TrackedObject.merge unannotated
         super().merge(tracked_object)  # type: ignore[no-untyped-call]
         self.last_detection = tracked_object.last_detection
 
@@ -120,6 +121,7 @@ class FastHitObject(Norfair23Object):
 
 
 if _Factory is not None:
+    # _Factory is Any (a private class looked up at run time): subclassing Any is [misc]
     class _ObjectFactory(_Factory):  # type: ignore[misc]
         """Norfair's object factory (ids, counters), making objects of our class."""
 

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from norfair import Detection as NfDetection  # type: ignore[attr-defined]
+from norfair import Detection as NfDetection
 
 from edge.config import TrackerConfig
 from edge.frames import DishEvidence, Frame, Track, TrayObservation, TrayTracking

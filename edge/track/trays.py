@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from norfair import Detection as NfDetection  # type: ignore[attr-defined]
-from norfair import Tracker as NfTracker  # type: ignore[attr-defined]
+from norfair import Detection as NfDetection
+from norfair import Tracker as NfTracker
 from norfair.filter import FilterFactory, OptimizedKalmanFilter
 
 from edge.config import TrackerConfig
@@ -50,12 +50,13 @@ class _DampedKalman(OptimizedKalmanFilter):
 
     def __init__(self, dim_x: int, dim_z: int, across: tuple[float, float], damping: float,
                  **kw: Any) -> None:
-        super().__init__(dim_x, dim_z, **kw)  # type: ignore[no-untyped-call]
+        super().__init__(dim_x, dim_z, **kw)
         self._across = np.array(across, np.float64)
         self._damping = damping
 
     def update(self, detection_points_flatten: Any, R: Any = None,  # noqa: N803
                H: Any = None) -> None:  # noqa: N803 (Norfair's names)
+        # norfair-enough 2.4.3 leaves OptimizedKalmanFilter.update unannotated
         super().update(detection_points_flatten, R, H)  # type: ignore[no-untyped-call]
         v = self.x[self.dim_z:].reshape(-1, 2)
         side = v @ self._across

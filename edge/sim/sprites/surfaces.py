@@ -136,6 +136,7 @@ def _counter_edges(img: npt.NDArray[np.float32], rng: np.random.Generator) -> Im
     img[front - max(2, height // 160) : front] = 120
     ys = np.linspace(-1, 1, height, dtype=np.float32)[:, None, None]
     xs = np.linspace(-1, 1, width, dtype=np.float32)[None, :, None]
-    img = img * (1.0 - 0.08 * (xs * xs + ys * ys))
+    r2: npt.NDArray[np.float32] = xs * xs + ys * ys
+    img = img * (1.0 - 0.08 * r2)
     img += rng.normal(0, 1.5, img.shape[:2]).astype(np.float32)[:, :, None]
     return np.clip(img, 0, 255).astype(np.uint8)
