@@ -23,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import structlog
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,7 @@ class CropClassifier(nn.Module):
 
 
 def cut_windows(split_dir: Path, input_size: tuple[int, int], max_images: int | None = None,
-                ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64], list[str]]:
     """Every visible object's window at the network scale.
 
     Returns
@@ -68,7 +69,7 @@ def cut_windows(split_dir: Path, input_size: tuple[int, int], max_images: int | 
     """
     split = read_split(split_dir)
     frames = split.frames[:max_images] if max_images else split.frames
-    windows: list[np.ndarray] = []
+    windows: list[npt.NDArray[np.uint8]] = []
     labels: list[int] = []
     half = WINDOW // 2
     for rec in tqdm(frames, desc=f"windows {split_dir.name}", unit="frame", leave=False):
@@ -90,7 +91,7 @@ def cut_windows(split_dir: Path, input_size: tuple[int, int], max_images: int | 
     return np.stack(windows), np.asarray(labels, np.int64), split.class_names
 
 
-def _batch(windows: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor:
+def _batch(windows: npt.NDArray[np.uint8], rng: np.random.Generator | None) -> torch.Tensor:
     """Crop (random or centre), flip and jitter a batch; ``(N, 3, 64, 64)`` float32."""
     out = np.empty((len(windows), 3, CROP, CROP), np.float32)
     for i, w in enumerate(windows):
@@ -113,7 +114,8 @@ def _batch(windows: np.ndarray, rng: np.random.Generator | None) -> torch.Tensor
     return torch.from_numpy(out)
 
 
-def _accuracy(model: CropClassifier, windows: np.ndarray, labels: np.ndarray) -> float:
+def _accuracy(model: CropClassifier, windows: npt.NDArray[np.uint8],
+              labels: npt.NDArray[np.int64]) -> float:
     model.eval()
     correct = 0
     with torch.no_grad():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from edge.config import DetectorConfig
 from edge.detect import Detector, load_detector
@@ -183,7 +184,7 @@ class DetectionWorker:
             for req in self._pending.values():
                 req.future.cancel()
 
-    def _call(self, images: list[np.ndarray]) -> list[Detections]:
+    def _call(self, images: list[npt.NDArray[np.uint8]]) -> list[Detections]:
         assert self._detector is not None
         return self._detector.detect(images)
 

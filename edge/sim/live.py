@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+import numpy.typing as npt
 
 from edge.errors import ConfigError
 from edge.sim.difficulty import LEVELS
@@ -102,7 +103,7 @@ class SyntheticCamera:
         self._next = 0
         self.skipped = 0
 
-    def read(self) -> tuple[int, np.ndarray, float]:
+    def read(self) -> tuple[int, npt.NDArray[np.uint8], float]:
         """Wait for and render the next frame.
 
         Returns

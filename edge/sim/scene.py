@@ -38,9 +38,9 @@ MIN_BOX_PX = 3.0  # boxes narrower than this after clipping are not reported
 class _Canvas:
     """A tray's premultiplied BGRA drawing and the outlines of what is on it."""
 
-    image: np.ndarray  # (h, w, 4) uint8, premultiplied colour
+    image: npt.NDArray[np.uint8]  # (h, w, 4) uint8, premultiplied colour
     centre: tuple[float, float]  # tray centre in canvas pixels
-    hulls: list[np.ndarray]  # per object (tray first, then items): (k, 2) tray coords
+    hulls: list[npt.NDArray[np.float64]]  # per object (tray first, then items): (k, 2) tray coords
 
 
 def _premultiply(bgra: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
@@ -50,7 +50,7 @@ def _premultiply(bgra: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return out
 
 
-def _hull(alpha: np.ndarray, offset: tuple[float, float]) -> npt.NDArray[np.float64]:
+def _hull(alpha: npt.NDArray[np.uint8], offset: tuple[float, float]) -> npt.NDArray[np.float64]:
     """Convex hull of the opaque part of a sprite, moved by ``offset`` (px)."""
     pts = cv2.findNonZero((alpha > 127).astype(np.uint8))
     if pts is None:
@@ -60,7 +60,7 @@ def _hull(alpha: np.ndarray, offset: tuple[float, float]) -> npt.NDArray[np.floa
     return hull + np.asarray(offset, np.float64) + 0.5
 
 
-def _blend_over(dst: np.ndarray, src: np.ndarray) -> None:
+def _blend_over(dst: npt.NDArray[np.uint8], src: npt.NDArray[np.uint8]) -> None:
     """Composite premultiplied BGRA ``src`` over premultiplied ``dst`` in place."""
     a = src[..., 3:4].astype(np.uint16)
     dst[...] = (src.astype(np.uint16) + dst.astype(np.uint16) * (255 - a) // 255).astype(np.uint8)
@@ -221,14 +221,14 @@ class Scene:
         return result
 
     @staticmethod
-    def _shadow(bgra: np.ndarray, strength: float) -> np.ndarray:
+    def _shadow(bgra: npt.NDArray[np.uint8], strength: float) -> npt.NDArray[np.uint8]:
         a = cv2.GaussianBlur(bgra[..., 3], (0, 0), 3) * strength
         out = np.zeros_like(bgra)
         out[..., 3] = a.astype(np.uint8)
         return out
 
     @staticmethod
-    def _paste(dst: np.ndarray, src: np.ndarray, x0: int, y0: int) -> None:
+    def _paste(dst: npt.NDArray[np.uint8], src: npt.NDArray[np.uint8], x0: int, y0: int) -> None:
         h, w = src.shape[:2]
         dh, dw = dst.shape[:2]
         xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + w, dw), min(y0 + h, dh)
@@ -236,7 +236,8 @@ class Scene:
             return
         _blend_over(dst[ya:yb, xa:xb], src[ya - y0 : yb - y0, xa - x0 : xb - x0])
 
-    def _draw_tray(self, frame_img: np.ndarray, plan: TrayPlan, frame: int) -> np.ndarray:
+    def _draw_tray(self, frame_img: npt.NDArray[np.uint8], plan: TrayPlan,
+                   frame: int) -> npt.NDArray[np.float64]:
         """Warp, blur and composite one tray; returns the affine tray->image map (2x3)."""
         cv_ = self._canvas(plan)
         cx, cy, theta = plan.pose(frame)
@@ -285,7 +286,8 @@ class Scene:
         t = max(t, 0.0)
         return px, edge_y + (py - edge_y) * t
 
-    def _draw_hand(self, img: np.ndarray, hand: HandPlan, palm: tuple[float, float]) -> None:
+    def _draw_hand(self, img: npt.NDArray[np.uint8], hand: HandPlan,
+                   palm: tuple[float, float]) -> None:
         px, py = palm
         edge_y = self.height + 60 * self.scale if hand.from_bottom else -60 * self.scale
         ex = px + (25 if hand.from_bottom else -25) * self.scale
@@ -308,7 +310,7 @@ class Scene:
                             0, 0, 360, colour, -1, cv2.LINE_AA, 4)
 
     # ---------------------------------------------------------------- frames
-    def render(self, frame: int) -> tuple[np.ndarray, list[BoxRecord]]:
+    def render(self, frame: int) -> tuple[npt.NDArray[np.uint8], list[BoxRecord]]:
         """Render frame ``frame`` (0-based) and its ground truth.
 
         Returns
@@ -324,7 +326,7 @@ class Scene:
         if frame % 100 == 0:
             self._forget_before(frame)
         img = self._counter.copy()
-        poses: list[tuple[TrayPlan, np.ndarray]] = []
+        poses: list[tuple[TrayPlan, npt.NDArray[np.float64]]] = []
         for plan in plans:
             poses.append((plan, self._draw_tray(img, plan, frame)))
         self._hand_mask[...] = 0
@@ -344,7 +346,7 @@ class Scene:
             2 * math.pi * frame / self._light_period + self._light_phase
         )
         lut = np.clip(np.arange(256) * gain, 0, 255).astype(np.uint8)
-        img = cv2.LUT(img, lut)
+        img = np.asarray(cv2.LUT(img, lut), np.uint8)
         ox, oy = (int(v) for v in self._frame_rng.integers(0, 16, 2))
         k = int(self._frame_rng.integers(2))
         cv2.add(img, self._noise[k][oy : oy + self.height, ox : ox + self.width], dst=img)
@@ -364,7 +366,8 @@ class Scene:
                     truth.append(rec)
         return img, truth
 
-    def _truth(self, frame: int, oid: int, cls: int, pts: np.ndarray) -> BoxRecord | None:
+    def _truth(self, frame: int, oid: int, cls: int,
+               pts: npt.NDArray[np.float64]) -> BoxRecord | None:
         x1, y1 = pts.min(axis=0)
         x2, y2 = pts.max(axis=0)
         cx1, cy1 = max(x1, 0.0), max(y1, 0.0)
@@ -390,7 +393,7 @@ class Scene:
             h=float(cy2 - cy1), conf=1.0, class_id=cls, visibility=round(visible / total, 3),
         )
 
-    def frames(self, count: int) -> Iterator[tuple[int, np.ndarray, list[BoxRecord]]]:
+    def frames(self, count: int) -> Iterator[tuple[int, npt.NDArray[np.uint8], list[BoxRecord]]]:
         """Yield ``(frame_index, image, truth)`` for frames ``0 .. count-1``."""
         for f in range(count):
             img, truth = self.render(f)

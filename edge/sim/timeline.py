@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from edge.sim.difficulty import Difficulty
 from edge.sim.menu import (
@@ -69,9 +70,9 @@ class TrayPlan:
     tray_id: int
     seed: int
     start: int  # first frame index (0-based) of the trajectory
-    xs: np.ndarray  # (n,) centre x per frame, px
-    ys: np.ndarray  # (n,) centre y per frame, px
-    thetas: np.ndarray  # (n,) rotation per frame, radians
+    xs: npt.NDArray[np.float64]  # (n,) centre x per frame, px
+    ys: npt.NDArray[np.float64]  # (n,) centre y per frame, px
+    thetas: npt.NDArray[np.float64]  # (n,) rotation per frame, radians
     items: list[ItemPlan]
     hands: list[HandPlan] = field(default_factory=list)
     tags: set[str] = field(default_factory=set)
@@ -162,7 +163,7 @@ def place_items(
 def speed_profile(
     rng: np.random.Generator, level: Difficulty, n: int, fps: float, tray_len: float,
     allow_pullback: bool,
-) -> np.ndarray:
+) -> npt.NDArray[np.float64]:
     """Commanded horizontal speed per frame (px/frame), ``(n,)``.
 
     Steady levels draw one speed; stop-and-go levels alternate moving

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+import numpy.typing as npt
 
 
 class ClassVotes:
@@ -24,7 +25,7 @@ class ClassVotes:
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self._votes: dict[int, np.ndarray] = {}
+        self._votes: dict[int, npt.NDArray[np.float64]] = {}
         self._hits: dict[int, int] = {}
 
     def add(self, track_id: int, class_id: int, score: float) -> None:
