@@ -41,8 +41,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-from norfair import Detection as NfDetection  # type: ignore[attr-defined]
-from norfair import Tracker as NfTracker  # type: ignore[attr-defined]
+from norfair import Detection as NfDetection
+from norfair import Tracker as NfTracker
 
 from edge.config import SiteConfig, StreamConfig
 from edge.eval.tracking import full_system
