@@ -9,6 +9,7 @@ they fail and the correction is to be revisited.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -122,3 +123,22 @@ def test_installed_norfair_still_needs_the_2_3_corrections() -> None:
     copies = obj.last_detection is not last[0]
     jumps = obj.hit_counter == tracker.hit_counter_max
     assert copies and jumps, "Norfair no longer copies detections or jumps counters"
+
+
+def test_crossed_box_warnings_are_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Norfair warns on every IoU call with a box whose corners crossed: per frame in
+    the daemon's log. A tracker made through the adapter drops that warning."""
+    crossed = np.array([[10.0, 10.0], [5.0, 5.0]])
+    plain = Tracker(distance_function="iou", distance_threshold=0.7)
+    logging.getLogger("norfair.distances").filters.clear()
+    with caplog.at_level(logging.WARNING, logger="norfair.distances"):
+        for _ in range(2):
+            plain.update([Detection(points=crossed.copy())])
+    assert any("Incorrect bounding boxes" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    tracker = _plain_norfair()
+    assert use_fast_hit(tracker)
+    with caplog.at_level(logging.WARNING, logger="norfair.distances"):
+        for _ in range(2):
+            tracker.update([Detection(points=crossed.copy())])
+    assert not any("Incorrect bounding boxes" in r.getMessage() for r in caplog.records)

@@ -51,6 +51,7 @@ from edge.billing.model import Bill, BillerStep, BillItem, TrayState, round_mone
 from edge.config import SiteConfig, StreamConfig
 from edge.eval.bytetrack import ByteTracker
 from edge.frames import Detections, Frame, Track
+from edge.track.norfair_adapter import quiet_box_warnings
 
 Box = tuple[float, float, float, float]
 BYTETRACK_LOW_SCORE = 0.1
@@ -256,6 +257,7 @@ class NorfairLineBiller(_Base):
                  width: int, height: int, *, run_id: str = "eval") -> None:
         super().__init__(stream, site, class_names, width, height, run_id=run_id)
         cfg = site.tracker
+        quiet_box_warnings()
         self._trackers = [
             NfTracker(distance_function="iou", distance_threshold=1.0 - cfg.iou_threshold,
                       hit_counter_max=cfg.hit_counter_max,

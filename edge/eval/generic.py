@@ -33,6 +33,7 @@ from edge.eval.baselines import BYTETRACK_BUFFER, BYTETRACK_LOW_SCORE
 from edge.eval.bytetrack import ByteTracker
 from edge.eval.tracking import MOT_IOU, MOT_LEGEND
 from edge.frames import Detections, Frame, Track
+from edge.track.norfair_adapter import quiet_box_warnings
 from edge.track.norfair_tracker import NorfairTracker
 
 OBJECT_CLASS = "object"
@@ -54,6 +55,7 @@ class PlainNorfair:
     """
 
     def __init__(self, config: TrackerConfig) -> None:
+        quiet_box_warnings()
         self._tracker = NfTracker(
             distance_function="iou", distance_threshold=1.0 - config.iou_threshold,
             hit_counter_max=config.hit_counter_max,

@@ -1,8 +1,9 @@
 """Tracking stage: detections of one stream become tracks with stable ids.
 
-Only this package imports Norfair, and only :mod:`edge.track.norfair_adapter`
-touches its state. :class:`Tracker` is the protocol of the generic trackers
-(:mod:`edge.track.norfair_tracker`); the tray-aware tracker
+In the daemon only this package imports Norfair, and only
+:mod:`edge.track.norfair_adapter` touches its state. :class:`Tracker` is the
+protocol of the generic trackers (:mod:`edge.track.norfair_tracker`); the
+tray-aware tracker
 (:mod:`edge.track.tray_tracker`) reports trays and their dishes to billing
 (:mod:`edge.billing.biller`), which knows nothing of Norfair.
 """

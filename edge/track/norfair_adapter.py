@@ -27,6 +27,10 @@ corrects:
 * :func:`clear_reid_countdowns`: Norfair 2.3 starts an object's re-id
   countdown when its hit counter reaches 0 and removes the object when the
   countdown ends, even if it was matched again in between.
+* :func:`quiet_box_warnings`: ``norfair-enough`` logs a warning on every IoU
+  call that sees a box whose corners crossed (a Kalman prediction of a
+  shrinking box): per frame, in the daemon's log. The trackers cope with such
+  boxes; the warning is dropped.
 * :func:`end`, :func:`drop`, :func:`is_gone`: Norfair has no call to end a
   track; a track is forgotten at the next update once its counters are
   negative.
@@ -38,6 +42,7 @@ corrects:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -140,10 +145,26 @@ def use_fast_hit(tracker: NfTracker, *, fast: bool = True) -> bool:
     :class:`Norfair23Object` s); False (unchanged) when this Norfair has no object
     factory to replace or the tracker already has objects."""
     factory = getattr(tracker, "_obj_factory", None)
+    quiet_box_warnings()
     if _Factory is None or type(factory) is not _Factory or tracker.tracked_objects:
         return False
     tracker._obj_factory = _ObjectFactory(FastHitObject if fast else Norfair23Object)
     return True
+
+
+class _NoCrossedBoxWarning(logging.Filter):
+    """Drops Norfair's "Incorrect bounding boxes" warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Incorrect bounding boxes")
+
+
+def quiet_box_warnings() -> None:
+    """Drop Norfair's per-call warning about boxes whose corners crossed (once
+    per process; every tracker that uses Norfair's IoU calls this)."""
+    log = logging.getLogger("norfair.distances")
+    if not any(isinstance(f, _NoCrossedBoxWarning) for f in log.filters):
+        log.addFilter(_NoCrossedBoxWarning())
 
 
 # ---------------------------------------------------------------- track state

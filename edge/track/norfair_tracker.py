@@ -21,6 +21,7 @@ from norfair.tracker import TrackedObject
 
 from edge.config import TrackerConfig
 from edge.frames import Detections, Frame, Track
+from edge.track.norfair_adapter import quiet_box_warnings
 from edge.track.votes import ClassVotes
 
 
@@ -38,6 +39,7 @@ class NorfairTracker:
     def __init__(self, class_names: Sequence[str], config: TrackerConfig) -> None:
         self.class_names = tuple(class_names)
         self.config = config
+        quiet_box_warnings()
         self._tracker = NfTracker(
             distance_function="iou",
             distance_threshold=1.0 - config.iou_threshold,
