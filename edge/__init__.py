@@ -1,3 +1,3 @@
 """DishTracker Edge: detect, track and bill dishes on moving cafeteria trays."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
