@@ -55,7 +55,7 @@ SPEED = 3.0  # px per frame
 DISH = 56.0
 WARMUP = 100
 TARGET_MS = 3.0
-"""Target (issue 4): the full system's single-run p95 under this, 20 objects, one core."""
+"""Target: the full system's single-run p95 under this, 20 objects, one core."""
 
 
 def conveyor(frames: int, trays_in_view: float, dishes: int,

@@ -277,7 +277,7 @@ class WebRtcHub:
         transceiver = pc.addTransceiver(peer.proxy, direction="sendonly")
         if isinstance(peer.proxy, EncodedViewerTrack):
             forward_keyframe_requests(transceiver.sender, peer.proxy)
-        # Before setRemoteDescription, else aiortc silently ignores it (MEASURED.md).
+        # Before setRemoteDescription, else aiortc silently ignores it (aiortc 1.16).
         transceiver.setCodecPreferences(codec_preferences(self._config.codec))
         pc.on("connectionstatechange", lambda: self._on_state(peer))
 

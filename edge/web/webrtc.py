@@ -10,7 +10,7 @@ RTCPeerConnection per viewer (:mod:`edge.web.hub`) -> browser, set up through
 This module is the view's public face: the daemon, the benches and the tests
 import its parts from here. Annotation and encoding run once per stream
 however many viewers watch, and only while someone watches (the hub pauses a
-stream's track when its last viewer leaves). ``../shared/MEASURED.md`` has
+stream's track when its last viewer leaves). :mod:`edge.web.encoders` gives
 the figures behind each choice of encoder.
 """
 
