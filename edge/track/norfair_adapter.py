@@ -110,7 +110,10 @@ class FastHitObject(Norfair23Object):
             obj._acquire_ids()
         counter = obj.point_hit_counter
         counter += 2 * period
-        np.clip(counter, 0, obj.pointwise_hit_counter_max, out=counter)
+        # Norfair's clip to [0, max] (tracker_step takes counters below 0), as two
+        # ufuncs: numpy 2's np.clip costs five times as much on two points
+        np.maximum(counter, 0, out=counter)
+        np.minimum(counter, obj.pointwise_hit_counter_max, out=counter)
         z = detection.absolute_points.reshape(-1, 1)
         filt: Any = obj.filter  # (not the type the isinstance above narrowed to)
         filt.update(z, None, None)
