@@ -18,13 +18,14 @@ HAND_GAP = 2
 class Bursts(Axis):
     """Short false-positive bursts.
 
-    Each frame starts ``Binomial(n, rate)`` bursts, ``n`` being the ground-truth
-    objects at least half visible in that frame (so ``rate`` is per box; for the
-    perfect detector exactly per detection). A burst lasts 1-3 frames
-    (``frames``, uniform), has a random dish class, a random ground-truth dish
-    box's size and a score from the pool per frame. With ``inside_trays`` it
-    lies wholly inside a random tray in view (none in view: no burst) and
-    moves with that tray, keeping its offset from the tray box's corner --
+    ``rate`` is the invented boxes' share of the ground-truth objects at least
+    half visible (for the perfect detector, of its detections): each frame
+    starts ``Binomial(n, rate / mean length)`` bursts, ``n`` being those
+    objects in the frame. A burst lasts 1-3 frames (``frames``, uniform), has a
+    random dish class, a random ground-truth dish box's size and a score from
+    the pool per frame. With ``inside_trays`` it lies wholly inside a random
+    tray in view (none in view: no burst) and moves with that tray, keeping its
+    offset from the tray box's corner --
     the phantom hardest to tell from a dish; otherwise it lies anywhere in the
     picture and stays put.
     """
@@ -42,7 +43,8 @@ class Bursts(Axis):
         t = ep.truth
         n = t.n_frames
         seen = np.bincount(t.frame[t.visibility >= 0.5], minlength=n + 1)[1:n + 1]
-        first = np.repeat(np.arange(1, n + 1), rng.binomial(seen, self.rate))
+        mean_length = (self.frames[0] + self.frames[1]) / 2
+        first = np.repeat(np.arange(1, n + 1), rng.binomial(seen, self.rate / mean_length))
         k = len(first)
         length = rng.integers(self.frames[0], self.frames[1] + 1, k)
         classes = rng.choice(DISHES, k)
