@@ -209,6 +209,9 @@ class DishEvidence:
         Detections matched to it over its life.
     vote_mass : float
         Sum of its detections' squared scores (all classes).
+    span : int
+        Detected frames of the stream from its first detection to its last,
+        both included: how long it persisted, whatever the detection rate.
     """
 
     track_id: int
@@ -216,6 +219,7 @@ class DishEvidence:
     share: float
     hits: int
     vote_mass: float
+    span: int = 1
 
 
 @dataclass(frozen=True, slots=True)

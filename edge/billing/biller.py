@@ -16,7 +16,8 @@ it says. Per tray, one lifecycle (:class:`Phase`):
   saw in an arm).
 
 A bill's lines are the tray's dishes (fragments merged by tracking) seen at
-least ``billing.min_item_hits`` times with vote mass :data:`MIN_VOTE_MASS`,
+least ``billing.min_item_hits`` times, over at least :data:`MIN_SPAN` detected
+frames, with vote mass :data:`MIN_VOTE_MASS`,
 named and priced by the menu; a line whose class holds less than
 ``billing.confirm_below`` of its evidence needs review. Two tray tracks found
 to be one tray merge their states: the tray is billed once.
@@ -43,6 +44,9 @@ log = structlog.get_logger()
 
 STATE_EVERY = 5  # frames between refreshes of an open tray's bill lines (live view)
 MIN_VOTE_MASS = 0.6  # sum of squared scores a dish needs to be billed (weak ghosts are not)
+# detected frames a dish's evidence must last, first sighting to last: a false
+# detection that lives a few frames (a reflection, an arm, steam) is not a dish
+MIN_SPAN = 4  # longer than a false burst of 1-3 frames (bench/robustness.py)
 SNAPSHOT_QUALITY = 80
 
 
@@ -164,7 +168,8 @@ class TrayBiller:
     def _items(self, tray_id: int) -> tuple[BillItem, ...]:
         items = []
         for dish in self.tracker.evidence(tray_id):
-            if dish.hits < self.min_item_hits or dish.vote_mass < MIN_VOTE_MASS:
+            if (dish.hits < self.min_item_hits or dish.vote_mass < MIN_VOTE_MASS
+                    or dish.span < MIN_SPAN):
                 continue
             item = self.menu.item(dish.class_id, dish.share, dish.track_id)
             if item is not None:

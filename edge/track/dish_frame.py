@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.track.evidence import Box, DishRecord, centre
+from edge.track.evidence import Box, DishRecord, Point, centre
 
 BOX_JUMP = 0.1  # a tray box moving this share of a tray width off the dish frame's pace jumped
 ICP_GATES = (0.3, 0.12)  # dish-to-track gates of the rigid-group fit, in tray widths
@@ -27,8 +27,6 @@ FLOW_SCALE = 2  # optical flow runs on the frame at half size
 FLOW_CORNERS = 40
 FLOW_MIN_POINTS = 6
 
-Point = npt.NDArray[np.float64]
-"""``(2,)`` float64 ``x y``, pixels."""
 
 DishDetection = tuple[Box, int, float]
 """A dish detection: ``(box x1 y1 x2 y2 in pixels, class id, score)``."""
@@ -57,38 +55,54 @@ class DishFrame:
     predicted : np.ndarray
         ``(2,)`` where the origin should be this frame, before the dishes speak.
     box_centre : np.ndarray or None
-        ``(2,)`` the tray box's centre in the previous frame.
+        ``(2,)`` the tray box's centre in the frame the origin was last predicted.
+    seq : int
+        That frame's number (-1 before the first).
+    elapsed : int
+        Frames from that frame to this one: more than 1 when the tray was lost
+        for a while (its track counted down to re-identification).
     """
 
     origin: Point | None = None
     velocity: Point = field(default_factory=lambda: np.zeros(2))
     predicted: Point = field(default_factory=lambda: np.zeros(2))
     box_centre: Point | None = None
+    seq: int = -1
+    elapsed: int = 1
 
     def current(self) -> Point:
         """The origin, or its prediction before there is one."""
         return self.origin if self.origin is not None else self.predicted
 
-    def predict(self, box: Box, typical_width: float) -> None:
-        """Where the origin should be this frame: moved like the tray's box when
-        the box moves plausibly, else by its own velocity."""
+    def predict(self, box: Box, typical_width: float, seq: int) -> None:
+        """Where the origin should be in frame ``seq``: moved like the tray's box
+        when the box moves plausibly, else by its own velocity. After a gap (the
+        tray was lost for ``elapsed`` frames and is back) both are carried over
+        the whole gap, and a box may stray ``elapsed`` times as far: a tray lost
+        at speed is found where it went, not where it was."""
         c = centre(box)
+        self.elapsed = seq - self.seq if 0 <= self.seq < seq else 1
+        self.seq = seq
         if self.origin is None:
             self.predicted = c
         else:
-            pred = self.origin + self.velocity
+            moved = self.velocity if self.elapsed == 1 else self.velocity * self.elapsed
+            pred = self.origin + moved
             if self.box_centre is not None:
                 delta = c - self.box_centre
                 limit = BOX_JUMP * max(typical_width, float(box[2] - box[0]), 1.0)
-                if float(np.linalg.norm(delta - self.velocity)) <= limit:
+                if float(np.linalg.norm(delta - moved)) <= limit * self.elapsed:
                     pred = self.origin + delta
             self.predicted = pred
         self.box_centre = c
 
     def commit(self, origin: Point) -> None:
-        """Commit this frame's origin and update its velocity."""
+        """Commit this frame's origin and update its velocity (per frame)."""
         if self.origin is not None:
-            self.velocity = 0.6 * self.velocity + 0.4 * (origin - self.origin)
+            step = origin - self.origin
+            if self.elapsed > 1:
+                step = step / self.elapsed
+            self.velocity = 0.6 * self.velocity + 0.4 * step
         self.origin = origin
 
 

@@ -22,9 +22,14 @@ import numpy.typing as npt
 
 CLEAREST_VIEWS = 5  # top scores kept per class and dish
 RUNNER_UP_SHARE = 0.25  # above this share of the vote the clearest views decide
+FIXED_TRAY_MOTION = 0.5  # box sizes a tray must slide under a detection to judge it fixed
+FIXED_SHARE = 0.25  # ... which then moved less than this share of the tray's slide
 
 Box = npt.NDArray[np.float64]
 """``(4,)`` float64 ``x1 y1 x2 y2``."""
+
+Point = npt.NDArray[np.float64]
+"""``(2,)`` float64 ``x y``, pixels."""
 
 
 def centre(box: Box) -> npt.NDArray[np.float64]:
@@ -69,6 +74,20 @@ class DishRecord:
     # hand cut up drift apart when the dish frame was unsure); None: rel_box
     head_box: Box | None = None
     tail_box: Box | None = None
+    # the stream's detected frames (its looks) at the first and the last matched
+    # detection: how long the evidence lasted, whatever the detection rate
+    first_look: int = 0
+    last_look: int = 0
+    # where its first and last matched detections were in the picture, and where
+    # its tray's dish frame was then (None: never seen on a tray)
+    seen_first: tuple[Point, Point] | None = None
+    seen_last: tuple[Point, Point] | None = None
+
+    @property
+    def span(self) -> int:
+        """Detected frames from the first matched detection to the last, both
+        included (0 before the first)."""
+        return self.last_look - self.first_look + 1 if self.hits else 0
 
     def head(self) -> Box:
         """The box of this record's earliest fragment (its own box if unmerged)."""
@@ -85,14 +104,17 @@ class DishRecord:
         if len(top) > CLEAREST_VIEWS:
             top.remove(min(top))
 
-    def vote(self, cls: int, score: float, seq: int) -> None:
+    def vote(self, cls: int, score: float, seq: int, look: int) -> None:
         """Count one matched detection of class ``cls`` (out-of-range classes add
-        a hit but no vote) in frame ``seq``."""
+        a hit but no vote) in frame ``seq``, the stream's ``look``-th detected frame."""
         if 0 <= cls < len(self.votes):
             self.votes[cls] += score * score
             self.add_best(cls, score)
+        if self.hits == 0:
+            self.first_look = look
         self.hits += 1
         self.last_seq = seq
+        self.last_look = look
 
     def decide(self) -> tuple[int, float]:
         """``(class, share of the vote)``. When the runner-up holds at least
@@ -111,6 +133,7 @@ class DishRecord:
     def take_votes(self, other: DishRecord) -> None:
         """Add ``other``'s votes, hits, first frame and clearest views (a track
         that continues ``other``)."""
+        self._merge_looks(other)
         self.votes += other.votes
         self.hits += other.hits
         self.first_seq = min(self.first_seq, other.first_seq)
@@ -127,6 +150,7 @@ class DishRecord:
             self.tail_box = other.tail().copy()
         if other.hits > self.hits:
             self.rel_box = other.rel_box.copy()
+        self._merge_looks(other)
         self.votes += other.votes
         self.hits += other.hits
         self.first_seq = min(self.first_seq, other.first_seq)
@@ -134,3 +158,37 @@ class DishRecord:
         for cls, top in other.best.items():
             for score in top:
                 self.add_best(cls, score)
+
+    def seen_at(self, picture: Point, origin: Point) -> None:
+        """Record where this frame's matched detection was (centre, picture pixels)
+        and where its tray's dish frame was."""
+        if self.seen_first is None:
+            self.seen_first = (picture, origin.copy())
+        self.seen_last = (picture, origin.copy())
+
+    def fixed_in_picture(self) -> bool:
+        """Whether its detections stayed put in the picture while its tray slid
+        under them (at least :data:`FIXED_TRAY_MOTION` box sizes): a spot where
+        the detector fires on whatever passes (a logo, a reflection), not a
+        dish on the tray."""
+        if self.seen_first is None or self.seen_last is None:
+            return False
+        size = max(float(self.rel_box[2] - self.rel_box[0]),
+                   float(self.rel_box[3] - self.rel_box[1]), 1.0)
+        tray = float(np.linalg.norm(self.seen_last[1] - self.seen_first[1]))
+        picture = float(np.linalg.norm(self.seen_last[0] - self.seen_first[0]))
+        return tray >= FIXED_TRAY_MOTION * size and picture < FIXED_SHARE * tray
+
+    def _merge_looks(self, other: DishRecord) -> None:
+        if not other.hits:
+            return
+        if not self.hits:
+            self.first_look, self.last_look = other.first_look, other.last_look
+            self.seen_first, self.seen_last = other.seen_first, other.seen_last
+            return
+        if other.first_look < self.first_look and other.seen_first is not None:
+            self.seen_first = other.seen_first
+        if other.last_look > self.last_look and other.seen_last is not None:
+            self.seen_last = other.seen_last
+        self.first_look = min(self.first_look, other.first_look)
+        self.last_look = max(self.last_look, other.last_look)

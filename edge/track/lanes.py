@@ -25,7 +25,7 @@ from edge.config import TrackerConfig
 from edge.geometry import box_iou
 from edge.track import norfair_adapter as nfa
 from edge.track.dish_frame import DishDetection
-from edge.track.evidence import Box, DishRecord, centre, shift4
+from edge.track.evidence import Box, DishRecord, Point, centre, shift4
 from edge.track.fragments import MERGE_IOU
 from edge.track.trays import Tray, box_points
 
@@ -41,10 +41,13 @@ LOOSE_VEL_VARIANCE = 100.0
 
 
 class DishIds:
-    """Track ids of one stream's dishes, given in the order tracks initialise."""
+    """Track ids of one stream's dishes, given in the order tracks initialise, and
+    the stream's count of detected frames (``looks``: the clock of a dish's
+    evidence, whatever the detection rate)."""
 
     def __init__(self) -> None:
         self._next = 1
+        self.looks = 0
 
     def take(self) -> int:
         """The next id."""
@@ -70,13 +73,18 @@ def dish_tracker(config: TrackerConfig, hit_counter_max: int, *, static: bool) -
     return tracker
 
 
-def observe(obj: Any, rec: DishRecord, det_ids: set[int], seq: int, ids: DishIds) -> None:
-    """Give ``rec`` its id once Norfair does, and the vote of this frame's match."""
+def observe(obj: Any, rec: DishRecord, det_ids: set[int], seq: int, ids: DishIds, *,
+            origin: Point | None = None) -> None:
+    """Give ``rec`` its id once Norfair does, and the vote of this frame's match
+    (with where it was seen in the picture and, on a tray, the tray's dish-frame
+    ``origin``: data ``(class, score, ...)``, or ``(class, score, lane, x, y)``)."""
     if obj.id is not None and rec.gid == 0:
         rec.gid = ids.take()
     if nfa.matched_index(obj, det_ids):
         data = obj.last_detection.data
-        rec.vote(data[0], data[1], seq)
+        rec.vote(data[0], data[1], seq, ids.looks)
+        if origin is not None:
+            rec.seen_at(np.array(data[3:5], np.float64), origin)
 
 
 def assign(dishes: list[DishDetection], boxes: Mapping[Any, Box], trays: Mapping[Any, Tray]
@@ -184,7 +192,8 @@ class DishLanes:
         for tray, mine in dets.items():
             o = tray.frame.current()
             shift = np.array([o[0] - tray.slot * SLOT_PX, o[1], o[0] - tray.slot * SLOT_PX, o[1]])
-            nf += [NfDetection(points=box_points(b - shift), data=(c, s, tray.slot))
+            nf += [NfDetection(points=box_points(b - shift),
+                               data=(c, s, tray.slot, *centre(b).tolist()))
                    for b, c, s in mine]
         if detected:
             self.tracker.update(nf, period=period)
@@ -203,7 +212,7 @@ class DishLanes:
             new = rec is None
             if rec is None:
                 rec = tray.records[obj] = DishRecord(0, np.zeros(self.n_classes), first_seq=seq)
-            observe(obj, rec, det_ids, seq, self.ids)
+            observe(obj, rec, det_ids, seq, self.ids, origin=tray.frame.current())
             rec.rel_box = (nfa.position(obj)
                            - np.array([tray.slot * SLOT_PX, 0.0, tray.slot * SLOT_PX, 0.0]))
             if new and tray.frame.origin is not None:

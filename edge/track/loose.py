@@ -88,6 +88,7 @@ class LooseDishes:
                     tray.pending.append((rec, DishRecord(
                         rec.gid, rec.votes.copy(), rec.hits, rec.first_seq, rec.last_seq,
                         rec.rel_box - shift4(tray.frame.predicted), alive=False,
-                        best={k: list(v) for k, v in rec.best.items()}, from_loose=True)))
+                        best={k: list(v) for k, v in rec.best.items()}, from_loose=True,
+                        first_look=rec.first_look, last_look=rec.last_look)))
                     rec.adopted = True
                     break

@@ -74,9 +74,9 @@ class TrayTracker:
         n = len(self.class_names)
         self._trays = TrayAssociation(config, direction, width=width, height=height,
                                       may_return=may_return)
-        ids = DishIds()
-        self._loose = LooseDishes(config, n, ids)
-        self._lanes = DishLanes(config, self._trays.slots, n, ids, permanent_hits)
+        self._ids = DishIds()
+        self._loose = LooseDishes(config, n, self._ids)
+        self._lanes = DishLanes(config, self._trays.slots, n, self._ids, permanent_hits)
         self._flow = OpticalFlow(config.optical_flow)
         self._since_detection = 1
         self._seq = -1
@@ -90,6 +90,8 @@ class TrayTracker:
         seq = self._seq = frame.seq
         period = self._since_detection
         detected = detections is not None
+        if detected:
+            self._ids.looks += 1
         self._ended = {}
         self._flow.start(frame.image)
         tray_dets, dish_dets = self._split(detections)
@@ -101,7 +103,7 @@ class TrayTracker:
 
         boxes = {obj: nfa.position(obj) for obj in active}
         for obj in active:
-            trays[obj].frame.predict(boxes[obj], self._trays.typical_size[0])
+            trays[obj].frame.predict(boxes[obj], self._trays.typical_size[0], seq)
         self._loose.adopt(boxes, trays)
         assignment = assign(dish_dets, boxes, trays) if detected else {}
         for obj in active:
@@ -198,13 +200,16 @@ class TrayTracker:
         tray = found[1] if found is not None else self._ended.get(tray_id)
         if tray is None:
             return ()
+        # a detection fixed in the picture while the tray slid under it is no dish
         dishes = [r for r in (*tray.records.values(), *tray.archive,
-                              *(copy for _, copy in tray.pending)) if r.gid and r.hits > 0]
+                              *(copy for _, copy in tray.pending))
+                  if r.gid and r.hits > 0 and not r.fixed_in_picture()]
         width = max(self._trays.typical_size[0], float(tray.box[2] - tray.box[0]), 1.0)
         out = []
         for rec in sorted(merge_fragments(dishes, width), key=lambda r: r.gid):
             cls, share = rec.decide()
-            out.append(DishEvidence(rec.gid, cls, share, rec.hits, float(rec.votes.sum())))
+            out.append(DishEvidence(rec.gid, cls, share, rec.hits, float(rec.votes.sum()),
+                                    rec.span))
         return tuple(out)
 
     def end(self, tray_id: int) -> None:
@@ -246,7 +251,7 @@ class TrayTracker:
     def _dish_track(self, obj: Any, rec: DishRecord, box: Box, tray_id: int | None
                     ) -> list[Track]:
         if (not nfa.visible(obj) or rec.votes.sum() <= 0 or rec.adopted
-                or not self._in_view(box)):
+                or not self._in_view(box) or rec.fixed_in_picture()):
             return []
         cls, share = rec.decide()
         return [Track(rec.gid, (float(box[0]), float(box[1]), float(box[2]), float(box[3])),
