@@ -210,8 +210,11 @@ class DishEvidence:
     vote_mass : float
         Sum of its detections' squared scores (all classes).
     span : int
-        Detected frames of the stream from its first detection to its last,
-        both included: how long it persisted, whatever the detection rate.
+        Frames from its first detection to its last, both included: how long
+        it persisted.
+    density : float
+        Its detections per detected frame of the stream from its first
+        detection to its last (0-1).
     """
 
     track_id: int
@@ -220,6 +223,7 @@ class DishEvidence:
     hits: int
     vote_mass: float
     span: int = 1
+    density: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,12 +102,13 @@ def test_a_record_fixed_in_the_picture_while_its_tray_slides_is_no_dish() -> Non
 
 
 def test_merged_records_keep_the_span_of_their_evidence() -> None:
-    first = DishRecord(1, np.zeros(3))
-    for look in (10, 11, 12):
-        first.vote(0, 0.9, look, look)
-    later = DishRecord(2, np.zeros(3))
-    for look in (20, 21):
-        later.vote(0, 0.9, look, look)
+    first = DishRecord(1, np.zeros(3), first_seq=10)
+    for seq in (10, 11, 12):
+        first.vote(0, 0.9, seq, seq)
+    later = DishRecord(2, np.zeros(3), first_seq=20)
+    for seq in (20, 21):
+        later.vote(0, 0.9, seq, seq)
     assert (first.span, later.span) == (3, 2)
     first.absorb(later)
     assert first.span == 12 and first.hits == 5
+    assert first.density == 5 / 12  # seen in 5 of the 12 detected frames

@@ -277,8 +277,10 @@ def test_open_bills_list_the_tray_at_the_line_first() -> None:
                 _tray(x, 240), _on(x, 20, 20, SOUP, y=240)]
 
     biller = _biller()
+    # 14 frames: a dish is a bill line once seen over MIN_SPAN frames, and the open
+    # bills are refreshed every STATE_EVERY frames
     *_, last = (biller.update(Frame("cam", i, IMAGE, i / 20.0), _dets(scene(i)))
-                for i in range(8))
+                for i in range(14))
     assert [len(t.items) for t in last.trays] == [1, 1]
     assert [t.items[0].class_id for t in last.trays] == [COFFEE, SOUP]
 

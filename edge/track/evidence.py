@@ -85,9 +85,17 @@ class DishRecord:
 
     @property
     def span(self) -> int:
-        """Detected frames from the first matched detection to the last, both
-        included (0 before the first)."""
-        return self.last_look - self.first_look + 1 if self.hits else 0
+        """Frames from the first matched detection to the last, both included (0
+        before the first): how long the evidence lasted."""
+        return self.last_seq - self.first_seq + 1 if self.hits else 0
+
+    @property
+    def density(self) -> float:
+        """Matched detections per detected frame from the first to the last (0-1):
+        a dish in view is seen in most of them, false detections that recur at
+        one place now and then in few."""
+        return self.hits / (self.last_look - self.first_look + 1) if self.hits else 0.0
+
 
     def head(self) -> Box:
         """The box of this record's earliest fragment (its own box if unmerged)."""

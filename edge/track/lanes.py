@@ -171,17 +171,21 @@ class DishLanes:
         Number of detector classes.
     ids : DishIds
         The stream's dish ids.
-    permanent_hits : int
-        Detections after which a dish lives as long as its tray.
+    permanent_hits, permanent_span : int
+        Detections, and detected frames from the first to the last, after which
+        a dish lives as long as its tray. Before that a track dies as Norfair's
+        hit counter says: a false detection of a few frames must not live on
+        and collect the next false detections near it.
     """
 
     def __init__(self, config: TrackerConfig, slots: Mapping[int, Tray], n_classes: int,
-                 ids: DishIds, permanent_hits: int) -> None:
+                 ids: DishIds, permanent_hits: int, permanent_span: int = 1) -> None:
         self.tracker = dish_tracker(config, DISH_HIT_COUNTER_MAX, static=True)
         self.slots = slots
         self.n_classes = n_classes
         self.ids = ids
         self.permanent_hits = permanent_hits
+        self.permanent_span = permanent_span
 
     def update(self, dets: Mapping[Tray, list[DishDetection]], detected: bool, seq: int,
                period: int) -> None:
@@ -217,7 +221,7 @@ class DishLanes:
                            - np.array([tray.slot * SLOT_PX, 0.0, tray.slot * SLOT_PX, 0.0]))
             if new and tray.frame.origin is not None:
                 _take_pending(tray, rec, rec.rel_box + shift4(tray.frame.origin))
-            if rec.hits >= self.permanent_hits:
+            if rec.hits >= self.permanent_hits and rec.span >= self.permanent_span:
                 nfa.hold(obj, 2)  # a dish lives as long as its tray
         for tray in self.slots.values():
             for obj in [o for o in tray.records if o not in live]:

@@ -57,15 +57,17 @@ class TrayTracker:
         The counter's direction of travel in the picture (trays slide along it).
     width, height : int
         Frame size, pixels.
-    permanent_hits : int
-        Detections after which a dish lives as long as its tray.
+    permanent_hits, permanent_span : int
+        Detections, and detected frames from the first to the last, after which
+        a dish lives as long as its tray.
     may_return : callable, optional
         ``(x, y) -> bool``: where a closed tray may be re-identified.
     """
 
     def __init__(self, class_names: Sequence[str], config: TrackerConfig,
                  direction: tuple[float, float], *, width: int, height: int,
-                 permanent_hits: int = 3, may_return: MayReturn | None = None) -> None:
+                 permanent_hits: int = 3, permanent_span: int = 1,
+                 may_return: MayReturn | None = None) -> None:
         self.class_names = tuple(class_names)
         self.config = config
         self.width, self.height = width, height
@@ -76,7 +78,8 @@ class TrayTracker:
                                       may_return=may_return)
         self._ids = DishIds()
         self._loose = LooseDishes(config, n, self._ids)
-        self._lanes = DishLanes(config, self._trays.slots, n, self._ids, permanent_hits)
+        self._lanes = DishLanes(config, self._trays.slots, n, self._ids, permanent_hits,
+                                permanent_span)
         self._flow = OpticalFlow(config.optical_flow)
         self._since_detection = 1
         self._seq = -1
@@ -209,7 +212,7 @@ class TrayTracker:
         for rec in sorted(merge_fragments(dishes, width), key=lambda r: r.gid):
             cls, share = rec.decide()
             out.append(DishEvidence(rec.gid, cls, share, rec.hits, float(rec.votes.sum()),
-                                    rec.span))
+                                    rec.span, rec.density))
         return tuple(out)
 
     def end(self, tray_id: int) -> None:
