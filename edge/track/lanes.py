@@ -179,7 +179,7 @@ class DishLanes:
     """
 
     def __init__(self, config: TrackerConfig, slots: Mapping[int, Tray], n_classes: int,
-                 ids: DishIds, permanent_hits: int, permanent_span: int = 1) -> None:
+                 ids: DishIds, *, permanent_hits: int, permanent_span: int = 1) -> None:
         self.tracker = dish_tracker(config, DISH_HIT_COUNTER_MAX, static=True)
         self.slots = slots
         self.n_classes = n_classes
