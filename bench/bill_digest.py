@@ -76,7 +76,8 @@ def digest_sequence(path: Path, factory: Any, stride: int) -> Iterator[dict[str,
         yield {"seq": seq.name, "frame": k,
                # in a stable order: which tray's tracks come first is not behaviour
                "tracks": sorted([t.track_id, [_r(v) for v in t.box], t.class_id, t.class_name,
-                                 _r(t.confidence), t.hits, t.detected, -1 if t.tray_id is None else t.tray_id]
+                                 _r(t.confidence), t.hits, t.detected,
+                                 -1 if t.tray_id is None else t.tray_id]
                                 for t in step.tracks),
                "trays": [[s.tray_id, [_r(v) for v in s.box],
                           [i.to_json() for i in s.items], s.total] for s in step.trays]}

@@ -310,7 +310,8 @@ class Pipeline:
                 reasons.append(f"stream {sid} is {state}")
         return not reasons, reasons
 
-    async def apply_config(self, new: SiteConfig) -> dict[str, list[str]]:
+    async def apply_config(  # noqa: PLR0912  # one branch per live-changeable setting
+            self, new: SiteConfig) -> dict[str, list[str]]:
         """Apply what can change live; report what needs a restart.
 
         Live: detector threshold and rates, tracker settings (trackers start

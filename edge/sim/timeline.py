@@ -160,7 +160,7 @@ def place_items(
     return placed
 
 
-def speed_profile(
+def speed_profile(  # noqa: PLR0917  # the simulator's knobs, passed in one call site
     rng: np.random.Generator, level: Difficulty, n: int, fps: float, tray_len: float,
     allow_pullback: bool,
 ) -> npt.NDArray[np.float64]:
@@ -260,7 +260,7 @@ def plan_tray(
     return plan
 
 
-def _plan_hands(
+def _plan_hands(  # noqa: PLR0917  # private: one call site, every argument named there
     plan: TrayPlan, rng: np.random.Generator, level: Difficulty, fps: float, width: int,
     scale: float,
 ) -> None:
