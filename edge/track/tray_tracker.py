@@ -210,6 +210,8 @@ class TrayTracker:
         width = max(self._trays.typical_size[0], float(tray.box[2] - tray.box[0]), 1.0)
         out = []
         for rec in sorted(merge_fragments(dishes, width), key=lambda r: r.gid):
+            if rec.fixed_in_picture():  # its fragments, each too short to tell, together can
+                continue
             cls, share = rec.decide()
             out.append(DishEvidence(rec.gid, cls, share, rec.hits, float(rec.votes.sum()),
                                     rec.span, rec.density))
