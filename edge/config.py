@@ -143,6 +143,13 @@ class BillingConfig(_Strict):
                                              "is flagged for the cashier to confirm")
     min_item_hits: int = Field(3, ge=1, le=1000,
                                description="detections a dish needs before it is billed")
+    noise_guard: bool = Field(
+        False, description="experimental: bill a dish only on evidence a false detection "
+                           "cannot give (seen over 8 frames, in 30 % of them or 10 times), "
+                           "drop detections fixed in the picture while a tray slides under "
+                           "them, carry a lost tray's dishes over the gap; passes the noise "
+                           "harness's tuning points far better, but billed the held-out hard "
+                           "level worse (docs/BENCHMARKS.md)")
 
 
 class CheckoutConfig(_Strict):

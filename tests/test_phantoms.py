@@ -1,21 +1,30 @@
 """Bills robust to a detector's noise: phantoms, fixed false spots, dropouts, class flicker.
 
 Scripted detections of trays sliding at a steady speed, as in test_trays.py,
-with one kind of detector error each.
+with one kind of detector error each, billed with ``billing.noise_guard`` on
+(the rules are opt-in: off, the first three fail).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from test_trays import COFFEE, SOUP, Obj, _biller, _on, _run, _tray
+from test_trays import COFFEE, SOUP, Obj, _on, _run, _tray
 
+from edge.billing.biller import TrayBiller, make_biller
 from edge.billing.model import Bill
-from edge.sim.menu import BY_KEY
+from edge.config import SiteConfig, StreamConfig
+from edge.sim.menu import BY_KEY, CLASS_NAMES
 from edge.track.evidence import DishRecord
 
 BEER = BY_KEY["beer"].id
 PIZZA = BY_KEY["pizza_slice"].id
 BRATWURST = BY_KEY["bratwurst"].id
+
+
+def _biller(*, guard: bool = True) -> TrayBiller:
+    site = SiteConfig.model_validate({"billing": {"noise_guard": guard}})
+    return make_biller(StreamConfig(id="cam", url="synthetic://?seed=1"), site, CLASS_NAMES,
+                       640, 480, run_id="test", clock_offset=0.0, snapshots=False)
 
 
 def _items(bills: list[Bill]) -> list[list[int]]:
@@ -112,3 +121,18 @@ def test_merged_records_keep_the_span_of_their_evidence() -> None:
     first.absorb(later)
     assert first.span == 12 and first.hits == 5
     assert first.density == 5 / 12  # seen in 5 of the 12 detected frames
+
+
+def test_the_noise_guard_is_off_by_default_and_then_a_short_false_dish_is_billed() -> None:
+    """Off (the default), bills are what they were before the guard existed."""
+    assert SiteConfig().billing.noise_guard is False
+
+    def scene(i: int) -> list[Obj]:
+        x = 20.0 + 6 * i
+        objs = [_tray(x), _on(x, 20, 30, SOUP)]
+        if 30 <= i < 33:
+            objs.append(_on(x, 120, 60, COFFEE, 0.8))
+        return objs
+
+    bills, _ = _run(_biller(guard=False), 80, scene)
+    assert _items(bills) == [sorted([SOUP, COFFEE])]

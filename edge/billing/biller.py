@@ -106,11 +106,15 @@ class TrayBiller:
         ``time.time() - time.monotonic()`` (live); 0 for evaluation.
     snapshots : bool
         Attach a JPEG of the closing frame to each bill.
+    noise_guard : bool
+        Bill a dish only over :data:`MIN_SPAN` frames and :data:`MIN_DENSITY`
+        (or :data:`SPARSE_HITS`) (``billing.noise_guard``).
     """
 
     def __init__(self, stream_id: str, tracker: TrayTracker, menu: Menu, line: CheckoutLine,
                  *, min_item_hits: int = 3, run_id: str | None = None,
-                 clock_offset: float | None = None, snapshots: bool = True) -> None:
+                 clock_offset: float | None = None, snapshots: bool = True,
+                 noise_guard: bool = False) -> None:
         self.stream_id = stream_id
         self.tracker = tracker
         self.menu = menu
@@ -120,6 +124,7 @@ class TrayBiller:
         self.clock_offset = ((time.time() - time.monotonic()) if clock_offset is None
                              else clock_offset)
         self.snapshots = snapshots
+        self.noise_guard = noise_guard
         self._accounts: dict[int, _Account] = {}
         self._seq = -1
 
@@ -177,8 +182,8 @@ class TrayBiller:
         items = []
         for dish in self.tracker.evidence(tray_id):
             if (dish.hits < self.min_item_hits or dish.vote_mass < MIN_VOTE_MASS
-                    or dish.span < MIN_SPAN
-                    or (dish.density < MIN_DENSITY and dish.hits < SPARSE_HITS)):
+                    or (self.noise_guard and (dish.span < MIN_SPAN or (
+                        dish.density < MIN_DENSITY and dish.hits < SPARSE_HITS)))):
                 continue
             item = self.menu.item(dish.class_id, dish.share, dish.track_id)
             if item is not None:
@@ -242,9 +247,11 @@ def make_biller(stream: StreamConfig, site: SiteConfig, class_names: Sequence[st
         # is the next tray (it would not be billed)
         return line.distance(x, y) >= -line.hysteresis
 
+    guard = site.billing.noise_guard
     tracker = TrayTracker(class_names, site.tracker, line.direction, width=width,
                           height=height, permanent_hits=site.billing.min_item_hits,
-                          permanent_span=MIN_SPAN,
+                          permanent_span=MIN_SPAN if guard else 1, noise_guard=guard,
                           may_return=may_return)
     return TrayBiller(stream.id, tracker, menu, line, min_item_hits=site.billing.min_item_hits,
-                      run_id=run_id, clock_offset=clock_offset, snapshots=snapshots)
+                      run_id=run_id, clock_offset=clock_offset, snapshots=snapshots,
+                      noise_guard=guard)

@@ -74,15 +74,17 @@ class DishFrame:
         """The origin, or its prediction before there is one."""
         return self.origin if self.origin is not None else self.predicted
 
-    def predict(self, box: Box, typical_width: float, seq: int) -> None:
+    def predict(self, box: Box, typical_width: float, seq: int | None = None) -> None:
         """Where the origin should be in frame ``seq``: moved like the tray's box
         when the box moves plausibly, else by its own velocity. After a gap (the
         tray was lost for ``elapsed`` frames and is back) both are carried over
         the whole gap, and a box may stray ``elapsed`` times as far: a tray lost
-        at speed is found where it went, not where it was."""
+        at speed is found where it went, not where it was (``seq`` None: every
+        call is the next frame)."""
         c = centre(box)
-        self.elapsed = seq - self.seq if 0 <= self.seq < seq else 1
-        self.seq = seq
+        if seq is not None:
+            self.elapsed = seq - self.seq if 0 <= self.seq < seq else 1
+            self.seq = seq
         if self.origin is None:
             self.predicted = c
         else:

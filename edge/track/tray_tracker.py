@@ -62,14 +62,18 @@ class TrayTracker:
         a dish lives as long as its tray.
     may_return : callable, optional
         ``(x, y) -> bool``: where a closed tray may be re-identified.
+    noise_guard : bool
+        Drop dishes fixed in the picture while their tray slides under them, and
+        carry a lost tray's dish frame over the gap (``billing.noise_guard``).
     """
 
     def __init__(self, class_names: Sequence[str], config: TrackerConfig,
                  direction: tuple[float, float], *, width: int, height: int,
                  permanent_hits: int = 3, permanent_span: int = 1,
-                 may_return: MayReturn | None = None) -> None:
+                 may_return: MayReturn | None = None, noise_guard: bool = False) -> None:
         self.class_names = tuple(class_names)
         self.config = config
+        self.noise_guard = noise_guard
         self.width, self.height = width, height
         self.tray_class = (self.class_names.index(TRAY_KEY) if TRAY_KEY in self.class_names
                            else -1)
@@ -106,7 +110,8 @@ class TrayTracker:
 
         boxes = {obj: nfa.position(obj) for obj in active}
         for obj in active:
-            trays[obj].frame.predict(boxes[obj], self._trays.typical_size[0], seq)
+            trays[obj].frame.predict(boxes[obj], self._trays.typical_size[0],
+                                     seq if self.noise_guard else None)
         self._loose.adopt(boxes, trays)
         assignment = assign(dish_dets, boxes, trays) if detected else {}
         for obj in active:
@@ -206,11 +211,11 @@ class TrayTracker:
         # a detection fixed in the picture while the tray slid under it is no dish
         dishes = [r for r in (*tray.records.values(), *tray.archive,
                               *(copy for _, copy in tray.pending))
-                  if r.gid and r.hits > 0 and not r.fixed_in_picture()]
+                  if r.gid and r.hits > 0 and not self._fixed(r)]
         width = max(self._trays.typical_size[0], float(tray.box[2] - tray.box[0]), 1.0)
         out = []
         for rec in sorted(merge_fragments(dishes, width), key=lambda r: r.gid):
-            if rec.fixed_in_picture():  # its fragments, each too short to tell, together can
+            if self._fixed(rec):  # its fragments, each too short to tell, together can
                 continue
             cls, share = rec.decide()
             out.append(DishEvidence(rec.gid, cls, share, rec.hits, float(rec.votes.sum()),
@@ -256,12 +261,15 @@ class TrayTracker:
     def _dish_track(self, obj: Any, rec: DishRecord, box: Box, tray_id: int | None
                     ) -> list[Track]:
         if (not nfa.visible(obj) or rec.votes.sum() <= 0 or rec.adopted
-                or not self._in_view(box) or rec.fixed_in_picture()):
+                or not self._in_view(box) or self._fixed(rec)):
             return []
         cls, share = rec.decide()
         return [Track(rec.gid, (float(box[0]), float(box[1]), float(box[2]), float(box[3])),
                       cls, self.class_names[cls], share,
                       rec.hits, rec.last_seq == self._seq, tray_id)]
+
+    def _fixed(self, rec: DishRecord) -> bool:
+        return self.noise_guard and rec.fixed_in_picture()
 
     @property
     def live_tracks(self) -> int:
