@@ -3,8 +3,10 @@
     python bench/robustness.py (--preset issue13 | --axis NAME --levels a,b,c)
                                [--cache DIR] [--source detector,perfect] [--jobs 2]
                                [--difficulty easy,standard,hard] [--per-level 2]
-                               [--seconds 60] [--seed 0] [--held-out] [--json OUT]
+                               [--seconds 60] [--seed 0] [--held-out] [--noise-guard]
+                               [--json OUT]
 
+``--noise-guard`` bills with ``billing.noise_guard`` on (off: the default).
 Takes the sequences of a billing-bench cache (``--cache``: rendered sequences
 with the shipped detector's output cached by ``bench/billing.py``); without
 ``--cache`` it renders and detects ``--per-level`` tuning seeds per level into
@@ -105,6 +107,7 @@ class Task:
     axes: tuple[Axis, ...]
     seed: int
     baselines: tuple[str, ...]
+    noise_guard: bool = False
 
 
 @functools.lru_cache(maxsize=4)
@@ -140,7 +143,7 @@ def run_task(task: Task) -> tuple[Task, SequenceData, dict[str, SystemResult]]:
         tape = perfect_tape(truth)
     pool = Episode.start(seq, tape if real is None else real).score_pool
     ep = Noise(task.axes).apply(Episode(seq, truth, tape, pool), (task.seed, task.sim_seed))
-    site = SiteConfig()
+    site = SiteConfig.model_validate({"billing": {"noise_guard": task.noise_guard}})
     specs, _ = system_specs(site, task.baselines)
     results, _ = evaluate_sequence(ep.seq, specs, site, CLASS_NAMES,
                                    detections=ep.detections(), decode=False, progress=False)
@@ -279,6 +282,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--held-out", action="store_true",
                     help="allow (or render) held-out seeds 90000-96999: once per decision")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--noise-guard", action="store_true",
+                    help="bill with billing.noise_guard on (the full system; baselines alike)")
     args = ap.parse_args(argv)
     args.sources = [s for s in args.source.split(",") if s]
     args.difficulty = [d for d in args.difficulty.split(",") if d]
@@ -317,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("HELD-OUT SEEDS: run once per decision, and say so where the figures go")
     else:
         print("TUNING / VALIDATION SEEDS: not held-out results")
-    tasks = [Task(p, lv, seed, src, point, axes, args.seed, args.baselines)
+    tasks = [Task(p, lv, seed, src, point, axes, args.seed, args.baselines, args.noise_guard)
              for src in args.sources for point, axes in args.points.items()
              for p, lv, seed in sequences]
     done: dict[tuple[str, str, str], list[tuple[SequenceData, dict[str, SystemResult]]]] = {}
