@@ -145,11 +145,11 @@ class BillingConfig(_Strict):
                                description="detections a dish needs before it is billed")
     noise_guard: bool = Field(
         False, description="experimental: bill a dish only on evidence a false detection "
-                           "cannot give (seen over 8 frames, in 30 % of them or 10 times), "
-                           "drop detections fixed in the picture while a tray slides under "
-                           "them, carry a lost tray's dishes over the gap; passes the noise "
-                           "harness's tuning points far better, but billed the held-out hard "
-                           "level worse (docs/BENCHMARKS.md)")
+                           "cannot give (seen over 5 frames, as one class if under 10, in "
+                           "30 % of them or 10 times), drop detections fixed in the picture "
+                           "while a tray slides under them, carry a lost tray's dishes over "
+                           "the gap; far better under the noise harness, not yet checked on "
+                           "held-out seeds in this form (docs/BENCHMARKS.md)")
 
 
 class CheckoutConfig(_Strict):
