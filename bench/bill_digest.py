@@ -28,28 +28,21 @@ import importlib
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from edge.config import SiteConfig, StreamConfig
+from edge.config import SiteConfig
 from edge.eval.sequences import CACHE_SCORE_THRESHOLD, DetectionCache, open_sequence, video_frames
-from edge.frames import Detections, Frame
+from edge.eval.tracking import above_score, frame_time_base, stream_for
+from edge.frames import Frame
 
 DEFAULT_BILLER = "edge.billing.biller:make_biller"
 
 
 def _r(v: float) -> float:
     return round(float(v), 6)
-
-
-def _above(d: Detections | None, min_score: float) -> Detections:
-    if d is None or len(d) == 0:
-        return Detections.empty()
-    keep = d.scores >= min_score
-    return Detections(d.boxes[keep], d.scores[keep], d.classes[keep])
 
 
 def digest_sequence(path: Path, factory: Any, stride: int) -> Iterator[dict[str, Any]]:
@@ -63,14 +56,13 @@ def digest_sequence(path: Path, factory: Any, stride: int) -> Iterator[dict[str,
         raise SystemExit(f"{path}: no usable cached detections (run bench/billing.py first)")
     detections, names = loaded
     site = SiteConfig()
-    stream = StreamConfig(id="eval", url=str((path / "video.mp4").resolve()),
-                          checkout=seq.checkout)
+    stream = stream_for(seq)
     biller = factory(stream, site, names, seq.width, seq.height, run_id="eval",
                      clock_offset=0.0, snapshots=False)
-    time_base = 1 / Fraction(seq.fps).limit_denominator(1001)
+    time_base = frame_time_base(seq.fps)
     for k, image in enumerate(video_frames(seq), 1):
         frame = Frame(stream.id, k - 1, image, (k - 1) / seq.fps, k - 1, time_base)
-        det = (_above(detections.get(k), site.detector.score_threshold)
+        det = (above_score(detections.get(k), site.detector.score_threshold)
                if (k - 1) % stride == 0 else None)
         step = biller.update(frame, det)
         yield {"seq": seq.name, "frame": k,

@@ -226,11 +226,13 @@ class SystemResult:
 # ---------------------------------------------------------------- running
 
 
-def _frame_time_base(fps: float) -> Fraction:
+def frame_time_base(fps: float) -> Fraction:
+    """The time base of a sequence's frames at ``fps`` (one frame per unit)."""
     return 1 / Fraction(fps).limit_denominator(1001)
 
 
-def _above(d: Detections | None, min_score: float) -> Detections:
+def above_score(d: Detections | None, min_score: float) -> Detections:
+    """The detections of ``d`` scoring at least ``min_score`` (None: none)."""
     if d is None or len(d) == 0:
         return Detections.empty()
     keep = d.scores >= min_score
@@ -329,7 +331,7 @@ def evaluate_sequence(
     blank.flags.writeable = False
     images: Iterable[Any] = (video_frames(seq) if (detect is not None or decode)
                              and seq.video is not None else (blank for _ in range(seq.n_frames)))
-    time_base = _frame_time_base(seq.fps)
+    time_base = frame_time_base(seq.fps)
     with tqdm(total=seq.n_frames, desc=f"eval {seq.name}", unit="frame",
               disable=None if progress is None else not progress) as bar:
         for k, image in enumerate(images, 1):
@@ -340,7 +342,7 @@ def evaluate_sequence(
             gt = seq.gt.get(k, [])
             for n, spec in enumerate(systems):
                 start = time.perf_counter()
-                step = billers[n].update(frame, _above(det, spec.min_score))
+                step = billers[n].update(frame, above_score(det, spec.min_score))
                 timings[n].append((time.perf_counter() - start) * 1e3)
                 bills[n].extend(step.closed)
                 for scorer in scorers[n].values():

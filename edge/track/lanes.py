@@ -176,16 +176,22 @@ class DishLanes:
         a dish lives as long as its tray. Before that a track dies as Norfair's
         hit counter says: a false detection of a few frames must not live on
         and collect the next false detections near it.
+    track_places : bool
+        Record where each dish was seen in the picture and where its tray's
+        dish frame was then (what :meth:`DishRecord.fixed_in_picture` reads);
+        off, the frame loop does not pay for it.
     """
 
     def __init__(self, config: TrackerConfig, slots: Mapping[int, Tray], n_classes: int,
-                 ids: DishIds, *, permanent_hits: int, permanent_span: int = 1) -> None:
+                 ids: DishIds, *, permanent_hits: int, permanent_span: int = 1,
+                 track_places: bool = False) -> None:
         self.tracker = dish_tracker(config, DISH_HIT_COUNTER_MAX, static=True)
         self.slots = slots
         self.n_classes = n_classes
         self.ids = ids
         self.permanent_hits = permanent_hits
         self.permanent_span = permanent_span
+        self.track_places = track_places
 
     def update(self, dets: Mapping[Tray, list[DishDetection]], detected: bool, seq: int,
                period: int) -> None:
@@ -197,7 +203,8 @@ class DishLanes:
             o = tray.frame.current()
             shift = np.array([o[0] - tray.slot * SLOT_PX, o[1], o[0] - tray.slot * SLOT_PX, o[1]])
             nf += [NfDetection(points=box_points(b - shift),
-                               data=(c, s, tray.slot, *centre(b).tolist()))
+                               data=(c, s, tray.slot, *centre(b).tolist()) if self.track_places
+                               else (c, s, tray.slot))
                    for b, c, s in mine]
         if detected:
             self.tracker.update(nf, period=period)
@@ -216,7 +223,8 @@ class DishLanes:
             new = rec is None
             if rec is None:
                 rec = tray.records[obj] = DishRecord(0, np.zeros(self.n_classes), first_seq=seq)
-            observe(obj, rec, det_ids, seq, self.ids, origin=tray.frame.current())
+            observe(obj, rec, det_ids, seq, self.ids,
+                    origin=tray.frame.current() if self.track_places else None)
             rec.rel_box = (nfa.position(obj)
                            - np.array([tray.slot * SLOT_PX, 0.0, tray.slot * SLOT_PX, 0.0]))
             if new and tray.frame.origin is not None:

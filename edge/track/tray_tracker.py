@@ -83,7 +83,8 @@ class TrayTracker:
         self._ids = DishIds()
         self._loose = LooseDishes(config, n, self._ids)
         self._lanes = DishLanes(config, self._trays.slots, n, self._ids,
-                                permanent_hits=permanent_hits, permanent_span=permanent_span)
+                                permanent_hits=permanent_hits, permanent_span=permanent_span,
+                                track_places=noise_guard)
         self._flow = OpticalFlow(config.optical_flow)
         self._since_detection = 1
         self._seq = -1
