@@ -70,12 +70,14 @@ def main() -> None:
                         run([*exe, "calibrate", "pretrain", "--data", str(args.data), "--out",
                              str(warm), "--max-images", str(budget), "--epochs",
                              str(max(2, min(20, 40000 // (budget * 5))))])
-                    flags = [*flags, "--init", str(warm)]
+                    init_flags = [*flags, "--init", str(warm)]
+                else:
+                    init_flags = flags
                 run([*exe, "calibrate", "train", "--data", str(args.data), "--out", str(out),
                      "--max-images", str(budget), "--epochs", str(epochs),
                      "--batch-size", str(args.batch_size), "--half-cycle-epochs",
                      f"{epochs / 2:g}", "--cycle-mode", "triangular", "--val-max-images", "10",
-                     *flags])
+                     *init_flags])
                 run([*exe, "eval", "detector", "--model", str(out / "model.onnx"),
                      "--data", str(args.data), "--split", "test", "--json", str(score)])
             result = json.loads(score.read_text())

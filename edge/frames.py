@@ -215,6 +215,10 @@ class DishEvidence:
     density : float
         Its detections per detected frame of the stream from its first
         detection to its last (0-1).
+    longest : int
+        The longest span of one of its fragments alone (``span`` if it is one):
+        a dish persists in one track somewhere, short false detections fused by
+        fragment merging do not.
     """
 
     track_id: int
@@ -224,6 +228,7 @@ class DishEvidence:
     vote_mass: float
     span: int = 1
     density: float = 1.0
+    longest: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,14 +7,18 @@ with one kind of detector error each, billed with ``billing.noise_guard`` on
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from test_trays import COFFEE, SOUP, Obj, _on, _run, _tray
 
-from edge.billing.biller import TrayBiller, make_biller
+from edge.billing.biller import TrayBiller, _evident, make_biller
 from edge.billing.model import Bill
 from edge.config import SiteConfig, StreamConfig
+from edge.frames import DishEvidence
 from edge.sim.menu import BY_KEY, CLASS_NAMES
 from edge.track.evidence import DishRecord
+from edge.track.spots import SpotMemory, at_spots, cell_of, off_spot_hits
 
 BEER = BY_KEY["beer"].id
 PIZZA = BY_KEY["pizza_slice"].id
@@ -136,3 +140,90 @@ def test_the_noise_guard_is_off_by_default_and_then_a_short_false_dish_is_billed
 
     bills, _ = _run(_biller(guard=False), 80, scene)
     assert _items(bills) == [sorted([SOUP, COFFEE])]
+
+
+def test_a_spot_learnt_with_no_tray_under_it_is_not_billed_to_a_tray_standing_under_it(
+) -> None:
+    """A tray that stops under a fixed false detection (a logo, a reflection) for
+    four seconds: the spot's own evidence on the tray looks like a dish's, but
+    the spot also fired while no tray was there."""
+    rng = np.random.default_rng(11)
+    fires = rng.random(400) < 0.35
+    spot = (240.0, 190.0, 290.0, 240.0, BEER, 0.5)
+
+    def x_of(i: int) -> float | None:
+        if i < 120:
+            return None
+        x = min(-200.0 + 6 * (i - 120), 150.0)  # slides in, stands at 150 ...
+        if i >= 260:
+            x = 150.0 + 6 * (i - 260)  # ... and leaves past the line
+        return x if x <= 640 else None
+
+    def scene(i: int) -> list[Obj]:
+        x = x_of(i)
+        objs = [] if x is None else [_tray(x), _on(x, 20, 30, SOUP), _on(x, 20, 90, COFFEE)]
+        if fires[i]:
+            objs.append(spot)
+        return objs
+
+    bills, _ = _run(_biller(), 400, scene)
+    assert _items(bills) == [sorted([SOUP, COFFEE])]
+    bills, _ = _run(_biller(guard=False), 400, scene)
+    assert len(bills) == 1 and BEER in _items(bills)[0]  # what the guard prevents
+
+
+def test_spots_are_learnt_from_still_loose_detections_only() -> None:
+    memory = SpotMemory()
+
+    def loose(gid: int, boxes: list[tuple[float, float]], first: int,
+              adopted: bool = False) -> DishRecord:
+        rec = DishRecord(gid, np.ones(3), first_seq=first, adopted=adopted)
+        for k, (x, y) in enumerate(boxes):
+            rec.vote(0, 0.5, first + 5 * k, first + 5 * k)
+            rec.seen_in(cell_of(np.array([x + 25.0, y + 25.0])))
+            rec.rel_box = np.array([x, y, x + 50.0, y + 50.0])
+        return rec
+
+    # a dish on a tray not yet detected passes through: no spot
+    for g in range(10):
+        memory.learn(loose(g, [(10.0 + 20 * k, 200.0) for k in range(4)], 30 * g))
+    assert memory.n_spots == 0
+    # a loose record found on a tray (its tray standing at the picture's edge): no spot
+    for g in range(10):
+        memory.learn(loose(g, [(300.0, 100.0)] * 4, 30 * g, adopted=True))
+    assert memory.n_spots == 0
+    # one place, again and again with nothing under it, over 2 s: a spot
+    for g in range(3):
+        memory.learn(loose(g, [(300.0 + g, 100.0)] * 2, 20 * g))
+    assert memory.n_spots == 1
+    assert memory.covers(np.array([[326.0, 125.0], [400.0, 125.0]])).tolist() == [True, False]
+    # a dish seen there while its tray stood, and elsewhere on the way, is a dish
+    dish = DishRecord(20, np.ones(3))
+    for k in range(30):
+        dish.vote(0, 0.9, k, k)
+        dish.seen_in(cell_of(np.array([325.0 if k >= 10 else 100.0 + 20 * k, 125.0])))
+    assert off_spot_hits(dish, memory) == 10 and not at_spots(dish, memory, 3)
+    ghost = DishRecord(21, np.ones(3))
+    for k in range(30):
+        ghost.vote(0, 0.5, k, k)
+        ghost.seen_in(cell_of(np.array([325.0 if k else 100.0, 125.0])))
+    assert at_spots(ghost, memory, 3)
+
+
+def test_short_false_detections_fused_by_fragment_merging_do_not_make_a_dish() -> None:
+    """Two 3-frame bursts of one class at one place, 8 frames apart, merge into
+    one record of 6 detections over 13 frames; no track of it lasted 5."""
+    a = DishRecord(1, np.zeros(3), first_seq=10)
+    for seq in (10, 11, 12):
+        a.vote(0, 0.6, seq, seq)
+    b = DishRecord(2, np.zeros(3), first_seq=20)
+    for seq in (20, 21, 22):
+        b.vote(0, 0.6, seq, seq)
+    merged = DishRecord(1, np.zeros(3), first_seq=10, last_seq=12)  # as merge_fragments does
+    merged.absorb(a)
+    merged.absorb(b)
+    assert merged.span == 13 and merged.longest == 3
+    ev = DishEvidence(1, 0, 1.0, merged.hits, float(merged.votes.sum()), merged.span,
+                      merged.density, merged.longest)
+    assert not _evident(ev)
+    assert _evident(dataclasses.replace(ev, longest=5))

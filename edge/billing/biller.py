@@ -16,7 +16,8 @@ it says. Per tray, one lifecycle (:class:`Phase`):
   saw in an arm).
 
 A bill's lines are the tray's dishes (fragments merged by tracking) seen at
-least ``billing.min_item_hits`` times, over at least :data:`MIN_SPAN` frames, in
+least ``billing.min_item_hits`` times, over at least :data:`MIN_SPAN` frames (by
+one of its tracks alone), in
 at least :data:`MIN_DENSITY` of the detected frames in between (or at least
 :data:`SPARSE_HITS` times), with vote mass :data:`MIN_VOTE_MASS`,
 named and priced by the menu; a line whose class holds less than
@@ -240,10 +241,11 @@ class TrayBiller:
 
 def _evident(dish: DishEvidence) -> bool:
     """Evidence a false detection cannot give (``billing.noise_guard``): seen over
-    :data:`MIN_SPAN` frames, with one class if under :data:`SHORT_SPAN`, in
+    :data:`MIN_SPAN` frames by one track (short false detections that fragment
+    merging fused do not count), with one class if under :data:`SHORT_SPAN`, in
     :data:`MIN_DENSITY` of the detected frames in between or :data:`SPARSE_HITS`
     times."""
-    if dish.span < MIN_SPAN or (dish.span < SHORT_SPAN and dish.share < SHORT_SHARE):
+    if dish.longest < MIN_SPAN or (dish.span < SHORT_SPAN and dish.share < SHORT_SHARE):
         return False
     return dish.density >= MIN_DENSITY or dish.hits >= SPARSE_HITS
 

@@ -82,6 +82,13 @@ class DishRecord:
     # its tray's dish frame was then (None: never seen on a tray)
     seen_first: tuple[Point, Point] | None = None
     seen_last: tuple[Point, Point] | None = None
+    # matched detections per picture cell (None: places not recorded), what
+    # edge.track.spots reads
+    cells: dict[tuple[int, int], int] | None = None
+    # the longest span of one of the records merged into this one (0: not merged)
+    piece_span: int = 0
+    # (hits, spot-memory version, verdict) of the last spot check
+    spot_verdict: tuple[int, int, bool] | None = None
 
     @property
     def span(self) -> int:
@@ -96,6 +103,12 @@ class DishRecord:
         one place now and then in few."""
         return self.hits / (self.last_look - self.first_look + 1) if self.hits else 0.0
 
+
+    @property
+    def longest(self) -> int:
+        """The longest :attr:`span` of one record merged into this one (its own
+        span if none was)."""
+        return self.piece_span or self.span
 
     def head(self) -> Box:
         """The box of this record's earliest fragment (its own box if unmerged)."""
@@ -158,6 +171,7 @@ class DishRecord:
             self.tail_box = other.tail().copy()
         if other.hits > self.hits:
             self.rel_box = other.rel_box.copy()
+        self.piece_span = max(self.piece_span, other.longest)
         self._merge_looks(other)
         self.votes += other.votes
         self.hits += other.hits
@@ -173,6 +187,12 @@ class DishRecord:
         if self.seen_first is None:
             self.seen_first = (picture, origin.copy())
         self.seen_last = (picture, origin.copy())
+
+    def seen_in(self, cell: tuple[int, int]) -> None:
+        """Count this frame's matched detection in picture cell ``cell``."""
+        if self.cells is None:
+            self.cells = {}
+        self.cells[cell] = self.cells.get(cell, 0) + 1
 
     def fixed_in_picture(self) -> bool:
         """Whether its detections stayed put in the picture while its tray slid
@@ -190,6 +210,11 @@ class DishRecord:
     def _merge_looks(self, other: DishRecord) -> None:
         if not other.hits:
             return
+        if other.cells:
+            cells = self.cells if self.cells is not None else {}
+            for k, n in other.cells.items():
+                cells[k] = cells.get(k, 0) + n
+            self.cells = cells
         if not self.hits:
             self.first_look, self.last_look = other.first_look, other.last_look
             self.seen_first, self.seen_last = other.seen_first, other.seen_last

@@ -27,6 +27,7 @@ from edge.track import norfair_adapter as nfa
 from edge.track.dish_frame import DishDetection
 from edge.track.evidence import Box, DishRecord, Point, centre, shift4
 from edge.track.fragments import MERGE_IOU
+from edge.track.spots import cell_of
 from edge.track.trays import Tray, box_points
 
 DISH_HIT_COUNTER_MAX = 100  # frames a dish on a live tray survives unseen (5 s at 20 fps)
@@ -74,17 +75,24 @@ def dish_tracker(config: TrackerConfig, hit_counter_max: int, *, static: bool) -
 
 
 def observe(obj: Any, rec: DishRecord, det_ids: set[int], seq: int, ids: DishIds, *,
-            origin: Point | None = None) -> None:
-    """Give ``rec`` its id once Norfair does, and the vote of this frame's match
-    (with where it was seen in the picture and, on a tray, the tray's dish-frame
-    ``origin``: data ``(class, score, ...)``, or ``(class, score, lane, x, y)``)."""
+            origin: Point | None = None, places: bool = False) -> None:
+    """Give ``rec`` its id once Norfair does, and the vote of this frame's match:
+    data ``(class, score, ...)``. With ``places``, where it was seen in the
+    picture is recorded too: on a tray, with the tray's dish-frame ``origin``,
+    data ``(class, score, lane, x, y)``; loose, the detection's own points."""
     if obj.id is not None and rec.gid == 0:
         rec.gid = ids.take()
     if nfa.matched_index(obj, det_ids):
         data = obj.last_detection.data
         rec.vote(data[0], data[1], seq, ids.looks)
+        if not places:
+            return
         if origin is not None:
-            rec.seen_at(np.array(data[3:5], np.float64), origin)
+            where = np.array(data[3:5], np.float64)
+            rec.seen_at(where, origin)
+        else:
+            where = obj.last_detection.points.mean(axis=0)
+        rec.seen_in(cell_of(where))
 
 
 def assign(dishes: list[DishDetection], boxes: Mapping[Any, Box], trays: Mapping[Any, Tray]
@@ -224,7 +232,8 @@ class DishLanes:
             if rec is None:
                 rec = tray.records[obj] = DishRecord(0, np.zeros(self.n_classes), first_seq=seq)
             observe(obj, rec, det_ids, seq, self.ids,
-                    origin=tray.frame.current() if self.track_places else None)
+                    origin=tray.frame.current() if self.track_places else None,
+                    places=self.track_places)
             rec.rel_box = (nfa.position(obj)
                            - np.array([tray.slot * SLOT_PX, 0.0, tray.slot * SLOT_PX, 0.0]))
             if new and tray.frame.origin is not None:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from norfair import Detection as NfDetection
 
 from edge.config import TrackerConfig
@@ -21,6 +22,7 @@ from edge.track import norfair_adapter as nfa
 from edge.track.dish_frame import DishDetection
 from edge.track.evidence import Box, DishRecord, centre, shift4
 from edge.track.lanes import DishIds, dish_tracker, observe
+from edge.track.spots import SpotMemory, at_spots
 from edge.track.trays import Tray, box_points
 
 
@@ -35,13 +37,27 @@ class LooseDishes:
         Number of detector classes.
     ids : DishIds
         The stream's dish ids (shared with the dishes on trays).
+    spots : SpotMemory, optional
+        Learns the places where loose detections recur (``billing.noise_guard``);
+        with it, every loose dish's picture cells are recorded and a dish seen
+        mostly at spots is never handed to a tray.
+    min_hits : int
+        Detections away from spots a loose dish needs to be handed to a tray.
+    nearest : bool
+        Hand a loose dish to the tray under it whose centre is nearest, not to
+        the oldest (``billing.noise_guard``).
     """
 
-    def __init__(self, config: TrackerConfig, n_classes: int, ids: DishIds) -> None:
+    def __init__(self, config: TrackerConfig, n_classes: int, ids: DishIds, *,
+                 spots: SpotMemory | None = None, min_hits: int = 3,
+                 nearest: bool = False) -> None:
         self.tracker = dish_tracker(config, config.hit_counter_max, static=False)
         self.records: dict[Any, DishRecord] = {}  # Norfair object -> record
         self.n_classes = n_classes
         self.ids = ids
+        self.spots = spots
+        self.min_hits = min_hits
+        self.nearest = nearest
 
     def update(self, dets: list[DishDetection] | None, seq: int, period: int) -> None:
         """Track this frame's detections on no tray (None: the frame was not detected)."""
@@ -58,10 +74,13 @@ class LooseDishes:
             rec = self.records.get(obj)
             if rec is None:
                 rec = self.records[obj] = DishRecord(0, np.zeros(self.n_classes), first_seq=seq)
-            observe(obj, rec, det_ids, seq, self.ids)
+            observe(obj, rec, det_ids, seq, self.ids, places=self.spots is not None)
             rec.rel_box = nfa.position(obj)
         for obj in [o for o in self.records if o not in live]:
-            self.records.pop(obj).alive = False
+            rec = self.records.pop(obj)
+            rec.alive = False
+            if self.spots is not None:
+                self.spots.learn(rec)
 
     def adopt(self, boxes: Mapping[Any, Box], trays: Mapping[Any, Tray]) -> None:
         """Hand dishes seen before their tray was to the tray they are on.
@@ -81,14 +100,30 @@ class LooseDishes:
         for rec in self.records.values():
             if rec.adopted or not rec.gid or rec.hits == 0:
                 continue
-            c = centre(rec.rel_box)
-            for obj, tb in boxes.items():
-                if tb[0] <= c[0] <= tb[2] and tb[1] <= c[1] <= tb[3]:
-                    tray = trays[obj]
-                    tray.pending.append((rec, DishRecord(
-                        rec.gid, rec.votes.copy(), rec.hits, rec.first_seq, rec.last_seq,
-                        rec.rel_box - shift4(tray.frame.predicted), alive=False,
-                        best={k: list(v) for k, v in rec.best.items()}, from_loose=True,
-                        first_look=rec.first_look, last_look=rec.last_look)))
-                    rec.adopted = True
-                    break
+            if self.spots is not None and at_spots(rec, self.spots, self.min_hits):
+                continue  # a spot the detector fires at, not a dish waiting for its tray
+            obj = self._tray_under(centre(rec.rel_box), boxes)
+            if obj is None:
+                continue
+            tray = trays[obj]
+            tray.pending.append((rec, DishRecord(
+                rec.gid, rec.votes.copy(), rec.hits, rec.first_seq, rec.last_seq,
+                rec.rel_box - shift4(tray.frame.predicted), alive=False,
+                best={k: list(v) for k, v in rec.best.items()}, from_loose=True,
+                first_look=rec.first_look, last_look=rec.last_look,
+                cells=dict(rec.cells) if rec.cells else None)))
+            rec.adopted = True
+
+    def _tray_under(self, c: npt.NDArray[np.float64], boxes: Mapping[Any, Box]) -> Any:
+        """The tray whose box holds point ``c``: the oldest, or with ``nearest`` the
+        one whose centre is nearest (trays side by side overlap while one is
+        lost and its box only predicted); None if none does."""
+        best, dist = None, np.inf
+        for obj, tb in boxes.items():
+            if tb[0] <= c[0] <= tb[2] and tb[1] <= c[1] <= tb[3]:
+                if not self.nearest:
+                    return obj
+                d = float(np.linalg.norm(c - centre(tb)))
+                if d < dist:
+                    best, dist = obj, d
+        return best

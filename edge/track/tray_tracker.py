@@ -38,6 +38,7 @@ from edge.track.evidence import Box, DishRecord, centre, shift4
 from edge.track.fragments import merge_fragments
 from edge.track.lanes import DishIds, DishLanes, assign
 from edge.track.loose import LooseDishes
+from edge.track.spots import SpotMemory, at_spots
 from edge.track.trays import MayReturn, Tray, TrayAssociation
 
 TRAY_KEY = "tray"
@@ -63,8 +64,10 @@ class TrayTracker:
     may_return : callable, optional
         ``(x, y) -> bool``: where a closed tray may be re-identified.
     noise_guard : bool
-        Drop dishes fixed in the picture while their tray slides under them, and
-        carry a lost tray's dish frame over the gap (``billing.noise_guard``).
+        Drop dishes fixed in the picture while their tray slides under them and
+        dishes seen mostly at spots where the detector fires on its own
+        (:mod:`edge.track.spots`), and carry a lost tray's dish frame over the
+        gap (``billing.noise_guard``).
     """
 
     def __init__(self, class_names: Sequence[str], config: TrackerConfig,
@@ -81,7 +84,10 @@ class TrayTracker:
         self._trays = TrayAssociation(config, direction, width=width, height=height,
                                       may_return=may_return)
         self._ids = DishIds()
-        self._loose = LooseDishes(config, n, self._ids)
+        self._spots = SpotMemory() if noise_guard else None
+        self._min_hits = permanent_hits
+        self._loose = LooseDishes(config, n, self._ids, spots=self._spots,
+                                  min_hits=permanent_hits, nearest=noise_guard)
         self._lanes = DishLanes(config, self._trays.slots, n, self._ids,
                                 permanent_hits=permanent_hits, permanent_span=permanent_span,
                                 track_places=noise_guard)
@@ -220,7 +226,7 @@ class TrayTracker:
                 continue
             cls, share = rec.decide()
             out.append(DishEvidence(rec.gid, cls, share, rec.hits, float(rec.votes.sum()),
-                                    rec.span, rec.density))
+                                    rec.span, rec.density, rec.longest))
         return tuple(out)
 
     def end(self, tray_id: int) -> None:
@@ -270,7 +276,22 @@ class TrayTracker:
                       rec.hits, rec.last_seq == self._seq, tray_id)]
 
     def _fixed(self, rec: DishRecord) -> bool:
-        return self.noise_guard and rec.fixed_in_picture()
+        """Whether a record is a place the detector fires at, not a dish
+        (``billing.noise_guard``): fixed in the picture while its tray slid under
+        it, or seen mostly at a spot (:mod:`edge.track.spots`)."""
+        if not self.noise_guard:
+            return False
+        if rec.fixed_in_picture():
+            return True
+        spots = self._spots
+        if spots is None or not spots.n_spots or not rec.cells:
+            return False
+        cached = rec.spot_verdict
+        if cached is not None and cached[:2] == (rec.hits, spots.version):
+            return cached[2]
+        verdict = at_spots(rec, spots, self._min_hits)
+        rec.spot_verdict = (rec.hits, spots.version, verdict)
+        return verdict
 
     @property
     def live_tracks(self) -> int:
