@@ -219,6 +219,9 @@ class DishEvidence:
         The longest span of one of its fragments alone (``span`` if it is one):
         a dish persists in one track somewhere, short false detections fused by
         fragment merging do not.
+    unseen : int
+        Detected frames of the stream since its last detection (0: seen in the
+        last one).
     """
 
     track_id: int
@@ -229,6 +232,7 @@ class DishEvidence:
     span: int = 1
     density: float = 1.0
     longest: int = 1
+    unseen: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from test_trays import COFFEE, SOUP, Obj, _on, _run, _tray
+from test_trays import COFFEE, LINE_X, SOUP, Obj, _on, _run, _tray
 
 from edge.billing.biller import TrayBiller, _evident, make_biller
 from edge.billing.model import Bill
@@ -180,7 +180,7 @@ def test_spots_are_learnt_from_still_loose_detections_only() -> None:
         rec = DishRecord(gid, np.ones(3), first_seq=first, adopted=adopted)
         for k, (x, y) in enumerate(boxes):
             rec.vote(0, 0.5, first + 5 * k, first + 5 * k)
-            rec.seen_in(cell_of(np.array([x + 25.0, y + 25.0])))
+            rec.seen_in(cell_of(np.array([x + 25.0, y + 25.0]), 0))
             rec.rel_box = np.array([x, y, x + 50.0, y + 50.0])
         return rec
 
@@ -201,12 +201,12 @@ def test_spots_are_learnt_from_still_loose_detections_only() -> None:
     dish = DishRecord(20, np.ones(3))
     for k in range(30):
         dish.vote(0, 0.9, k, k)
-        dish.seen_in(cell_of(np.array([325.0 if k >= 10 else 100.0 + 20 * k, 125.0])))
+        dish.seen_in(cell_of(np.array([325.0 if k >= 10 else 100.0 + 20 * k, 125.0]), 0))
     assert off_spot_hits(dish, memory) == 10 and not at_spots(dish, memory, 3)
     ghost = DishRecord(21, np.ones(3))
     for k in range(30):
         ghost.vote(0, 0.5, k, k)
-        ghost.seen_in(cell_of(np.array([325.0 if k else 100.0, 125.0])))
+        ghost.seen_in(cell_of(np.array([325.0 if k else 100.0, 125.0]), 0))
     assert at_spots(ghost, memory, 3)
 
 
@@ -227,3 +227,22 @@ def test_short_false_detections_fused_by_fragment_merging_do_not_make_a_dish() -
                       merged.density, merged.longest)
     assert not _evident(ev)
     assert _evident(dataclasses.replace(ev, longest=5))
+
+
+def test_a_tray_crossing_under_a_hand_is_flagged() -> None:
+    """Two of a tray's three dishes are covered from 1.5 s before the checkout
+    line until after it: they are billed (seen before), and the bill says that
+    part of the tray was hidden when it crossed; the same tray seen whole is
+    not flagged."""
+    for hand in (True, False):
+        def scene(i: int, hand: bool = hand) -> list[Obj]:
+            x = 20.0 + 6 * i
+            objs = [_tray(x), _on(x, 20, 30, SOUP)]
+            if not (hand and x + 100 > LINE_X - 180):
+                objs += [_on(x, 120, 60, COFFEE), _on(x, 120, 0, BEER)]
+            return objs
+
+        bills, _ = _run(_biller(), 100, scene)
+        assert _items(bills) == [sorted([SOUP, COFFEE, BEER])]
+        assert bills[0].review == (("hidden_at_line",) if hand else ())
+        assert bills[0].needs_review is hand

@@ -15,6 +15,12 @@ from typing import Any, Protocol
 
 from edge.frames import Detections, Frame, Track
 
+REVIEW_REASONS: dict[str, str] = {
+    "hidden_at_line": "part of the tray was hidden (a hand?) when it crossed the line: "
+                      "dishes under it may be missing",
+}
+"""Reasons a whole bill needs review (``Bill.review``) and what the cashier is told."""
+
 
 @dataclass(frozen=True, slots=True)
 class BillItem:
@@ -76,7 +82,8 @@ class Bill:
     total : float
         Sum of the item prices, rounded to cents.
     needs_review : bool
-        True if any line needs the cashier's confirmation.
+        True if any line needs the cashier's confirmation or the bill has a
+        ``review`` reason.
     reason : str
         ``"crossed"`` (the tray crossed the checkout line) or ``"left_view"``
         (its track ended past the line without a clean crossing).
@@ -84,6 +91,9 @@ class Bill:
         ``x1 y1 x2 y2`` of the tray at closing, source pixels.
     snapshot_jpeg : bytes or None
         JPEG of the frame at closing (None when no image was available).
+    review : tuple of str
+        Why the whole bill needs the cashier's review, beyond its lines (see
+        :data:`REVIEW_REASONS`); empty for most bills.
     """
 
     bill_id: str
@@ -98,6 +108,7 @@ class Bill:
     reason: str
     tray_box: tuple[float, float, float, float]
     snapshot_jpeg: bytes | None = None
+    review: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (without the snapshot)."""
@@ -105,7 +116,7 @@ class Bill:
                 "opened_at": self.opened_at, "closed_at": self.closed_at,
                 "frame_seq": self.frame_seq, "items": [i.to_json() for i in self.items],
                 "total": self.total, "needs_review": self.needs_review, "reason": self.reason,
-                "tray_box": list(self.tray_box),
+                "tray_box": list(self.tray_box), "review": list(self.review),
                 "has_snapshot": self.snapshot_jpeg is not None}
 
 

@@ -83,6 +83,11 @@ class BillCounts:
         Bills of boundary trays (crossing in the last :data:`END_GRACE_S`).
     bills : int
         Bills closed in total.
+    flagged : int
+        Bills of expected trays that carry a review reason (``Bill.review``).
+    wrong_flagged : int
+        Expected trays billed once with wrong items by a bill with a review
+        reason: the system said what it could not see.
     item_tp, item_fp, item_fn : int
         Items billed right, billed but not on the tray, on the tray but not billed.
     missed, extra : Counter
@@ -99,6 +104,8 @@ class BillCounts:
     false_bills: int = 0
     ignored_bills: int = 0
     bills: int = 0
+    flagged: int = 0
+    wrong_flagged: int = 0
     item_tp: int = 0
     item_fp: int = 0
     item_fn: int = 0
@@ -121,7 +128,8 @@ class BillCounts:
     def summary(self) -> dict[str, Any]:
         """Rates and counts.
 
-        ``bill_exact_match`` = exact / expected; ``bill_error_rate`` =
+        ``bill_exact_match`` = exact / expected; ``bill_exact_or_flagged`` =
+        (exact + wrong_flagged) / expected; ``bill_error_rate`` =
         (expected - exact + false_bills) / expected; ``item_precision`` =
         tp / (tp + fp); ``item_recall`` = tp / (tp + fn). A rate whose
         denominator is 0 is None.
@@ -129,6 +137,7 @@ class BillCounts:
         errors = self.expected - self.exact + self.false_bills
         return {
             "bill_exact_match": _ratio(self.exact, self.expected),
+            "bill_exact_or_flagged": _ratio(self.exact + self.wrong_flagged, self.expected),
             "bill_error_rate": _ratio(errors, self.expected),
             "item_precision": _ratio(self.item_tp, self.item_tp + self.item_fp),
             "item_recall": _ratio(self.item_tp, self.item_tp + self.item_fn),
@@ -140,6 +149,8 @@ class BillCounts:
             "false_bills": self.false_bills,
             "ignored_bills": self.ignored_bills,
             "bills_closed": self.bills,
+            "bills_flagged": self.flagged,
+            "bills_wrong_flagged": self.wrong_flagged,
             "items": {"tp": self.item_tp, "fp": self.item_fp, "fn": self.item_fn},
             "per_class_errors": {
                 k: {"missed": self.missed.get(k, 0), "extra": self.extra.get(k, 0)}
@@ -281,6 +292,7 @@ def _score_tray(counts: BillCounts, tray: TrayRecord, mine: list[Bill], sequence
     counts.item_fp += sum(extra.values())
     counts.missed.update(missed)
     counts.extra.update(extra)
+    counts.flagged += sum(1 for b in mine if b.review)
     if not mine:
         error = "missing"
         counts.missing += 1
@@ -290,6 +302,7 @@ def _score_tray(counts: BillCounts, tray: TrayRecord, mine: list[Bill], sequence
     elif missed or extra:
         error = "wrong_items"
         counts.wrong_items += 1
+        counts.wrong_flagged += bool(mine[0].review)
     else:
         counts.exact += 1
         return
@@ -299,4 +312,5 @@ def _score_tray(counts: BillCounts, tray: TrayRecord, mine: list[Bill], sequence
         "bill_ids": [b.bill_id for b in mine], "bill_frames": [b.frame_seq + 1 for b in mine],
         "expected": _sorted_items(expected), "billed": _sorted_items(billed),
         "missed": dict(missed), "extra": dict(extra), "tags": list(tray.tags),
+        "review": sorted({r for b in mine for r in b.review}),
     })

@@ -82,9 +82,9 @@ class DishRecord:
     # its tray's dish frame was then (None: never seen on a tray)
     seen_first: tuple[Point, Point] | None = None
     seen_last: tuple[Point, Point] | None = None
-    # matched detections per picture cell (None: places not recorded), what
-    # edge.track.spots reads
-    cells: dict[tuple[int, int], int] | None = None
+    # matched detections per picture cell and class (None: places not
+    # recorded), what edge.track.spots reads
+    cells: dict[tuple[int, int, int], int] | None = None
     # the longest span of one of the records merged into this one (0: not merged)
     piece_span: int = 0
     # (hits, spot-memory version, verdict) of the last spot check
@@ -188,8 +188,9 @@ class DishRecord:
             self.seen_first = (picture, origin.copy())
         self.seen_last = (picture, origin.copy())
 
-    def seen_in(self, cell: tuple[int, int]) -> None:
-        """Count this frame's matched detection in picture cell ``cell``."""
+    def seen_in(self, cell: tuple[int, int, int]) -> None:
+        """Count this frame's matched detection: ``(column, row, class)`` of its
+        picture cell."""
         if self.cells is None:
             self.cells = {}
         self.cells[cell] = self.cells.get(cell, 0) + 1

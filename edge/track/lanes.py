@@ -92,7 +92,7 @@ def observe(obj: Any, rec: DishRecord, det_ids: set[int], seq: int, ids: DishIds
             rec.seen_at(where, origin)
         else:
             where = obj.last_detection.points.mean(axis=0)
-        rec.seen_in(cell_of(where))
+        rec.seen_in(cell_of(where, data[0]))
 
 
 def assign(dishes: list[DishDetection], boxes: Mapping[Any, Box], trays: Mapping[Any, Tray]

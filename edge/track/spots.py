@@ -62,7 +62,7 @@ class SpotMemory:
         at the picture's edge), a spot stays."""
         if not rec.cells or rec.adopted:
             return
-        keys = np.array(list(rec.cells), np.float64)
+        keys = np.array(list(rec.cells), np.float64)[:, :2]
         n = np.array(list(rec.cells.values()), np.float64)
         points = (keys + 0.5) * CELL_PX
         c = (points * n[:, None]).sum(axis=0) / n.sum()
@@ -133,25 +133,30 @@ def _radius(size: npt.ArrayLike) -> npt.NDArray[np.float64]:
     return np.maximum(SPOT_RADIUS * np.asarray(size, np.float64), SPOT_RADIUS_MIN_PX)
 
 
-def cell_of(picture: npt.NDArray[np.float64]) -> tuple[int, int]:
-    """The :data:`CELL_PX` cell of a picture point."""
-    return int(picture[0] // CELL_PX), int(picture[1] // CELL_PX)
+def cell_of(picture: npt.NDArray[np.float64], cls: int) -> tuple[int, int, int]:
+    """The :data:`CELL_PX` cell of a picture point, and a detection's class there."""
+    return int(picture[0] // CELL_PX), int(picture[1] // CELL_PX), int(cls)
 
 
-def off_spot_hits(rec: DishRecord, memory: SpotMemory) -> int:
-    """``rec``'s matched detections that were not at a spot (all of them when its
-    places were not recorded)."""
-    if not rec.cells or not memory.n_spots:
+def off_spot_hits(rec: DishRecord, memory: SpotMemory, cls: int | None = None) -> int:
+    """``rec``'s matched detections (of class ``cls`` only, if given) that were not
+    at a spot (all of them when its places were not recorded)."""
+    if not rec.cells:
         return rec.hits
     keys = list(rec.cells)
-    at = memory.covers((np.array(keys, np.float64) + 0.5) * CELL_PX)
-    return rec.hits - sum(rec.cells[k] for k, on in zip(keys, at, strict=True) if on)
+    at = memory.covers((np.array(keys, np.float64)[:, :2] + 0.5) * CELL_PX)
+    return sum(rec.cells[k] for k, on in zip(keys, at, strict=True)
+               if not on and (cls is None or k[2] == cls))
 
 
 def at_spots(rec: DishRecord, memory: SpotMemory, min_hits: int) -> bool:
-    """Whether ``rec`` was seen mostly at spots: fewer than ``min_hits`` (or
-    :data:`SPOT_OFF_SHARE` of its) detections elsewhere."""
+    """Whether ``rec`` was seen as its class mostly at spots: fewer than
+    ``min_hits`` (or :data:`SPOT_OFF_SHARE` of its) detections of that class
+    elsewhere. Other classes elsewhere are no evidence: a dish on a tray
+    passing under a spot lends the spot's track a few detections of its own."""
     if not rec.cells or not memory.n_spots:
         return False
-    off = off_spot_hits(rec, memory)
-    return off < rec.hits and off < max(min_hits, SPOT_OFF_SHARE * rec.hits)
+    cls = rec.decide()[0]
+    own = sum(n for k, n in rec.cells.items() if k[2] == cls)
+    off = off_spot_hits(rec, memory, cls)
+    return off < own and off < max(min_hits, SPOT_OFF_SHARE * own)

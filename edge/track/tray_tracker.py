@@ -226,7 +226,8 @@ class TrayTracker:
                 continue
             cls, share = rec.decide()
             out.append(DishEvidence(rec.gid, cls, share, rec.hits, float(rec.votes.sum()),
-                                    rec.span, rec.density, rec.longest))
+                                    rec.span, rec.density, rec.longest,
+                                    self._ids.looks - rec.last_look))
         return tuple(out)
 
     def end(self, tray_id: int) -> None:
