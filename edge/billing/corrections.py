@@ -10,6 +10,14 @@ the bill and the site menu by :func:`resolve`.
 Lines are numbered once and for good: the bill's items are lines ``0 … n-1``
 in their order, each added line takes the next number, and a removed line
 keeps its number (it is listed under ``removed``).
+
+A bill may also need review as a whole (``Bill.review``, e.g. part of the
+tray was hidden when it crossed the line). No correction names such a
+reason: the cashier answers it by looking at the tray and correcting the bill
+as needed, so any correction of the bill, a ``confirm`` of one line
+included, counts as the bill having been reviewed. The reasons stay on the
+effective bill (what the tracker saw is never erased); only its
+``needs_review`` stops counting them.
 """
 
 from __future__ import annotations
@@ -160,7 +168,8 @@ def resolve(correction: Confirm | Change | Remove | Add, items: Sequence[Mapping
 
 
 def effective(items: Sequence[Mapping[str, Any]],
-              corrections: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+              corrections: Sequence[Mapping[str, Any]], *,
+              review: Sequence[str] = ()) -> dict[str, Any]:
     """The bill after its corrections, replayed oldest first.
 
     Parameters
@@ -169,6 +178,10 @@ def effective(items: Sequence[Mapping[str, Any]],
         The bill's items as stored (``BillItem.to_json()`` dicts).
     corrections
         Stored correction bodies (see :func:`resolve`), oldest first.
+    review
+        The bill's own review reasons (``Bill.review``); they count for
+        ``needs_review`` until the first correction of the bill, whatever it
+        is (the cashier has looked at the tray then).
 
     Returns
     -------
@@ -179,9 +192,11 @@ def effective(items: Sequence[Mapping[str, Any]],
         ``detected``; added and changed lines have ``class_id`` and
         ``confidence`` null). ``removed``: removed lines, same shape.
         ``total``: sum of the lines' prices, to cents. ``needs_review``: any
-        line still unconfirmed below the confidence threshold.
-        ``corrected``: whether any correction applies. ``line_count``: lines
-        numbered so far (the next added line's number).
+        line still unconfirmed below the confidence threshold, or a
+        ``review`` reason on a bill not corrected yet. ``corrected``: whether
+        any correction applies. ``line_count``: lines numbered so far (the
+        next added line's number). ``review``: the bill's reasons, as given
+        (still open while ``corrected`` is false).
     """
     lines: list[dict[str, Any]] = [{**item, "line": i, "status": "detected"}
                                    for i, item in enumerate(items)]
@@ -215,7 +230,9 @@ def effective(items: Sequence[Mapping[str, Any]],
         "items": kept,
         "removed": [ln for ln in lines if ln["line"] in removed],
         "total": round_money(sum(float(ln["price"]) for ln in kept)),
-        "needs_review": any(ln["needs_review"] for ln in kept),
+        "needs_review": any(ln["needs_review"] for ln in kept) or (
+            bool(review) and not corrections),
         "corrected": bool(corrections),
         "line_count": len(lines),
+        "review": list(review),
     }

@@ -15,7 +15,9 @@ With ``outbox=True`` (the fleet is enabled) each new bill and each
 correction also gets a row in the ``outbox`` table in the same transaction
 (:mod:`edge.billing.outbox`), for the MQTT publisher. Schema version 2 added
 that table; a version 1 journal gains it when opened (its bills are not
-enqueued: see ``docs/FLEET.md``).
+enqueued: see ``docs/FLEET.md``). Schema version 3 added ``bills.review_json``
+(:attr:`Bill.review <edge.billing.model.Bill.review>`); the bills of an older
+journal read back with no review reason.
 
 A :class:`Journal` holds one ``sqlite3`` connection and must be used from the
 thread that opened it.
@@ -35,11 +37,11 @@ from typing import Any
 
 from edge.billing import outbox as ob
 from edge.billing.corrections import Add, Change, Confirm, Remove, effective, resolve
-from edge.billing.model import Bill
+from edge.billing.model import REVIEW_REASONS, Bill
 from edge.config import MenuEntry
 from edge.errors import JournalError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x44544A4E  # "DTJN" in the SQLite header: `file` and tools can tell it apart
 
 _SCHEMA = (
@@ -78,11 +80,15 @@ _SCHEMA = (
 # Schema version -> the statements that reach it from the version before. A new
 # journal runs _SCHEMA (version 1) and then every migration, so a fresh journal
 # and an upgraded one are built by the same statements.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {2: ob.SCHEMA}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ob.SCHEMA,
+    # bill-level review reasons; the append-only trigger fires on UPDATE, not on ALTER
+    3: ("ALTER TABLE bills ADD COLUMN review_json TEXT NOT NULL DEFAULT '[]'",),
+}
 
 _COLUMNS = ("b.seq, b.bill_id, b.stream_id, b.tray_id, b.opened_at, b.closed_at, b.frame_seq, "
-            "b.total, b.needs_review, b.reason, b.items_json, b.tray_box_json, b.created_at, "
-            "s.bill_id IS NOT NULL")
+            "b.total, b.needs_review, b.reason, b.items_json, b.tray_box_json, b.review_json, "
+            "b.created_at, s.bill_id IS NOT NULL")
 _SELECT = f"SELECT {_COLUMNS} FROM bills b LEFT JOIN snapshots s ON s.bill_id = b.bill_id"
 
 
@@ -218,12 +224,13 @@ class Journal:
                 cur = self._conn.execute(
                     "INSERT INTO bills (bill_id, stream_id, tray_id, opened_at, closed_at, "
                     "frame_seq, total, needs_review, reason, items_json, tray_box_json, "
-                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "review_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (bill_id) DO NOTHING",
                     (bill.bill_id, bill.stream_id, bill.tray_id, bill.opened_at,
                      bill.closed_at, bill.frame_seq, bill.total, int(bill.needs_review),
                      bill.reason, json.dumps([i.to_json() for i in bill.items]),
-                     json.dumps(list(bill.tray_box)), created_at))
+                     json.dumps(list(bill.tray_box)), json.dumps(list(bill.review)),
+                     created_at))
                 new = cur.rowcount == 1
                 if new and bill.snapshot_jpeg is not None:
                     self._conn.execute("INSERT INTO snapshots (bill_id, jpeg) VALUES (?, ?)",
@@ -239,8 +246,11 @@ class Journal:
         return new
 
     def get(self, bill_id: str) -> dict[str, Any] | None:
-        """The bill as JSON with ``seq``, ``created_at``, ``corrections`` and
-        ``effective`` (see :func:`edge.billing.corrections.effective`), or None."""
+        """The bill as JSON with ``seq``, ``created_at``, ``corrections``,
+        ``effective`` (see :func:`edge.billing.corrections.effective`) and
+        ``review_text`` (what the cashier is told for each ``review`` reason,
+        :data:`~edge.billing.model.REVIEW_REASONS`; the reason itself when it
+        has no text), or None."""
         rows = self._read(f"{_SELECT} WHERE b.bill_id = ?", (bill_id,))
         return self._views(rows)[0] if rows else None
 
@@ -303,11 +313,12 @@ class Journal:
         try:
             with self._write():
                 row = self._conn.execute(
-                    "SELECT items_json, stream_id FROM bills WHERE bill_id = ?",
+                    "SELECT items_json, stream_id, review_json FROM bills WHERE bill_id = ?",
                     (bill_id,)).fetchone()
                 if row is None:
                     return None
                 items = json.loads(row[0])
+                review = json.loads(row[2])
                 earlier = [json.loads(r[0]) for r in self._conn.execute(
                     "SELECT body_json FROM corrections WHERE bill_id = ? ORDER BY id",
                     (bill_id,))]
@@ -320,7 +331,7 @@ class Journal:
                     cid = int(cur.lastrowid or 0)
                     payload = ob.correction_payload(
                         {"id": cid, "created_at": created_at, **body},
-                        effective(items, [*earlier, body]))
+                        effective(items, [*earlier, body], review=review))
                     ob.enqueue(self._conn, kind="correction",
                                message_id=ob.correction_message_id(bill_id, cid),
                                bill_id=bill_id, stream_id=str(row[1]), payload=payload,
@@ -412,16 +423,19 @@ class Journal:
                                              **json.loads(body)})
         out = []
         for (seq, bill_id, stream_id, tray_id, opened_at, closed_at, frame_seq, total,
-             needs_review, reason, items_json, box_json, created_at, has_snapshot) in rows:
+             needs_review, reason, items_json, box_json, review_json, created_at,
+             has_snapshot) in rows:
             items = json.loads(items_json)
+            review = json.loads(review_json)
             fixes = corrections[bill_id]
             out.append({
                 "seq": seq, "bill_id": bill_id, "stream_id": stream_id, "tray_id": tray_id,
                 "opened_at": opened_at, "closed_at": closed_at, "frame_seq": frame_seq,
                 "items": items, "total": total, "needs_review": bool(needs_review),
-                "reason": reason, "tray_box": json.loads(box_json),
+                "reason": reason, "tray_box": json.loads(box_json), "review": review,
+                "review_text": [REVIEW_REASONS.get(r, r) for r in review],
                 "has_snapshot": bool(has_snapshot), "created_at": created_at,
-                "corrections": fixes, "effective": effective(items, fixes),
+                "corrections": fixes, "effective": effective(items, fixes, review=review),
             })
         return out
 

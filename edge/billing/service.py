@@ -335,7 +335,8 @@ class BillingService:
                 continue
             self.metrics.bills_committed.labels(stream=bill.stream_id).inc()
             log.info("bill_committed", bill_id=bill.bill_id, stream=bill.stream_id,
-                     total=bill.total, items=len(bill.items), needs_review=bill.needs_review)
+                     total=bill.total, items=len(bill.items), needs_review=bill.needs_review,
+                     review=list(bill.review))
             self.hub.publish(Event.of("bill", view, view["seq"]))
             self._outbox_changed()
 

@@ -124,6 +124,8 @@ class Effective(_Answer):
     needs_review: bool
     corrected: bool
     line_count: int = Field(description="lines numbered so far: the next added line's number")
+    review: list[str] = Field(description="the bill's own review reasons, as detected; they "
+                                          "count in needs_review until the first correction")
 
 
 class StoredCorrection(_Answer):
@@ -155,6 +157,10 @@ class BillView(_Answer):
     reason: Literal["crossed", "left_view"]
     tray_box: list[float] = Field(min_length=4, max_length=4,
                                   description="x1, y1, x2, y2 in source pixels")
+    review: list[str] = Field(description="why the whole bill needs review beyond its lines "
+                                          "(e.g. hidden_at_line); usually empty")
+    review_text: list[str] = Field(description="what the cashier is told for each reason "
+                                               "of review, in its order")
     has_snapshot: bool
     created_at: float = Field(description="Unix seconds of the commit")
     corrections: list[StoredCorrection]

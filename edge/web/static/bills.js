@@ -9,7 +9,9 @@
 // bills missed meanwhile. The camera comes from app.js ("dishtracker:stream").
 // Corrections and snapshots carry the access token (auth.js): a snapshot is
 // fetched with it and shown inline as a blob: image (a plain link could not
-// send the header).
+// send the header). A bill's own review reasons come with their text
+// (review_text, from REVIEW_REASONS in edge/billing/model.py); they hold the
+// "Review" tag until the cashier corrects or confirms anything on the bill.
 // State for tests: window.dishtracker.bills (see tests/test_cashier_bills.py).
 "use strict";
 
@@ -101,6 +103,10 @@
       class: "bill-card", "data-bill-id": bill.bill_id,
       "data-review": eff.needs_review ? "true" : "false" }, head);
     if (!open) return card;
+    const reasons = bill.review.map((reason, i) => el("li", {
+      class: "review-reason", "data-reason": reason,
+      "data-open": eff.corrected ? "false" : "true",
+      text: bill.review_text[i] || reason }));
     const lines = el("ul", { class: "lines" },
       ...eff.items.map((ln) => renderLine(bill, ln)),
       ...eff.removed.map((ln) => el("li", { class: "line removed", "data-line": String(ln.line) },
@@ -119,7 +125,8 @@
       el("strong", { class: "total", text: money(eff.total) }));
     const error = state.errors.get(bill.bill_id);
     const photo = state.photos.get(bill.bill_id);
-    card.append(el("div", { class: "bill-body-lines" }, lines, foot,
+    card.append(el("div", { class: "bill-body-lines" },
+      reasons.length ? el("ul", { class: "review-reasons" }, ...reasons) : null, lines, foot,
       photo ? el("img", { class: "snapshot", src: photo, alt: `Tray ${bill.tray_id} at the checkout` }) : null,
       error ? el("p", { class: "error", role: "alert", text: error }) : null));
     return card;
@@ -150,6 +157,9 @@
   function renderLine(bill, ln) {
     const note = ln.status === "changed" ? `was ${ln.detected.name}`
       : ln.status === "added" ? "added" : ln.status === "confirmed" ? "confirmed" : null;
+    // while the bill's own reason is open every line can be confirmed: a sure
+    // bill whose tray was checked needs one click, and any correction answers it
+    const askConfirm = ln.needs_review || (bill.review.length > 0 && !bill.effective.corrected);
     const change = menuSelect("⇄", `Change ${ln.name} to…`,
       (key) => correct(bill, { action: "change", line: ln.line, class_key: key }));
     change.classList.add("change");
@@ -161,7 +171,7 @@
         ln.needs_review ? el("small", { class: "conf", text: `${Math.round(ln.confidence * 100)} % sure` }) : null),
       el("span", { class: "price", text: money(ln.price) }),
       el("span", { class: "actions" },
-        ln.needs_review ? el("button", { type: "button", class: "confirm", title: "Confirm",
+        askConfirm ? el("button", { type: "button", class: "confirm", title: "Confirm",
           "aria-label": `Confirm ${ln.name}`, text: "✓",
           onclick: () => correct(bill, { action: "confirm", line: ln.line }) }) : null,
         change,
