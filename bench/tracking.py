@@ -102,14 +102,21 @@ def conveyor(frames: int, trays_in_view: float, dishes: int,
     return out
 
 
-def _systems(site: SiteConfig) -> tuple[dict[str, Callable[[Frame, Detections], object]], str]:
-    """Fresh trackers: the full system (if present) and plain Norfair, and a note."""
+def _systems(site: SiteConfig, guard: bool = False
+             ) -> tuple[dict[str, Callable[[Frame, Detections], object]], str]:
+    """Fresh trackers: the full system (if present; with ``guard`` also with
+    ``billing.noise_guard`` on) and plain Norfair, and a note."""
     systems: dict[str, Callable[[Frame, Detections], object]] = {}
     factory, note = full_system()
     if factory is not None:
         stream = StreamConfig(id="bench", url="synthetic://?seed=1")
         biller = factory(stream, site, CLASS_NAMES, WIDTH, HEIGHT, run_id="bench")
         systems["full system"] = biller.update
+        if guard:
+            guarded = site.model_copy(update={"billing": site.billing.model_copy(
+                update={"noise_guard": True})})
+            systems["full system, noise_guard"] = factory(
+                stream, guarded, CLASS_NAMES, WIDTH, HEIGHT, run_id="bench").update
     systems["plain Norfair"] = plain_norfair(site)
     return systems, note
 
@@ -143,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--target-ms", type=float, default=TARGET_MS,
                     help="the full system's single-run p95 must be under this")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--noise-guard", action="store_true",
+                    help="time the full system with billing.noise_guard on as well")
     args = ap.parse_args(argv)
     if not 1 <= args.dishes <= 6 or args.frames < 1 or args.repeats < 1:
         ap.error("--dishes must be 1..6, --frames and --repeats >= 1")
@@ -156,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     note = ""
     runs: dict[str, list[list[float]]] = {}
     for _ in range(args.repeats):
-        systems, note = _systems(site)
+        systems, note = _systems(site, args.noise_guard)
         times: dict[str, list[float]] = {name: [] for name in systems}
         names = list(systems)
         for k, d in enumerate(dets):
@@ -171,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     objects = float(np.mean([len(d) for d in dets[WARMUP:]]))
     rows = {name: _row(per_run) for name, per_run in runs.items()}
     verdict = _verdict(rows.get("full system"), args.target_ms, args.repeats)
+    if "full system, noise_guard" in rows:
+        verdict += "\n" + _verdict(rows["full system, noise_guard"], args.target_ms,
+                                   args.repeats).replace("full system", "with noise_guard", 1)
 
     command = shlex.join(["python", "bench/tracking.py",
                           *(sys.argv[1:] if argv is None else argv)])

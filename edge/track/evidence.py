@@ -15,6 +15,7 @@ coordinates. Records of one dish cut into fragments are merged by
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -202,11 +203,13 @@ class DishRecord:
         dish on the tray."""
         if self.seen_first is None or self.seen_last is None:
             return False
-        size = max(float(self.rel_box[2] - self.rel_box[0]),
-                   float(self.rel_box[3] - self.rel_box[1]), 1.0)
-        tray = float(np.linalg.norm(self.seen_last[1] - self.seen_first[1]))
-        picture = float(np.linalg.norm(self.seen_last[0] - self.seen_first[0]))
-        return tray >= FIXED_TRAY_MOTION * size and picture < FIXED_SHARE * tray
+        b = self.rel_box
+        size = max(float(b[2] - b[0]), float(b[3] - b[1]), 1.0)
+        (p0, o0), (p1, o1) = self.seen_first, self.seen_last
+        tray = math.hypot(float(o1[0] - o0[0]), float(o1[1] - o0[1]))
+        if tray < FIXED_TRAY_MOTION * size:
+            return False
+        return math.hypot(float(p1[0] - p0[0]), float(p1[1] - p0[1])) < FIXED_SHARE * tray
 
     def _merge_looks(self, other: DishRecord) -> None:
         if not other.hits:

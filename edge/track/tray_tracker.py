@@ -42,6 +42,7 @@ from edge.track.spots import SpotMemory, at_spots
 from edge.track.trays import MayReturn, Tray, TrayAssociation
 
 TRAY_KEY = "tray"
+SPOT_RECHECK = 1.25  # a record's spot verdict is renewed when its detections grow by this factor
 DUPLICATE_IOU = 0.6  # cross-class duplicates in one frame
 
 
@@ -222,7 +223,8 @@ class TrayTracker:
         width = max(self._trays.typical_size[0], float(tray.box[2] - tray.box[0]), 1.0)
         out = []
         for rec in sorted(merge_fragments(dishes, width), key=lambda r: r.gid):
-            if self._fixed(rec):  # its fragments, each too short to tell, together can
+            if self._fixed(rec, spots=False):  # its fragments, each too short to tell,
+                # together can slide far enough (spots are judged per fragment)
                 continue
             cls, share = rec.decide()
             out.append(DishEvidence(rec.gid, cls, share, rec.hits, float(rec.votes.sum()),
@@ -276,22 +278,26 @@ class TrayTracker:
                       cls, self.class_names[cls], share,
                       rec.hits, rec.last_seq == self._seq, tray_id)]
 
-    def _fixed(self, rec: DishRecord) -> bool:
+    def _fixed(self, rec: DishRecord, *, spots: bool = True) -> bool:
         """Whether a record is a place the detector fires at, not a dish
         (``billing.noise_guard``): fixed in the picture while its tray slid under
-        it, or seen mostly at a spot (:mod:`edge.track.spots`)."""
+        it, or (with ``spots``) seen mostly at a spot (:mod:`edge.track.spots`).
+
+        The spot verdict is kept until the spots change or the record has
+        :data:`SPOT_RECHECK` more of its detections (it is asked every frame)."""
         if not self.noise_guard:
             return False
         if rec.fixed_in_picture():
             return True
-        spots = self._spots
-        if spots is None or not spots.n_spots or not rec.cells:
+        memory = self._spots
+        if not spots or memory is None or not memory.n_spots or not rec.cells:
             return False
         cached = rec.spot_verdict
-        if cached is not None and cached[:2] == (rec.hits, spots.version):
+        if (cached is not None and cached[1] == memory.version
+                and rec.hits < cached[0] * SPOT_RECHECK):
             return cached[2]
-        verdict = at_spots(rec, spots, self._min_hits)
-        rec.spot_verdict = (rec.hits, spots.version, verdict)
+        verdict = at_spots(rec, memory, self._min_hits)
+        rec.spot_verdict = (rec.hits, memory.version, verdict)
         return verdict
 
     @property
