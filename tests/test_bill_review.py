@@ -18,18 +18,12 @@ import pytest
 from bills_support import MENU, make_bill
 from test_bills_api import _run, _serve, _until
 from test_browser import chromium, run_in_own_thread, wait_for
-from test_http_api import MemoryDaemon
-from test_webrtc_support import STATIC_DIR, TOKEN, CameraView, serve
+from test_cashier_bills import cashier_app
+from test_webrtc_support import TOKEN, serve
 
 from edge.billing.corrections import effective, parse_correction
 from edge.billing.journal import _MIGRATIONS, _SCHEMA, APPLICATION_ID, SCHEMA_VERSION, Journal
 from edge.billing.model import REVIEW_REASONS, Bill
-from edge.billing.service import BillingService
-from edge.config import ServerConfig, SiteConfig
-from edge.metrics import Metrics
-from edge.web.app import make_app
-from edge.web.bills import add_bill_routes
-from edge.web.webrtc import WebRtcHub, add_webrtc_routes
 
 HIDDEN = "hidden_at_line"
 SURE = (("schnitzel_fries", 0.97), ("green_salad", 0.91))  # no line needs review
@@ -186,15 +180,7 @@ def review_card_story(workdir: Path, screenshot: Path | None = None) -> None:
     """The cashier sees a sure-lined bill flagged for review, with the reason, and
     answers it with a confirm; optionally shoot the page (PNG, 1280x800)."""
     async def main() -> None:
-        views = {"cam1": CameraView("cam1", fps=10)}
-        metrics = Metrics()
-        service = BillingService(workdir / "journal.sqlite3", metrics, tray_interval_s=0.05)
-        await service.open()
-        daemon = MemoryDaemon(SiteConfig())
-        app = make_app(daemon, config_path=None, token=TOKEN, static_dir=STATIC_DIR,
-                       readiness_checks=[service.readiness])
-        add_webrtc_routes(app, WebRtcHub(views, ServerConfig(), metrics, disconnect_grace_s=1.0))
-        add_bill_routes(app, service, menu=lambda: daemon.config.menu)
+        service, app, views = await cashier_app(workdir)
         service.submit(make_bill("cam1-1-2", tray_id=2, closed_at=1_700_000_000.0,
                                  lines=(("coffee", 0.98), ("croissant", 0.95))))
         service.submit(_hidden("cam1-1-5", tray_id=5, closed_at=1_700_000_060.0))

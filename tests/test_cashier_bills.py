@@ -47,7 +47,22 @@ async def _photo_opens_and_closes(page: Any, card: Any) -> None:
     assert await card.locator("img.snapshot").count() == 0
 
 
-def cashier_bill_story(workdir: Path, screenshot: Path) -> None:  # noqa: PLR0915  # one cashier story in one browser session
+async def cashier_app(workdir: Path) -> tuple[BillingService, Any, dict[str, CameraView]]:
+    """An open billing service (journal in ``workdir``), the daemon's app serving
+    the cashier page, bills and WebRTC, and its one camera's view."""
+    views = {"cam1": CameraView("cam1", fps=10)}
+    metrics = Metrics()
+    service = BillingService(workdir / "journal.sqlite3", metrics, tray_interval_s=0.05)
+    await service.open()
+    daemon = MemoryDaemon(SiteConfig())
+    app = make_app(daemon, config_path=None, token=TOKEN, static_dir=STATIC_DIR,
+                   readiness_checks=[service.readiness])
+    add_webrtc_routes(app, WebRtcHub(views, ServerConfig(), metrics, disconnect_grace_s=1.0))
+    add_bill_routes(app, service, menu=lambda: daemon.config.menu)
+    return service, app, views
+
+
+def cashier_bill_story(workdir: Path, screenshot: Path) -> None:
     """A cashier sees committed bills, corrects one and opens its photo; shoot the page.
 
     Parameters
@@ -57,16 +72,8 @@ def cashier_bill_story(workdir: Path, screenshot: Path) -> None:  # noqa: PLR091
     screenshot : Path
         Where the page's screenshot (PNG, 1280x800) is written.
     """
-    async def main() -> None:  # noqa: PLR0915  # the story itself
-        views = {"cam1": CameraView("cam1", fps=10)}
-        metrics = Metrics()
-        service = BillingService(workdir / "journal.sqlite3", metrics, tray_interval_s=0.05)
-        await service.open()
-        daemon = MemoryDaemon(SiteConfig())
-        app = make_app(daemon, config_path=None, token=TOKEN, static_dir=STATIC_DIR,
-                       readiness_checks=[service.readiness])
-        add_webrtc_routes(app, WebRtcHub(views, ServerConfig(), metrics, disconnect_grace_s=1.0))
-        add_bill_routes(app, service, menu=lambda: daemon.config.menu)
+    async def main() -> None:  # the story itself
+        service, app, views = await cashier_app(workdir)
         service.submit(make_bill("cam1-1-3", tray_id=3, closed_at=1_700_000_000.0,
                                  lines=(("coffee", 0.98), ("croissant", 0.95))))
         service.submit(make_bill("cam2-1-4", stream="cam2", tray_id=4))  # another camera
