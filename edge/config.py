@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -55,6 +56,20 @@ class IceServer(_Strict):
     credential: str | None = None
 
 
+_HOST_NAME = re.compile(r"\*|\.?[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})|\[?[0-9A-Fa-f:.]{2,45}\]?")
+
+
+def _host_name(value: str) -> str:
+    if not _HOST_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a host name, an address, '.domain' or '*' "
+                         "(no port, no scheme)")
+    return value.lower().strip("[]")
+
+
+HostName = Annotated[str, AfterValidator(_host_name)]
+"""An entry of ``server.allowed_hosts``."""
+
+
 class ServerConfig(_Strict):
     """HTTP and WebRTC."""
 
@@ -74,6 +89,17 @@ class ServerConfig(_Strict):
                                              "on average (token bucket)")
     offer_burst: int = Field(10, ge=1, le=1000, description="offers one client address may "
                                                            "send at once")
+    allowed_hosts: list[HostName] = Field(
+        default_factory=list, max_length=64,
+        description="names (and addresses) the daemon answers to in the Host header besides "
+                    "localhost, this box's host name and its own addresses; '.example.org' "
+                    "takes its subdomains too, '*' turns the check off (docs/SECURITY.md)")
+    event_streams_per_address: int = Field(
+        4, ge=1, le=32, description="GET /api/events streams one client address may hold "
+                                    "open without the token")
+    event_streams_per_token: int = Field(
+        8, ge=1, le=32, description="GET /api/events streams that carry the token may hold "
+                                    "open; these slots are kept free of streams without it")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerConfig:
@@ -309,9 +335,19 @@ def _default_streams() -> list[StreamConfig]:
     return [StreamConfig(id="cam1", url="synthetic://?seed=1&fps=20&size=640x480")]
 
 
+DEFAULT_MAX_STREAMS = 8
+"""Enabled streams a site may configure unless it sets ``max_streams``: every
+stream costs a decode thread, a tracker and a share of the one detector, and
+a few dozen starve the event loop of a small box (docs/SECURITY.md)."""
+
+
 class SiteConfig(_Strict):
     """Everything a site configures."""
 
+    max_streams: int = Field(
+        DEFAULT_MAX_STREAMS, ge=1, le=64,
+        description="enabled streams at most; more are refused at validation (raise it "
+                    "only on a box measured to carry them)")
     server: ServerConfig = Field(default_factory=ServerConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
@@ -329,6 +365,17 @@ class SiteConfig(_Strict):
         if dup:
             raise ValueError(f"stream ids must be unique, repeated: {dup}")
         return self
+
+    @field_validator("streams")
+    @classmethod
+    def _at_most_max_streams(cls, streams: list[StreamConfig],
+                             info: ValidationInfo) -> list[StreamConfig]:
+        cap = info.data.get("max_streams")  # absent when max_streams itself is invalid
+        enabled = sum(1 for s in streams if s.enabled)
+        if cap is not None and enabled > cap:
+            raise ValueError(f"{enabled} enabled streams exceed max_streams = {cap}; disable "
+                             f"or remove {enabled - cap}, or raise max_streams")
+        return streams
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -451,7 +498,7 @@ def to_toml(config: SiteConfig) -> str:
     data = json.loads(config.model_dump_json())
     if config.fleet.password is not None:  # the JSON dump masks it
         data["fleet"]["password"] = config.fleet.password.get_secret_value()
-    lines: list[str] = []
+    lines: list[str] = [f"max_streams = {config.max_streams}", ""]  # before any table
     for table in ("server", "detector", "tracker", "storage", "billing", "menu", "fleet"):
         lines.append(f"[{table}]")
         lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data[table].items()
@@ -532,7 +579,7 @@ def changed_fields(old: SiteConfig, new: SiteConfig) -> list[str]:
     alone a change of order only.
     """
     a, b = json.loads(old.model_dump_json()), json.loads(new.model_dump_json())
-    out: list[str] = []
+    out: list[str] = ["max_streams"] if old.max_streams != new.max_streams else []
     for table in ("server", "detector", "tracker", "storage", "fleet"):
         out += [f"{table}.{k}" for k in a[table] if a[table][k] != b[table][k]]
     sa = {s["id"]: s for s in a["streams"]}

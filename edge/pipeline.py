@@ -25,8 +25,10 @@ import structlog
 from edge.billing.biller import TrayBiller, make_biller
 from edge.billing.model import Bill, TrayState
 from edge.config import SiteConfig, StreamConfig
+from edge.detect.contract import read_model_info
 from edge.detect.engine_store import ENGINE_SUBDIR
 from edge.detect.worker import DetectionWorker
+from edge.errors import ConfigError, ModelError
 from edge.frames import Detections, Frame, TrackedFrame
 from edge.metrics import Metrics
 from edge.slot import LatestSlot, SlotClosed
@@ -186,9 +188,8 @@ class StreamRunner:
     def _bill(self, closed: tuple[Bill, ...], trays: tuple[TrayState, ...], now: float) -> None:
         sid = self.config.id
         for bill in closed:
-            log.info("bill_closed", stream=sid, bill_id=bill.bill_id, tray=bill.tray_id,
-                     items=len(bill.items), total=bill.total, reason=bill.reason,
-                     needs_review=bill.needs_review)
+            # no log line here: the journal announces a bill once it is durable
+            # (``bill_closed``); a kill between a line and the commit lost bills
             if self.billing is not None:
                 self.billing.submit(bill)
         sig = tuple((t.tray_id, tuple(i.key for i in t.items)) for t in trays)
@@ -296,19 +297,63 @@ class Pipeline:
         out = []
         for sc in self._config.streams:
             r = self.runners.get(sc.id)
-            out.append(r.status() if r else {"id": sc.id, "enabled": False, "state": "disabled"})
+            out.append(r.status() if r else {"id": sc.id, "enabled": sc.enabled,
+                                              "state": "stopped" if sc.enabled else "disabled"})
         return out
 
     def readiness(self) -> tuple[bool, list[str]]:
-        """Ready when the model is loaded and every enabled stream is delivering."""
+        """Ready when the model is loaded and every enabled stream of the config in
+        force is delivering (one without a runner is down too)."""
         reasons = []
         if not self.worker.loaded:
             reasons.append("model not loaded")
-        for sid, r in self.runners.items():
-            state = str(r.source.status().get("state"))
+        for sc in self._config.streams:
+            if not sc.enabled:
+                continue
+            r = self.runners.get(sc.id)
+            state = "not running" if r is None else str(r.source.status().get("state"))
             if state != "running":
-                reasons.append(f"stream {sid} is {state}")
+                reasons.append(f"stream {sc.id} is {state}")
         return not reasons, reasons
+
+    async def check_config(self, new: SiteConfig) -> None:
+        """Build and check what ``new`` would start, without starting or stopping anything.
+
+        Every stream that would (re)start gets its source built (URL and query
+        parsed, e.g. ``synthetic://?fps=…``) on a scratch metrics registry; a
+        changed model file is read and checked against the model contract
+        (it loads at the next start). Scene files were merged by
+        :func:`edge.config.parse_config` already.
+
+        Raises
+        ------
+        ConfigError
+            One line per problem (``.errors``), ``field.path: reason``.
+        """
+        old = self._config
+        lines: list[str] = []
+        scratch = Metrics()
+        loop = asyncio.get_running_loop()
+        old_streams = {s.id: s for s in old.streams}
+        for i, sc in enumerate(new.streams):
+            if not sc.enabled or (sc.id in self.runners and old_streams.get(sc.id) == sc):
+                continue
+            try:
+                make_source(sc, scratch, loop)
+            except (ConfigError, ValueError) as err:
+                reason = str(err).removeprefix(f"streams[{sc.id}].")
+                lines.append(f"streams.{i}.{reason}" if reason.startswith("url:")
+                             else f"streams.{i}: {reason}")
+        if new.detector.model != old.detector.model:
+            try:
+                await asyncio.to_thread(read_model_info, new.detector.model)
+            except ModelError as err:
+                lines.append(f"detector.model: {err}")
+        if lines:
+            exc = ConfigError("the config cannot be applied; nothing changed:\n  "
+                              + "\n  ".join(lines))
+            exc.errors = lines  # type: ignore[attr-defined]
+            raise exc
 
     async def apply_config(  # noqa: PLR0912  # one branch per live-changeable setting
             self, new: SiteConfig) -> dict[str, list[str]]:
@@ -317,8 +362,17 @@ class Pipeline:
         Live: detector threshold and rates, tracker settings (trackers start
         afresh), streams added, removed or changed (only those streams restart).
         Model, backend, threads, server and storage need a restart.
+
+        All or nothing: :meth:`check_config` builds and checks everything new
+        before anything stops; when it refuses, the old config keeps running.
+
+        Raises
+        ------
+        ConfigError
+            ``new`` cannot be applied (see :meth:`check_config`); nothing changed.
         """
         async with self._apply_lock:
+            await self.check_config(new)
             old = self._config
             applied: list[str] = []
             restart: list[str] = []

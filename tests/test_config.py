@@ -202,5 +202,5 @@ def test_reordered_streams_count_as_one_change() -> None:
 
 def test_schema_describes_every_table() -> None:
     schema = json_schema()
-    assert set(schema["properties"]) == {"server", "detector", "tracker", "storage", "billing",
-                                         "menu", "streams", "fleet"}
+    assert set(schema["properties"]) == {"max_streams", "server", "detector", "tracker",
+                                         "storage", "billing", "menu", "streams", "fleet"}

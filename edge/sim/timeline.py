@@ -178,14 +178,16 @@ def speed_profile(  # noqa: PLR0917  # the simulator's knobs, passed in one call
         i = 0
         moving = True
         while i < n:
+            # at least one frame: below ~3 fps a segment rounds to 0 frames, which
+            # left cmd[i] as np.empty's garbage (NaN poses, a crashed source)
             if moving:
-                length = int(rng.uniform(0.5, 2.5) * fps)
+                length = max(int(rng.uniform(0.5, 2.5) * fps), 1)
                 v = rng.uniform(level.min_speed, level.max_speed) * to_px
             else:
-                length = int(rng.uniform(0.3, 2.0) * fps)
+                length = max(int(rng.uniform(0.3, 2.0) * fps), 1)
                 v = 0.0
             cmd[i : i + length] = v
-            i += max(length, 1)
+            i += length
             moving = not moving
     if allow_pullback:
         at = int(rng.uniform(1.5, 3.5) * fps)
