@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
@@ -99,7 +100,7 @@ class _Progress:
         return f"{running}/{len(streams)} streams running, {peers} viewers"
 
 
-async def serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR0915  # start/stop order in one place
+async def serve(config: SiteConfig, *, config_path: Path | None,
                 stop: asyncio.Event | None = None) -> int:
     """Run the daemon until ``stop`` is set or a signal arrives; returns the exit code.
 
@@ -113,6 +114,18 @@ async def serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR091
         unusable (:class:`edge.web.access.TokenFileError`: loose permissions,
         another owner, no token in it); nothing is served then.
     """
+    # whoever starts the daemon, with whatever umask: what it creates (journal,
+    # engine cache, token, under storage.dir) is owner-only (the journal holds
+    # bill photos); put back on return for an in-process caller
+    umask = os.umask(0o077)
+    try:
+        return await _serve(config, config_path=config_path, stop=stop)
+    finally:
+        os.umask(umask)
+
+
+async def _serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR0915  # start/stop order in one place
+                 stop: asyncio.Event | None) -> int:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

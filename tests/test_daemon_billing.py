@@ -105,7 +105,7 @@ def test_daemon_bills_a_tray_streams_it_and_keeps_it_through_kill_9(tmp_path: Pa
         assert asyncio.run(_get(base, snapshot))[0] == 401  # camera frames need the token
         status, body, ctype = asyncio.run(_get(base, snapshot, token))
         assert status == 200 and ctype == "image/jpeg" and body[:2] == b"\xff\xd8"
-        out.wait_for('"event": "bill_closed"', 5)  # the operator's log line
+        out.wait_for('"event": "bill_committed"', 5)  # the operator's log line, once durable
     finally:
         proc.kill()  # SIGKILL: no shutdown, no final commit
         proc.wait(10)

@@ -40,6 +40,7 @@ from edge.billing.corrections import Add, Change, Confirm, Remove, effective, re
 from edge.billing.model import REVIEW_REASONS, Bill
 from edge.config import MenuEntry
 from edge.errors import JournalError
+from edge.fsutil import make_private_dir, restrict_file
 
 SCHEMA_VERSION = 3
 APPLICATION_ID = 0x44544A4E  # "DTJN" in the SQLite header: `file` and tools can tell it apart
@@ -129,6 +130,7 @@ class Journal:
         self.path = path
         self.outbox = outbox
         _check_writable(path)
+        _make_private(path)
         try:
             self._conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
         except sqlite3.Error as err:
@@ -443,7 +445,7 @@ class Journal:
 def _check_writable(path: Path) -> None:
     folder = path.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private_dir(folder)  # bill photos: owner-only, whatever the umask
     except OSError as err:
         raise JournalError(f"cannot create the journal folder {folder}: {err.strerror}; set "
                            "storage.dir to a folder the daemon can write") from err
@@ -454,3 +456,14 @@ def _check_writable(path: Path) -> None:
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise JournalError(f"the journal {path} is not readable and writable by the daemon; "
                            "fix its permissions")
+
+
+def _make_private(path: Path) -> None:
+    """Create the journal 0600 before SQLite opens it (SQLite gives its -wal and
+    -shm files the database file's mode), and tighten files of older versions."""
+    try:
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            restrict_file(name, create=name == path)
+    except OSError as err:
+        raise JournalError(f"cannot create the journal {path} owner-only: {err.strerror}") \
+            from err

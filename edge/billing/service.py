@@ -86,6 +86,7 @@ class BillingService:
         self.retry_max_s = retry_max_s
         self.tray_interval_s = tray_interval_s
         self._pending: deque[Bill] = deque()
+        self._submitted: dict[str, float] = {}  # bill_id -> monotonic time of submit
         self._fault: str | None = None
         self._journal: Journal | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -133,6 +134,7 @@ class BillingService:
             log.warning("bill_snapshot_dropped", bill_id=bill.bill_id,
                         pending=len(self._pending))
         self._pending.append(bill)
+        self._submitted.setdefault(bill.bill_id, time.monotonic())
         self.metrics.bills_pending.set(len(self._pending))
         self._wake.set()
 
@@ -310,7 +312,7 @@ class BillingService:
             bill = self._pending[0]
             started = time.perf_counter()
             try:
-                view = await self._run(self._commit, bill)
+                view, durable_mono, durable_wall = await self._run(self._commit, bill)
             except Exception as err:  # the bill stays at the head of the queue
                 self.metrics.journal_errors.labels(op="commit").inc()
                 self._set_fault(f"journal {self.path} cannot commit bills "
@@ -325,6 +327,7 @@ class BillingService:
                 continue
             self.metrics.bill_commit_seconds.observe(time.perf_counter() - started)
             self._pending.popleft()
+            submitted = self._submitted.pop(bill.bill_id, durable_mono)
             self.metrics.bills_pending.set(len(self._pending))
             delay = self.retry_initial_s
             if self._fault is not None:
@@ -334,22 +337,34 @@ class BillingService:
                 log.info("bill_already_journaled", bill_id=bill.bill_id)
                 continue
             self.metrics.bills_committed.labels(stream=bill.stream_id).inc()
+            # the one line that announces a bill, once it is durable (a kill -9 after
+            # it cannot lose the bill); durable_ms: from the capture of the frame in
+            # which the tray crossed, submit_ms: from the stream loop's submit
             log.info("bill_committed", bill_id=bill.bill_id, stream=bill.stream_id,
-                     total=bill.total, items=len(bill.items), needs_review=bill.needs_review,
-                     review=list(bill.review))
+                     tray=bill.tray_id, reason=bill.reason, total=bill.total,
+                     items=len(bill.items), needs_review=bill.needs_review,
+                     review=list(bill.review),
+                     durable_ms=round((durable_wall - bill.closed_at) * 1000.0, 2),
+                     submit_ms=round((durable_mono - submitted) * 1000.0, 2))
             self.hub.publish(Event.of("bill", view, view["seq"]))
             self._outbox_changed()
 
-    def _commit(self, bill: Bill) -> dict[str, Any] | None:
-        """In the journal thread: commit, then read back the view to publish."""
+    def _commit(self, bill: Bill) -> tuple[dict[str, Any] | None, float, float]:
+        """In the journal thread: commit, then read back the view to publish.
+
+        Returns the view (None when already journaled or unreadable) and the
+        moment the commit returned (durable): ``time.monotonic()``, ``time.time()``.
+        """
         journal = self._need()
-        if not journal.commit(bill):
-            return None
+        new = journal.commit(bill)
+        durable_mono, durable_wall = time.monotonic(), time.time()
+        if not new:
+            return None, durable_mono, durable_wall
         try:
-            return journal.get(bill.bill_id)
+            return journal.get(bill.bill_id), durable_mono, durable_wall
         except JournalError as err:  # committed, only the event is lost; the page reloads
             log.error("bill_readback_failed", bill_id=bill.bill_id, error=str(err))
-            return None
+            return None, durable_mono, durable_wall
 
     def _set_fault(self, fault: str | None) -> None:
         changed = (fault is None) != (self._fault is None)
