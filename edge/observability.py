@@ -11,6 +11,12 @@ Library loggers (aiohttp, aiortc, aioice, asyncio, PyAV's ``libav``) go
 through the same :class:`structlog.stdlib.ProcessorFormatter`, so their
 records come out in the same format, at WARNING unless asked otherwise
 (aiortc and aioice log every ICE check at INFO).
+
+Every line passes :func:`mask_credentials` last, whoever wrote it: a camera
+password in a stream URL (user info, query, path parameters, NVR path
+styles; :mod:`edge.sources.credentials`) never reaches the journal, not even
+inside an error text that FFmpeg or a library built from the URL, or in a
+traceback's locals.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import sys
 from typing import Any, TextIO
 
 import structlog
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from edge.sources.credentials import mask_text
 
 LIBRARY_LOGGERS = ("aiohttp", "aiortc", "aioice", "asyncio", "libav")
 """Third-party loggers held at ``library_level``."""
@@ -64,9 +72,11 @@ def configure_logging(level: str = "info", *, json: bool | None = None,
     ]
     final: list[Processor]
     if use_json:
-        final = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        final = [structlog.processors.dict_tracebacks, mask_credentials,
+                 structlog.processors.JSONRenderer()]
     else:
-        final = [structlog.dev.ConsoleRenderer(colors=_isatty(out))]
+        final = [structlog.processors.format_exc_info, mask_credentials,
+                 structlog.dev.ConsoleRenderer(colors=_isatty(out))]
 
     structlog.configure(
         processors=[structlog.stdlib.filter_by_level, *shared,
@@ -95,6 +105,27 @@ def configure_logging(level: str = "info", *, json: bool | None = None,
     root.setLevel(root_level)
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(lib_level)
+
+
+def mask_credentials(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    """structlog processor: :func:`edge.sources.credentials.mask_text` on every
+    string of the event, nested ones (tracebacks, lists of URLs) included."""
+    return {key: _masked(value, 0) for key, value in event.items()}
+
+
+_MAX_DEPTH = 12  # a traceback dict is about six levels deep
+
+
+def _masked(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {k: _masked(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(v, depth + 1) for v in value]
+    return value
 
 
 def _level(name: str) -> int:

@@ -26,6 +26,8 @@ from test_webrtc_support import TOKEN, CameraView
 from edge.billing.service import BillingService
 from edge.config import ServerConfig, SiteConfig, write_config_atomic
 from edge.daemon import _web_app
+from edge.fleet import FleetOff
+from edge.fleet.routes import add_fleet_routes
 from edge.metrics import Metrics
 from edge.web.openapi import build_spec
 from edge.web.webrtc import WebRtcHub
@@ -52,6 +54,7 @@ def daemon_app(folder: Path, *, token: str = TOKEN, views: dict[str, Any] | None
     write_config_atomic(site, config)
     # MemoryDaemon stands in for the pipeline: _web_app reads only what DaemonControl offers
     app = _web_app(MemoryDaemon(config), hub, service, site, token)  # type: ignore[arg-type]
+    add_fleet_routes(app, FleetOff().status)  # as edge.daemon adds it
     return app, service
 
 

@@ -240,7 +240,7 @@ def test_a_declared_huge_body_is_413_before_it_is_sent(tmp_path: Path, method: s
     announces 1 GiB gets its 413 at once, without the server waiting for the bytes."""
     async def main() -> None:
         async with served(tmp_path) as client:
-            status, _ = await _raw(client, f"{method} {path} HTTP/1.1\r\nHost: x\r\n"
+            status, _ = await _raw(client, f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n"
                                            f"Authorization: Bearer {TOKEN}\r\n"
                                            f"Content-Length: {1 << 30}\r\n\r\n", timeout=5)
             assert status == 413
@@ -317,7 +317,7 @@ def test_a_silent_connection_is_closed_after_the_idle_timeout(tmp_path: Path) ->
             silent = asyncio.ensure_future(_raw(client, "", timeout=10))
             dribbled = asyncio.ensure_future(
                 _raw(client, "GET /healthz HTTP/1.1\r\n", timeout=10,
-                     dribble=b"Host: x\r\nX-Slow: " + b"a" * 100, every_s=0.2))
+                     dribble=b"Host: localhost\r\nX-Slow: " + b"a" * 100, every_s=0.2))
             assert await _others_are_served(client, 0.6) >= 5
             (status, seconds), (status2, seconds2) = await asyncio.gather(silent, dribbled)
             assert status is None and 0.9 <= seconds < 3.5, (status, seconds)
@@ -333,7 +333,8 @@ def test_a_dribbled_body_gets_408_and_does_not_block_others(tmp_path: Path, meth
                                                             path: str) -> None:
     async def main() -> None:
         async with short_timeouts(tmp_path) as client:
-            head = (f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            head = (f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n"
+                    f"Authorization: Bearer {TOKEN}\r\n"
                     "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n")
             slow = asyncio.ensure_future(_raw(client, head, timeout=10,
                                               dribble=b"{" + b" " * 150, every_s=0.1))

@@ -393,7 +393,7 @@ def test_static_files_and_index_are_served(static_dir: Path) -> None:
 async def _raw_get(client: TestClient[Any, Any], target: str) -> tuple[int, bytes]:
     """Send a request line byte for byte (HTTP clients normalise ``..`` away)."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
     await writer.drain()
     data = await reader.read()
     writer.close()

@@ -283,7 +283,7 @@ def test_peer_cap_answers_503_with_retry_after() -> None:
 async def _raw(client: Client, target: str) -> tuple[int, dict[str, str], bytes]:
     """Send a request line byte for byte (HTTP clients normalise ``..`` away)."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
     await writer.drain()
     data = await reader.read()
     writer.close()

@@ -12,6 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
+from edge.web.openapi import Reply, operation
+from edge.web.payloads import FleetState
+
 FleetStatus = Callable[[], dict[str, Any]]
 """Returns the publisher's state: ``FleetPublisher.status()``, or
 ``{"enabled": false}`` when the fleet is off."""
@@ -20,7 +23,11 @@ FleetStatus = Callable[[], dict[str, Any]]
 def add_fleet_routes(app: web.Application, status: FleetStatus) -> None:
     """Add ``GET /api/fleet`` answering ``status()`` as JSON (always 200)."""
 
+    @operation("The fleet publisher's state", "health",
+               {200: Reply("the MQTT publisher's state; {\"enabled\": false} when off",
+                           FleetState)})
     async def fleet(request: web.Request) -> web.Response:
+        """The MQTT publisher's state (broker, connection, outbox depth)."""
         return web.json_response(status())
 
     app.router.add_get("/api/fleet", fleet)

@@ -9,7 +9,8 @@ and state model.
 from edge.sources.av_input import AvInput, av_input, input_kind
 from edge.sources.av_source import AvSource
 from edge.sources.backoff import Backoff
-from edge.sources.base import Source, SourceState, mask_url
+from edge.sources.base import Source, SourceState
+from edge.sources.credentials import mask_text, mask_url
 from edge.sources.factory import SOURCES, make_source
 from edge.sources.synthetic import SyntheticSource
 
@@ -24,5 +25,6 @@ __all__ = [
     "av_input",
     "input_kind",
     "make_source",
+    "mask_text",
     "mask_url",
 ]

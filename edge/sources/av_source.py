@@ -41,7 +41,8 @@ from edge.config import StreamConfig
 from edge.metrics import Metrics
 from edge.sources.av_input import AvInput, av_input
 from edge.sources.backoff import Backoff
-from edge.sources.base import Source, SourceState, mask_url
+from edge.sources.base import Source, SourceState
+from edge.sources.credentials import mask_url
 
 # Demuxer errors in a row (without a frame between them) after which the
 # input is treated as lost rather than as a few bad bytes.

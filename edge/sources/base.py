@@ -24,7 +24,6 @@ from collections import deque
 from enum import Enum
 from fractions import Fraction
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -35,12 +34,12 @@ from edge.frames import Frame
 from edge.metrics import Metrics
 from edge.slot import BlockingSlot, LatestSlot
 from edge.sources.backoff import Backoff
+from edge.sources.credentials import mask_text, mask_url
 
 FrameSlot = LatestSlot[Frame] | BlockingSlot[Frame]
 
 FPS_WINDOW_S = 2.0
 WATCH_INTERVAL_S = 0.25
-_SECRET_KEYS = frozenset({"password", "passwd", "pwd", "pass", "token", "secret", "key", "auth"})
 
 
 class SourceState(str, Enum):
@@ -58,28 +57,6 @@ class SourceState(str, Enum):
 
 _QUIET_STATES = frozenset({SourceState.STARTING, SourceState.CONNECTING})
 _BAD_STATES = frozenset({SourceState.STALLED, SourceState.RECONNECTING, SourceState.FAILED})
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password (and secret-looking query values) replaced by ``***``.
-
-    ``rtsp://admin:hunter2@10.0.0.5/stream1`` becomes
-    ``rtsp://admin:***@10.0.0.5/stream1``; paths come back unchanged.
-    """
-    parts = urlsplit(url)
-    netloc, query = parts.netloc, parts.query
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, has_password, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{host}" if has_password else netloc
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(k.lower() in _SECRET_KEYS for k, _ in pairs):
-            query = urlencode([(k, "***" if k.lower() in _SECRET_KEYS else v) for k, v in pairs],
-                              safe="*")
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url  # urlunsplit would turn "synthetic://?a=1" into "synthetic:?a=1"
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class Source(ABC):
@@ -185,7 +162,8 @@ class Source(ABC):
         return (n - 1) / (now - first)
 
     def status(self) -> dict[str, Any]:
-        """The source's health for the HTTP API (JSON-ready; password masked)."""
+        """The source's health for the HTTP API (JSON-ready; credentials masked in
+        ``url`` and ``last_error``, which FFmpeg may have built from the URL)."""
         age = self.last_frame_age_s
         return {
             "id": self.stream_id,
@@ -193,7 +171,7 @@ class Source(ABC):
             "url": mask_url(self.config.url),
             "live": self.live,
             "state": self._state.value,
-            "last_error": self._last_error,
+            "last_error": None if self._last_error is None else mask_text(self._last_error),
             "fps": round(self.fps, 2),
             "last_frame_age_s": None if age is None else round(age, 3),
             "frames": self._seq,

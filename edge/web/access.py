@@ -53,6 +53,8 @@ _log = structlog.get_logger("edge.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROTECTED_READS_KEY = web.AppKey("protected_reads", set)
 """Canonical paths of GET routes that need the token as well (see :func:`protect_reads`)."""
+TOKEN_BYTES_KEY = web.AppKey("access_token_bytes", bytes)
+"""The token of :func:`protect`, for :func:`carries_token` (never logged or answered)."""
 
 
 class TokenFileError(ConfigError):
@@ -269,6 +271,20 @@ def bearer_auth(token: str) -> Middleware:
     return middleware
 
 
+def carries_token(request: web.Request) -> bool:
+    """Whether ``request`` carries the right token (on any route, open ones too).
+
+    Open routes use it to tell a token holder's request from an anonymous one
+    (``GET /api/events`` keeps slots for token holders); False in an
+    application without :func:`protect`.
+    """
+    expected = request.app.get(TOKEN_BYTES_KEY)
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    if expected is None or scheme.lower() != "bearer" or not given.strip():
+        return False
+    return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), expected)
+
+
 def protect(app: web.Application, token: str) -> None:
     """Install :func:`bearer_auth` on ``app`` (before it starts).
 
@@ -281,6 +297,7 @@ def protect(app: web.Application, token: str) -> None:
         The bearer token.
     """
     app.setdefault(PROTECTED_READS_KEY, set())
+    app[TOKEN_BYTES_KEY] = token.encode("ascii")
     app.middlewares.append(bearer_auth(token))
 
 

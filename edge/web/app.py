@@ -30,7 +30,9 @@ from edge.config import SiteConfig, json_schema, parse_config, to_toml, write_co
 from edge.errors import ConfigError
 from edge.metrics import Metrics
 from edge.web.access import protect, protect_reads
+from edge.web.event_slots import EVENT_SLOTS_KEY, EventSlots
 from edge.web.headers import add_security_headers
+from edge.web.hosts import HostCheck
 from edge.web.limits import (
     BODY_TIMEOUT_KEY,
     BODY_TIMEOUT_S,
@@ -38,7 +40,9 @@ from edge.web.limits import (
     read_body,
     too_large,
 )
+from edge.web.masking import masked_config, masked_status, unmask_config
 from edge.web.openapi import Reply, add_openapi_route, operation
+from edge.web.parse_errors import install_parse_errors
 from edge.web.payloads import (
     ConfigApplied,
     ErrorBody,
@@ -176,14 +180,15 @@ class ControlPlane:
     @operation("Status of every stream", "health",
                {200: Reply("one entry per configured stream", list[StreamStatus])})
     async def streams(self, request: web.Request) -> web.Response:
-        """Status of every configured stream."""
-        return web.json_response(self.daemon.stream_status())
+        """Status of every configured stream (credentials masked: the route is open)."""
+        return web.json_response(masked_status(self.daemon.stream_status()))
 
     @operation("The site config in force", "config",
                {200: Reply("the config, as PUT accepts it back", SiteConfig)})
     async def get_config(self, request: web.Request) -> web.Response:
-        """The config in force, as JSON that ``PUT /api/config`` accepts back."""
-        return web.json_response(self.daemon.config.model_dump(mode="json"))
+        """The config in force, as JSON that ``PUT /api/config`` accepts back
+        (camera credentials masked; :mod:`edge.web.masking` restores them)."""
+        return web.json_response(masked_config(self.daemon.config))
 
     @operation("JSON schema of the site config", "config",
                {200: Reply("a JSON schema (draft 2020-12)", schema={"type": "object"})})
@@ -325,9 +330,13 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str,
     """
     # keepalive_timeout runs from the connection's start too: it also cuts a client
     # that sends nothing or dribbles its headers (aiohttp's default is an hour)
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors],
+    hosts = HostCheck(lambda: daemon.config.server.allowed_hosts)
+    app = web.Application(client_max_size=MAX_BODY_BYTES,
+                          middlewares=[hosts.middleware(), json_errors],
                           handler_args={"keepalive_timeout": idle_timeout_s})
     app[BODY_TIMEOUT_KEY] = body_timeout_s
+    app[EVENT_SLOTS_KEY] = EventSlots(lambda: daemon.config.server)
+    install_parse_errors(app)
     add_security_headers(app)
     protect(app, token)
     protect_reads(app, "/api/config")
@@ -376,9 +385,12 @@ async def _read_config(request: web.Request) -> SiteConfig | web.Response:
     data = decode_json(raw)
     if isinstance(data, web.Response):
         return data
-    if not isinstance(data, dict):
-        return invalid([f"(root): expected a JSON object, got {type(data).__name__}"],
-                       "the config")
+    # a masked URL sent back for its stream keeps the credentials in force
+    problems = ([f"(root): expected a JSON object, got {type(data).__name__}"]
+                if not isinstance(data, dict)
+                else unmask_config(data, request.app[CONTROL_KEY].daemon.config))
+    if problems:
+        return invalid(problems, "the config")
     try:
         # off the loop: streams' scene files are read from disk
         new = await asyncio.to_thread(parse_config, data, source="PUT /api/config")

@@ -12,6 +12,7 @@ The routes and payloads are documented in ``docs/API.md``.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -24,9 +25,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from edge.billing.corrections import Correction, parse_correction
 from edge.billing.events import Event, SubscriptionClosed
 from edge.billing.service import BillingService
-from edge.config import MenuEntry, StreamId, format_errors, format_loc
+from edge.config import MenuEntry, ServerConfig, StreamId, format_errors, format_loc
 from edge.errors import CorrectionError, JournalError
-from edge.web.access import protect_reads
+from edge.web.access import carries_token, protect_reads
+from edge.web.event_slots import EVENT_SLOTS_KEY, RETRY_AFTER_S, EventSlots, Refusal
 from edge.web.limits import read_body, retry_after, too_large
 from edge.web.openapi import Reply, operation
 from edge.web.payloads import (
@@ -219,6 +221,7 @@ class BillsApi:
         if isinstance(data, web.Response):
             return data
         try:
+            _strict_line(data)
             correction = parse_correction(data)
             view = await self.service.correct(bill_id, correction, self.menu_source())
         except CorrectionError as err:
@@ -233,7 +236,10 @@ class BillsApi:
         200: Reply("bill, bill_corrected, journal, tray and resync events; a comment when "
                    "idle", media_type="text/event-stream", schema={"type": "string"}),
         422: Reply("after is not an integer", ValidationErrorBody),
-        503: Reply("too many event streams open", ErrorBody, headers=("Retry-After",))},
+        429: Reply("server.event_streams_per_address streams without the token are open "
+                   "from this address", ErrorBody, headers=("Retry-After",)),
+        503: Reply("too many event streams open (without the token: all but the slots kept "
+                   "for token holders)", ErrorBody, headers=("Retry-After",))},
         query=_EventsQuery,
         headers={"Last-Event-ID": "seq of the last bill received; replays the bills after it"})
     async def events(self, request: web.Request) -> web.StreamResponse:
@@ -247,8 +253,15 @@ class BillsApi:
         if isinstance(after, web.Response):
             return after
         hub = self.service.hub
+        slots = request.app[EVENT_SLOTS_KEY]
+        claim = slots.claim(request.remote or "unknown", tokened=carries_token(request),
+                            capacity=hub.max_subscribers)
+        if isinstance(claim, Refusal):
+            log.info("sse_stream_refused", peer=request.remote, status=claim.status)
+            return error(claim.status, claim.reason, headers=retry_after(RETRY_AFTER_S))
         sub = hub.subscribe()
         if sub is None:
+            slots.release(claim)
             return error(503, f"too many event streams open ({hub.max_subscribers})",
                          headers=retry_after(RETRY_MS / 1000))
         gauge = self.service.metrics.sse_subscribers
@@ -284,6 +297,7 @@ class BillsApi:
             pass
         finally:
             hub.unsubscribe(sub)
+            slots.release(claim)
             gauge.set(hub.subscribers)
             log.debug("sse_stream_ended", reason=reason)
         return resp
@@ -328,6 +342,8 @@ def add_bill_routes(app: web.Application, service: BillingService, *, menu: Menu
     """
     api = BillsApi(service, menu, heartbeat_s=heartbeat_s)
     app[BILLS_KEY] = api
+    if EVENT_SLOTS_KEY not in app:  # an application not made by make_app: default shares
+        app[EVENT_SLOTS_KEY] = EventSlots(ServerConfig)
     r = app.router
     r.add_get("/api/menu", api.menu)
     r.add_get("/api/bills", api.list_bills)
@@ -366,6 +382,24 @@ def _seq(text: str) -> int | None:
     except ValueError:  # not a number, or over Python's 4300-digit limit
         return None
     return max(0, seq) if seq <= MAX_SEQ else None
+
+
+def _strict_line(data: Any) -> None:
+    """Refuse a ``line`` that is not a JSON integer.
+
+    pydantic's lax mode, which the correction model uses, would read ``true``
+    as line 1 and ``1.0`` or ``"1"`` as line 1: a client's bug would then
+    correct a line nobody named.
+
+    Raises
+    ------
+    CorrectionError
+        ``line`` is present and a boolean, a float or a string.
+    """
+    line = data.get("line") if isinstance(data, dict) else None
+    if line is not None and (isinstance(line, bool) or not isinstance(line, int)):
+        raise CorrectionError([f"line: must be an integer (a line number of the bill), got "
+                               f"{json.dumps(line)[:40]}"])
 
 
 def _unavailable(err: JournalError) -> web.Response:

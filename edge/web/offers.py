@@ -5,10 +5,13 @@ token of :func:`edge.web.access.protect`. Signalling is one HTTP round trip
 without trickle ICE: the client posts its complete offer
 (:class:`~edge.web.signalling.OfferBody`) and gets the complete answer
 (:class:`~edge.web.signalling.AnswerBody`). Offers are rate limited per client
-address before anything is parsed.
+address before anything is parsed, bounded in m-lines and ICE candidates,
+and parsed off the event loop (:func:`~edge.web.signalling.offer_problem`).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import structlog
 from aiohttp import web
@@ -19,7 +22,7 @@ from edge.web.hub import OfferError, WebRtcHub
 from edge.web.limits import RateLimiter, read_body, retry_after, too_large
 from edge.web.openapi import Reply, operation
 from edge.web.payloads import ErrorBody, decode_json, error, invalid
-from edge.web.signalling import AnswerBody, OfferBody
+from edge.web.signalling import AnswerBody, OfferBody, offer_problem
 
 log = structlog.get_logger()
 
@@ -51,8 +54,8 @@ def _rate_limited(request: web.Request) -> web.Response | None:
 
 @operation("Watch a stream (WebRTC offer/answer)", "webrtc", {
     200: Reply("the answer", AnswerBody),
-    400: Reply("not JSON, or an SDP offer that cannot be applied or has no video m-line",
-               ErrorBody),
+    400: Reply("not JSON, or an SDP offer that cannot be applied, has no video m-line, or "
+               "more m-lines or ICE candidates than accepted", ErrorBody),
     404: Reply("no such stream", ErrorBody),
     429: Reply("too many offers from this address", ErrorBody, headers=("Retry-After",)),
     503: Reply("server.max_peers viewers already, or shutting down", ErrorBody,
@@ -64,6 +67,19 @@ async def _post_offer(request: web.Request) -> web.Response:
     limited = _rate_limited(request)
     if limited is not None:
         return limited
+    body = await _read_offer(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        sdp, _ = await hub.offer(request.match_info["id"], body.sdp, body.type)
+    except OfferError as err:
+        headers = retry_after(err.retry_after_s) if err.retry_after_s is not None else None
+        return error(err.status, str(err), headers=headers)
+    return web.json_response(AnswerBody(sdp=sdp, type="answer").model_dump())
+
+
+async def _read_offer(request: web.Request) -> OfferBody | web.Response:
+    """The offer of the body, within its bounds, or the error answer to send."""
     raw = await read_body(request, MAX_OFFER_BYTES)
     if raw is None:
         return too_large(MAX_OFFER_BYTES, "an SDP offer")
@@ -74,12 +90,8 @@ async def _post_offer(request: web.Request) -> web.Response:
         body = OfferBody.model_validate(data)
     except ValidationError as err:
         return invalid(format_errors(err), "the offer")
-    try:
-        sdp, _ = await hub.offer(request.match_info["id"], body.sdp, body.type)
-    except OfferError as err:
-        headers = retry_after(err.retry_after_s) if err.retry_after_s is not None else None
-        return error(err.status, str(err), headers=headers)
-    return web.json_response(AnswerBody(sdp=sdp, type="answer").model_dump())
+    problem = await asyncio.to_thread(offer_problem, body.sdp)
+    return body if problem is None else error(400, problem)
 
 
 async def _close_hub(app: web.Application) -> None:

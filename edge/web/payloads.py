@@ -71,6 +71,21 @@ class StreamStatus(_Answer):
     last_error: str | None = None
 
 
+class FleetState(_Answer):
+    """``GET /api/fleet``: the MQTT publisher's state (``{"enabled": false}`` when off)."""
+
+    enabled: bool
+    state: str | None = Field(None, description="connecting, connected, disconnected, …")
+    broker: str | None = Field(None, description="host:port")
+    tls: bool | None = None
+    client_id: str | None = None
+    topics: str | None = Field(None, description="the topic prefix of this box")
+    since: float | None = Field(None, description="Unix seconds of the last state change")
+    last_error: str | None = None
+    outbox_depth: int | None = Field(None, description="bills and events not yet sent")
+    oldest_unsent_age_s: float | None = Field(None, description="seconds")
+
+
 class ConfigApplied(_Answer):
     """``PUT /api/config`` taken: which fields changed, and what needs a restart."""
 
@@ -197,15 +212,35 @@ def invalid(lines: list[str], what: str = "the request") -> web.Response:
 
 
 def decode_json(raw: bytes) -> Any | web.Response:
-    """The JSON document in ``raw``, or the 400 answer to send.
+    """The JSON document in ``raw``, or the 400 (422) answer to send.
 
     Anything ``json.loads`` refuses is the client's fault: bad UTF-8, bad
     syntax, nesting deeper than the interpreter's recursion limit, and
     integers of more than 4300 digits (Python 3.11's int conversion limit,
-    a ``ValueError``).
+    a ``ValueError``): 400. A key given twice in one object is refused with
+    422 instead of the last one silently winning (RFC 8259 leaves it open; a
+    proxy or a client library may read the first).
     """
     try:
-        return json.loads(raw)
+        return json.loads(raw, object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as err:
+        return invalid([f"{err.key}: given more than once in one object; give it once"],
+                       "the request body")
     except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError too
         reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
         return error(400, f"request body is not valid JSON: {reason}")
+
+
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKeyError(key)
+        out[key] = value
+    return out
