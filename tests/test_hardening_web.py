@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 from aiortc import RTCPeerConnection
 from api_server import BILL_IDS, STREAM_ID, daemon_app
 from bills_support import make_bill
@@ -54,7 +54,7 @@ NVR_URLS = (
 
 @asynccontextmanager
 async def bills_app(tmp_path: Path, server: ServerConfig | None = None
-                    ) -> AsyncIterator[tuple[TestServer, MemoryDaemon]]:
+                    ) -> AsyncIterator[tuple[BaseTestServer, MemoryDaemon]]:
     """The control plane with the bills API on a journal in ``tmp_path``."""
     service = BillingService(tmp_path / "journal.sqlite3", Metrics())
     await service.open()
@@ -68,8 +68,9 @@ async def bills_app(tmp_path: Path, server: ServerConfig | None = None
         await service.close()
 
 
-async def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+async def _raw(port: int | None, request: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send ``request`` as is; the status, headers (lower-case names) and body."""
+    assert port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(request)
@@ -91,12 +92,14 @@ def test_one_address_cannot_take_every_event_stream(tmp_path: Path) -> None:
     async def main() -> None:
         async with bills_app(tmp_path) as (srv, _), aiohttp.ClientSession() as http:
             url = f"http://127.0.0.1:{srv.port}/api/events"
-            opened, statuses = [], []
+            opened: list[aiohttp.ClientResponse] = []
+            statuses = []
             for _ in range(40):
                 resp = await http.get(url)
                 statuses.append(resp.status)
-                (opened if resp.status == 200 else []).append(resp)
-                if resp.status != 200:
+                if resp.status == 200:
+                    opened.append(resp)
+                else:
                     assert resp.headers["Retry-After"]
                     assert "event_streams_per_address" in (await resp.json())["error"]
                     resp.release()
