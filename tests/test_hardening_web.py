@@ -14,6 +14,7 @@ import asyncio
 import io
 import json
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ import pytest
 from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 from aiortc import RTCPeerConnection
 from api_server import BILL_IDS, STREAM_ID, daemon_app
-from bills_support import make_bill
+from test_bad_input import served
 from test_http_api import MemoryDaemon
 from test_webrtc_support import AUTH, TOKEN, CameraView
 
@@ -38,6 +39,9 @@ from edge.web.app import make_app
 from edge.web.bills import add_bill_routes
 from edge.web.headers import SECURITY_HEADERS
 from edge.web.signalling import MAX_CANDIDATES
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import probe  # bench/probe.py: the raw-socket client and the malformed requests
 
 Client = TestClient[Any, Any]
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,18 +75,8 @@ async def bills_app(tmp_path: Path, server: ServerConfig | None = None
 async def _raw(port: int | None, request: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send ``request`` as is; the status, headers (lower-case names) and body."""
     assert port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip()
-               for k, _, v in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split()[1]), headers, body
+    answer: tuple[int, dict[str, str], bytes] = await probe.raw(port, request)
+    return answer
 
 
 # ---- 2: event streams -----------------------------------------------------------------
@@ -336,11 +330,7 @@ def test_an_offer_with_many_m_lines_is_refused(tmp_path: Path) -> None:
 
 # ---- 7: parser-level errors ----------------------------------------------------------------
 
-BAD_REQUESTS = (
-    b"F<script>O / HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    b"GET /" + b"a" * 9000 + b"<script> HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: localhost\r\nX-<script>: " + b"b" * 9000 + b"\r\n\r\n",
-)
+BAD_REQUESTS = probe.BAD_REQUESTS
 
 
 @pytest.mark.parametrize("request_bytes", BAD_REQUESTS, ids=["method", "line", "header"])
@@ -384,23 +374,6 @@ def test_a_flood_of_malformed_requests_writes_one_short_log_line() -> None:
 
 
 # ---- 8: strict JSON, /api/fleet described -----------------------------------------------------
-
-
-@asynccontextmanager
-async def served(tmp_path: Path) -> AsyncIterator[Client]:
-    app, service = daemon_app(tmp_path)
-    await service.open()
-    service.submit(make_bill(BILL_IDS[0]))
-    try:
-        async with TestClient(TestServer(app, host="127.0.0.1", port=0),
-                              headers=AUTH) as client:
-            for _ in range(100):
-                if not service.pending:
-                    break
-                await asyncio.sleep(0.05)
-            yield client
-    finally:
-        await service.close()
 
 
 def test_duplicate_keys_are_refused_with_422(tmp_path: Path) -> None:
