@@ -219,7 +219,7 @@ class TrayTracker:
         # a detection fixed in the picture while the tray slid under it is no dish
         dishes = [r for r in (*tray.records.values(), *tray.archive,
                               *(copy for _, copy in tray.pending))
-                  if r.gid and r.hits > 0 and not self._fixed(r)]
+                  if r.gid and r.hits > 0 and not self._fixed(r, fresh=True)]
         width = max(self._trays.typical_size[0], float(tray.box[2] - tray.box[0]), 1.0)
         out = []
         for rec in sorted(merge_fragments(dishes, width), key=lambda r: r.gid):
@@ -278,13 +278,14 @@ class TrayTracker:
                       cls, self.class_names[cls], share,
                       rec.hits, rec.last_seq == self._seq, tray_id)]
 
-    def _fixed(self, rec: DishRecord, *, spots: bool = True) -> bool:
+    def _fixed(self, rec: DishRecord, *, spots: bool = True, fresh: bool = False) -> bool:
         """Whether a record is a place the detector fires at, not a dish
         (``billing.noise_guard``): fixed in the picture while its tray slid under
         it, or (with ``spots``) seen mostly at a spot (:mod:`edge.track.spots`).
 
-        The spot verdict is kept until the spots change or the record has
-        :data:`SPOT_RECHECK` more of its detections (it is asked every frame)."""
+        For the picture (asked every frame) the spot verdict is kept until the
+        spots change or the record has :data:`SPOT_RECHECK` times the detections
+        it had; a bill (``fresh``) always judges anew."""
         if not self.noise_guard:
             return False
         if rec.fixed_in_picture():
@@ -293,7 +294,7 @@ class TrayTracker:
         if not spots or memory is None or not memory.n_spots or not rec.cells:
             return False
         cached = rec.spot_verdict
-        if (cached is not None and cached[1] == memory.version
+        if (not fresh and cached is not None and cached[1] == memory.version
                 and rec.hits < cached[0] * SPOT_RECHECK):
             return cached[2]
         verdict = at_spots(rec, memory, self._min_hits)
