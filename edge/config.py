@@ -171,11 +171,14 @@ class BillingConfig(_Strict):
                                description="detections a dish needs before it is billed")
     noise_guard: bool = Field(
         False, description="experimental: bill a dish only on evidence a false detection "
-                           "cannot give (seen over 5 frames, as one class if under 10, in "
-                           "30 % of them or 10 times), drop detections fixed in the picture "
-                           "while a tray slides under them, carry a lost tray's dishes over "
-                           "the gap; far better under the noise harness, not yet checked on "
-                           "held-out seeds in this form (docs/BENCHMARKS.md)")
+                           "cannot give (seen over 5 frames by one track, as one class if "
+                           "under 10, in 30 % of them or 10 times), drop detections fixed "
+                           "in the picture while a tray slides under them and places where "
+                           "the detector fires with no tray under it (spots), carry a lost "
+                           "tray's dishes over the gap, flag a bill whose tray was partly "
+                           "hidden at the line; far better under the noise harness, but "
+                           "below the default on the held-out hard level "
+                           "(docs/BENCHMARKS.md)")
 
 
 class CheckoutConfig(_Strict):
