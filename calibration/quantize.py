@@ -5,7 +5,10 @@ detector that meets the model contract, runs it over calibration frames to
 find activation ranges, and writes a QDQ model (QuantizeLinear /
 DequantizeLinear pairs around the convolutions) that the detection stage
 loads exactly like the float model (``detector.model`` in the site config,
-:mod:`edge.detect.onnxrt`). Two recipes, chosen by ``--target``:
+:mod:`edge.detect.onnxrt`). The output's metadata names the float model it was
+made from by SHA-256 (``float_model_sha256``): written as ``<model>-int8.onnx``
+beside it, it is the INT8 sibling that ``detector.precision`` probes
+(:mod:`edge.detect.precision`). Two recipes, chosen by ``--target``:
 
 ``cpu``
     unsigned activations, signed weights (U8S8), per-channel weights. On the
@@ -46,6 +49,8 @@ from tqdm import tqdm
 
 from calibration.dataset import parse_seeds
 from calibration.frame_sources import DEFAULT_MAX_FRAMES, image_frames, sim_frames
+from edge.detect.engine_store import file_sha256
+from edge.detect.precision import FLOAT_MODEL_SHA256
 from edge.errors import ConfigError, InputFormatError, ModelError
 from edge.seeds import HELD_OUT
 
@@ -299,6 +304,7 @@ def quantize_model(model: Path, out: Path, frames: Iterator[npt.NDArray[np.uint8
             quantized = onnx.load(tmp / "int8.onnx")
         _finish(quantized, source_meta, {
             "quantization": recipe.label,
+            FLOAT_MODEL_SHA256: file_sha256(model),
             "quantization_calibration": json.dumps({
                 "method": method, "frames": reader.count, "source": source,
                 "per_channel": recipe.per_channel if per_channel is None else per_channel,

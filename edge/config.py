@@ -129,11 +129,19 @@ class DetectorConfig(_Strict):
         True, description="backend tensorrt: when TensorRT, pycuda or a GPU is missing, log the "
                           "reason once (detector_backend_fallback) and run ONNX Runtime on the "
                           "CPU; false refuses to start instead")
+    precision: Literal["auto", "fp32", "int8"] = Field(
+        "auto", description="backend onnxruntime: auto times the model and its INT8 sibling "
+                            "(<model>-int8.onnx, made from this model by `calibrate quantize`) "
+                            "at start and runs the faster (cached under storage.dir/precision); "
+                            "fp32 or int8 force one (int8 refuses to start without the sibling)")
 
     @model_validator(mode="after")
     def _rates(self) -> DetectorConfig:
         if self.min_rate_hz > self.max_rate_hz:
             raise ValueError("min_rate_hz must not exceed max_rate_hz")
+        if self.precision == "int8" and self.backend != "onnxruntime":
+            raise ValueError("precision 'int8' is for backend 'onnxruntime'; TensorRT builds "
+                             "INT8 from a Q/DQ model named in detector.model")
         return self
 
 

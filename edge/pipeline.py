@@ -27,6 +27,7 @@ from edge.billing.model import Bill, TrayState
 from edge.config import SiteConfig, StreamConfig
 from edge.detect.contract import read_model_info
 from edge.detect.engine_store import ENGINE_SUBDIR
+from edge.detect.precision import PRECISION_SUBDIR
 from edge.detect.worker import DetectionWorker
 from edge.errors import ConfigError, ModelError
 from edge.frames import Detections, Frame, TrackedFrame
@@ -233,6 +234,7 @@ class Pipeline:
         # the TensorRT engine takes every configured stream's frame in one call
         self.worker = DetectionWorker(config.detector, self.metrics,
                                       engine_dir=config.storage.dir / ENGINE_SUBDIR,
+                                      precision_dir=config.storage.dir / PRECISION_SUBDIR,
                                       max_batch=max(1, len(config.streams)))
         self.runners: dict[str, StreamRunner] = {}
         self._worker_task: asyncio.Task[None] | None = None

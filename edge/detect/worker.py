@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from edge.config import DetectorConfig
 from edge.detect import Detector, load_detector
+from edge.detect.precision import select_model
 from edge.frames import Detections, Frame
 from edge.metrics import Metrics
 
@@ -82,6 +83,9 @@ class DetectionWorker:
         ``(config) -> Detector``; defaults to :func:`edge.detect.load_detector`.
     engine_dir : Path, optional
         TensorRT engine cache (``storage.dir / "engines"``) for the default loader.
+    precision_dir : Path, optional
+        Cache of the FP32/INT8 probe (``storage.dir / "precision"``) for the default
+        loader; ``None`` probes at every start (:mod:`edge.detect.precision`).
     max_batch : int
         Most frames per network call on TensorRT (the number of streams); the
         engine's optimization profile spans batches 1..``max_batch``.
@@ -89,12 +93,14 @@ class DetectionWorker:
 
     def __init__(self, config: DetectorConfig, metrics: Metrics,
                  loader: Callable[[DetectorConfig], Detector] | None = None, *,
-                 engine_dir: Path | None = None, max_batch: int = 1) -> None:
+                 engine_dir: Path | None = None, max_batch: int = 1,
+                 precision_dir: Path | None = None) -> None:
         self.config = config
         self.metrics = metrics
         self.rate = RateControl(config.min_rate_hz, config.max_rate_hz)
         self._loader = loader or functools.partial(_load, engine_dir=engine_dir,
-                                                   max_batch=max_batch)
+                                                   max_batch=max_batch,
+                                                   precision_dir=precision_dir)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
         self._detector: Detector | None = None
         self._pending: dict[str, _Request] = {}
@@ -221,7 +227,12 @@ class DetectionWorker:
         self._executor.shutdown(wait=False)
 
 
-def _load(config: DetectorConfig, *, engine_dir: Path | None, max_batch: int) -> Detector:
-    return load_detector(config.model, config.backend, threads=config.threads,
+def _load(config: DetectorConfig, *, engine_dir: Path | None, max_batch: int,
+          precision_dir: Path | None) -> Detector:
+    model = config.model
+    if config.backend == "onnxruntime":
+        model = select_model(model, config.precision, threads=config.threads,
+                             cache_dir=precision_dir).model
+    return load_detector(model, config.backend, threads=config.threads,
                          score_threshold=LOAD_SCORE_THRESHOLD, engine_dir=engine_dir,
                          max_batch=max_batch, fallback_to_cpu=config.fallback_to_cpu)
