@@ -1,21 +1,27 @@
 """Chaos: kill -9 the real daemon again and again; no bill may be lost, doubled or unpublished.
 
     python bench/chaos.py [--cycles 100] [--min-run 1] [--max-run 9] [--seed 1]
-                          [--streams 2] [--outage-every 3] [--work DIR] [--json OUT]
+                          [--streams 2] [--outage-every 3] [--kill-at-bill]
+                          [--work DIR] [--json OUT]
 
 Starts a real mosquitto broker (Debian's ``mosquitto``, tests/mqtt_broker.py)
 on 127.0.0.1 and a subscriber recording every bill message, then runs
 ``dishtracker run`` (synthetic cameras of seeds 3, 4, … at 320x240, 20 fps,
 the shipped model, ``[fleet]`` enabled) ``--cycles`` times on one journal.
 Each cycle waits for the daemon to serve, lets it bill for a random
-``--min-run`` to ``--max-run`` seconds and kills it with SIGKILL. Every
+``--min-run`` to ``--max-run`` seconds and kills it with SIGKILL; with
+``--kill-at-bill`` it kills instead the moment the daemon announces a bill
+(the first complete ``bill_committed`` line of the cycle after ``--min-run``,
+or a ``bill_closed`` line, which older versions logged before the commit),
+and at ``--max-run`` if none came. Every
 ``--outage-every``-th cycle the broker is stopped 0.5 s after the daemon
 serves and started again only after the kill, so that cycle's bills are
 still in the outbox when the daemon dies (the next start must send them).
 Then it checks:
 
 * **journal**: ``PRAGMA integrity_check`` is ok; no ``bill_id`` twice; every
-  bill the daemon logged as ``bill_committed`` before the kill is there;
+  bill the daemon announced (``bill_committed``, or ``bill_closed``) before
+  the kill is there;
 * **outbox**: every journaled bill has its outbox row (same transaction);
 * **broker**: every bill journaled in earlier cycles has reached the
   subscriber once the restarted daemon serves (checked at the start of the
@@ -25,7 +31,14 @@ Then it checks:
 Prints one row per cycle and a summary; exits 1 on any violation. MQTT
 delivery is at least once: bills delivered more than once (a kill between
 ``PUBACK`` and marking the row sent) are counted, not failed. ``--json``
-writes the rows and the summary. The figures and the command are in
+writes the rows and the summary.
+
+The **crossing-to-durable window** (a kill -9 inside it loses the bill: the
+tray is past the line when the daemon comes back, and is not billed again)
+is read from every ``bill_committed`` line: ``durable_ms`` from the capture
+of the frame in which the tray crossed to the commit's return (tracking,
+queueing and the fsync'ed commit), ``submit_ms`` from the stream loop's hand-
+over to it; the summary gives their median, p99 and maximum. The figures and the command are in
 docs/RELIABILITY.md.
 """
 
@@ -76,12 +89,17 @@ READY_TIMEOUT_S = 90.0
 DELIVERY_TIMEOUT_S = 30.0
 
 
+ANNOUNCE = ("bill_committed", "bill_closed")
+"""Log events that announce a bill (``bill_closed`` before the commit, in older versions)."""
+
+
 @dataclass
 class Cycle:
     """What one kill -9 cycle did and found."""
 
     cycle: int
     run_s: float
+    killed_at_bill: bool
     logged: int
     journal: int
     outage: bool
@@ -97,12 +115,25 @@ class _Lines:
 
     def __init__(self, pipe: Any) -> None:
         self.lines: list[str] = []
+        self.killed_at_bill = threading.Event()
+        self._armed: tuple[subprocess.Popen[str], float] | None = None
         self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
         self._thread.start()
 
     def _read(self, pipe: Any) -> None:
         for line in pipe:
             self.lines.append(line)
+            armed = self._armed
+            if (armed is not None and time.monotonic() >= armed[1] and line.endswith("\n")
+                    and any(f'"event": "{e}"' in line for e in ANNOUNCE)):
+                armed[0].send_signal(signal.SIGKILL)  # in this thread: no polling delay
+                self._armed = None
+                self.killed_at_bill.set()
+
+    def kill_at_bill(self, proc: subprocess.Popen[str], after_s: float) -> None:
+        """SIGKILL ``proc`` as soon as a line announcing a bill is read, from ``after_s``
+        seconds on."""
+        self._armed = (proc, time.monotonic() + after_s)
 
     def wait_for(self, text: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -115,17 +146,24 @@ class _Lines:
     def join(self) -> None:
         self._thread.join(10)
 
-    def committed(self) -> list[str]:
-        """Bill ids of complete ``bill_committed`` lines (a line cut by the kill is not)."""
+    def announced(self) -> list[dict[str, Any]]:
+        """Complete lines announcing a bill (:data:`ANNOUNCE`; one cut by the kill is not)."""
         out = []
-        for line in self.lines:
-            if not line.endswith("\n") or '"bill_committed"' not in line:
+        for line in list(self.lines):
+            if not line.endswith("\n") or not any(f'"{e}"' in line for e in ANNOUNCE):
                 continue
             try:
-                out.append(json.loads(line)["bill_id"])
-            except (ValueError, KeyError):
+                event = json.loads(line)
+            except ValueError:
                 continue
+            if event.get("event") in ANNOUNCE and "bill_id" in event:
+                out.append(event)
         return out
+
+    def committed(self) -> list[str]:
+        """Bill ids the daemon announced, in order, once each."""
+        return list(dict.fromkeys(e["bill_id"] for e in self.announced()))
+
 
 
 def _start(site: Path) -> tuple[subprocess.Popen[str], _Lines]:
@@ -165,21 +203,31 @@ def _await_delivery(rec: Recorder, wanted: set[str], timeout: float) -> float | 
 
 
 def _end(proc: subprocess.Popen[str], broker: Broker, rec: Recorder, run_s: float, *,
-         outage: bool, final: bool) -> None:
+         outage: bool, final: bool, lines: _Lines, at_bill: float | None) -> bool:
     """Let the daemon bill for ``run_s`` and kill it (SIGTERM on the ``final`` start);
-    with ``outage`` the broker is down from 0.5 s after the start until after the kill."""
+    with ``at_bill`` (seconds) kill it at the first bill announced after that long
+    instead, or at ``run_s`` if none comes; True when the kill came at a bill. With
+    ``outage`` the broker is down from 0.5 s after the start until after the kill."""
+    at = False
     if final:
         proc.send_signal(signal.SIGTERM)
     else:
         if outage:
             time.sleep(0.5)
             broker.stop()
-        time.sleep(max(0.0, run_s - (0.5 if outage else 0.0)))
-        proc.send_signal(signal.SIGKILL)
+        waited = 0.5 if outage else 0.0
+        if at_bill is not None:
+            lines.kill_at_bill(proc, max(0.0, at_bill - waited))
+            at = lines.killed_at_bill.wait(max(0.0, run_s - waited))
+        else:
+            time.sleep(max(0.0, run_s - waited))
+        if not at:
+            proc.send_signal(signal.SIGKILL)
     proc.wait(60)
     if outage:
         broker.start()
         rec.wait_subscribed()
+    return at
 
 
 def _check(journal: Path, logged: list[str], rec: Recorder, *,
@@ -193,7 +241,7 @@ def _check(journal: Path, logged: list[str], rec: Recorder, *,
         problems.append(f"{len(ids) - len(set(ids))} bill ids twice in the journal")
     lost = set(logged) - set(ids)
     if lost:
-        problems.append(f"lost committed bills: {sorted(lost)}")
+        problems.append(f"lost announced bills: {sorted(lost)}")
     if set(ids) - outbox:
         problems.append(f"bills without outbox row: {sorted(set(ids) - outbox)}")
     if final and returncode != 0:
@@ -206,7 +254,8 @@ def _check(journal: Path, logged: list[str], rec: Recorder, *,
 
 def _print(row: Cycle, final: bool) -> None:
     delivered = row.backlog_delivered_s
-    print(f"| {row.cycle}{' (final)' if final else ''} | {row.run_s:.1f} | "
+    print(f"| {row.cycle}{' (final)' if final else ''} | "
+          f"{row.run_s:.1f}{' (bill)' if row.killed_at_bill else ''} | "
           f"{'down' if row.outage else 'up'} | {row.logged} | {row.journal} | "
           f"{row.outbox_unsent} | {'-' if delivered is None else f'{delivered:.2f}'} | "
           f"{row.received} | {row.duplicates} | "
@@ -224,6 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     site.write_text(SITE.format(port=free_port(), storage=work / "var", broker=broker.port)
                     + "".join(STREAM.format(n=n + 1, seed=3 + n) for n in range(args.streams)))
     rows: list[Cycle] = []
+    windows: list[dict[str, Any]] = []
     started = time.monotonic()
     print("| cycle | ran s | broker | logged | journal | unsent | backlog s | received | dup "
           "| ok |")
@@ -237,18 +287,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 proc, lines = _start(site)
                 delivered = _await_delivery(rec, set(before), DELIVERY_TIMEOUT_S)
                 run_s = 0.0 if final else rng.uniform(args.min_run, args.max_run)
-                _end(proc, broker, rec, run_s, outage=outage, final=final)
+                if args.kill_at_bill and not final:
+                    run_s = args.max_run
+                cycle_started = time.monotonic()
+                at = _end(proc, broker, rec, run_s, outage=outage, final=final, lines=lines,
+                          at_bill=args.min_run if args.kill_at_bill else None)
+                if at:
+                    run_s = time.monotonic() - cycle_started
                 lines.join()
                 if proc.stdout is not None:
                     proc.stdout.close()
                 logged = lines.committed()
+                windows += [e for e in lines.announced() if "durable_ms" in e]
                 problems, ids, unsent = _check(work / "var" / "journal.sqlite3", logged, rec,
                                                final=final, returncode=proc.returncode)
                 if delivered is None:
                     problems.insert(0, f"{len(set(before) - _received(rec)[0])} bills of "
                                        "earlier cycles never reached the broker")
                 got, dup = _received(rec)
-                rows.append(Cycle(cycle, round(run_s, 2), len(logged), len(ids), outage, unsent,
+                rows.append(Cycle(cycle, round(run_s, 2), at, len(logged), len(ids), outage,
+                                  unsent,
                                   None if delivered is None else round(delivered, 2),
                                   len(got), dup, problems))
                 _print(rows[-1], final)
@@ -265,17 +323,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "duplicates_delivered": rows[-1].duplicates if rows else 0,
         "violations": sum(len(r.problems) for r in rows),
         "backlog_delivered_s_max": max(backlog) if backlog else None,
+        "killed_at_bill": sum(r.killed_at_bill for r in rows),
+        "window": {key: _spread([float(e[key]) for e in windows])
+                   for key in ("durable_ms", "submit_ms")},
         "wall_s": round(time.monotonic() - started, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
                    f"{platform.python_version()}",
         "work": str(work),
     }
-    print(f"\n{summary['cycles']} kill -9 cycles ({summary['outages']} with the broker down), "
+    durable, submit = summary["window"]["durable_ms"], summary["window"]["submit_ms"]
+    print(f"\ncrossing-to-durable window over {durable['n']} bills: durable_ms p50 "
+          f"{durable['p50']} p99 {durable['p99']} max {durable['max']}; submit_ms p50 "
+          f"{submit['p50']} p99 {submit['p99']} max {submit['max']}")
+    print(f"{summary['cycles']} kill -9 cycles ({summary['outages']} with the broker down, "
+          f"{summary['killed_at_bill']} killed at a bill), "
           f"{summary['bills']} bills journaled, "
           f"{summary['received']} distinct bills at the broker "
           f"({summary['duplicates_delivered']} delivered twice), "
           f"{summary['violations']} violations, {summary['wall_s']} s")
-    return {"rows": [asdict(r) for r in rows], "summary": summary}
+    return {"rows": [asdict(r) for r in rows], "summary": summary,
+            "windows": [{k: e.get(k) for k in ("bill_id", "durable_ms", "submit_ms")}
+                        for e in windows]}
+
+
+def _spread(values: list[float]) -> dict[str, float | int | None]:
+    """n, median, p99 and maximum of ``values`` (None when empty)."""
+    if not values:
+        return {"n": 0, "p50": None, "p99": None, "max": None}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"n": len(ordered), "p50": at(0.5), "p99": at(0.99), "max": round(ordered[-1], 2)}
 
 
 def main() -> int:
@@ -289,6 +369,9 @@ def main() -> int:
                    help="stop the broker during every K-th cycle (0: never)")
     p.add_argument("--work", default=None, help="folder for the journal and broker (default: "
                    "a new temporary one, kept)")
+    p.add_argument("--kill-at-bill", action="store_true",
+                   help="kill the moment a bill is announced (after --min-run s), not at a "
+                        "random time; --max-run bounds the wait")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     result = run(args)
