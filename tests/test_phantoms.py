@@ -18,6 +18,7 @@ from edge.config import SiteConfig, StreamConfig
 from edge.frames import DishEvidence
 from edge.sim.menu import BY_KEY, CLASS_NAMES
 from edge.track.evidence import DishRecord
+from edge.track.fragments import merge_fragments
 from edge.track.spots import SpotMemory, at_spots, cell_of, off_spot_hits
 
 BEER = BY_KEY["beer"].id
@@ -246,3 +247,25 @@ def test_a_tray_crossing_under_a_hand_is_flagged() -> None:
         assert _items(bills) == [sorted([SOUP, COFFEE, BEER])]
         assert bills[0].review == (("hidden_at_line",) if hand else ())
         assert bills[0].needs_review is hand
+
+
+def test_a_dish_hidden_while_its_tray_slipped_is_merged_by_the_drift_of_the_others() -> None:
+    """A dish hidden from frame 20 to 40 while the dishes seen meanwhile moved
+    90 px on the tray (its dish frame slipped) reappears 90 px from where it
+    was: one dish by the others' drift, two without it."""
+    def rec(gid: int, x: float, first: int, last: int) -> DishRecord:
+        r = DishRecord(gid, np.zeros(3), first_seq=first,
+                       rel_box=np.array([x, 0.0, x + 50.0, 50.0]))
+        for seq in range(first, last + 1):
+            r.vote(1, 0.9, seq, seq)
+        return r
+
+    drift = {seq: (min(max(seq - 20, 0), 20) * 4.5, 0.0) for seq in range(60)}
+
+    def drift_at(seq: int) -> np.ndarray:
+        return np.array(drift[seq])
+
+    dishes = [rec(1, 0.0, 0, 20), rec(2, 90.0, 40, 59)]
+    assert len(merge_fragments(dishes, 250.0)) == 2
+    merged = merge_fragments(dishes, 250.0, drift_at)
+    assert len(merged) == 1 and merged[0].hits == 41

@@ -12,8 +12,10 @@ such records into the oldest, so a dish counts once.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from edge.geometry import box_iou
 from edge.track.evidence import DishRecord, centre
@@ -25,8 +27,12 @@ HANDOVER_FRAMES = 5  # a loose track may outlive the tray track that took its di
 GHOST_SHARE = 4  # a record with under a quarter of a same-class neighbour's hits ...
 GHOST_DISTANCE = 1.5  # ... within this many dish sizes of it is that dish seen askew
 
+Drift = Callable[[int], npt.NDArray[np.float64]]
+"""``seq -> (2,)``: a tray's dishes' cumulative move on it by frame ``seq``."""
 
-def merge_fragments(dishes: list[DishRecord], tray_width: float) -> list[DishRecord]:
+
+def merge_fragments(dishes: list[DishRecord], tray_width: float,
+                    drift: Drift | None = None) -> list[DishRecord]:
     """Merge records of one dish, keeping the oldest id.
 
     Two records are one dish if they sit at the same place on the tray (IoU
@@ -46,6 +52,12 @@ def merge_fragments(dishes: list[DishRecord], tray_width: float) -> list[DishRec
         A tray's records (boxes in tray coordinates, pixels); not modified.
     tray_width : float
         The tray's width, pixels.
+    drift : callable, optional
+        ``seq -> (2,)``: how far the tray's dishes seen meanwhile had moved on
+        it by frame ``seq`` (:attr:`edge.track.trays.Tray.drift`). A successor
+        is then also measured from where its predecessor would be now, had it
+        moved with them: a dish hidden while its tray's dish frame slipped
+        reappears that far away.
 
     Returns
     -------
@@ -60,7 +72,7 @@ def merge_fragments(dishes: list[DishRecord], tray_width: float) -> list[DishRec
             iou = box_iou(rec.rel_box[None], np.stack([m.rel_box for m in merged]))[0]
             j = int(iou.argmax())
             target = (merged[j] if iou[j] >= MERGE_IOU
-                      else _successor_of(rec, merged, tray_width))
+                      else _successor_of(rec, merged, tray_width, drift))
         if target is None:
             target = DishRecord(rec.gid, np.zeros_like(rec.votes), 0, rec.first_seq,
                                 rec.last_seq, rec.rel_box.copy(), rec.alive,
@@ -71,8 +83,8 @@ def merge_fragments(dishes: list[DishRecord], tray_width: float) -> list[DishRec
     return merged
 
 
-def _successor_of(rec: DishRecord, merged: list[DishRecord], tray_width: float
-                  ) -> DishRecord | None:
+def _successor_of(rec: DishRecord, merged: list[DishRecord], tray_width: float,
+                  drift: Drift | None = None) -> DishRecord | None:
     """The record ``rec`` continues (same class, disjoint in time, closer than a
     dish's size) or is a ghost of (same class, a small fraction of its
     detections, within 1.5 sizes), if any."""
@@ -93,6 +105,11 @@ def _successor_of(rec: DishRecord, merged: list[DishRecord], tray_width: float
         d_chain = (float(np.linalg.norm(centre(rec.head()) - centre(m.tail()))) if after
                    else float(np.linalg.norm(centre(rec.tail()) - centre(m.head()))) if before
                    else math.inf)
+        if drift is not None and disjoint:
+            older, newer = (m, rec) if after else (rec, m)
+            slip = drift(newer.first_seq) - drift(older.last_seq)
+            d_chain = min(d_chain, float(np.linalg.norm(
+                centre(newer.head()) - centre(older.tail()) - slip)))
         few, many = (rec, m) if rec.hits < m.hits else (m, rec)
         # (a dish seen before its tray, adopted from the loose tracker, is no
         # ghost: the tray track that continued it took its votes)

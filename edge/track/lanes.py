@@ -166,6 +166,14 @@ def _take_pending(tray: Tray, rec: DishRecord, image_box: Box) -> None:
     rec.take_votes(copy)
 
 
+def _log_drift(moves: Mapping[Tray, list[Point]], seq: int) -> None:
+    """Add the median move of each tray's dishes matched in frame ``seq`` to its
+    drift log (``Tray.drift``)."""
+    for tray, moved in moves.items():
+        d = tray.drift_at(seq) + np.median(np.stack(moved), axis=0)
+        tray.drift[seq] = (float(d[0]), float(d[1]))
+
+
 class DishLanes:
     """The dishes of every tray of one stream, one Norfair update per frame.
 
@@ -220,6 +228,7 @@ class DishLanes:
             self.tracker.update(None)
         det_ids = {id(d) for d in nf}
         live: set[Any] = set()
+        moves: dict[Tray, list[Point]] = {}  # matched dishes' moves on their tray
         for obj in self.tracker.tracked_objects:
             owner = self.slots.get(nfa.birth_tag(obj, 2))  # the lane it was born in
             if owner is None:  # its tray is gone: let Norfair drop it
@@ -231,15 +240,20 @@ class DishLanes:
             new = rec is None
             if rec is None:
                 rec = tray.records[obj] = DishRecord(0, np.zeros(self.n_classes), first_seq=seq)
+            hits = rec.hits
             observe(obj, rec, det_ids, seq, self.ids,
                     origin=tray.frame.current() if self.track_places else None,
                     places=self.track_places)
+            before = rec.rel_box
             rec.rel_box = (nfa.position(obj)
                            - np.array([tray.slot * SLOT_PX, 0.0, tray.slot * SLOT_PX, 0.0]))
+            if self.track_places and hits and rec.hits > hits:
+                moves.setdefault(tray, []).append(centre(rec.rel_box) - centre(before))
             if new and tray.frame.origin is not None:
                 _take_pending(tray, rec, rec.rel_box + shift4(tray.frame.origin))
             if rec.hits >= self.permanent_hits and rec.span >= self.permanent_span:
                 nfa.hold(obj, 2)  # a dish lives as long as its tray
+        _log_drift(moves, seq)
         for tray in self.slots.values():
             for obj in [o for o in tray.records if o not in live]:
                 rec = tray.records.pop(obj)

@@ -222,7 +222,8 @@ class TrayTracker:
                   if r.gid and r.hits > 0 and not self._fixed(r, fresh=True)]
         width = max(self._trays.typical_size[0], float(tray.box[2] - tray.box[0]), 1.0)
         out = []
-        for rec in sorted(merge_fragments(dishes, width), key=lambda r: r.gid):
+        drift = tray.drift_at if self.noise_guard else None
+        for rec in sorted(merge_fragments(dishes, width, drift), key=lambda r: r.gid):
             if self._fixed(rec, spots=False):  # its fragments, each too short to tell,
                 # together can slide far enough (spots are judged per fragment)
                 continue

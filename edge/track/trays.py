@@ -108,6 +108,17 @@ class Tray:
     box: Box = field(default_factory=lambda: np.zeros(4))
     frame: DishFrame = field(default_factory=DishFrame)
     closed: bool = False  # told by billing: not to be re-identified where it may not return
+    # how far the dishes seen frame after frame moved on the tray since it was
+    # first seen (tray coordinates, cumulative, by frame; ``billing.noise_guard``):
+    # a dish hidden meanwhile reappears that far from where it was last seen
+    drift: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    def drift_at(self, seq: int) -> npt.NDArray[np.float64]:
+        """The cumulative drift at frame ``seq`` (the last one logged before it)."""
+        if not self.drift:
+            return np.zeros(2)
+        best = max((s for s in self.drift if s <= seq), default=min(self.drift))
+        return np.array(self.drift[best])
 
     def evidence(self) -> int:
         """Dish detections the tray has gathered (which of two duplicates to keep)."""
