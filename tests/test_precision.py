@@ -294,3 +294,18 @@ def test_daemon_worker_loads_the_cached_choice(models: tuple[Path, Path], tmp_pa
     assert (auto["source"], auto["precision"], auto["model"]) == ("cache", "int8", str(int8))
     assert (auto["fp32_ms"], auto["int8_ms"]) == (12.0, 7.0)
     assert (forced["source"], forced["model"]) == ("forced", str(fp32))
+
+
+def test_int8_model_named_as_the_model_runs_as_int8_without_a_probe(tmp_path: Path) -> None:
+    with capture_logs() as logs:
+        selection = select_model(INT8, "auto", threads=1, cache_dir=tmp_path, run_probe=_no_probe)
+    assert (selection.model, selection.precision, selection.source) == (INT8, "int8", "model")
+    assert _events(logs)[0]["precision"] == "int8"
+
+
+def test_broken_model_is_left_to_the_loader_to_report(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("not a model")
+    assert select_model(bad, "auto", threads=1, cache_dir=None, run_probe=_no_probe).model == bad
+    with pytest.raises(ModelError, match="no such model"):
+        select_model(tmp_path / "none.onnx", "auto", threads=1, cache_dir=None)

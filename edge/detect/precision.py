@@ -83,9 +83,9 @@ def usable_int8(model: Path, model_sha256: str) -> tuple[Path | None, str]:
     if not path.is_file():
         return None, f"no INT8 model beside it ({path.name})"
     try:
-        meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
-    except (OSError, DecodeError) as err:
-        return None, f"{path.name} is not a readable ONNX model ({err})"
+        meta = _metadata(path)
+    except ModelError as err:
+        return None, str(err)
     made_from = meta.get(FLOAT_MODEL_SHA256)
     if made_from is None:
         return None, f"{path.name} does not say which model it was made from ({FLOAT_MODEL_SHA256})"
@@ -93,6 +93,14 @@ def usable_int8(model: Path, model_sha256: str) -> tuple[Path | None, str]:
         return None, (f"{path.name} was made from another model ({FLOAT_MODEL_SHA256} "
                       f"{made_from[:12]}..., the model in use is {model_sha256[:12]}...)")
     return path, ""
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except (OSError, DecodeError) as err:
+        raise ModelError(f"{path.name} is not a readable ONNX model ({err})") from err
+    return {p.key: p.value for p in model.metadata_props}
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,16 +282,16 @@ class Selection:
     model : Path
         The FP32 model or its INT8 sibling.
     precision : {"fp32", "int8"}
-    source : {"forced", "probe", "cache", "no_int8"}
+    source : {"forced", "probe", "cache", "no_int8", "model"}
         ``detector.precision`` named it; a probe ran; a cached probe; no usable
-        INT8 sibling.
+        INT8 sibling; ``detector.model`` is an INT8 model itself.
     probe : ProbeResult or None
         The timings behind ``probe`` and ``cache``.
     """
 
     model: Path
     precision: Precision
-    source: Literal["forced", "probe", "cache", "no_int8"]
+    source: Literal["forced", "probe", "cache", "no_int8", "model"]
     probe: ProbeResult | None = None
 
 
@@ -315,6 +323,12 @@ def select_model(model: Path, precision: Literal["auto", "fp32", "int8"], *, thr
         return _logged(Selection(model, "fp32", "forced"))
     if not model.is_file():
         raise ModelError(f"{model}: no such model file")
+    try:
+        meta = _metadata(model)
+    except ModelError:
+        return Selection(model, "fp32", "no_int8")  # loading it says what is wrong with it
+    if FLOAT_MODEL_SHA256 in meta:  # detector.model names an INT8 model itself
+        return _logged(Selection(model, "int8", "model"))
     model_sha = file_sha256(model)
     int8, why_not = usable_int8(model, model_sha)
     if int8 is None:
@@ -327,15 +341,21 @@ def select_model(model: Path, precision: Literal["auto", "fp32", "int8"], *, thr
                        warn=int8_sibling(model).is_file())
     if precision == "int8":
         return _logged(Selection(int8, "int8", "forced"))
+    return _measured(model, model_sha, int8, threads=threads, cache_dir=cache_dir,
+                     run_probe=run_probe or (lambda a, b, t: probe(a, b, threads=t)))
+
+
+def _measured(model: Path, model_sha: str, int8: Path, *, threads: int, cache_dir: Path | None,
+              run_probe: Callable[[Path, Path, int], ProbeResult]) -> Selection:
+    """``auto`` with a usable sibling: the cached probe result, else a fresh probe (cached)."""
     key = ProbeKey.here(model_sha, int8, threads)
     cache = ProbeCache(cache_dir) if cache_dir is not None else None
     result = cache.get(key) if cache is not None else None
     if result is not None:
         return _logged(Selection(int8 if result.choice == "int8" else model, result.choice,
                                  "cache", result))
-    runner = run_probe or (lambda a, b, t: probe(a, b, threads=t))
     try:
-        result = runner(model, int8, threads)
+        result = run_probe(model, int8, threads)
     except ModelError as err:
         return _logged(Selection(model, "fp32", "no_int8"), reason=f"probe failed: {err}",
                        warn=True)
