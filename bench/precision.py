@@ -57,12 +57,13 @@ def table(rows: list[dict[str, Any]]) -> str:
              "INT8 inference ms (x FP32) | probe FP32 / INT8 ms | probe choice | probe wall s |",
              "|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
-        f, i, p = r["speed"]["fp32"], r["speed"]["int8"], r["probe"]
-        lines.append(
-            f"| {r['threads']} | {f['detect_ms']:.2f} | {i['detect_ms']:.2f} "
-            f"({i['detect_ratio']:.2f}) | {f['infer_ms']:.2f} | {i['infer_ms']:.2f} "
-            f"({i['infer_ratio']:.2f}) | {p['fp32_ms']:.2f} / {p['int8_ms']:.2f} "
-            f"| **{p['choice']}** | {p['wall_s']:.2f} |")
+        fp32, int8, found = r["speed"]["fp32"], r["speed"]["int8"], r["probe"]
+        cells = [str(r["threads"]), f"{fp32['detect_ms']:.2f}",
+                 f"{int8['detect_ms']:.2f} ({int8['detect_ratio']:.2f})",
+                 f"{fp32['infer_ms']:.2f}", f"{int8['infer_ms']:.2f} ({int8['infer_ratio']:.2f})",
+                 f"{found['fp32_ms']:.2f} / {found['int8_ms']:.2f}", f"**{found['choice']}**",
+                 f"{found['wall_s']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
