@@ -382,14 +382,15 @@ class Pipeline:
                 if getattr(old, table) != getattr(new, table):
                     restart.append(table)
             od, nd = old.detector, new.detector
-            for key in ("model", "backend", "threads"):
+            for key in ("model", "backend", "threads", "precision"):
                 if getattr(od, key) != getattr(nd, key):
                     restart.append(f"detector.{key}")
             for key in ("score_threshold", "max_rate_hz", "min_rate_hz"):
                 if getattr(od, key) != getattr(nd, key):
                     applied.append(f"detector.{key}")
             self.worker.reconfigure(nd.model_copy(update={
-                "model": od.model, "backend": od.backend, "threads": od.threads}))
+                "model": od.model, "backend": od.backend, "threads": od.threads,
+                "precision": od.precision}))
             for table in ("tracker", "billing", "menu"):
                 if getattr(old, table) != getattr(new, table):
                     applied.append(table)

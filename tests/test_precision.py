@@ -15,7 +15,7 @@ import pydantic
 import pytest
 from structlog.testing import capture_logs
 
-from edge.config import DetectorConfig
+from edge.config import DetectorConfig, SiteConfig, StorageConfig
 from edge.detect import Detector
 from edge.detect.engine_store import file_sha256
 from edge.detect.model_info import ModelInfo
@@ -35,6 +35,7 @@ from edge.detect.worker import DetectionWorker
 from edge.errors import ModelError
 from edge.frames import Detections
 from edge.metrics import Metrics
+from edge.pipeline import Pipeline
 from edge.seeds import HELD_OUT
 
 MODELS = Path(__file__).parent.parent / "edge" / "models"
@@ -309,3 +310,13 @@ def test_broken_model_is_left_to_the_loader_to_report(tmp_path: Path) -> None:
     assert select_model(bad, "auto", threads=1, cache_dir=None, run_probe=_no_probe).model == bad
     with pytest.raises(ModelError, match="no such model"):
         select_model(tmp_path / "none.onnx", "auto", threads=1, cache_dir=None)
+
+
+def test_a_precision_change_needs_a_restart(tmp_path: Path) -> None:
+    old = SiteConfig(streams=[], storage=StorageConfig(dir=tmp_path))
+    new = old.model_copy(update={"detector": old.detector.model_copy(
+        update={"precision": "fp32"})})
+    pipeline = Pipeline(old)
+    result = asyncio.run(pipeline.apply_config(new))
+    assert result["restart_required"] == ["detector.precision"]
+    assert pipeline.worker.config.precision == "auto"  # the loaded model stays as it is
