@@ -131,6 +131,8 @@ _CALIBRATE = {
               "estimate counter region, tray direction and speed, and a checkout line"),
     "propose": ("calibration.propose", "add_propose_arguments", "run_propose",
                 "rank unlabelled crops by similarity to a few labelled ones"),
+    "select": ("calibration.select", "add_select_arguments", "run_select",
+               "pick the K frames of a video that show the most distinct dish views"),
     "quantize": ("calibration.quantize", "add_quantize_arguments", "run_quantize",
                  "INT8 (QDQ) quantization of an ONNX detector for the CPU or TensorRT"),
     "engine": ("calibration.engine", "add_engine_arguments", "run_engine",
