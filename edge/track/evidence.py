@@ -16,6 +16,7 @@ coordinates. Records of one dish cut into fragments are merged by
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,9 @@ Box = npt.NDArray[np.float64]
 
 Point = npt.NDArray[np.float64]
 """``(2,)`` float64 ``x y``, pixels."""
+
+XY = tuple[float, float]
+"""``x y``, pixels."""
 
 
 def centre(box: Box) -> npt.NDArray[np.float64]:
@@ -81,8 +85,8 @@ class DishRecord:
     last_look: int = 0
     # where its first and last matched detections were in the picture, and where
     # its tray's dish frame was then (None: never seen on a tray)
-    seen_first: tuple[Point, Point] | None = None
-    seen_last: tuple[Point, Point] | None = None
+    seen_first: tuple[XY, XY] | None = None
+    seen_last: tuple[XY, XY] | None = None
     # matched detections per picture cell and class (None: places not
     # recorded), what edge.track.spots reads
     cells: dict[tuple[int, int, int], int] | None = None
@@ -182,12 +186,13 @@ class DishRecord:
             for score in top:
                 self.add_best(cls, score)
 
-    def seen_at(self, picture: Point, origin: Point) -> None:
+    def seen_at(self, picture: Sequence[float] | Point, origin: Sequence[float] | Point) -> None:
         """Record where this frame's matched detection was (centre, picture pixels)
         and where its tray's dish frame was."""
+        here = ((float(picture[0]), float(picture[1])), (float(origin[0]), float(origin[1])))
         if self.seen_first is None:
-            self.seen_first = (picture, origin.copy())
-        self.seen_last = (picture, origin.copy())
+            self.seen_first = here
+        self.seen_last = here
 
     def seen_in(self, cell: tuple[int, int, int]) -> None:
         """Count this frame's matched detection: ``(column, row, class)`` of its

@@ -13,6 +13,7 @@ A dish seen often enough lives as long as its tray.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,7 +89,7 @@ def observe(obj: Any, rec: DishRecord, det_ids: set[int], seq: int, ids: DishIds
         if not places:
             return
         if origin is not None:
-            where = np.array(data[3:5], np.float64)
+            where = data[3:5]
             rec.seen_at(where, origin)
         else:
             where = obj.last_detection.points.mean(axis=0)
@@ -166,12 +167,12 @@ def _take_pending(tray: Tray, rec: DishRecord, image_box: Box) -> None:
     rec.take_votes(copy)
 
 
-def _log_drift(moves: Mapping[Tray, list[Point]], seq: int) -> None:
+def _log_drift(moves: Mapping[Tray, list[tuple[float, float]]], seq: int) -> None:
     """Add the median move of each tray's dishes matched in frame ``seq`` to its
     drift log (``Tray.drift``)."""
     for tray, moved in moves.items():
-        d = tray.drift_at(seq) + np.median(np.stack(moved), axis=0)
-        tray.drift[seq] = (float(d[0]), float(d[1]))
+        tray.log_drift(seq, statistics.median(m[0] for m in moved),
+                       statistics.median(m[1] for m in moved))
 
 
 class DishLanes:
@@ -228,7 +229,7 @@ class DishLanes:
             self.tracker.update(None)
         det_ids = {id(d) for d in nf}
         live: set[Any] = set()
-        moves: dict[Tray, list[Point]] = {}  # matched dishes' moves on their tray
+        moves: dict[Tray, list[tuple[float, float]]] = {}  # matched dishes' moves on their tray
         for obj in self.tracker.tracked_objects:
             owner = self.slots.get(nfa.birth_tag(obj, 2))  # the lane it was born in
             if owner is None:  # its tray is gone: let Norfair drop it
@@ -248,7 +249,10 @@ class DishLanes:
             rec.rel_box = (nfa.position(obj)
                            - np.array([tray.slot * SLOT_PX, 0.0, tray.slot * SLOT_PX, 0.0]))
             if self.track_places and hits and rec.hits > hits:
-                moves.setdefault(tray, []).append(centre(rec.rel_box) - centre(before))
+                now = rec.rel_box
+                moves.setdefault(tray, []).append(
+                    (float(now[0] + now[2] - before[0] - before[2]) / 2.0,
+                     float(now[1] + now[3] - before[1] - before[3]) / 2.0))
             if new and tray.frame.origin is not None:
                 _take_pending(tray, rec, rec.rel_box + shift4(tray.frame.origin))
             if rec.hits >= self.permanent_hits and rec.span >= self.permanent_span:

@@ -26,6 +26,8 @@ still discounts the dish's earlier detections.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
@@ -133,7 +135,7 @@ def _radius(size: npt.ArrayLike) -> npt.NDArray[np.float64]:
     return np.maximum(SPOT_RADIUS * np.asarray(size, np.float64), SPOT_RADIUS_MIN_PX)
 
 
-def cell_of(picture: npt.NDArray[np.float64], cls: int) -> tuple[int, int, int]:
+def cell_of(picture: Sequence[float] | npt.NDArray[np.float64], cls: int) -> tuple[int, int, int]:
     """The :data:`CELL_PX` cell of a picture point, and a detection's class there."""
     return int(picture[0] // CELL_PX), int(picture[1] // CELL_PX), int(cls)
 

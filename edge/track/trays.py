@@ -16,6 +16,7 @@ tracker (:mod:`edge.track.lanes`).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,14 +112,19 @@ class Tray:
     # how far the dishes seen frame after frame moved on the tray since it was
     # first seen (tray coordinates, cumulative, by frame; ``billing.noise_guard``):
     # a dish hidden meanwhile reappears that far from where it was last seen
-    drift: dict[int, tuple[float, float]] = field(default_factory=dict)
+    drift_seq: list[int] = field(default_factory=list)  # frames logged, ascending
+    drift: list[tuple[float, float]] = field(default_factory=list)
+
+    def log_drift(self, seq: int, dx: float, dy: float) -> None:
+        """Add this frame's move of the dishes seen to the drift log."""
+        x, y = self.drift[-1] if self.drift else (0.0, 0.0)
+        self.drift_seq.append(seq)
+        self.drift.append((x + dx, y + dy))
 
     def drift_at(self, seq: int) -> npt.NDArray[np.float64]:
-        """The cumulative drift at frame ``seq`` (the last one logged before it)."""
-        if not self.drift:
-            return np.zeros(2)
-        best = max((s for s in self.drift if s <= seq), default=min(self.drift))
-        return np.array(self.drift[best])
+        """The cumulative drift at frame ``seq`` (as last logged by then)."""
+        k = bisect.bisect_right(self.drift_seq, seq)
+        return np.array(self.drift[k - 1] if k else (0.0, 0.0))
 
     def evidence(self) -> int:
         """Dish detections the tray has gathered (which of two duplicates to keep)."""
