@@ -79,6 +79,7 @@ def describe(image: npt.NDArray[np.uint8], box: Box, tray: Box | None, class_id:
     x2 = int(np.clip(np.ceil(box[2]), x1 + 1, width))
     y2 = int(np.clip(np.ceil(box[3]), y1 + 1, height))
     crop = cv2.resize(image[y1:y2, x1:x2], (CROP, CROP), interpolation=cv2.INTER_AREA)
+    crop = cv2.GaussianBlur(crop, (3, 3), 0)  # sensor noise would fill empty histogram bins
     hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV).reshape(-1, 3).astype(np.float32)
     sat = hsv[:, 1] / 255.0
     colour = [_hist(hsv[:, 0], HUE_BINS, 180.0, sat), _hist(hsv[:, 1], SAT_BINS, 256.0),

@@ -27,7 +27,10 @@ How (over tracks, not whole frames):
 3. **Choose** greedily (k-center, farthest-point style) over the
    descriptors of all usable frames' detections: each detection's distance to
    the nearest detection in a chosen frame starts at a cap (the median
-   distance between detections) and a frame's gain is how much choosing it
+   distance between detections; every distance is taken less the stream's
+   noise floor, the upper quartile of the distances between a track's detections in
+   consecutive frames, so near-copies count as covered) and a frame's gain is
+   how much choosing it
    lowers the mean of those distances (``gain="mean"``, default) or their
    maximum, ties broken by the mean (``gain="max"``, pure k-center, which
    chases outliers such as a single false detection). A near-copy of a
@@ -128,8 +131,8 @@ def usable(result: Scan, blur_ratio: float) -> tuple[npt.NDArray[np.bool_], dict
     sharp = np.asarray(result.sharp, np.float64)
     with_tray = np.asarray(result.has_tray, bool)
     typical = float(np.median(sharp[with_tray])) if with_tray.any() else float(np.median(sharp))
-    blurred = sharp < blur_ratio * typical
-    covered = np.asarray(result.covered, bool) & ~blurred
+    covered = np.asarray(result.covered, bool)
+    blurred = (sharp < blur_ratio * typical) & ~covered  # a hand is smooth too: it counts first
     return ~(blurred | covered), {"blurred": int(blurred.sum()), "hand": int(covered.sum())}
 
 
@@ -140,9 +143,27 @@ def _spread(indices: npt.NDArray[np.int64], count: int) -> npt.NDArray[np.int64]
     return np.asarray(indices[picks], np.int64)
 
 
+def noise_floor(descriptors: list[FloatArray], det_frame: list[int],
+                det_track: list[int]) -> float:
+    """Upper quartile of the distances between a track's detections in consecutive frames.
+
+    At video rates the next frame of a dish is a near-copy: this is how far
+    near-copies lie apart in this stream (sensor noise, compression, a few
+    pixels of motion). Distances below it count as covered.
+    """
+    last: dict[int, tuple[int, FloatArray]] = {}
+    steps = []
+    for x, frame, track in zip(descriptors, det_frame, det_track, strict=True):
+        seen = last.get(track)
+        if seen is not None and seen[0] == frame - 1:
+            steps.append(float(np.linalg.norm(x - seen[1])))
+        last[track] = (frame, x)
+    return float(np.percentile(steps, 75)) if steps else 0.0
+
+
 def choose(descriptors: FloatArray, det_frame: npt.NDArray[np.int64],
            candidates: npt.NDArray[np.int64], k: int, *, gain: str = "mean",
-           ) -> tuple[list[int], dict[str, float]]:
+           floor: float = 0.0) -> tuple[list[int], dict[str, float]]:
     """Greedy k-center choice of ``k`` frames among ``candidates``.
 
     Parameters
@@ -158,6 +179,9 @@ def choose(descriptors: FloatArray, det_frame: npt.NDArray[np.int64],
     gain : {"mean", "max"}
         What a chosen frame must lower: the mean or the max distance of the
         targets to their nearest chosen detection.
+    floor : float
+        Distances are taken less this (at least 0): a near-copy of a chosen
+        detection is covered, and a mass of near-copies gains nothing.
 
     Returns
     -------
@@ -181,7 +205,8 @@ def choose(descriptors: FloatArray, det_frame: npt.NDArray[np.int64],
     for j, f in enumerate(candidates):
         own = x[det_frame == f]
         d2 = sq[:, None] + (own * own).sum(1)[None] - 2 * x @ own.T
-        dist[:, j] = np.sqrt(np.maximum(d2.min(axis=1), 0))
+        dist[:, j] = np.maximum(np.sqrt(np.maximum(d2.min(axis=1), 0)) - floor, 0)
+    cap = max(cap - floor, 1e-6)
     current = np.full(n, cap, np.float32)
     chosen: list[int] = []
     free = np.ones(len(candidates), bool)
@@ -197,7 +222,8 @@ def choose(descriptors: FloatArray, det_frame: npt.NDArray[np.int64],
         free[j] = False
         chosen.append(int(candidates[j]))
         current = after[:, j]
-    return chosen, {"cap": cap, "mean": float(current.mean()), "max": float(current.max())}
+    return chosen, {"cap": cap, "floor": floor, "mean": float(current.mean()),
+                    "max": float(current.max())}
 
 
 def select_frames(frames: NumberedFrames, detector: OnnxRuntimeDetector, k: int, *,
@@ -227,7 +253,8 @@ def select_frames(frames: NumberedFrames, detector: OnnxRuntimeDetector, k: int,
     x = (np.stack([result.descriptors[i] for i in targets]) if len(targets)
          else np.zeros((0, descriptor_size(len(detector.info.class_names))), np.float32))
     candidates = _spread(np.unique(det_frame[targets]), MAX_CANDIDATES)
-    chosen, stats = choose(x, det_frame[targets], candidates, k, gain=gain)
+    floor = noise_floor(result.descriptors, result.det_frame, result.det_track)
+    chosen, stats = choose(x, det_frame[targets], candidates, k, gain=gain, floor=floor)
     usable_frames = int(ok.sum())
     if len(chosen) < k:
         # frames with no dish detected add nothing to cover; fill evenly in time
