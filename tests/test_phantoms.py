@@ -269,3 +269,22 @@ def test_a_dish_hidden_while_its_tray_slipped_is_merged_by_the_drift_of_the_othe
     assert len(merge_fragments(dishes, 250.0)) == 2
     merged = merge_fragments(dishes, 250.0, drift_at)
     assert len(merged) == 1 and merged[0].hits == 41
+
+
+def test_a_track_that_takes_over_a_dish_a_frame_before_its_track_ends_is_that_dish() -> None:
+    """A hand cuts a pretzel's box to a part of it: a second, smaller track of
+    the same class starts one frame before the first one ends."""
+    def rec(gid: int, box: list[float], first: int, last: int) -> DishRecord:
+        r = DishRecord(gid, np.zeros(3), first_seq=first, rel_box=np.array(box))
+        for seq in range(first, last + 1):
+            r.vote(1, 0.9, seq, seq)
+        return r
+
+    def no_drift(seq: int) -> np.ndarray:
+        return np.zeros(2)
+
+    dishes = [rec(1, [0.0, 0.0, 83.0, 83.0], 0, 60), rec(2, [40.0, 10.0, 87.0, 57.0], 59, 90)]
+    assert len(merge_fragments(dishes, 250.0)) == 2  # the default merges no overlap
+    assert len(merge_fragments(dishes, 250.0, no_drift)) == 1
+    twins = [rec(1, [0.0, 0.0, 50.0, 50.0], 0, 60), rec(2, [55.0, 0.0, 105.0, 50.0], 40, 90)]
+    assert len(merge_fragments(twins, 250.0, no_drift)) == 2  # seen together: two dishes

@@ -23,6 +23,7 @@ from edge.track.evidence import DishRecord, centre
 MERGE_IOU = 0.35  # fragments of one dish overlap this much in tray coordinates
 FRAGMENT_DISTANCE = 1.5  # a same-class successor within this many dish sizes is a fragment
 EARLY_FRAGMENT_SHARE = 0.4  # of a tray's width: how far an early fragment may sit
+HANDOFF_OVERLAP = 2  # frames a same-class successor may overlap the track it continues
 HANDOVER_FRAMES = 5  # a loose track may outlive the tray track that took its dish over by this
 GHOST_SHARE = 4  # a record with under a quarter of a same-class neighbour's hits ...
 GHOST_DISTANCE = 1.5  # ... within this many dish sizes of it is that dish seen askew
@@ -105,6 +106,15 @@ def _successor_of(rec: DishRecord, merged: list[DishRecord], tray_width: float,
         d_chain = (float(np.linalg.norm(centre(rec.head()) - centre(m.tail()))) if after
                    else float(np.linalg.norm(centre(rec.tail()) - centre(m.head()))) if before
                    else math.inf)
+        if drift is not None and not disjoint:
+            # (with the drift log) a track that took over from another of its
+            # class a frame or two before that one ended: a dish whose box a
+            # hand cut to a part of it
+            older, newer = (m, rec) if m.first_seq <= rec.first_seq else (rec, m)
+            overlap = older.last_seq - newer.first_seq + 1
+            if overlap <= HANDOFF_OVERLAP and newer.last_seq > older.last_seq:
+                after, disjoint = older is m, True
+                d_chain = float(np.linalg.norm(centre(newer.head()) - centre(older.tail())))
         if drift is not None and disjoint:
             older, newer = (m, rec) if after else (rec, m)
             slip = drift(newer.first_seq) - drift(older.last_seq)
