@@ -31,7 +31,7 @@ from edge.config import StreamConfig
 from edge.errors import ConfigError, DishTrackerError, InputFormatError
 from edge.scene import SceneCalibration, format_scene, write_atomic
 from edge.sources.av_input import av_input, file_path, input_kind
-from edge.sources.base import mask_url
+from edge.sources.credentials import mask_url
 
 Frame = tuple[npt.NDArray[np.uint8], float]
 

@@ -11,6 +11,7 @@ stays under 400 lines.
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,3 +86,13 @@ def test_tracking_modules_stay_under_400_lines() -> None:
     long = {str(p.relative_to(REPO)): n for p in _sources(TRACK)
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > TRACK_MAX_LINES}
     assert long == {}
+
+
+def test_no_script_folder_shadows_a_standard_module() -> None:
+    """``python bench/x.py`` puts ``bench/`` first on ``sys.path``: a
+    ``bench/select.py`` there replaced the standard ``select`` in every bench
+    (multiprocessing, subprocess and asyncio import it)."""
+    folders = [REPO / d for d in ("bench", "scripts", "tests")]  # run as scripts, or on sys.path
+    clash = sorted(str(p.relative_to(REPO)) for d in folders if d.is_dir()
+                   for p in d.glob("*.py") if p.stem in sys.stdlib_module_names)
+    assert clash == []

@@ -21,7 +21,7 @@ Visibility (``gt.txt``): >= 0.9 full, >= 0.5 partly hidden, else hidden; the
 ``+vis`` column counts (class, pose-bin, visibility-bin) triples. Dishes less
 than 10 % visible do not count as seen.
 
-    .venv/bin/python bench/select.py --k 10 20 40
+    .venv/bin/python bench/frame_selection.py --k 10 20 40
 """
 
 from __future__ import annotations
