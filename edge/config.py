@@ -577,7 +577,7 @@ def json_schema() -> dict[str, Any]:
 #: ``fleet.*`` field needs a restart too (the publisher connects once, at start).
 RESTART_FIELDS: tuple[str, ...] = (
     "server.host", "server.port", "server.token_file", "server.tls_cert", "server.tls_key",
-    "detector.model", "detector.backend", "detector.threads",
+    "detector.model", "detector.backend", "detector.threads", "detector.precision",
     "storage.dir",
 )
 
