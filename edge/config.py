@@ -130,10 +130,12 @@ class DetectorConfig(_Strict):
                           "reason once (detector_backend_fallback) and run ONNX Runtime on the "
                           "CPU; false refuses to start instead")
     precision: Literal["auto", "fp32", "int8"] = Field(
-        "auto", description="backend onnxruntime: auto times the model and its INT8 sibling "
+        "fp32", description="backend onnxruntime: auto times the model and its INT8 sibling "
                             "(<model>-int8.onnx, made from this model by `calibrate quantize`) "
                             "at start and runs the faster (cached under storage.dir/precision); "
-                            "fp32 or int8 force one (int8 refuses to start without the sibling)")
+                            "fp32 or int8 force one (int8 refuses to start without the sibling). "
+                            "fp32 by default: the shipped INT8 model billed the tuning set's "
+                            "hard level worse (docs/BENCHMARKS.md)")
 
     @model_validator(mode="after")
     def _rates(self) -> DetectorConfig:
