@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from edge.billing.biller import TrayBiller, make_biller
+from edge.billing.biller import TrayBiller, make_biller, make_menu, menu_change_only
 from edge.billing.model import Bill, TrayState
 from edge.config import SiteConfig, StreamConfig
 from edge.detect.contract import read_model_info
@@ -178,9 +178,19 @@ class StreamRunner:
         return make_biller(self.config, self.site, self.worker.class_names, w, h)
 
     def reset_tracker(self, site: SiteConfig) -> None:
-        """Use ``site``'s tracker, billing and menu settings from the next frame on
-        (trays in view start afresh; their open bills are dropped)."""
-        self.site = site
+        """Use ``site``'s tracker, billing and menu settings from the next frame on.
+
+        A change of the menu (names, prices, what is billable) or of
+        ``billing.confirm_below`` keeps the trays in view and their evidence:
+        bills that close from now on use it. Other tracker and billing settings
+        start the trays in view afresh (their open bills are dropped).
+        """
+        old, self.site = self.site, site
+        if self.tracker is not None and menu_change_only(old, site):
+            self.tracker.use_menu(make_menu(site, self.worker.class_names))
+            log.info("menu_applied", stream=self.config.id,
+                     open_trays=len(self.tracker.open_trays()))
+            return
         if self.tracker is not None and self.tracker.live_tracks:
             log.warning("tracker_reset", stream=self.config.id,
                         open_trays=len(self.tracker.open_trays()))
@@ -361,8 +371,10 @@ class Pipeline:
             self, new: SiteConfig) -> dict[str, list[str]]:
         """Apply what can change live; report what needs a restart.
 
-        Live: detector threshold and rates, tracker settings (trackers start
-        afresh), streams added, removed or changed (only those streams restart).
+        Live: detector threshold and rates, the menu and ``billing.confirm_below``
+        (the trays in view keep their tracks; bills that close from now on use
+        them), other tracker and billing settings (trackers start afresh),
+        streams added, removed or changed (only those streams restart).
         Model, backend, threads, server and storage need a restart.
 
         All or nothing: :meth:`check_config` builds and checks everything new

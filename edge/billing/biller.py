@@ -239,6 +239,13 @@ class TrayBiller:
         return TrayState(self.stream_id, obs.tray_id, obs.box, acc.items,
                          round_money(sum(i.price for i in acc.items)))
 
+    def use_menu(self, menu: Menu) -> None:
+        """Name and price the lines of bills that close from now on with ``menu``
+        (the trays in view and their evidence stay)."""
+        self.menu = menu
+        for acc in self._accounts.values():
+            acc.items_seq = -1  # the live bill is re-read with the new prices
+
     def open_trays(self) -> list[int]:
         """Ids of trays held whose bill is still open."""
         return [tid for tid, acc in self._accounts.items() if not acc.phase.closed]
@@ -269,11 +276,24 @@ def _hidden(dishes: list[DishEvidence]) -> bool:
             and any(d.unseen <= 1 for d in dishes))
 
 
+def menu_change_only(old: SiteConfig, new: SiteConfig) -> bool:
+    """Whether ``new`` differs from ``old`` in the menu and ``billing.confirm_below``
+    at most: what :meth:`TrayBiller.use_menu` applies without a new tracker."""
+    return (old.tracker == new.tracker
+            and old.billing.model_copy(update={"confirm_below": new.billing.confirm_below})
+            == new.billing)
+
+
+def make_menu(site: SiteConfig, class_names: Sequence[str]) -> Menu:
+    """The site's menu for the detector's classes."""
+    return Menu(site.menu, class_names, site.billing.confirm_below)
+
+
 def make_biller(stream: StreamConfig, site: SiteConfig, class_names: Sequence[str],  # noqa: PLR0917
                 width: int, height: int, run_id: str | None = None, *,
                 clock_offset: float | None = None, snapshots: bool = True) -> TrayBiller:
     """The full system for one stream, configured from the site config."""
-    menu = Menu(site.menu, class_names, site.billing.confirm_below)
+    menu = make_menu(site, class_names)
     line = CheckoutLine(stream.checkout, width, height)
 
     def may_return(x: float, y: float) -> bool:
