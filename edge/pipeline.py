@@ -51,6 +51,9 @@ class BillSink(Protocol):
     def tray_update(self, stream_id: str, trays: tuple[TrayState, ...]) -> None:
         """The open bills of ``stream_id`` now (droppable)."""
 
+    def last_tray_id(self, stream_id: str) -> int:
+        """The highest tray number billed on ``stream_id`` (0: none)."""
+
 
 class StreamView:
     """What viewers of one stream subscribe to (see :mod:`edge.web.webrtc`)."""
@@ -104,6 +107,8 @@ class StreamRunner:
         self.billing = billing
         self.source: Source = make_source(config, metrics, asyncio.get_running_loop())
         self.tracker: TrayBiller | None = None  # made at the first frame (needs its size)
+        # tray numbers go on across tracker resets and restarts (one "Tray 3" a day)
+        self._next_tray_id = 1 + (billing.last_tray_id(config.id) if billing is not None else 0)
         self._tray_sig: tuple[Any, ...] = ()
         self._tray_sent = 0.0
         self.view = StreamView(config.id, worker.class_names, metrics)
@@ -175,7 +180,8 @@ class StreamRunner:
 
     def _make_tracker(self, frame: Frame) -> TrayBiller:
         h, w = frame.image.shape[:2]
-        return make_biller(self.config, self.site, self.worker.class_names, w, h)
+        return make_biller(self.config, self.site, self.worker.class_names, w, h,
+                           first_tray_id=self._next_tray_id)
 
     def reset_tracker(self, site: SiteConfig) -> None:
         """Use ``site``'s tracker, billing and menu settings from the next frame on.
@@ -194,6 +200,8 @@ class StreamRunner:
         if self.tracker is not None and self.tracker.live_tracks:
             log.warning("tracker_reset", stream=self.config.id,
                         open_trays=len(self.tracker.open_trays()))
+        if self.tracker is not None:
+            self._next_tray_id = self.tracker.next_tray_id
         self.tracker = None
 
     def _bill(self, closed: tuple[Bill, ...], trays: tuple[TrayState, ...], now: float) -> None:

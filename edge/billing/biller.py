@@ -119,12 +119,15 @@ class TrayBiller:
     noise_guard : bool
         Bill a dish only over :data:`MIN_SPAN` frames and :data:`MIN_DENSITY`
         (or :data:`SPARSE_HITS`) (``billing.noise_guard``).
+    first_tray_id : int
+        The number ``tracker`` gives its first tray (what
+        :attr:`next_tray_id` counts on from).
     """
 
     def __init__(self, stream_id: str, tracker: TrayTracker, menu: Menu, line: CheckoutLine,
                  *, min_item_hits: int = 3, run_id: str | None = None,
                  clock_offset: float | None = None, snapshots: bool = True,
-                 noise_guard: bool = False) -> None:
+                 noise_guard: bool = False, first_tray_id: int = 1) -> None:
         self.stream_id = stream_id
         self.tracker = tracker
         self.menu = menu
@@ -137,6 +140,8 @@ class TrayBiller:
         self.noise_guard = noise_guard
         self._accounts: dict[int, _Account] = {}
         self._seq = -1
+        self.first_tray_id = first_tray_id
+        self._last_tray_id = 0
 
     def update(self, frame: Frame, detections: Detections | None) -> BillerStep:
         """Advance one frame (``detections`` None when the frame was not detected)."""
@@ -147,6 +152,7 @@ class TrayBiller:
         closed: list[Bill] = []
         open_trays = []
         for obs in step.trays:
+            self._last_tray_id = max(self._last_tray_id, obs.tray_id)
             acc = self._accounts.setdefault(obs.tray_id, _Account())
             active, gone = obs.active, obs.gone
             if active and acc.side == PAST and not obs.in_view:
@@ -246,6 +252,11 @@ class TrayBiller:
         for acc in self._accounts.values():
             acc.items_seq = -1  # the live bill is re-read with the new prices
 
+    @property
+    def next_tray_id(self) -> int:
+        """The number a tracker that continues this one gives its first tray."""
+        return max(self._last_tray_id, self.first_tray_id - 1) + 1
+
     def open_trays(self) -> list[int]:
         """Ids of trays held whose bill is still open."""
         return [tid for tid, acc in self._accounts.items() if not acc.phase.closed]
@@ -291,7 +302,8 @@ def make_menu(site: SiteConfig, class_names: Sequence[str]) -> Menu:
 
 def make_biller(stream: StreamConfig, site: SiteConfig, class_names: Sequence[str],  # noqa: PLR0917
                 width: int, height: int, run_id: str | None = None, *,
-                clock_offset: float | None = None, snapshots: bool = True) -> TrayBiller:
+                clock_offset: float | None = None, snapshots: bool = True,
+                first_tray_id: int = 1) -> TrayBiller:
     """The full system for one stream, configured from the site config."""
     menu = make_menu(site, class_names)
     line = CheckoutLine(stream.checkout, width, height)
@@ -305,7 +317,7 @@ def make_biller(stream: StreamConfig, site: SiteConfig, class_names: Sequence[st
     tracker = TrayTracker(class_names, site.tracker, line.direction, width=width,
                           height=height, permanent_hits=site.billing.min_item_hits,
                           permanent_span=MIN_SPAN if guard else 1, noise_guard=guard,
-                          may_return=may_return)
+                          may_return=may_return, first_tray_id=first_tray_id)
     return TrayBiller(stream.id, tracker, menu, line, min_item_hits=site.billing.min_item_hits,
                       run_id=run_id, clock_offset=clock_offset, snapshots=snapshots,
-                      noise_guard=guard)
+                      noise_guard=guard, first_tray_id=first_tray_id)

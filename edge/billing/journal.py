@@ -261,6 +261,11 @@ class Journal:
         rows = self._read(f"{_SELECT} WHERE b.seq > ? ORDER BY b.seq LIMIT ?", (seq, limit))
         return self._views(rows)
 
+    def last_tray_ids(self) -> dict[str, int]:
+        """The highest tray number billed per stream."""
+        rows = self._read("SELECT stream_id, max(tray_id) FROM bills GROUP BY stream_id", ())
+        return {str(sid): int(tid) for sid, tid in rows}
+
     def last_seq(self) -> int:
         """``seq`` of the newest bill (0 for an empty journal)."""
         rows = self._read("SELECT coalesce(max(seq), 0) FROM bills", ())

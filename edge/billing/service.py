@@ -89,6 +89,7 @@ class BillingService:
         self._submitted: dict[str, float] = {}  # bill_id -> monotonic time of submit
         self._fault: str | None = None
         self._journal: Journal | None = None
+        self._last_tray: dict[str, int] = {}  # stream -> highest tray number billed
         self._executor: ThreadPoolExecutor | None = None
         self._writer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -114,6 +115,7 @@ class BillingService:
             self._executor.shutdown(wait=False)
             self._executor = None
             raise
+        self._last_tray = await self._run(self._journal.last_tray_ids)
         self._writer = asyncio.create_task(self._write_loop(), name="journal-writer")
         log.info("journal_opened", path=str(self.path))
 
@@ -134,9 +136,16 @@ class BillingService:
             log.warning("bill_snapshot_dropped", bill_id=bill.bill_id,
                         pending=len(self._pending))
         self._pending.append(bill)
+        self._last_tray[bill.stream_id] = max(self._last_tray.get(bill.stream_id, 0),
+                                              bill.tray_id)
         self._submitted.setdefault(bill.bill_id, time.monotonic())
         self.metrics.bills_pending.set(len(self._pending))
         self._wake.set()
+
+    def last_tray_id(self, stream_id: str) -> int:
+        """The highest tray number billed on ``stream_id`` (0: none): a stream's
+        tray numbers go on from it after a restart."""
+        return self._last_tray.get(stream_id, 0)
 
     def tray_update(self, stream_id: str, trays: tuple[TrayState, ...]) -> None:
         """Latest open trays of a stream (call on the loop, e.g. every frame).

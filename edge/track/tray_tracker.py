@@ -64,6 +64,9 @@ class TrayTracker:
         a dish lives as long as its tray.
     may_return : callable, optional
         ``(x, y) -> bool``: where a closed tray may be re-identified.
+    first_tray_id : int
+        The first tray's number (a stream's trays are numbered on from where
+        its previous tracker stopped).
     noise_guard : bool
         Drop dishes fixed in the picture while their tray slides under them and
         dishes seen mostly at spots where the detector fires on its own
@@ -74,7 +77,8 @@ class TrayTracker:
     def __init__(self, class_names: Sequence[str], config: TrackerConfig,
                  direction: tuple[float, float], *, width: int, height: int,
                  permanent_hits: int = 3, permanent_span: int = 1,
-                 may_return: MayReturn | None = None, noise_guard: bool = False) -> None:
+                 may_return: MayReturn | None = None, noise_guard: bool = False,
+                 first_tray_id: int = 1) -> None:
         self.class_names = tuple(class_names)
         self.config = config
         self.noise_guard = noise_guard
@@ -83,7 +87,7 @@ class TrayTracker:
                            else -1)
         n = len(self.class_names)
         self._trays = TrayAssociation(config, direction, width=width, height=height,
-                                      may_return=may_return)
+                                      may_return=may_return, first_id=first_tray_id)
         self._ids = DishIds()
         self._spots = SpotMemory() if noise_guard else None
         self._min_hits = permanent_hits

@@ -200,12 +200,16 @@ class TrayAssociation:
         Frame size, pixels.
     may_return : callable
         Where a closed tray may be re-identified (default: anywhere).
+    first_id : int
+        The first tray's number (trays are numbered in order of their tracks).
     """
 
     def __init__(self, config: TrackerConfig, direction: tuple[float, float], *,
-                 width: int, height: int, may_return: MayReturn | None = None) -> None:
+                 width: int, height: int, may_return: MayReturn | None = None,
+                 first_id: int = 1) -> None:
         self.width, self.height = width, height
         self.may_return = may_return
+        self.first_id = first_id
         self.tracker = NfTracker(
             distance_function="iou", distance_threshold=1.0 - config.iou_threshold,
             hit_counter_max=max(config.hit_counter_max, 10),
@@ -242,7 +246,8 @@ class TrayAssociation:
         nfa.clear_reid_countdowns(self.tracker)
         for obj in objs:
             if obj not in self.trays:
-                tray = Tray(int(obj.id or 0), self._next_slot, first_seen=capture_time)
+                tray = Tray(int(obj.id or 0) + self.first_id - 1, self._next_slot,
+                            first_seen=capture_time)
                 self._next_slot += 1
                 self.trays[obj] = tray
                 self.slots[tray.slot] = tray
