@@ -1,0 +1,92 @@
+"""Who may do what: the roles a token carries, and who made a change.
+
+It sits with :mod:`edge.web.access` on the HTTP side (``… ─▶ events
+(HTTP/SSE)`` and ``annotate ─▶ WebRTC``). A token carries one role:
+
+- ``cashier``: watch, correct bills, void, undo, hand a bill over to the POS;
+- ``manager``: everything a cashier may, plus the menu, the config and the
+  reports;
+- ``labeller``: the labelling workspace only.
+
+A route that changes state (or a protected read) names the roles it allows
+with :func:`allow`; a guarded route that names none is ``manager`` only, so a
+route added later is safe by default. The access middleware
+(:mod:`edge.web.access`) puts the :class:`Actor` of an accepted token on the
+request; handlers record :func:`actor_name` with every change they journal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from aiohttp import web
+
+Role = Literal["cashier", "manager", "labeller"]
+ROLES: Final[tuple[Role, ...]] = ("cashier", "manager", "labeller")
+"""Every role. None implies another: a labeller is not a cashier."""
+
+DEFAULT_ROLES: Final[frozenset[str]] = frozenset({"manager"})
+"""Roles allowed on a guarded route that names none."""
+
+ACTOR_KEY: Final = "dishtracker.actor"
+"""Request key of the :class:`Actor` whose token the request carries."""
+
+ROUTE_ROLES_KEY = web.AppKey("route_roles", dict)
+"""``{(method, canonical path): frozenset of roles}`` of :func:`allow`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """The holder of an accepted token.
+
+    Attributes
+    ----------
+    name : str
+        The token's name (``dishtracker token create --name``), recorded with
+        every change it makes; never the token itself.
+    role : str
+        One of :data:`ROLES`.
+    """
+
+    name: str
+    role: str
+
+
+def allow(app: web.Application, method: str, canonical: str, *roles: Role) -> None:
+    """Let tokens of ``roles`` use the route ``method canonical``.
+
+    Parameters
+    ----------
+    app
+        The application, before it starts.
+    method
+        ``"POST"``, ``"GET"`` …
+    canonical
+        The route's canonical path, e.g. ``/api/bills/{bill_id}/corrections``.
+    roles
+        Allowed roles (at least one).
+    """
+    if not roles or any(r not in ROLES for r in roles):
+        raise ValueError(f"roles must be some of {ROLES}, got {roles!r}")
+    app.setdefault(ROUTE_ROLES_KEY, {})[(method.upper(), canonical)] = frozenset(roles)
+
+
+def route_roles(app: web.Application, method: str, canonical: str | None) -> frozenset[str]:
+    """Roles allowed on a route (:data:`DEFAULT_ROLES` when it names none)."""
+    table: dict[tuple[str, str], frozenset[str]] = app.get(ROUTE_ROLES_KEY, {})
+    if canonical is None:
+        return DEFAULT_ROLES
+    return table.get((method.upper(), canonical), DEFAULT_ROLES)
+
+
+def actor_of(request: web.Request) -> Actor | None:
+    """The :class:`Actor` of the request's token; None on open routes without one."""
+    actor = request.get(ACTOR_KEY)
+    return actor if isinstance(actor, Actor) else None
+
+
+def actor_name(request: web.Request) -> str | None:
+    """The name to record with a change made by ``request`` (None: unknown)."""
+    actor = actor_of(request)
+    return actor.name if actor is not None else None
