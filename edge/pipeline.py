@@ -22,9 +22,10 @@ from typing import Any, Protocol
 
 import structlog
 
-from edge.billing.biller import TrayBiller, make_biller, make_menu, menu_change_only
+from edge.billing.biller import TrayBiller, make_biller
+from edge.billing.line import CheckoutLine
 from edge.billing.model import Bill, TrayState
-from edge.config import SiteConfig, StreamConfig
+from edge.config import CheckoutConfig, SiteConfig, StreamConfig
 from edge.detect.contract import read_model_info
 from edge.detect.engine_store import ENGINE_SUBDIR
 from edge.detect.precision import PRECISION_SUBDIR
@@ -116,6 +117,7 @@ class StreamRunner:
         self.frames_done = 0
         self.last_latency_s: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_frame: Frame | None = None  # what close_open bills at
 
     def start(self) -> list[asyncio.Task[None]]:
         """Start the source and the stream loop; returns their tasks."""
@@ -135,9 +137,12 @@ class StreamRunner:
         pending: tuple[Frame, asyncio.Future[Detections]] | None = None
         try:
             while True:
+                source = self.source
                 try:
-                    frame: Frame = await self.source.frames.get()
+                    frame: Frame = await source.frames.get()
                 except SlotClosed:
+                    if source is not self.source:  # swapped by reconfigure: go on
+                        continue
                     return
                 now = time.monotonic()
                 stage_latency.labels(sid, "decode").observe(now - frame.capture_time)
@@ -157,9 +162,8 @@ class StreamRunner:
                         if detected.seq != frame.seq:
                             self.metrics.late_detections.labels(sid).inc()
                             detections = self.lag.shift(detections, detected.seq, frame.seq)
-                if self.tracker is None:
-                    self.tracker = self._make_tracker(frame)
-                step = self.tracker.update(frame, detections)
+                tracker = self._tracker_for(frame)
+                step = tracker.update(frame, detections)
                 tracks = step.tracks
                 self.lag.record(frame.seq, tracks)
                 self._bill(step.closed, step.trays, frame.capture_time)
@@ -173,36 +177,87 @@ class StreamRunner:
                     self.view.publish(TrackedFrame(
                         frame.stamped("track", done), detections, tracks,
                         bills=tuple((t.tray_id, len(t.items), t.total) for t in step.trays),
-                        checkout_line=self.tracker.line.points))
+                        checkout_line=tracker.line.points))
         finally:
             if pending is not None:
                 pending[1].cancel()
 
-    def _make_tracker(self, frame: Frame) -> TrayBiller:
+    def _tracker_for(self, frame: Frame) -> TrayBiller:
+        """The tracker for ``frame``: made at the first frame, and anew when the
+        picture's size changed (the open trays are billed, flagged)."""
         h, w = frame.image.shape[:2]
-        return make_biller(self.config, self.site, self.worker.class_names, w, h,
-                           first_tray_id=self._next_tray_id)
+        if self.tracker is not None and (
+                (self.tracker.tracker.width, self.tracker.tracker.height) != (w, h)):
+            self._drop_tracker("frame_size_changed")
+        if self.tracker is None:
+            self.tracker = make_biller(self.config, self.site, self.worker.class_names, w, h,
+                                       first_tray_id=self._next_tray_id)
+        self._last_frame = frame
+        return self.tracker
 
-    def reset_tracker(self, site: SiteConfig) -> None:
-        """Use ``site``'s tracker, billing and menu settings from the next frame on.
-
-        A change of the menu (names, prices, what is billable) or of
-        ``billing.confirm_below`` keeps the trays in view and their evidence:
-        bills that close from now on use it. Other tracker and billing settings
-        start the trays in view afresh (their open bills are dropped).
-        """
-        old, self.site = self.site, site
-        if self.tracker is not None and menu_change_only(old, site):
-            self.tracker.use_menu(make_menu(site, self.worker.class_names))
-            log.info("menu_applied", stream=self.config.id,
-                     open_trays=len(self.tracker.open_trays()))
-            return
-        if self.tracker is not None and self.tracker.live_tracks:
-            log.warning("tracker_reset", stream=self.config.id,
-                        open_trays=len(self.tracker.open_trays()))
+    def _drop_tracker(self, cause: str) -> None:
+        """Bill the open trays (flagged) and let the next frame make a new tracker
+        that numbers its trays on."""
+        self.close_open(cause)
         if self.tracker is not None:
             self._next_tray_id = self.tracker.next_tray_id
         self.tracker = None
+
+    def apply_site(self, site: SiteConfig) -> None:
+        """Use ``site``'s tracker, billing and menu settings from the next frame on.
+
+        The trays in view keep their tracks and their dishes' evidence: bills
+        that close from now on follow the new settings (a new price or name,
+        ``billing.min_item_hits``, the tracker's thresholds; see
+        :meth:`edge.billing.biller.TrayBiller.retune`).
+        """
+        self.site = site
+        if self.tracker is not None:
+            self.tracker.retune(site, self.worker.class_names)
+            log.info("settings_applied", stream=self.config.id,
+                     open_trays=len(self.tracker.open_trays()))
+
+    async def reconfigure(self, config: StreamConfig) -> None:
+        """Take a changed stream config (same id) without losing the trays in view.
+
+        A changed source (URL, transport, options, timeouts) is swapped under
+        the running loop: the tracker, the view and its viewers stay. A moved
+        checkout line applies in place; a changed direction of travel cannot
+        (the trays' motion model is built along it), nor can a picture of
+        another size from the new source: then the open trays close into
+        bills flagged ``stream_changed`` for the cashier, never silently, and
+        a new tracker numbers its trays on.
+        """
+        old, self.config = self.config, config
+        if _source_part(old) != _source_part(config):
+            source = make_source(config, self.metrics, asyncio.get_running_loop())
+            previous, self.source = self.source, source
+            self._tasks[0] = asyncio.create_task(source.run(), name=f"source-{config.id}")
+            await previous.stop()  # the loop sees its slot close and goes on with the new one
+            log.info("stream_source_swapped", stream=config.id)
+        if old.checkout == config.checkout or self.tracker is None:
+            return
+        if old.checkout.direction == config.checkout.direction:
+            tracker = self.tracker.tracker
+            self.tracker.use_line(CheckoutLine(config.checkout, tracker.width, tracker.height))
+            log.info("checkout_line_moved", stream=config.id,
+                     open_trays=len(self.tracker.open_trays()))
+            return
+        self._drop_tracker("direction_changed")
+
+    def close_open(self, cause: str) -> None:
+        """Bill the open trays now, flagged ``stream_changed`` (the tracker is
+        about to go: ``cause`` says why, in the log)."""
+        if self.tracker is None or self._last_frame is None:
+            return
+        n_open = len(self.tracker.open_trays())
+        bills = self.tracker.close_open(self._last_frame, "stream_changed")
+        if n_open:
+            log.warning("open_trays_closed", stream=self.config.id, cause=cause,
+                        bills=[b.bill_id for b in bills], without_items=n_open - len(bills))
+        for bill in bills:
+            if self.billing is not None:
+                self.billing.submit(bill)
 
     def _bill(self, closed: tuple[Bill, ...], trays: tuple[TrayState, ...], now: float) -> None:
         sid = self.config.id
@@ -239,6 +294,11 @@ class StreamRunner:
             "peers": int(self.metrics.value("dishtracker_webrtc_peers", stream=self.config.id)),
         })
         return st
+
+
+def _source_part(config: StreamConfig) -> StreamConfig:
+    """What of a stream's config its source depends on (all but the checkout)."""
+    return config.model_copy(update={"checkout": CheckoutConfig(), "scene": None})
 
 
 class Pipeline:
@@ -379,10 +439,12 @@ class Pipeline:
             self, new: SiteConfig) -> dict[str, list[str]]:
         """Apply what can change live; report what needs a restart.
 
-        Live: detector threshold and rates, the menu and ``billing.confirm_below``
-        (the trays in view keep their tracks; bills that close from now on use
-        them), other tracker and billing settings (trackers start afresh),
-        streams added, removed or changed (only those streams restart).
+        Live: detector threshold and rates; the menu, tracker and billing
+        settings (the trays in view keep their tracks and evidence; bills that
+        close from now on follow them: :meth:`StreamRunner.apply_site`);
+        streams added, removed or changed (a changed one keeps its tracker and
+        viewers where it can: :meth:`StreamRunner.reconfigure`; a removed or
+        disabled one bills its open trays, flagged ``stream_changed``).
         Model, backend, threads, server and storage need a restart.
 
         All or nothing: :meth:`check_config` builds and checks everything new
@@ -421,12 +483,18 @@ class Pipeline:
                 "detector": self.worker.config,
             })
             for sid, sc in old_streams.items():
-                if (sid not in new_streams or new_streams[sid] != sc) and sid in self.runners:
+                if sid not in self.runners or new_streams.get(sid) == sc:
+                    continue
+                applied.append(f"streams.{sid}")
+                changed = new_streams.get(sid)
+                if changed is not None and changed.enabled:
+                    await self.runners[sid].reconfigure(changed)
+                else:  # removed or disabled: its open trays are billed, flagged
+                    self.runners[sid].close_open("stream_stopped")
                     await self.runners.pop(sid).stop()
-                    applied.append(f"streams.{sid}")
             if (old.tracker, old.billing, old.menu) != (new.tracker, new.billing, new.menu):
-                for runner in self.runners.values():  # new tracks from now on
-                    runner.reset_tracker(self._config)
+                for runner in self.runners.values():  # the trays in view carry on
+                    runner.apply_site(self._config)
             for sid, sc in new_streams.items():
                 if sc.enabled and sid not in self.runners:
                     self._start_stream(sc)

@@ -28,7 +28,7 @@ to be one tray merge their states: the tray is billed once.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -245,6 +245,44 @@ class TrayBiller:
         return TrayState(self.stream_id, obs.tray_id, obs.box, acc.items,
                          round_money(sum(i.price for i in acc.items)))
 
+    def retune(self, site: SiteConfig, class_names: Sequence[str]) -> None:
+        """Use ``site``'s tracker, billing and menu settings from the next frame on;
+        the trays in view keep their tracks and evidence, and bills that close
+        from now on follow the new settings (see :meth:`TrayTracker.retune`)."""
+        guard = site.billing.noise_guard
+        self.tracker.retune(site.tracker, permanent_hits=site.billing.min_item_hits,
+                            permanent_span=MIN_SPAN if guard else 1, noise_guard=guard,
+                            may_return=returns_past(self.line))
+        self.min_item_hits = site.billing.min_item_hits
+        self.noise_guard = guard
+        self.use_menu(make_menu(site, class_names))
+
+    def use_line(self, line: CheckoutLine) -> None:
+        """Close bills at ``line`` from the next frame on (same direction of travel:
+        the trays' motion model keeps it). Each tray's side is found afresh: a
+        tray seen before the old line that is past the new one closes now."""
+        self.line = line
+        self.tracker.retune_return(returns_past(line))
+        for acc in self._accounts.values():
+            acc.side = UNKNOWN
+
+    def close_open(self, frame: Frame, review: str) -> tuple[Bill, ...]:
+        """Close every open tray's bill now, flagged ``review`` (a reason of
+        :data:`edge.billing.model.REVIEW_REASONS`): the stream is about to
+        lose this tracker. Trays with nothing billable close without a bill."""
+        closed: list[Bill] = []
+        for obs in self.tracker.observations():
+            acc = self._accounts.get(obs.tray_id)
+            if acc is None or acc.phase is not Phase.OPEN:
+                continue
+            dishes = self._billable(obs.tray_id)
+            items = self._items(dishes)
+            acc.phase = Phase.BILLED if items else Phase.EMPTY
+            self.tracker.set_closed(obs.tray_id, True)
+            if items:
+                closed.append(self._bill(frame, obs, "stream_changed", items, (review,)))
+        return tuple(closed)
+
     def use_menu(self, menu: Menu) -> None:
         """Name and price the lines of bills that close from now on with ``menu``
         (the trays in view and their evidence stay)."""
@@ -287,12 +325,15 @@ def _hidden(dishes: list[DishEvidence]) -> bool:
             and any(d.unseen <= 1 for d in dishes))
 
 
-def menu_change_only(old: SiteConfig, new: SiteConfig) -> bool:
-    """Whether ``new`` differs from ``old`` in the menu and ``billing.confirm_below``
-    at most: what :meth:`TrayBiller.use_menu` applies without a new tracker."""
-    return (old.tracker == new.tracker
-            and old.billing.model_copy(update={"confirm_below": new.billing.confirm_below})
-            == new.billing)
+def returns_past(line: CheckoutLine) -> Callable[[float, float], bool]:
+    """Where a closed tray may be re-identified: at or past ``line``. A closed
+    tray never comes back as a tray before the line: that is the next tray
+    (it would not be billed)."""
+
+    def may_return(x: float, y: float) -> bool:
+        return line.distance(x, y) >= -line.hysteresis
+
+    return may_return
 
 
 def make_menu(site: SiteConfig, class_names: Sequence[str]) -> Menu:
@@ -307,17 +348,11 @@ def make_biller(stream: StreamConfig, site: SiteConfig, class_names: Sequence[st
     """The full system for one stream, configured from the site config."""
     menu = make_menu(site, class_names)
     line = CheckoutLine(stream.checkout, width, height)
-
-    def may_return(x: float, y: float) -> bool:
-        # a closed tray never comes back as a tray before the checkout line: that
-        # is the next tray (it would not be billed)
-        return line.distance(x, y) >= -line.hysteresis
-
     guard = site.billing.noise_guard
     tracker = TrayTracker(class_names, site.tracker, line.direction, width=width,
                           height=height, permanent_hits=site.billing.min_item_hits,
                           permanent_span=MIN_SPAN if guard else 1, noise_guard=guard,
-                          may_return=may_return, first_tray_id=first_tray_id)
+                          may_return=returns_past(line), first_tray_id=first_tray_id)
     return TrayBiller(stream.id, tracker, menu, line, min_item_hits=site.billing.min_item_hits,
                       run_id=run_id, clock_offset=clock_offset, snapshots=snapshots,
                       noise_guard=guard, first_tray_id=first_tray_id)

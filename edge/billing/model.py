@@ -18,6 +18,8 @@ from edge.frames import Detections, Frame, Track
 REVIEW_REASONS: dict[str, str] = {
     "hidden_at_line": "part of the tray was hidden (a hand?) when it crossed the line: "
                       "dishes under it may be missing",
+    "stream_changed": "the camera's settings changed while this tray was in view: it was "
+                      "billed with what had been seen so far, and may be billed again",
 }
 """Reasons a whole bill needs review (``Bill.review``) and what the cashier is told."""
 
@@ -85,8 +87,9 @@ class Bill:
         True if any line needs the cashier's confirmation or the bill has a
         ``review`` reason.
     reason : str
-        ``"crossed"`` (the tray crossed the checkout line) or ``"left_view"``
-        (its track ended past the line without a clean crossing).
+        ``"crossed"`` (the tray crossed the checkout line), ``"left_view"``
+        (its track ended past the line without a clean crossing) or
+        ``"stream_changed"`` (closed early: its stream's tracker had to go).
     tray_box : tuple of 4 float
         ``x1 y1 x2 y2`` of the tray at closing, source pixels.
     snapshot_jpeg : bytes or None

@@ -75,6 +75,13 @@ def dish_tracker(config: TrackerConfig, hit_counter_max: int, *, static: bool) -
     return tracker
 
 
+def retune_dish_tracker(tracker: NfTracker, config: TrackerConfig, hit_counter_max: int) -> None:
+    """Give a dish tracker made by :func:`dish_tracker` new settings, its tracks kept."""
+    nfa.retune(tracker, distance_threshold=1.0 - config.iou_threshold,
+               hit_counter_max=hit_counter_max,
+               initialization_delay=config.initialization_delay)
+
+
 def observe(obj: Any, rec: DishRecord, det_ids: set[int], seq: int, ids: DishIds, *,
             origin: Point | None = None, places: bool = False) -> None:
     """Give ``rec`` its id once Norfair does, and the vote of this frame's match:
@@ -206,6 +213,14 @@ class DishLanes:
         self.slots = slots
         self.n_classes = n_classes
         self.ids = ids
+        self.permanent_hits = permanent_hits
+        self.permanent_span = permanent_span
+        self.track_places = track_places
+
+    def retune(self, config: TrackerConfig, *, permanent_hits: int, permanent_span: int,
+               track_places: bool) -> None:
+        """New settings from the next frame on; the dishes on trays keep their tracks."""
+        retune_dish_tracker(self.tracker, config, DISH_HIT_COUNTER_MAX)
         self.permanent_hits = permanent_hits
         self.permanent_span = permanent_span
         self.track_places = track_places

@@ -21,7 +21,7 @@ from edge.config import TrackerConfig
 from edge.track import norfair_adapter as nfa
 from edge.track.dish_frame import DishDetection
 from edge.track.evidence import Box, DishRecord, centre, shift4
-from edge.track.lanes import DishIds, dish_tracker, observe
+from edge.track.lanes import DishIds, dish_tracker, observe, retune_dish_tracker
 from edge.track.spots import SpotMemory, at_spots
 from edge.track.trays import Tray, box_points
 
@@ -55,6 +55,14 @@ class LooseDishes:
         self.records: dict[Any, DishRecord] = {}  # Norfair object -> record
         self.n_classes = n_classes
         self.ids = ids
+        self.spots = spots
+        self.min_hits = min_hits
+        self.nearest = nearest
+
+    def retune(self, config: TrackerConfig, *, spots: SpotMemory | None, min_hits: int,
+               nearest: bool) -> None:
+        """New settings from the next frame on; the loose dishes keep their tracks."""
+        retune_dish_tracker(self.tracker, config, config.hit_counter_max)
         self.spots = spots
         self.min_hits = min_hits
         self.nearest = nearest

@@ -31,6 +31,8 @@ corrects:
   call that sees a box whose corners crossed (a Kalman prediction of a
   shrinking box): per frame, in the daemon's log. The trackers cope with such
   boxes; the warning is dropped.
+* :func:`retune`: Norfair takes its thresholds once, at construction; a
+  live settings change writes them where the tracker and its objects keep them.
 * :func:`end`, :func:`drop`, :func:`is_gone`: Norfair has no call to end a
   track; a track is forgotten at the next update once its counters are
   negative.
@@ -193,6 +195,26 @@ def clear_reid_countdowns(tracker: NfTracker) -> None:
     for obj in tracker.tracked_objects:
         if obj.reid_hit_counter is not None and obj.hit_counter > 0:
             obj.reid_hit_counter = None
+
+
+def retune(tracker: NfTracker, *, distance_threshold: float, hit_counter_max: int,
+           initialization_delay: int) -> None:
+    """Give a running tracker new thresholds, its tracks kept.
+
+    The distance threshold applies to the next match of every track; a new
+    hit-counter ceiling to every track alive (a counter above it is cut
+    down to it) and to new ones; the initialisation delay to tracks that are
+    still initialising and to new ones.
+    """
+    delay = min(initialization_delay, hit_counter_max - 1)
+    tracker.distance_threshold = distance_threshold
+    tracker.hit_counter_max = hit_counter_max
+    tracker.initialization_delay = delay
+    for obj in tracker.tracked_objects:
+        obj.hit_counter_max = hit_counter_max
+        obj.hit_counter = min(obj.hit_counter, hit_counter_max)
+        if obj.is_initializing:
+            obj.initialization_delay = delay
 
 
 def end(obj: NfObject) -> None:

@@ -237,6 +237,11 @@ class TrayTracker:
                                     self._ids.looks - rec.last_look))
         return tuple(out)
 
+    def observations(self) -> tuple[TrayObservation, ...]:
+        """The trays held now, as the last frame left them (in order of birth)."""
+        return tuple(self._observe(tray, active=True, gone=False)
+                     for tray in self._trays.trays.values())
+
     def end(self, tray_id: int) -> None:
         """End a tray's track for good now (it left the picture past the checkout
         line): never re-identified. Its evidence stays readable this frame."""
@@ -305,6 +310,36 @@ class TrayTracker:
         verdict = at_spots(rec, memory, self._min_hits)
         rec.spot_verdict = (rec.hits, memory.version, verdict)
         return verdict
+
+    def retune(self, config: TrackerConfig, *, permanent_hits: int, permanent_span: int,
+               noise_guard: bool, may_return: MayReturn | None) -> None:
+        """Use new settings from the next frame on; the trays in view keep their
+        tracks and their dishes' evidence.
+
+        The IoU threshold, hit counters and initialisation delay apply to the
+        tracks alive and to new ones; optical flow from the next frame.
+        ``noise_guard`` switched on learns spots from now on and guards fully
+        the trays that appear after the change (the ones in view have no
+        picture places recorded from before it).
+        """
+        self.config = config
+        self._trays.retune(config)
+        self.retune_return(may_return)
+        if noise_guard and self._spots is None:
+            self._spots = SpotMemory()
+        elif not noise_guard:
+            self._spots = None
+        self.noise_guard = noise_guard
+        self._min_hits = permanent_hits
+        self._loose.retune(config, spots=self._spots, min_hits=permanent_hits,
+                           nearest=noise_guard)
+        self._lanes.retune(config, permanent_hits=permanent_hits,
+                           permanent_span=permanent_span, track_places=noise_guard)
+        self._flow.enabled = config.optical_flow
+
+    def retune_return(self, may_return: MayReturn | None) -> None:
+        """Where closed trays may be re-identified, from the next frame on."""
+        self._trays.may_return = may_return
 
     @property
     def live_tracks(self) -> int:

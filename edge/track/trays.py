@@ -237,6 +237,12 @@ class TrayAssociation:
                                        scores=np.array([s, s], np.float64)))
         return out
 
+    def retune(self, config: TrackerConfig) -> None:
+        """New settings from the next frame on; the trays in view keep their tracks."""
+        nfa.retune(self.tracker, distance_threshold=1.0 - config.iou_threshold,
+                   hit_counter_max=max(config.hit_counter_max, 10),
+                   initialization_delay=config.initialization_delay)
+
     def update(self, dets: list[NfDetection] | None, period: int, capture_time: float
                ) -> list[Any]:
         """One Norfair step (``dets`` None: the frame was not detected); new trays
