@@ -66,12 +66,12 @@ def _run(args: argparse.Namespace) -> int:
 
     faulthandler.enable()  # a watchdog kill (SIGABRT) prints every thread's stack
 
-    from edge.config import load_config
+    from edge.checks import load_checked
     from edge.daemon import serve
     from edge.observability import configure_logging
 
     configure_logging(args.log_level)
-    config = load_config(args.config)
+    config = load_checked(args.config)  # every problem at once, as check-config lists them
     server = config.server.model_copy(update={
         k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
     config = config.model_copy(update={"server": server})
@@ -79,11 +79,22 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    import json
+
+    from edge.checks import check_site
     from edge.config import load_config
 
-    config = load_config(args.file)
-    print(f"{args.file}: valid ({len(config.streams)} stream(s))")
-    return 0
+    errors = check_site(args.file)
+    if args.json:
+        print(json.dumps({"file": str(args.file), "valid": not errors, "errors": errors}))
+    elif errors:
+        print("\n".join(f"{args.file}: {line}" for line in errors), file=sys.stderr)
+    else:
+        config = load_config(args.file)
+        n = len(config.streams)
+        print(f"valid: {args.file} ({n} stream{'' if n == 1 else 's'}, model "
+              f"{config.detector.model}, {config.detector.backend})")
+    return 2 if errors else 0
 
 
 def _add_daemon(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,8 +105,11 @@ def _add_daemon(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"])
     p.set_defaults(handler=_run)
-    c = sub.add_parser("check-config", help="validate a site config; exit 2 on errors")
+    c = sub.add_parser("check-config", help="run the daemon's start checks on a site config "
+                                            "and list every problem; exit 2 on any")
     c.add_argument("file", type=Path)
+    c.add_argument("--json", action="store_true",
+                   help='print {"file", "valid", "errors": ["field.path: reason", ...]}')
     c.set_defaults(handler=_check_config)
 
 
@@ -139,6 +153,18 @@ _CALIBRATE = {
                "build and cache a TensorRT engine from an ONNX model (GPU box)"),
 }
 
+_TOKEN = {
+    "show": ("edge.web.cli_token", "add_show_arguments", "run_show",
+             "print the page's links with the owner's token"),
+    "rotate": ("edge.web.cli_token", "add_rotate_arguments", "run_rotate",
+               "give a token a new value (printed once, with the links)"),
+    "create": ("edge.web.cli_token", "add_create_arguments", "run_create",
+               "make a named token with a role (printed once, with the links)"),
+    "revoke": ("edge.web.cli_token", "add_revoke_arguments", "run_revoke",
+               "remove a named token; its holder is refused from the next request"),
+    "list": ("edge.web.cli_token", "add_list_arguments", "run_list",
+             "name every token and its role (no secrets)"),
+}
 
 def _add_group(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str,
@@ -165,6 +191,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_group(sub, "eval", "evaluate a detector, or tracking and billing", _EVAL, argv)
     _add_group(sub, "calibrate",
                "site tools: dataset, training, scene, quantization, engines", _CALIBRATE, argv)
+    _add_group(sub, "token", "the access tokens: show, rotate, create, revoke, list",
+               _TOKEN, argv)
     return parser
 
 

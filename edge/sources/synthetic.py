@@ -20,6 +20,17 @@ from edge.sim.live import SyntheticCamera, SyntheticSpec
 from edge.sources.base import Source, SourceState
 
 
+def synthetic_spec(url: str) -> SyntheticSpec:
+    """The camera a ``synthetic://?seed=…&fps=…&size=WxH…`` URL describes.
+
+    Raises
+    ------
+    ConfigError
+        Naming the bad query key and what would be valid (``url: …``).
+    """
+    return SyntheticSpec.from_url(url)
+
+
 class SyntheticSource(Source):
     """A live source rendering the synthetic scene.
 
@@ -40,7 +51,7 @@ class SyntheticSource(Source):
 
     def __init__(self, config: StreamConfig, metrics: Metrics,
                  loop: asyncio.AbstractEventLoop) -> None:
-        self.spec = SyntheticSpec.from_url(config.url)
+        self.spec = synthetic_spec(config.url)
         super().__init__(config, metrics, loop, kind="synthetic", live=True)
         self.time_base = 1 / Fraction(self.spec.fps).limit_denominator(1000)
 
