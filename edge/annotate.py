@@ -1,7 +1,9 @@
-"""Draw tracks onto a frame for the cashier's live view.
+"""The engineer's overlay: tracks with their ids, class keys and vote shares, and a header.
 
 track -> :class:`~edge.frames.TrackedFrame` -> **annotate** -> WebRTC track
-(:mod:`edge.web.webrtc`). Runs per stream only while a viewer watches.
+(:mod:`edge.web.webrtc`). Runs per stream only while a viewer watches who
+asked for it (``"overlay": "engineer"`` in the WebRTC offer, or
+``server.overlay``); the cashier's overlay is :mod:`edge.overlay`.
 
 :func:`annotate` is a pure function: it returns a new BGR image and never
 touches the frame's own pixels. It draws with OpenCV primitives only (about
@@ -12,15 +14,15 @@ frame id and capture time from the annotated picture.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Sequence
-from functools import cache
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from edge.frames import Track, TrackedFrame
+from edge.labels import display_text
+from edge.palette import class_colour, text_colour, tray_colour
 from edge.stamp import stamp_geometry
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -32,46 +34,7 @@ _DASH_PX = 6
 # colour to the encoder's 4:2:0 chroma subsampling and read as grey.
 _SOLID_PX = 3
 _DASHED_PX = 2
-# Golden-ratio hue steps give neighbouring class ids distant hues, for any
-# number of classes (the palette does not depend on the model's class count).
-_GOLDEN = 0.618033988749895
 _HEADER_BG = (32, 32, 32)
-
-
-@cache
-def class_colour(class_id: int) -> tuple[int, int, int]:
-    """Stable BGR colour of a class: the same id gets the same colour in every frame.
-
-    Parameters
-    ----------
-    class_id : int
-        Class id (>= 0; negative ids are folded onto positive ones).
-
-    Returns
-    -------
-    tuple of 3 int
-        ``(b, g, r)``, each 0-255, saturated and bright enough to show on a
-        grey counter.
-    """
-    i = abs(class_id)
-    hue = int((i * _GOLDEN) % 1.0 * 180)  # OpenCV hue is 0-179
-    sat = 200 + 55 * ((i // 7) % 2)
-    val = 255 - 40 * ((i // 3) % 2)
-    hsv = np.array([[[hue, sat, val]]], dtype=np.uint8)
-    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
-    return int(b), int(g), int(r)
-
-
-@cache
-def _ascii(text: str) -> str:
-    """Hershey fonts draw ASCII only: fold accents (``Käse`` -> ``Kase``), drop the rest."""
-    folded = unicodedata.normalize("NFKD", text)
-    return folded.encode("ascii", "ignore").decode("ascii")
-
-
-def _text_colour(bg: tuple[int, int, int]) -> tuple[int, int, int]:
-    b, g, r = bg
-    return (0, 0, 0) if 0.114 * b + 0.587 * g + 0.299 * r > 140 else (255, 255, 255)
 
 
 def _dashed_rectangle(img: npt.NDArray[np.uint8], box: tuple[int, int, int, int],
@@ -85,15 +48,6 @@ def _dashed_rectangle(img: npt.NDArray[np.uint8], box: tuple[int, int, int, int]
                  for y in range(y1, y2 + 1, step)]
     cv2.polylines(img, list(np.array(segments, dtype=np.int32)), isClosed=False,
                   color=colour, thickness=_DASHED_PX)
-
-
-@cache
-def tray_colour(tray_id: int) -> tuple[int, int, int]:
-    """Stable BGR colour of a tray (a palette apart from the class colours)."""
-    hue = int(((tray_id * _GOLDEN) + 0.3) % 1.0 * 180)
-    hsv = np.array([[[hue, 255, 230]]], dtype=np.uint8)
-    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
-    return int(b), int(g), int(r)
 
 
 def _is_tray(track: Track) -> bool:
@@ -110,7 +64,8 @@ def _label_text(track: Track, class_names: Sequence[str],
         return text
     name = (class_names[track.class_id] if 0 <= track.class_id < len(class_names)
             else track.class_name)
-    text = f"#{track.track_id} {_ascii(name).replace('_', ' ')} {round(100 * track.confidence)}%"
+    name = display_text(name).replace("_", " ")
+    text = f"#{track.track_id} {name} {round(100 * track.confidence)}%"
     if track.tray_id is not None:
         text += f" T{track.tray_id}"
     return text
@@ -142,7 +97,7 @@ def _draw_track(img: npt.NDArray[np.uint8], track: Track, class_names: Sequence[
     lx2, ly2 = lx + tw + 2 * _PAD, ly + lh - 1
     if track.detected:
         cv2.rectangle(img, (lx, ly), (lx2, ly2), colour, cv2.FILLED)
-        fg = _text_colour(colour)
+        fg = text_colour(colour)
     else:  # predicted: dark label with a class-coloured edge, reads as less certain
         cv2.rectangle(img, (lx, ly), (lx2, ly2), _HEADER_BG, cv2.FILLED)
         cv2.rectangle(img, (lx, ly), (lx2, ly2), colour, 1)
@@ -210,7 +165,7 @@ def annotate(tf: TrackedFrame, *, fps: float, latency_ms: float | None,
     # trays first, so the dishes' labels are drawn over the tray's edge
     for track in sorted(tf.tracks, key=lambda t: not _is_tray(t)):
         _draw_track(out, track, class_names, keep_out, bills)
-    parts = [_ascii(tf.frame.stream_id), f"{fps:.1f} fps"]
+    parts = [display_text(tf.frame.stream_id), f"{fps:.1f} fps"]
     if latency_ms is not None:
         parts.append(f"{latency_ms:.0f} ms")
     _draw_header(out, "  ".join(parts), keep_out[0] + 4 if keep_out[0] else 0)

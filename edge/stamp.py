@@ -37,6 +37,7 @@ independent of the encoder's level shifts (full vs limited range).
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, TypedDict
 
 import numpy as np
@@ -284,6 +285,45 @@ def read_stamp(img: npt.NDArray[np.uint8]) -> tuple[int, int] | None:
     if crc8(body_bytes) != word & 0xFF:
         return None
     return body >> TIME_BITS, body & (TIME_MODULUS - 1)
+
+
+def stamp_area(img: npt.NDArray[np.uint8]) -> tuple[int, int] | None:
+    """``(width, height)`` in pixels of the stamp in ``img``'s top-left corner, or None
+    when its reference cells do not read black and white.
+
+    Cheap (one read of the centres of the ``K``, ``A`` and ``E`` cells, no
+    decoding, no CRC): for a picture that hides the stamp from view (the
+    cashier's overlay), not for reading one (:func:`read_stamp`).
+
+    Parameters
+    ----------
+    img : np.ndarray
+        ``(H, W, 3)`` BGR or ``(H, W)`` grey, uint8.
+    """
+    found = _reference_points(img.shape[1], img.shape[0])
+    if found is None:
+        return None
+    ys, xs, n_black, size = found
+    levels = img[ys, xs].reshape(len(ys), -1).mean(axis=1)
+    if levels[n_black:].min() - levels[:n_black].max() < _MIN_CONTRAST:
+        return None
+    return size
+
+
+@cache
+def _reference_points(width: int, height: int
+                      ) -> tuple[list[int], list[int], int, tuple[int, int]] | None:
+    """Pixel rows and columns of the reference cells' centres (black ones first), how
+    many are black, and the stamp's size; None when no stamp fits."""
+    try:
+        geo = stamp_geometry(width, height)
+    except ValueError:
+        return None
+    half = geo["cell"] // 2
+    cells = geo["black_cells"] + geo["white_cells"]
+    return ([r * geo["cell"] + half for r, _ in cells],
+            [c * geo["cell"] + half for _, c in cells], len(geo["black_cells"]),
+            (geo["width_px"], geo["height_px"]))
 
 
 def unwrap_time_ms(time_ms: int, now_ms: int) -> int:

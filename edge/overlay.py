@@ -1,0 +1,202 @@
+"""The cashier's overlay: each tray with its running total, each dish with its menu name.
+
+track -> :class:`~edge.frames.TrackedFrame` -> **overlay** -> WebRTC track
+(:mod:`edge.web.track`). What the cashier checks a tray against is its bill,
+so the picture speaks the bill's language: a tray is outlined with its number
+and its bill so far (the open bill the biller keeps, ``TrackedFrame.bills``);
+a dish with the name it has on the menu in force (after a live rename, the
+new name; never the detector's class key); a dish the bill will flag (vote
+share under ``billing.confirm_below``) or a class the menu does not price is
+outlined in amber and its label ends in ``?``. Classes the menu keeps off
+bills (``billable = false``: cutlery, napkins) are not drawn. No track ids,
+scores, corner stamp or engineering header: those are the engineer's overlay
+(:func:`edge.annotate.annotate`), a per-viewer choice (:data:`OVERLAYS`).
+
+Labels never cover a dish or another label where the picture leaves room
+(:func:`edge.labels.place_labels`): trays' labels first, then dishes' from the
+top of the picture down. Measured with ``python bench/annotate.py``
+(docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge.annotate import annotate
+from edge.billing.menu import Menu
+from edge.frames import Track, TrackedFrame
+from edge.labels import (
+    Placement,
+    Rect,
+    Style,
+    display_text,
+    draw_labels,
+    font_scale,
+    label_size,
+    place_labels,
+)
+from edge.palette import AMBER, class_colour, text_colour, tray_colour
+from edge.stamp import stamp_area
+
+OverlayName = Literal["cashier", "engineer"]
+"""The overlays a viewer may ask for (``"overlay"`` of the WebRTC offer)."""
+OVERLAYS: tuple[OverlayName, ...] = ("cashier", "engineer")
+DEFAULT_OVERLAY: OverlayName = "cashier"
+
+_TRAY_PX = 3
+_DISH_PX = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """One label of the cashier's overlay.
+
+    Attributes
+    ----------
+    track : Track
+        What it names (a tray or a dish).
+    text : str
+        What it says (ASCII, see :func:`edge.labels.display_text`).
+    box : Rect
+        The track's box, rounded and clipped to the picture.
+    flagged : bool
+        The dish needs the cashier's review (or is not on the menu).
+    """
+
+    track: Track
+    text: str
+    box: Rect
+    flagged: bool = False
+
+    @property
+    def is_tray(self) -> bool:
+        """True for a tray's label."""
+        return self.track.tray_id == self.track.track_id
+
+
+def _box(track: Track, width: int, height: int) -> Rect:
+    x1, y1, x2, y2 = (round(v) for v in track.box)
+    return (max(0, min(x1, width - 1)), max(0, min(y1, height - 1)),
+            max(1, min(x2, width)), max(1, min(y2, height)))
+
+
+def _dish_label(track: Track, menu: Menu, box: Rect) -> Label | None:
+    """The dish's label from the menu in force; None for a class kept off bills."""
+    key = (menu.class_names[track.class_id] if 0 <= track.class_id < len(menu.class_names)
+           else track.class_name)
+    entry = menu.entries.get(key)
+    if entry is None:  # the menu does not price it: it would be missing from the bill
+        return Label(track, f"{display_text(key.replace('_', ' '))} ?", box, flagged=True)
+    if not entry.billable:
+        return None
+    name = display_text(entry.name, fallback=key)
+    if track.confidence < menu.confirm_below:
+        return Label(track, f"{name} ?", box, flagged=True)
+    return Label(track, name, box)
+
+
+def cashier_labels(tf: TrackedFrame, menu: Menu) -> tuple[list[Label], list[Placement]]:
+    """What the cashier's overlay writes for ``tf`` and where (the layout, without drawing).
+
+    Parameters
+    ----------
+    tf : TrackedFrame
+        Tracks (boxes in source image pixels) and the open bills of its trays.
+    menu : Menu
+        The menu in force: names, billability, ``confirm_below``.
+
+    Returns
+    -------
+    labels : list of Label
+        Trays first (in track order), then dishes from the top of the picture down.
+    placements : list of Placement
+        Where each label's plate goes, in the same order.
+    """
+    height, width = tf.frame.image.shape[:2]
+    scale = font_scale(width)
+    bills = {tid: total for tid, _, total in tf.bills}
+    trays: list[Label] = []
+    dishes: list[Label] = []
+    for track in tf.tracks:
+        box = _box(track, width, height)
+        if track.tray_id == track.track_id:
+            total = bills.get(track.track_id)
+            text = f"Tray {track.track_id}" + ("" if total is None else f"  {total:.2f}")
+            trays.append(Label(track, text, box))
+        else:
+            label = _dish_label(track, menu, box)
+            if label is not None:
+                dishes.append(label)
+    dishes.sort(key=lambda lb: (lb.box[1], lb.box[0]))
+    labels = trays + dishes
+    placements = place_labels([label_size(lb.text, scale) for lb in labels],
+                              [lb.box for lb in labels], [lb.box for lb in dishes],
+                              width, height)
+    return labels, placements
+
+
+def _style(label: Label) -> Style:
+    if label.is_tray:
+        colour = tray_colour(label.track.track_id)
+        return Style(plate=colour, text=text_colour(colour))
+    if label.flagged:
+        return Style(plate=AMBER, text=(0, 0, 0))
+    return Style(strip=class_colour(label.track.class_id))
+
+
+def cashier_overlay(tf: TrackedFrame, menu: Menu) -> npt.NDArray[np.uint8]:
+    """Draw the cashier's overlay onto a copy of ``tf``'s image.
+
+    Trays get a 3 px outline in their colour and a plate of that colour with
+    their number and bill so far; dishes a 2 px outline in their class colour
+    and a dark plate with their menu name (a strip of the class colour on its
+    left edge); flagged and unknown dishes an amber outline and plate, name
+    ending in ``?``. Labels are placed by :func:`cashier_labels`; one moved
+    away from its box is joined to it by a line. The corner stamp of a
+    synthetic camera (:mod:`edge.stamp`) is painted over with the colour of
+    the picture below it.
+
+    Parameters
+    ----------
+    tf : TrackedFrame
+        The frame and its tracks; boxes in source image pixels.
+    menu : Menu
+        The menu in force (names after a live rename).
+
+    Returns
+    -------
+    np.ndarray
+        New ``(height, width, 3)`` uint8 BGR image; ``tf.frame.image`` is not
+        modified.
+    """
+    out: npt.NDArray[np.uint8] = tf.frame.image.copy()
+    stamp = stamp_area(out)
+    if stamp is not None:  # a synthetic camera's code: no business of the cashier's
+        w, h = stamp
+        out[:h, :w] = np.round(cv2.mean(out[h : 2 * h, :w])[:3]).astype(np.uint8)
+    labels, placements = cashier_labels(tf, menu)
+    for lb in labels:
+        x1, y1, x2, y2 = lb.box
+        if lb.is_tray:
+            colour, px = tray_colour(lb.track.track_id), _TRAY_PX
+        else:
+            colour = AMBER if lb.flagged else class_colour(lb.track.class_id)
+            px = _TRAY_PX if lb.flagged else _DISH_PX
+        cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), colour, px, cv2.LINE_8)
+    draw_labels(out, [lb.text for lb in labels], placements, [_style(lb) for lb in labels],
+                font_scale(out.shape[1]))
+    return out
+
+
+def render(overlay: OverlayName, tf: TrackedFrame, menu: Menu, class_names: Sequence[str], *,
+           fps: float, latency_ms: float | None) -> npt.NDArray[np.uint8]:
+    """Draw ``overlay`` onto a copy of ``tf``'s image (the cashier's or the engineer's)."""
+    if overlay == "engineer":
+        return annotate(tf, fps=fps, latency_ms=latency_ms, class_names=class_names)
+    return cashier_overlay(tf, menu)
