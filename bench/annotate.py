@@ -17,6 +17,7 @@ tracks): the cashier overlay should stay near it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -34,8 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/annotate.py` from a checkout
     sys.path.insert(0, str(REPO))
 
+from edge.billing.biller import make_menu  # noqa: E402
+from edge.billing.menu import Menu  # noqa: E402
 from edge.config import SiteConfig  # noqa: E402
 from edge.frames import Frame, Track, TrackedFrame  # noqa: E402
+from edge.overlay import OVERLAYS, OverlayName, render  # noqa: E402
 from edge.sim.live import SyntheticCamera, SyntheticSpec  # noqa: E402
 from edge.sim.menu import CLASS_NAMES, DISH_IDS, TRAY_ID  # noqa: E402
 
@@ -74,23 +78,19 @@ def crowded_tracks(seq: int, n_tracks: int) -> tuple[tuple[Track, ...], Bills]:
 
 
 def overlays(names: Sequence[str]) -> dict[str, Draw]:
-    """The overlays to time, each as a function of the tracked frame."""
-    from edge.annotate import annotate  # noqa: PLC0415
-
+    """The overlays to time, each as a function of the tracked frame (as the
+    WebRTC track draws them: :func:`edge.overlay.render`)."""
+    menu = make_menu(SiteConfig(), CLASS_NAMES)
     out: dict[str, Draw] = {}
     for name in names:
-        if name == "engineer":
-            out[name] = lambda tf: annotate(tf, fps=20.0, latency_ms=42.0,
-                                            class_names=CLASS_NAMES)
-        elif name == "cashier":
-            from edge.billing.biller import make_menu  # noqa: PLC0415
-            from edge.overlay import cashier_overlay  # noqa: PLC0415
-
-            menu = make_menu(SiteConfig(), CLASS_NAMES)
-            out[name] = lambda tf, menu=menu: cashier_overlay(tf, menu)
-        else:
-            raise SystemExit(f"unknown overlay {name!r}: cashier or engineer")
+        if name not in OVERLAYS:
+            raise SystemExit(f"unknown overlay {name!r}: one of {OVERLAYS}")
+        out[name] = functools.partial(_draw, name, menu=menu)
     return out
+
+
+def _draw(name: OverlayName, tf: TrackedFrame, menu: Menu) -> npt.NDArray[np.uint8]:
+    return render(name, tf, menu, CLASS_NAMES, fps=20.0, latency_ms=42.0)
 
 
 def run(names: Sequence[str], frames: int, n_tracks: int) -> dict[str, dict[str, float]]:
