@@ -68,7 +68,7 @@ ERROR_LINE = re.compile(rf"^(?:\(root\)|{_SEGMENT}(?:\.{_SEGMENT})*): \S")
 """A 422 line: a dotted field path (``edge.config.format_loc``) or ``(root)``, a
 colon, the reason."""
 
-KNOWN = {"bill_id": BILL_IDS[0], "id": STREAM_ID, "path": "app.js"}
+KNOWN = {"bill_id": BILL_IDS[0], "id": STREAM_ID, "path": "app.js", "key": "burger"}
 """Path parameters that exist on the server."""
 
 MAX_PROBLEMS_KEPT = 40

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -164,6 +165,10 @@ class MenuEntry(_Strict):
     name: str = Field(min_length=1, max_length=80)
     price: float = Field(ge=0.0, le=100000.0)
     billable: bool = Field(True, description="false for clutter (cutlery, phones ...)")
+    enabled: bool = Field(True, description="false: off the menu for now; the dish is still "
+                                            "detected and billed, but its line is flagged for "
+                                            "the cashier's review, and corrections cannot add "
+                                            "it")
 
 
 def _default_menu() -> dict[str, MenuEntry]:
@@ -216,6 +221,62 @@ class CheckoutConfig(_Strict):
         if self.region is not None and len(self.region) < 3:
             raise ValueError(f"region needs at least 3 points, got {len(self.region)}")
         return self
+
+
+_CURRENCY_CODES = (
+    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD "
+    "BTN BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB "
+    "EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK "
+    "JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA "
+    "MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK "
+    "PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN "
+    "SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST "
+    "XAF XCD XOF XPF YER ZAR ZMW ZWL")
+CURRENCIES: frozenset[str] = frozenset(_CURRENCY_CODES.split())
+"""ISO 4217 codes of circulating currencies that ``till.currency`` accepts."""
+
+# BCP 47 shape (RFC 5646 without grandfathered tags): language, script, region, variants
+_LOCALE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?"
+                     r"(-([A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*")
+
+
+def _currency(value: str) -> str:
+    if value not in CURRENCIES:
+        hint = " (upper-case)" if value.upper() in CURRENCIES else ""
+        raise ValueError(f"{value!r} is not an ISO 4217 currency code{hint}, e.g. EUR, USD, "
+                         "CHF, GBP")
+    return value
+
+
+def _locale(value: str) -> str:
+    if len(value) > 35 or not _LOCALE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a BCP 47 language tag such as en-US, de-DE, "
+                         "fr-CH or sr-Latn-RS")
+    return value
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL with a host")
+    return value
+
+
+class TillConfig(_Strict):
+    """The till: money shown to the cashier, and the POS that takes handed-over bills."""
+
+    currency: Annotated[str, AfterValidator(_currency)] = Field(
+        "EUR", description="ISO 4217 code of the menu's prices (EUR, USD, CHF …)")
+    locale: Annotated[str, AfterValidator(_locale)] = Field(
+        "en-US", description="BCP 47 tag for number and date formats on the pages (en-US, "
+                             "de-DE …)")
+    pos_webhook_url: Annotated[str | None, AfterValidator(_http_url)] = Field(
+        None, max_length=2000,
+        description="http(s) URL of the POS: each handed-over bill (and each later correction "
+                    "of it) is POSTed there as JSON with an Idempotency-Key header, retried "
+                    "until a 2xx (docs/API.md)")
 
 
 class StorageConfig(_Strict):
@@ -370,6 +431,7 @@ class SiteConfig(_Strict):
                                        description="detector class name -> name and price")
     streams: list[StreamConfig] = Field(default_factory=_default_streams)
     fleet: FleetConfig = Field(default_factory=FleetConfig)
+    till: TillConfig = Field(default_factory=TillConfig)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> SiteConfig:
@@ -512,7 +574,8 @@ def to_toml(config: SiteConfig) -> str:
     if config.fleet.password is not None:  # the JSON dump masks it
         data["fleet"]["password"] = config.fleet.password.get_secret_value()
     lines: list[str] = [f"max_streams = {config.max_streams}", ""]  # before any table
-    for table in ("server", "detector", "tracker", "storage", "billing", "menu", "fleet"):
+    for table in ("server", "detector", "tracker", "storage", "billing", "menu", "fleet",
+                  "till"):
         lines.append(f"[{table}]")
         lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data[table].items()
                   if v is not None]
@@ -593,7 +656,7 @@ def changed_fields(old: SiteConfig, new: SiteConfig) -> list[str]:
     """
     a, b = json.loads(old.model_dump_json()), json.loads(new.model_dump_json())
     out: list[str] = ["max_streams"] if old.max_streams != new.max_streams else []
-    for table in ("server", "detector", "tracker", "storage", "fleet"):
+    for table in ("server", "detector", "tracker", "storage", "fleet", "till"):
         out += [f"{table}.{k}" for k in a[table] if a[table][k] != b[table][k]]
     sa = {s["id"]: s for s in a["streams"]}
     sb = {s["id"]: s for s in b["streams"]}

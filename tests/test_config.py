@@ -203,4 +203,5 @@ def test_reordered_streams_count_as_one_change() -> None:
 def test_schema_describes_every_table() -> None:
     schema = json_schema()
     assert set(schema["properties"]) == {"max_streams", "server", "detector", "tracker",
-                                         "storage", "billing", "menu", "streams", "fleet"}
+                                         "storage", "billing", "menu", "streams", "fleet",
+                                         "till"}

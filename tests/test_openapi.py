@@ -69,8 +69,8 @@ def test_bodies_are_the_models_the_handlers_validate_with() -> None:
         "$ref": "#/components/schemas/OfferBody"}
     correction = _body_ref(spec, "/api/bills/{bill_id}/corrections", "post")
     assert correction["discriminator"]["propertyName"] == "action"
-    assert sorted(correction["discriminator"]["mapping"]) == ["add", "change", "confirm",
-                                                              "remove"]
+    assert sorted(correction["discriminator"]["mapping"]) == [
+        "add", "change", "confirm", "quantity", "remove", "undo", "void"]
     assert schemas["SiteConfig"]["additionalProperties"] is False
     assert schemas["OfferBody"]["required"] == ["sdp", "type"]
     params = {p["name"] for p in spec["paths"]["/api/bills"]["get"]["parameters"]}

@@ -18,6 +18,11 @@ as needed, so any correction of the bill, a ``confirm`` of one line
 included, counts as the bill having been reviewed. The reasons stay on the
 effective bill (what the tracker saw is never erased); only its
 ``needs_review`` stops counting them.
+
+A till's corrections beyond the lines: ``quantity`` (a line is N of the same
+dish), ``void`` (the whole bill, with a reason; a void bill takes nothing but
+``undo``), and ``undo``, itself a row that names the correction it takes
+back (``undoes``): nothing is deleted, the replay skips the undone one.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from edge.errors import CorrectionError
 
 MAX_LINES = 200
 """Most lines a bill may reach through ``add`` corrections."""
+
+MAX_QUANTITY = 99
+"""Largest quantity of one line."""
 
 ClassKey = Annotated[str, Field(min_length=1, max_length=80)]
 LineIndex = Annotated[int, Field(ge=0, lt=MAX_LINES)]
@@ -76,12 +84,42 @@ class Add(_Body):
     note: Note = None
 
 
-Correction = Annotated[Confirm | Change | Remove | Add, Field(discriminator="action")]
-_ADAPTER: TypeAdapter[Confirm | Change | Remove | Add] = TypeAdapter(Correction)
-ACTIONS = ("confirm", "change", "remove", "add")
+class Quantity(_Body):
+    """The line is ``quantity`` of the same dish (line total = price * quantity)."""
+
+    action: Literal["quantity"]
+    line: LineIndex
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
+    note: Note = None
 
 
-def parse_correction(data: Any) -> Confirm | Change | Remove | Add:
+class Void(_Body):
+    """The whole bill is void (nothing to pay); only ``undo`` follows it."""
+
+    action: Literal["void"]
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class Undo(_Body):
+    """Undo the bill's most recent correction in force (the journal names it in
+    ``undoes``); repeated undos walk back."""
+
+    action: Literal["undo"]
+    note: Note = None
+
+
+AnyCorrection = Confirm | Change | Remove | Add | Quantity | Void | Undo
+Correction = Annotated[AnyCorrection, Field(discriminator="action")]
+_ADAPTER: TypeAdapter[AnyCorrection] = TypeAdapter(Correction)
+ACTIONS = ("confirm", "change", "remove", "add", "quantity", "void", "undo")
+
+
+class CorrectionConflict(CorrectionError):
+    """The correction is valid but the bill's state refuses it (a voided bill,
+    nothing to undo): HTTP 409."""
+
+
+def parse_correction(data: Any) -> AnyCorrection:
     """Validate a correction body (a decoded JSON object).
 
     Raises
@@ -110,7 +148,7 @@ def parse_correction(data: Any) -> Confirm | Change | Remove | Add:
         raise CorrectionError(lines) from None
 
 
-def resolve(correction: Confirm | Change | Remove | Add, items: Sequence[Mapping[str, Any]],
+def resolve(correction: AnyCorrection, items: Sequence[Mapping[str, Any]],
             earlier: Sequence[Mapping[str, Any]],
             menu: Mapping[str, MenuEntry]) -> dict[str, Any]:
     """Check a correction against a bill and the menu; the body to store.
@@ -122,7 +160,8 @@ def resolve(correction: Confirm | Change | Remove | Add, items: Sequence[Mapping
     items
         The bill's items as stored (``BillItem.to_json()`` dicts).
     earlier
-        Stored bodies of the bill's earlier corrections, oldest first.
+        The bill's earlier corrections as stored, oldest first, each with
+        its ``id``.
     menu
         The site menu in force (class key -> entry).
 
@@ -131,14 +170,29 @@ def resolve(correction: Confirm | Change | Remove | Add, items: Sequence[Mapping
     dict
         The correction as stored: its fields, plus ``name`` and ``price``
         copied from the menu for ``change`` and ``add`` (a later price change
-        does not alter a closed bill).
+        does not alter a closed bill), and ``undoes`` (the id of the
+        correction it takes back) for ``undo``.
 
     Raises
     ------
+    CorrectionConflict
+        Nothing left to undo, or the bill is void and the correction is not
+        an ``undo``.
     CorrectionError
-        Unknown or removed line, class not on the menu or not billable.
+        Unknown or removed line, class not on the menu, not billable or
+        disabled.
     """
     state = effective(items, earlier)
+    if correction.action == "undo":
+        target = _last_in_force(earlier)
+        if target is None:
+            raise CorrectionConflict(["action: nothing to undo: the bill has no correction "
+                                      "in force"])
+        return {**correction.model_dump(exclude_none=True), "undoes": target["id"],
+                "undoes_action": target.get("action")}
+    if state["voided"]:
+        raise CorrectionConflict([f"action: the bill is void ({state['void_reason']}); "
+                                  "undo the void before correcting it"])
     errors: list[str] = []
     line = getattr(correction, "line", None)
     if line is not None:
@@ -152,11 +206,13 @@ def resolve(correction: Confirm | Change | Remove | Add, items: Sequence[Mapping
     key = getattr(correction, "class_key", None)
     entry = menu.get(key) if key is not None else None
     if key is not None and entry is None:
-        known_keys = sorted(k for k, e in menu.items() if e.billable)
+        known_keys = sorted(k for k, e in menu.items() if e.billable and e.enabled)
         errors.append(f"class_key: {key!r} is not on the menu; billable keys: "
                       f"{', '.join(known_keys[:40])}{' …' if len(known_keys) > 40 else ''}")
     elif entry is not None and not entry.billable:
         errors.append(f"class_key: {key!r} ({entry.name}) is not billable")
+    elif entry is not None and not entry.enabled:
+        errors.append(f"class_key: {key!r} ({entry.name}) is disabled on the menu")
     if correction.action == "add" and state["line_count"] >= MAX_LINES:
         errors.append(f"action: a bill has at most {MAX_LINES} lines")
     if errors:
@@ -167,17 +223,28 @@ def resolve(correction: Confirm | Change | Remove | Add, items: Sequence[Mapping
     return body
 
 
+def _last_in_force(corrections: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The newest correction that is not an undo and not undone, or None."""
+    undone = {c.get("undoes") for c in corrections if c.get("action") == "undo"}
+    in_force = [c for c in corrections if c.get("action") != "undo" and c.get("id") not in undone]
+    return in_force[-1] if in_force else None
+
+
 def effective(items: Sequence[Mapping[str, Any]],
               corrections: Sequence[Mapping[str, Any]], *,
               review: Sequence[str] = ()) -> dict[str, Any]:
     """The bill after its corrections, replayed oldest first.
+
+    An ``undo`` takes its target (``undoes``, a correction id) out of the
+    replay; the undo rows and their targets stay in the journal.
 
     Parameters
     ----------
     items
         The bill's items as stored (``BillItem.to_json()`` dicts).
     corrections
-        Stored correction bodies (see :func:`resolve`), oldest first.
+        Stored corrections (see :func:`resolve`), oldest first, each with
+        its ``id`` (an ``undo`` names its target by it).
     review
         The bill's own review reasons (``Bill.review``); they count for
         ``needs_review`` until the first correction of the bill, whatever it
@@ -187,32 +254,47 @@ def effective(items: Sequence[Mapping[str, Any]],
     -------
     dict
         ``items``: the lines still on the bill, each an item dict plus
-        ``line`` (its number) and ``status`` (``detected``, ``confirmed``,
+        ``line`` (its number), ``status`` (``detected``, ``confirmed``,
         ``changed`` or ``added``; a changed line keeps the detected one under
         ``detected``; added and changed lines have ``class_id`` and
-        ``confidence`` null). ``removed``: removed lines, same shape.
-        ``total``: sum of the lines' prices, to cents. ``needs_review``: any
-        line still unconfirmed below the confidence threshold, or a
-        ``review`` reason on a bill not corrected yet. ``corrected``: whether
-        any correction applies. ``line_count``: lines numbered so far (the
-        next added line's number). ``review``: the bill's reasons, as given
-        (still open while ``corrected`` is false).
+        ``confidence`` null), ``quantity`` (1 unless set) and ``line_total``
+        (price * quantity, to cents). ``removed``: removed lines, same shape.
+        ``total``: sum of the line totals, to cents; 0 for a void bill.
+        ``voided``, ``void_reason``: the bill is void, and why (null when
+        not). ``needs_review``: any line still unconfirmed below the
+        confidence threshold, or a ``review`` reason on a bill not corrected
+        yet; never for a void bill. ``corrected``: whether the bill has any
+        correction (an undone one or an undo included). ``undone``: ids of
+        the corrections taken back. ``line_count``: lines numbered so far
+        (the next added line's number). ``review``: the bill's reasons, as
+        given (still open while ``corrected`` is false).
     """
-    lines: list[dict[str, Any]] = [{**item, "line": i, "status": "detected"}
+    lines: list[dict[str, Any]] = [{**item, "line": i, "status": "detected", "quantity": 1}
                                    for i, item in enumerate(items)]
     removed: set[int] = set()
+    undone = sorted({c["undoes"] for c in corrections
+                     if c.get("action") == "undo" and isinstance(c.get("undoes"), int)})
+    void_reason: str | None = None
     for c in corrections:
         action = c.get("action")
+        if action == "undo" or (c.get("id") is not None and c.get("id") in undone):
+            continue
+        if action == "void":
+            void_reason = str(c.get("reason", ""))
+            continue
         if action == "add":
             lines.append({"class_id": None, "key": c["class_key"], "name": c["name"],
                           "price": c["price"], "confidence": None, "track_id": None,
-                          "needs_review": False, "line": len(lines), "status": "added"})
+                          "needs_review": False, "line": len(lines), "status": "added",
+                          "quantity": 1})
             continue
         i = c.get("line")
         if not isinstance(i, int) or not 0 <= i < len(lines) or i in removed:
             continue  # cannot happen for bodies that went through resolve()
         if action == "remove":
             removed.add(i)
+        elif action == "quantity":
+            lines[i]["quantity"] = int(c["quantity"])
         elif action == "confirm":
             lines[i]["needs_review"] = False
             if lines[i]["status"] == "detected":
@@ -225,14 +307,20 @@ def effective(items: Sequence[Mapping[str, Any]],
                         "status": "added" if old["status"] == "added" else "changed"}
             if old["status"] != "added":
                 lines[i]["detected"] = detected
+    for ln in lines:
+        ln["line_total"] = round_money(float(ln["price"]) * ln["quantity"])
     kept = [ln for ln in lines if ln["line"] not in removed]
+    voided = void_reason is not None
     return {
         "items": kept,
         "removed": [ln for ln in lines if ln["line"] in removed],
-        "total": round_money(sum(float(ln["price"]) for ln in kept)),
-        "needs_review": any(ln["needs_review"] for ln in kept) or (
-            bool(review) and not corrections),
+        "total": 0.0 if voided else round_money(sum(ln["line_total"] for ln in kept)),
+        "voided": voided,
+        "void_reason": void_reason,
+        "needs_review": not voided and (any(ln["needs_review"] for ln in kept) or (
+            bool(review) and not corrections)),
         "corrected": bool(corrections),
+        "undone": undone,
         "line_count": len(lines),
         "review": list(review),
     }

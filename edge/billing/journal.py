@@ -17,7 +17,11 @@ correction also gets a row in the ``outbox`` table in the same transaction
 that table; a version 1 journal gains it when opened (its bills are not
 enqueued: see ``docs/FLEET.md``). Schema version 3 added ``bills.review_json``
 (:attr:`Bill.review <edge.billing.model.Bill.review>`); the bills of an older
-journal read back with no review reason.
+journal read back with no review reason. Schema version 4 added the
+``handovers`` table (a bill handed over to the POS, once, append-only) and
+rebuilt the outbox with a ``target`` per row (``fleet`` or ``pos``) and the
+``handover`` kind; a hand-over and its outbox rows are written in one
+transaction, like a bill.
 
 A :class:`Journal` holds one ``sqlite3`` connection and must be used from the
 thread that opened it.
@@ -36,13 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from edge.billing import outbox as ob
-from edge.billing.corrections import Add, Change, Confirm, Remove, effective, resolve
+from edge.billing.corrections import AnyCorrection, CorrectionConflict, effective, resolve
 from edge.billing.model import REVIEW_REASONS, Bill
 from edge.config import MenuEntry
 from edge.errors import JournalError
 from edge.fsutil import make_private_dir, restrict_file
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x44544A4E  # "DTJN" in the SQLite header: `file` and tools can tell it apart
 
 _SCHEMA = (
@@ -85,12 +89,20 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ob.SCHEMA,
     # bill-level review reasons; the append-only trigger fires on UPDATE, not on ALTER
     3: ("ALTER TABLE bills ADD COLUMN review_json TEXT NOT NULL DEFAULT '[]'",),
+    4: (*ob.SCHEMA_V4,
+        """CREATE TABLE handovers (
+            bill_id TEXT PRIMARY KEY REFERENCES bills (bill_id),
+            handed_over_at REAL NOT NULL,
+            actor TEXT)""",
+        """CREATE TRIGGER handovers_append_only BEFORE UPDATE ON handovers
+            BEGIN SELECT RAISE(ABORT, 'a hand-over is written once'); END"""),
 }
 
 _COLUMNS = ("b.seq, b.bill_id, b.stream_id, b.tray_id, b.opened_at, b.closed_at, b.frame_seq, "
             "b.total, b.needs_review, b.reason, b.items_json, b.tray_box_json, b.review_json, "
-            "b.created_at, s.bill_id IS NOT NULL")
-_SELECT = f"SELECT {_COLUMNS} FROM bills b LEFT JOIN snapshots s ON s.bill_id = b.bill_id"
+            "b.created_at, s.bill_id IS NOT NULL, h.handed_over_at, h.actor")
+_SELECT = (f"SELECT {_COLUMNS} FROM bills b LEFT JOIN snapshots s ON s.bill_id = b.bill_id "
+           "LEFT JOIN handovers h ON h.bill_id = b.bill_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,12 +318,20 @@ class Journal:
         rows = self._read("SELECT jpeg FROM snapshots WHERE bill_id = ?", (bill_id,))
         return bytes(rows[0][0]) if rows else None
 
-    def add_correction(self, bill_id: str, correction: Confirm | Change | Remove | Add,
-                       menu: Mapping[str, MenuEntry]) -> dict[str, Any] | None:
+    def add_correction(self, bill_id: str, correction: AnyCorrection,
+                       menu: Mapping[str, MenuEntry], *,
+                       actor: str | None = None) -> dict[str, Any] | None:
         """Store a correction beside the bill; the updated bill, or None if unknown.
+
+        The stored body records ``actor`` (who made it; None: unknown) and,
+        for a bill already handed over, ``after_handover: true``; the POS
+        then gets the correction too (an outbox row for the ``pos`` target,
+        when the hand-over went there).
 
         Raises
         ------
+        CorrectionConflict
+            The bill's state refuses it (void; nothing to undo); nothing stored.
         CorrectionError
             The correction does not fit the bill or the menu (nothing stored).
         JournalError
@@ -320,38 +340,113 @@ class Journal:
         try:
             with self._write():
                 row = self._conn.execute(
-                    "SELECT items_json, stream_id, review_json FROM bills WHERE bill_id = ?",
-                    (bill_id,)).fetchone()
+                    "SELECT b.items_json, b.stream_id, b.review_json, h.bill_id IS NOT NULL "
+                    "FROM bills b LEFT JOIN handovers h ON h.bill_id = b.bill_id "
+                    "WHERE b.bill_id = ?", (bill_id,)).fetchone()
                 if row is None:
                     return None
                 items = json.loads(row[0])
                 review = json.loads(row[2])
-                earlier = [json.loads(r[0]) for r in self._conn.execute(
-                    "SELECT body_json FROM corrections WHERE bill_id = ? ORDER BY id",
-                    (bill_id,))]
-                body = resolve(correction, items, earlier, menu)
+                earlier = self._corrections_of(bill_id)
+                body = {**resolve(correction, items, earlier, menu), "actor": actor}
+                if row[3]:
+                    body["after_handover"] = True
                 created_at = time.time()
                 cur = self._conn.execute(
                     "INSERT INTO corrections (bill_id, created_at, body_json) VALUES (?, ?, ?)",
                     (bill_id, created_at, json.dumps(body)))
-                if self.outbox:
-                    cid = int(cur.lastrowid or 0)
-                    payload = ob.correction_payload(
-                        {"id": cid, "created_at": created_at, **body},
-                        effective(items, [*earlier, body], review=review))
+                cid = int(cur.lastrowid or 0)
+                targets = ["fleet"] if self.outbox else []
+                if row[3] and self._conn.execute(
+                        "SELECT 1 FROM outbox WHERE target = 'pos' AND message_id = ?",
+                        (ob.handover_message_id(bill_id),)).fetchone():
+                    targets.append("pos")
+                stored = {"id": cid, "created_at": created_at, **body}
+                payload = ob.correction_payload(
+                    stored, effective(items, [*earlier, stored], review=review))
+                for target in targets:
                     ob.enqueue(self._conn, kind="correction",
                                message_id=ob.correction_message_id(bill_id, cid),
                                bill_id=bill_id, stream_id=str(row[1]), payload=payload,
-                               created_at=created_at)
+                               created_at=created_at, target=target)
         except sqlite3.Error as err:
             raise JournalError(f"{self.path}: cannot store the correction of {bill_id}: "
                                f"{err}") from err
         return self.get(bill_id)
 
-    def outbox_pending(self, limit: int) -> list[ob.OutboxRow]:
-        """The first ``limit`` unsent outbox rows, oldest first."""
+    def handover(self, bill_id: str, *, actor: str | None = None,
+                 pos: bool = False) -> dict[str, Any] | None:
+        """Mark the bill handed over to the POS, once; the bill, or None if unknown.
+
+        A second call changes nothing and answers the bill with the first
+        hand-over's time and actor. The first one writes, in its transaction,
+        an outbox row of kind ``handover`` (message id
+        ``{bill_id}:handover``) for the fleet when the outbox is on, and for
+        the POS webhook when ``pos`` is true.
+
+        Raises
+        ------
+        CorrectionConflict
+            The bill is void (nothing written).
+        JournalError
+            The write failed; nothing was written.
+        """
         try:
-            return ob.pending(self._conn, limit)
+            with self._write():
+                row = self._conn.execute(
+                    "SELECT b.items_json, b.stream_id, b.review_json, h.bill_id IS NOT NULL "
+                    "FROM bills b LEFT JOIN handovers h ON h.bill_id = b.bill_id "
+                    "WHERE b.bill_id = ?", (bill_id,)).fetchone()
+                if row is None:
+                    return None
+                if not row[3]:
+                    self._first_handover(bill_id, str(row[1]), actor, pos, effective(
+                        json.loads(row[0]), self._corrections_of(bill_id),
+                        review=json.loads(row[2])))
+        except sqlite3.Error as err:
+            raise JournalError(f"{self.path}: cannot hand over {bill_id}: {err}") from err
+        return self.get(bill_id)
+
+    def _first_handover(self, bill_id: str, stream_id: str, actor: str | None, pos: bool,
+                        state: dict[str, Any]) -> None:
+        """Inside :meth:`handover`'s transaction: the row and its outbox rows."""
+        if state["voided"]:
+            raise CorrectionConflict([f"bill: {bill_id} is void ({state['void_reason']}); "
+                                      "a void bill is not handed over"])
+        at = time.time()
+        self._conn.execute("INSERT INTO handovers (bill_id, handed_over_at, actor) "
+                           "VALUES (?, ?, ?)", (bill_id, at, actor))
+        targets = (["fleet"] if self.outbox else []) + (["pos"] if pos else [])
+        if not targets:
+            return
+        view = self._views(self._read(f"{_SELECT} WHERE b.bill_id = ?", (bill_id,)))[0]
+        payload = {"handover": {"bill_id": bill_id, "handed_over_at": at,
+                                "handed_over_by": actor}, "bill": view}
+        for target in targets:
+            ob.enqueue(self._conn, kind="handover", message_id=ob.handover_message_id(bill_id),
+                       bill_id=bill_id, stream_id=stream_id, payload=payload,
+                       created_at=at, target=target)
+
+    def _corrections_of(self, bill_id: str) -> list[dict[str, Any]]:
+        """The bill's stored corrections, oldest first, each with its ``id``."""
+        return [{"id": cid, **json.loads(body)} for cid, body in self._conn.execute(
+            "SELECT id, body_json FROM corrections WHERE bill_id = ? ORDER BY id", (bill_id,))]
+
+    def between(self, since: float, until: float, stream: str | None = None
+                ) -> list[dict[str, Any]]:
+        """Every bill closed in ``[since, until)`` (Unix seconds), oldest first,
+        as :meth:`get` answers it; only ``stream``'s when given."""
+        sql = f"{_SELECT} WHERE b.closed_at >= ? AND b.closed_at < ?"
+        args: list[Any] = [since, until]
+        if stream is not None:
+            sql += " AND b.stream_id = ?"
+            args.append(stream)
+        return self._views(self._read(f"{sql} ORDER BY b.seq", args))
+
+    def outbox_pending(self, limit: int, target: str = "fleet") -> list[ob.OutboxRow]:
+        """The first ``limit`` unsent outbox rows of ``target``, oldest first."""
+        try:
+            return ob.pending(self._conn, limit, target)
         except sqlite3.Error as err:
             raise JournalError(f"{self.path}: cannot read the outbox: {err}") from err
 
@@ -377,10 +472,10 @@ class Journal:
         except sqlite3.Error as err:
             raise JournalError(f"{self.path}: cannot prune the outbox: {err}") from err
 
-    def outbox_depth(self) -> tuple[int, float | None]:
-        """``(unsent outbox rows, created_at of the oldest or None)``."""
+    def outbox_depth(self, target: str = "fleet") -> tuple[int, float | None]:
+        """``(unsent outbox rows of target, created_at of the oldest or None)``."""
         try:
-            return ob.depth(self._conn)
+            return ob.depth(self._conn, target)
         except sqlite3.Error as err:
             raise JournalError(f"{self.path}: cannot read the outbox: {err}") from err
 
@@ -431,7 +526,7 @@ class Journal:
         out = []
         for (seq, bill_id, stream_id, tray_id, opened_at, closed_at, frame_seq, total,
              needs_review, reason, items_json, box_json, review_json, created_at,
-             has_snapshot) in rows:
+             has_snapshot, handed_over_at, handed_over_by) in rows:
             items = json.loads(items_json)
             review = json.loads(review_json)
             fixes = corrections[bill_id]
@@ -442,6 +537,7 @@ class Journal:
                 "reason": reason, "tray_box": json.loads(box_json), "review": review,
                 "review_text": [REVIEW_REASONS.get(r, r) for r in review],
                 "has_snapshot": bool(has_snapshot), "created_at": created_at,
+                "handed_over_at": handed_over_at, "handed_over_by": handed_over_by,
                 "corrections": fixes, "effective": effective(items, fixes, review=review),
             })
         return out

@@ -21,6 +21,10 @@ class Menu:
         Lines with a lower class confidence are flagged for review.
 
     Classes missing from the menu are not billable (and named by their key).
+    A dish disabled on the menu (``enabled = false``) is still billed, at its
+    price, but its line is flagged for review: dropping it would lose the
+    revenue of a dish that is on the tray all the same, and the cashier
+    decides (confirm or remove).
     """
 
     def __init__(self, entries: Mapping[str, MenuEntry], class_names: Sequence[str],
@@ -41,7 +45,7 @@ class Menu:
             return None
         return BillItem(class_id=class_id, key=self.class_names[class_id], name=e.name,
                         price=e.price, confidence=confidence, track_id=track_id,
-                        needs_review=confidence < self.confirm_below)
+                        needs_review=confidence < self.confirm_below or not e.enabled)
 
     def _entry(self, class_id: int) -> MenuEntry | None:
         if not 0 <= class_id < len(self.class_names):

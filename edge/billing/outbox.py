@@ -9,6 +9,11 @@ sends the unsent rows in ``id`` order and marks them sent once the broker
 acknowledged them (QoS 1 ``PUBACK``); rows sent more than the retention ago
 are deleted. The table is documented in ``docs/FLEET.md``.
 
+Schema version 4 gave each row a ``target``: ``fleet`` rows go to the MQTT
+broker, ``pos`` rows to the POS webhook (:mod:`edge.billing.pos`); each
+destination marks its own rows sent. It also added the kind ``handover`` (a
+bill handed over to the POS, ``message_id`` ``{bill_id}:handover``).
+
 The payload is fixed at commit time (the bill as journaled, or the
 correction with the effective bill after it), so every re-send of a message
 carries the same content. Functions here take the journal's connection and
@@ -23,8 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("bill", "correction")
+KINDS = ("bill", "correction", "handover")
 """What an outbox row carries; the MQTT topic's last level is ``{kind}s``."""
+
+TARGETS = ("fleet", "pos")
+"""Where an outbox row goes: the MQTT broker, or the POS webhook."""
 
 SCHEMA = (
     """CREATE TABLE outbox (
@@ -41,6 +49,30 @@ SCHEMA = (
 )
 """Statements of schema version 2 (the outbox), run in one migration transaction."""
 
+SCHEMA_V4 = (
+    # SQLite cannot alter a CHECK constraint: the table is rebuilt, its rows copied
+    # with their ids (publication order) and sent marks
+    """CREATE TABLE outbox_v4 (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL DEFAULT 'fleet' CHECK (target IN ('fleet', 'pos')),
+        kind TEXT NOT NULL CHECK (kind IN ('bill', 'correction', 'handover')),
+        message_id TEXT NOT NULL,
+        bill_id TEXT NOT NULL REFERENCES bills (bill_id),
+        stream_id TEXT NOT NULL,
+        payload_json TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        sent_at REAL,
+        UNIQUE (target, message_id))""",
+    "INSERT INTO outbox_v4 (id, target, kind, message_id, bill_id, stream_id, payload_json, "
+    "created_at, sent_at) SELECT id, 'fleet', kind, message_id, bill_id, stream_id, "
+    "payload_json, created_at, sent_at FROM outbox",
+    "DROP TABLE outbox",
+    "ALTER TABLE outbox_v4 RENAME TO outbox",
+    "CREATE INDEX outbox_unsent ON outbox (target, id) WHERE sent_at IS NULL",
+    "CREATE INDEX outbox_sent_at ON outbox (sent_at) WHERE sent_at IS NOT NULL",
+)
+"""Statements of schema version 4's outbox (targets, the ``handover`` kind)."""
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
@@ -51,10 +83,11 @@ class OutboxRow:
     id : int
         Outbox order: publication order, across streams.
     kind : str
-        ``"bill"`` or ``"correction"``.
+        ``"bill"``, ``"correction"`` or ``"handover"``.
     message_id : str
         Stable id of the message: the ``bill_id`` for a bill,
-        ``{bill_id}:c{correction id}`` for a correction. Consumers dedupe by it.
+        ``{bill_id}:c{correction id}`` for a correction, ``{bill_id}:handover``
+        for a hand-over. Consumers dedupe by it.
     bill_id, stream_id : str
         The bill the message is about, and its stream.
     payload : str
@@ -78,6 +111,11 @@ def correction_message_id(bill_id: str, correction_id: int) -> str:
     return f"{bill_id}:c{correction_id}"
 
 
+def handover_message_id(bill_id: str) -> str:
+    """The stable message id of a bill's hand-over to the POS."""
+    return f"{bill_id}:handover"
+
+
 def bill_payload(bill: dict[str, Any], seq: int, created_at: float) -> dict[str, Any]:
     """The payload of a bill message: ``{"bill": …}``, ``Bill.to_json()`` with
     the journal's ``seq`` and ``created_at`` (the shape of
@@ -93,21 +131,23 @@ def correction_payload(correction: dict[str, Any],
 
 
 def enqueue(conn: sqlite3.Connection, *, kind: str, message_id: str, bill_id: str,
-            stream_id: str, payload: dict[str, Any], created_at: float) -> None:
-    """Add a row inside the caller's write transaction (a message id already
-    there is left as it was: replays add nothing)."""
+            stream_id: str, payload: dict[str, Any], created_at: float,
+            target: str = "fleet") -> None:
+    """Add a row for ``target`` inside the caller's write transaction (a message
+    id already there for that target is left as it was: replays add nothing)."""
     conn.execute(
-        "INSERT INTO outbox (kind, message_id, bill_id, stream_id, payload_json, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
-        (kind, message_id, bill_id, stream_id,
+        "INSERT INTO outbox (target, kind, message_id, bill_id, stream_id, payload_json, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (target, message_id) DO NOTHING",
+        (target, kind, message_id, bill_id, stream_id,
          json.dumps(payload, separators=(",", ":")), created_at))
 
 
-def pending(conn: sqlite3.Connection, limit: int) -> list[OutboxRow]:
-    """The first ``limit`` unsent rows, oldest first."""
+def pending(conn: sqlite3.Connection, limit: int, target: str = "fleet") -> list[OutboxRow]:
+    """The first ``limit`` unsent rows of ``target``, oldest first."""
     rows = conn.execute(
         "SELECT id, kind, message_id, bill_id, stream_id, payload_json, created_at "
-        "FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT ?", (limit,)).fetchall()
+        "FROM outbox WHERE sent_at IS NULL AND target = ? ORDER BY id LIMIT ?",
+        (target, limit)).fetchall()
     return [OutboxRow(*r) for r in rows]
 
 
@@ -130,8 +170,9 @@ def prune(conn: sqlite3.Connection, sent_before: float) -> int:
                             (sent_before,)).rowcount)
 
 
-def depth(conn: sqlite3.Connection) -> tuple[int, float | None]:
-    """``(unsent rows, created_at of the oldest unsent row or None)``."""
+def depth(conn: sqlite3.Connection, target: str = "fleet") -> tuple[int, float | None]:
+    """``(unsent rows of target, created_at of the oldest unsent row or None)``."""
     count, oldest = conn.execute(
-        "SELECT count(*), min(created_at) FROM outbox WHERE sent_at IS NULL").fetchone()
+        "SELECT count(*), min(created_at) FROM outbox WHERE sent_at IS NULL AND target = ?",
+        (target,)).fetchone()
     return int(count), (None if oldest is None else float(oldest))

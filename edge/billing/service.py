@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from edge.billing.corrections import Add, Change, Confirm, Remove
+from edge.billing.corrections import AnyCorrection
 from edge.billing.events import Event, EventHub
 from edge.billing.journal import BillPage, Journal
 from edge.billing.model import Bill, TrayState
@@ -80,6 +80,7 @@ class BillingService:
         self.path = path
         self.outbox = outbox
         self._outbox_listeners: list[Callable[[], None]] = []
+        self._pos_listeners: list[Callable[[], None]] = []
         self.metrics = metrics
         self.hub = hub if hub is not None else EventHub()
         self.retry_initial_s = retry_initial_s
@@ -222,29 +223,68 @@ class BillingService:
         """JPEG of a bill's closing frame, or None."""
         return await self._read(lambda j: j.snapshot(bill_id))
 
-    async def correct(self, bill_id: str, correction: Confirm | Change | Remove | Add,
-                      menu: Mapping[str, MenuEntry]) -> dict[str, Any] | None:
-        """Store a correction; the updated bill (None for an unknown bill).
+    async def between(self, since: float, until: float,
+                      stream: str | None = None) -> list[dict[str, Any]]:
+        """Every bill closed in ``[since, until)``, oldest first (the day's report)."""
+        return await self._read(lambda j: j.between(since, until, stream))
+
+    async def correct(self, bill_id: str, correction: AnyCorrection,
+                      menu: Mapping[str, MenuEntry], *,
+                      actor: str | None = None) -> dict[str, Any] | None:
+        """Store a correction made by ``actor``; the updated bill (None for an
+        unknown bill).
 
         Publishes ``bill_corrected`` so every open page updates.
 
         Raises
         ------
+        CorrectionConflict
+            The bill's state refuses it (void; nothing to undo).
         CorrectionError
             The correction does not fit the bill or the menu.
         JournalError
             The journal failed to store it.
         """
         try:
-            view = await self._run(self._need().add_correction, bill_id, correction, menu)
+            view = await self._run(functools.partial(self._need().add_correction,
+                                                     actor=actor),
+                                   bill_id, correction, menu)
         except JournalError as err:
             self.metrics.journal_errors.labels(op="correct").inc()
             log.error("correction_failed", bill_id=bill_id, error=str(err))
             raise
         if view is not None:
             self.hub.publish(Event.of("bill_corrected", view))
-            log.info("bill_corrected", bill_id=bill_id, action=correction.action)
-            self._outbox_changed()
+            log.info("bill_corrected", bill_id=bill_id, action=correction.action, actor=actor)
+            self._outbox_changed(pos=view["handed_over_at"] is not None)
+        return view
+
+    async def handover(self, bill_id: str, *, actor: str | None = None,
+                       pos: bool = False) -> dict[str, Any] | None:
+        """Mark a bill handed over to the POS (once); the bill, or None if unknown.
+
+        ``pos``: also queue it for the POS webhook. A first hand-over
+        publishes ``bill_corrected`` (the bill now carries ``handed_over_at``).
+
+        Raises
+        ------
+        CorrectionConflict
+            The bill is void.
+        JournalError
+            The journal failed to store it.
+        """
+        try:
+            view = await self._run(functools.partial(self._need().handover, actor=actor,
+                                                     pos=pos), bill_id)
+        except JournalError as err:
+            self.metrics.journal_errors.labels(op="handover").inc()
+            log.error("handover_failed", bill_id=bill_id, error=str(err))
+            raise
+        if view is not None:
+            self.hub.publish(Event.of("bill_corrected", view))
+            log.info("bill_handed_over", bill_id=bill_id, actor=view["handed_over_by"],
+                     at=view["handed_over_at"])
+            self._outbox_changed(pos=pos)
         return view
 
     # ---- the fleet outbox ---------------------------------------------------------
@@ -253,9 +293,14 @@ class BillingService:
         """Call ``listener()`` on the loop after each commit that added outbox rows."""
         self._outbox_listeners.append(listener)
 
-    async def outbox_pending(self, limit: int) -> list[OutboxRow]:
-        """The first ``limit`` unsent outbox rows, oldest first."""
-        return await self._run(lambda: self._need().outbox_pending(limit))
+    def add_pos_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` on the loop after each commit that may have added
+        rows for the POS webhook."""
+        self._pos_listeners.append(listener)
+
+    async def outbox_pending(self, limit: int, target: str = "fleet") -> list[OutboxRow]:
+        """The first ``limit`` unsent outbox rows of ``target``, oldest first."""
+        return await self._run(lambda: self._need().outbox_pending(limit, target))
 
     async def outbox_mark_sent(self, ids: Sequence[int]) -> int:
         """Mark outbox rows sent (acknowledged by the broker); how many changed."""
@@ -265,13 +310,16 @@ class BillingService:
         """Delete outbox rows sent more than ``keep_s`` seconds ago; how many went."""
         return await self._run(self._need().outbox_prune, keep_s)
 
-    async def outbox_depth(self) -> tuple[int, float | None]:
-        """``(unsent outbox rows, created_at of the oldest or None)``."""
-        return await self._run(self._need().outbox_depth)
+    async def outbox_depth(self, target: str = "fleet") -> tuple[int, float | None]:
+        """``(unsent outbox rows of target, created_at of the oldest or None)``."""
+        return await self._run(self._need().outbox_depth, target)
 
-    def _outbox_changed(self) -> None:
+    def _outbox_changed(self, *, pos: bool = False) -> None:
         if self.outbox:
             for listener in self._outbox_listeners:
+                listener()
+        if pos:
+            for listener in self._pos_listeners:
                 listener()
 
     async def limit_journal_size(self, max_bytes: int | None) -> None:

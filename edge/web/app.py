@@ -41,7 +41,9 @@ from edge.web.limits import (
     too_large,
 )
 from edge.web.masking import masked_config, masked_status, unmask_config
+from edge.web.menu_routes import add_menu_routes
 from edge.web.openapi import Reply, add_openapi_route, operation
+from edge.web.pages import add_pages
 from edge.web.parse_errors import install_parse_errors
 from edge.web.payloads import (
     ConfigApplied,
@@ -218,6 +220,16 @@ class ControlPlane:
         async with self.config_lock:
             return await self._apply(parsed)
 
+    async def replace_config(
+            self, build: Callable[[SiteConfig], Awaitable[SiteConfig | web.Response]],
+    ) -> web.Response:
+        """Apply and save the config that ``build`` makes from the one in force,
+        as ``PUT /api/config`` does, under the same lock (a menu edit,
+        :mod:`edge.web.menu_routes`); ``build`` may answer an error instead."""
+        async with self.config_lock:
+            new = await build(self.daemon.config)
+            return new if isinstance(new, web.Response) else await self._apply(new)
+
     async def _apply(self, new: SiteConfig) -> web.Response:
         path = self.config_path if new != self.daemon.config else None
         if path is not None and not _writable(path):
@@ -353,9 +365,11 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str,
     r.add_put("/api/config", cp.put_config)
     r.add_get("/api/config/schema", cp.get_schema)
     add_openapi_route(app)
+    add_menu_routes(app, cp)
     if resolved is not None:
         r.add_get("/", cp.index)
         r.add_get("/static/{path:.+}", cp.static)
+        add_pages(app, resolved)
     return app
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -22,10 +22,11 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 
-from edge.billing.corrections import Correction, parse_correction
+from edge.billing.corrections import Correction, CorrectionConflict, parse_correction
 from edge.billing.events import Event, SubscriptionClosed
+from edge.billing.pos import PosDelivery
 from edge.billing.service import BillingService
-from edge.config import MenuEntry, ServerConfig, StreamId, format_errors, format_loc
+from edge.config import MenuEntry, ServerConfig, StreamId, TillConfig, format_errors, format_loc
 from edge.errors import CorrectionError, JournalError
 from edge.web.access import carries_token, protect_reads
 from edge.web.event_slots import EVENT_SLOTS_KEY, RETRY_AFTER_S, EventSlots, Refusal
@@ -34,6 +35,7 @@ from edge.web.openapi import Reply, operation
 from edge.web.payloads import (
     BillPage,
     BillView,
+    ConflictBody,
     ErrorBody,
     Menu,
     MenuItem,
@@ -42,6 +44,8 @@ from edge.web.payloads import (
     error,
     invalid,
 )
+from edge.web.report import add_report_routes
+from edge.web.roles import actor_name, allow
 
 MAX_CORRECTION_BYTES = 16 * 1024
 """Largest correction body accepted (one is a few dozen bytes)."""
@@ -64,6 +68,7 @@ MAX_SEQ = 2**63 - 1
 
 log = structlog.get_logger(__name__)
 MenuSource = Callable[[], Mapping[str, MenuEntry]]
+TillSource = Callable[[], TillConfig]
 
 
 def _unix_seconds(value: Any) -> Any:
@@ -107,6 +112,12 @@ class BillQuery(BaseModel):
     until: UnixTime = None
 
 
+class _EmptyBody(BaseModel):
+    """Body of ``POST /api/bills/{id}/handover``: empty, or ``{}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class _EventsQuery(BaseModel):
     """Query of ``GET /api/events`` (documentation only: :func:`_after` reads it)."""
 
@@ -126,21 +137,28 @@ class BillsApi:
         take names and prices from it.
     heartbeat_s
         Seconds between SSE heartbeat comments.
+    till
+        Returns the ``till`` config in force (currency, locale, POS webhook).
     """
 
     def __init__(self, service: BillingService, menu: MenuSource, *,
-                 heartbeat_s: float = HEARTBEAT_S) -> None:
+                 heartbeat_s: float = HEARTBEAT_S, till: TillSource = TillConfig) -> None:
         self.service = service
         self.menu_source = menu
         self.heartbeat_s = heartbeat_s
+        self.till = till
 
     @operation("The menu in force", "bills", {200: Reply("sorted by name", Menu)})
     async def menu(self, request: web.Request) -> web.Response:
-        """The menu: ``{"items": [{"key", "name", "price", "billable"}, …]}`` by name."""
-        items = [MenuItem(key=k, name=e.name, price=e.price, billable=e.billable)
+        """The menu: ``{"currency", "locale", "items": [{"key", "name", "price",
+        "billable", "enabled"}, …]}``, items by name."""
+        items = [MenuItem(key=k, name=e.name, price=e.price, billable=e.billable,
+                          enabled=e.enabled)
                  for k, e in self.menu_source().items()]
         items.sort(key=lambda i: (i.name.casefold(), i.key))
-        return web.json_response(Menu(items=items).model_dump())
+        till = self.till()
+        return web.json_response(Menu(currency=till.currency, locale=till.locale,
+                                      items=items).model_dump())
 
     @operation("A page of bills, newest first", "bills", {
         200: Reply("the page", BillPage),
@@ -202,6 +220,7 @@ class BillsApi:
     @operation("Correct a bill", "bills", {
         200: Reply("stored; the bill after it", BillView),
         404: Reply("no such bill", ErrorBody),
+        409: Reply("the bill is void (only undo), or there is nothing to undo", ConflictBody),
         422: Reply("invalid, or does not fit the bill or the menu", ValidationErrorBody),
         503: Reply("the journal failed; nothing stored", ErrorBody)},
         body=Correction, body_limit=MAX_CORRECTION_BYTES)
@@ -209,9 +228,11 @@ class BillsApi:
         """Add a correction; returns the updated bill (with ``effective``).
 
         Status codes: 200 stored; 400 body is not JSON; 404 unknown bill; 408
-        body too slow; 413 body over :data:`MAX_CORRECTION_BYTES`; 422 invalid
-        or does not fit the bill or the menu (``errors`` lists ``field:
-        reason``); 503 the journal failed (nothing stored).
+        body too slow; 409 the bill is void and the correction is not an
+        undo, or there is nothing to undo; 413 body over
+        :data:`MAX_CORRECTION_BYTES`; 422 invalid or does not fit the bill or
+        the menu (``errors`` lists ``field: reason``); 503 the journal failed
+        (nothing stored).
         """
         bill_id = request.match_info["bill_id"]
         raw = await read_body(request, MAX_CORRECTION_BYTES)
@@ -221,16 +242,42 @@ class BillsApi:
         if isinstance(data, web.Response):
             return data
         try:
-            _strict_line(data)
+            _strict_ints(data)
             correction = parse_correction(data)
-            view = await self.service.correct(bill_id, correction, self.menu_source())
+            view = await self.service.correct(bill_id, correction, self.menu_source(),
+                                              actor=actor_name(request))
+        except CorrectionConflict as err:
+            return _conflict(err)
         except CorrectionError as err:
             return invalid(err.errors, "the correction")
         except JournalError as err:
             return _unavailable(err)
-        if view is None:
-            return error(404, f"no bill {bill_id!r}")
-        return web.json_response(view)
+        return _bill_or_404(view, bill_id)
+
+    @operation("Hand a bill over to the POS", "bills", {
+        200: Reply("handed over (now or by an earlier call); the bill", BillView),
+        404: Reply("no such bill", ErrorBody),
+        409: Reply("the bill is void", ConflictBody),
+        422: Reply("the body is not empty or {}", ValidationErrorBody),
+        503: Reply("the journal failed; nothing stored", ErrorBody)},
+        body=_EmptyBody, body_limit=MAX_CORRECTION_BYTES)
+    async def handover(self, request: web.Request) -> web.Response:
+        """Mark the bill handed over to the POS; idempotent (a second call
+        answers the first hand-over). Queues it for the POS webhook when
+        ``till.pos_webhook_url`` is set, and for the fleet when it is on."""
+        bill_id = request.match_info["bill_id"]
+        refused = await _empty_body(request)
+        if refused is not None:
+            return refused
+        try:
+            view = await self.service.handover(
+                bill_id, actor=actor_name(request),
+                pos=self.till().pos_webhook_url is not None)
+        except CorrectionConflict as err:
+            return _conflict(err)
+        except JournalError as err:
+            return _unavailable(err)
+        return _bill_or_404(view, bill_id)
 
     @operation("Live events (server-sent events)", "bills", {
         200: Reply("bill, bill_corrected, journal, tray and resync events; a comment when "
@@ -320,14 +367,19 @@ BILLS_KEY = web.AppKey("bills", BillsApi)
 
 
 def add_bill_routes(app: web.Application, service: BillingService, *, menu: MenuSource,
-                    heartbeat_s: float = HEARTBEAT_S) -> BillsApi:
+                    heartbeat_s: float = HEARTBEAT_S, till: TillSource | None = None,
+                    pos_retry_s: tuple[float, float] = (1.0, 60.0)) -> BillsApi:
     """Add the bills API to ``app``.
 
     Routes: ``GET /api/menu``, ``GET /api/bills``, ``GET /api/bills/{id}``,
     ``GET /api/bills/{id}/snapshot.jpg``, ``POST /api/bills/{id}/corrections``,
-    ``GET /api/events``. On the application's shutdown every event stream ends,
-    so the server stops without waiting for them. The correction and the
-    snapshot need the bearer token (:mod:`edge.web.access`); the rest is open.
+    ``POST /api/bills/{id}/handover``, ``GET /api/events``, and the day's
+    report (:mod:`edge.web.report`). On the application's shutdown every
+    event stream ends, so the server stops without waiting for them. The
+    correction, the hand-over, the report and the snapshot need the bearer
+    token (:mod:`edge.web.access`; cashier or manager); the rest is open.
+    While the application runs, a :class:`~edge.billing.pos.PosDelivery`
+    sends hand-overs to ``till.pos_webhook_url``.
 
     Parameters
     ----------
@@ -339,8 +391,15 @@ def add_bill_routes(app: web.Application, service: BillingService, *, menu: Menu
         Returns the site menu in force.
     heartbeat_s
         Seconds between SSE heartbeats.
+    till
+        Returns the ``till`` config in force; default: that of the control
+        plane's daemon (:func:`edge.web.app.make_app`), else the defaults.
+    pos_retry_s
+        First and longest backoff between failed POS webhook attempts, seconds.
     """
-    api = BillsApi(service, menu, heartbeat_s=heartbeat_s)
+    if till is None:
+        till = _till_of(app)
+    api = BillsApi(service, menu, heartbeat_s=heartbeat_s, till=till)
     app[BILLS_KEY] = api
     if EVENT_SLOTS_KEY not in app:  # an application not made by make_app: default shares
         app[EVENT_SLOTS_KEY] = EventSlots(ServerConfig)
@@ -350,15 +409,39 @@ def add_bill_routes(app: web.Application, service: BillingService, *, menu: Menu
     r.add_get("/api/bills/{bill_id}", api.get_bill)
     r.add_get("/api/bills/{bill_id}/snapshot.jpg", api.snapshot)
     r.add_post("/api/bills/{bill_id}/corrections", api.post_correction)
+    r.add_post("/api/bills/{bill_id}/handover", api.handover)
     r.add_get("/api/events", api.events)
     # camera frames: as private as the live video, which needs the token too
     protect_reads(app, "/api/bills/{bill_id}/snapshot.jpg")
+    for path in ("/api/bills/{bill_id}/corrections", "/api/bills/{bill_id}/handover"):
+        allow(app, "POST", path, "cashier", "manager")
+    allow(app, "GET", "/api/bills/{bill_id}/snapshot.jpg", "cashier", "manager")
+    add_report_routes(app, service, till)
 
     async def end_streams(_: web.Application) -> None:
         service.hub.close()
 
+    async def deliver_to_pos(_: web.Application) -> AsyncIterator[None]:
+        delivery = PosDelivery(service, lambda: till().pos_webhook_url,
+                               retry_initial_s=pos_retry_s[0], retry_max_s=pos_retry_s[1])
+        service.add_pos_listener(delivery.wake)
+        delivery.start()
+        yield
+        await delivery.close()
+
     app.on_shutdown.append(end_streams)
+    app.cleanup_ctx.append(deliver_to_pos)
     return api
+
+
+def _till_of(app: web.Application) -> TillSource:
+    """The ``till`` config of the control plane's daemon, or the defaults."""
+    from edge.web.app import CONTROL_KEY  # noqa: PLC0415  # edge.web.app imports this package's peers
+
+    control = app.get(CONTROL_KEY)
+    if control is None:
+        return TillConfig
+    return lambda: control.daemon.config.till
 
 
 def _after(request: web.Request) -> int | web.Response | None:
@@ -384,8 +467,8 @@ def _seq(text: str) -> int | None:
     return max(0, seq) if seq <= MAX_SEQ else None
 
 
-def _strict_line(data: Any) -> None:
-    """Refuse a ``line`` that is not a JSON integer.
+def _strict_ints(data: Any) -> None:
+    """Refuse a ``line`` or ``quantity`` that is not a JSON integer.
 
     pydantic's lax mode, which the correction model uses, would read ``true``
     as line 1 and ``1.0`` or ``"1"`` as line 1: a client's bug would then
@@ -394,12 +477,42 @@ def _strict_line(data: Any) -> None:
     Raises
     ------
     CorrectionError
-        ``line`` is present and a boolean, a float or a string.
+        ``line`` or ``quantity`` is present and a boolean, a float or a string.
     """
-    line = data.get("line") if isinstance(data, dict) else None
-    if line is not None and (isinstance(line, bool) or not isinstance(line, int)):
-        raise CorrectionError([f"line: must be an integer (a line number of the bill), got "
-                               f"{json.dumps(line)[:40]}"])
+    what = {"line": "a line number of the bill", "quantity": "how many of the dish"}
+    errors = []
+    for field, meaning in what.items():
+        value = data.get(field) if isinstance(data, dict) else None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            errors.append(f"{field}: must be an integer ({meaning}), got "
+                          f"{json.dumps(value)[:40]}")
+    if errors:
+        raise CorrectionError(errors)
+
+
+async def _empty_body(request: web.Request) -> web.Response | None:
+    """None for an empty body or ``{}``, else the error answer to send."""
+    raw = await read_body(request, MAX_CORRECTION_BYTES)
+    if raw is None:
+        return too_large(MAX_CORRECTION_BYTES, "a hand-over")
+    if not raw.strip():
+        return None
+    data = decode_json(raw)
+    if isinstance(data, web.Response):
+        return data
+    try:
+        _EmptyBody.model_validate(data)
+    except ValidationError as err:
+        return invalid(format_errors(err), "the hand-over")
+    return None
+
+
+def _conflict(err: CorrectionConflict) -> web.Response:
+    return error(409, err.errors[0].partition(": ")[2], errors=err.errors)
+
+
+def _bill_or_404(view: dict[str, Any] | None, bill_id: str) -> web.Response:
+    return error(404, f"no bill {bill_id!r}") if view is None else web.json_response(view)
 
 
 def _unavailable(err: JournalError) -> web.Response:

@@ -43,6 +43,13 @@ class ValidationErrorBody(ErrorBody):
                                           "'(root)' is the body as a whole")
 
 
+class ConflictBody(ErrorBody):
+    """A valid request that the state of its target refuses (409)."""
+
+    errors: list[str] = Field(default_factory=list,
+                              description="'field: reason' lines, as for a 422")
+
+
 class Health(_Answer):
     """``GET /healthz``."""
 
@@ -103,11 +110,15 @@ class MenuItem(_Answer):
     name: str
     price: float
     billable: bool
+    enabled: bool = Field(True, description="false: disabled on the menu (still billed, "
+                                            "flagged for review; corrections cannot add it)")
 
 
 class Menu(_Answer):
     """``GET /api/menu``: sorted by name."""
 
+    currency: str = Field("EUR", description="ISO 4217 code of the prices (till.currency)")
+    locale: str = Field("en-US", description="BCP 47 tag for number formats (till.locale)")
     items: list[MenuItem]
 
 
@@ -128,6 +139,8 @@ class EffectiveLine(BillItem):
 
     line: int = Field(description="the line's number, kept for good")
     status: Literal["detected", "confirmed", "changed", "added"]
+    quantity: int = Field(1, description="how many of the dish (quantity corrections)")
+    line_total: float = Field(description="price * quantity, to cents")
 
 
 class Effective(_Answer):
@@ -135,9 +148,13 @@ class Effective(_Answer):
 
     items: list[EffectiveLine]
     removed: list[EffectiveLine]
-    total: float
+    total: float = Field(description="sum of the line totals; 0 for a void bill")
+    voided: bool = False
+    void_reason: str | None = None
     needs_review: bool
     corrected: bool
+    undone: list[int] = Field(default_factory=list,
+                              description="ids of the corrections taken back by undo")
     line_count: int = Field(description="lines numbered so far: the next added line's number")
     review: list[str] = Field(description="the bill's own review reasons, as detected; they "
                                           "count in needs_review until the first correction")
@@ -148,11 +165,18 @@ class StoredCorrection(_Answer):
 
     id: int
     created_at: float = Field(description="Unix seconds")
-    action: Literal["confirm", "change", "remove", "add"]
+    action: Literal["confirm", "change", "remove", "add", "quantity", "void", "undo"]
     line: int | None = None
     class_key: str | None = None
     name: str | None = None
     price: float | None = None
+    quantity: int | None = None
+    reason: str | None = Field(None, description="why the bill is void")
+    undoes: int | None = Field(None, description="undo: the id of the correction taken back")
+    actor: str | None = Field(None, description="who made it (the token's name); null: "
+                                                "unknown")
+    after_handover: bool | None = Field(None, description="made after the bill was handed "
+                                                          "over to the POS")
     note: str | None = None
 
 
@@ -178,6 +202,10 @@ class BillView(_Answer):
                                                "of review, in its order")
     has_snapshot: bool
     created_at: float = Field(description="Unix seconds of the commit")
+    handed_over_at: float | None = Field(None, description="Unix seconds of the hand-over to "
+                                                           "the POS; null: not handed over")
+    handed_over_by: str | None = Field(None, description="who handed it over (the token's "
+                                                         "name); null: unknown or not yet")
     corrections: list[StoredCorrection]
     effective: Effective
 
