@@ -19,9 +19,8 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,8 @@ from edge.memory import DEFAULT_INTERVAL_S, HeapTrimmer, interval_from_env
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
 from edge.systemd import Notifier
-from edge.web.access import AccessToken, load_token
+from edge.web.access import AccessToken, Keyring, load_keyring
+from edge.web.addresses import browse_urls
 from edge.web.app import make_app
 from edge.web.bills import add_bill_routes
 from edge.web.tls import server_ssl_context
@@ -51,29 +51,24 @@ class StageCrashed(RuntimeError):
     """A pipeline task ended with an exception; the daemon must restart."""
 
 
-def browse_urls(host: str, port: int, *, tls: bool = False) -> list[str]:
-    """URLs a person can open for a server bound to ``host`` (``https`` with ``tls``)."""
-    scheme = "https" if tls else "http"
-    if host in ("0.0.0.0", "::", ""):  # describing a wildcard bind, not binding
-        names = ["127.0.0.1"]
-        with contextlib.suppress(OSError):
-            names.append(socket.gethostbyname(socket.gethostname()))
-        return [f"{scheme}://{n}:{port}/" for n in dict.fromkeys(names)]
-    return [f"{scheme}://{host}:{port}/"]
+def start_line(urls: str | Sequence[str], token: AccessToken, *, interactive: bool) -> str:
+    """What the daemon prints when it serves: the URLs to open, one a line.
 
-
-def start_line(url: str, token: AccessToken, *, interactive: bool) -> str:
-    """The one line the daemon prints when it serves: the URL to open.
-
-    The URL carries the token in its fragment (``#token=…``, which browsers
-    never send to a server) when a person reads the terminal, or when this
-    start generated the token; otherwise (stdout is the systemd journal) the
-    line names the token file instead, so the secret lands in the journal at
-    most once per token.
+    The URLs (:func:`edge.web.addresses.browse_urls`: every interface of a
+    wildcard bind) carry the owner's token in their fragment (``#token=…``,
+    which browsers never send to a server) when a person reads the terminal,
+    or when this start generated the token; otherwise (stdout is the systemd
+    journal) the first line names the token file and ``dishtracker token
+    show`` instead, so the secret lands in the journal at most once per token.
     """
+    links = [urls] if isinstance(urls, str) else list(urls)
     if interactive or token.created:
-        return f"DishTracker is running: open {token.url(url)}"
-    return f"DishTracker is running: open {url} (access token: {token.path})"
+        links = [token.url(u) for u in links]
+        first = f"DishTracker is running: open {links[0]}"
+    else:
+        first = (f"DishTracker is running: open {links[0]} (access token: {token.path}; "
+                 "`dishtracker token show` prints the links with it)")
+    return "\n".join([first, *(f"  or {u}" for u in links[1:])])
 
 
 class _Progress:
@@ -137,7 +132,7 @@ async def _serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR09
     billing = await _open_billing(config, metrics)
     pipeline = Pipeline(config, metrics, billing=billing)
     try:
-        token = load_token(config.server, config.storage)  # storage.dir exists by now
+        token, keyring = load_keyring(config.server, config.storage)  # storage.dir exists
         fleet = create_fleet(  # a missing mqtt extra fails here, before the model loads
             config.fleet, billing, metrics,
             health=lambda: {"streams": pipeline.stream_status(), "journal": billing.status()})
@@ -146,7 +141,7 @@ async def _serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR09
         await billing.close()
         raise
     hub = WebRtcHub(pipeline.views, config.server, metrics)
-    app = _web_app(pipeline, hub, billing, config_path, token.value)
+    app = _web_app(pipeline, hub, billing, config_path, keyring)
     add_fleet_routes(app, fleet.status)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -201,9 +196,9 @@ def _heap_trim_interval() -> float:
 
 
 def _announce(config: SiteConfig, token: AccessToken, *, tls: bool) -> None:
-    """Print the URL to open (once, see :func:`start_line`) and log that the daemon serves."""
+    """Print the URLs to open (see :func:`start_line`) and log that the daemon serves."""
     urls = browse_urls(config.server.host, config.server.port, tls=tls)
-    print(start_line(urls[0], token, interactive=sys.stdout.isatty()), flush=True)
+    print(start_line(urls, token, interactive=sys.stdout.isatty()), flush=True)
     log.info("daemon_ready", urls=urls, streams=[s.id for s in config.streams],
              token_file=str(token.path))
 
@@ -221,8 +216,9 @@ async def _open_billing(config: SiteConfig, metrics: Metrics) -> BillingService:
 
 
 def _web_app(pipeline: Pipeline, hub: WebRtcHub, billing: BillingService,
-             config_path: Path | None, token: str) -> web.Application:
-    """Control plane, WebRTC and bills API in one application, guarded by ``token``."""
+             config_path: Path | None, token: str | Keyring) -> web.Application:
+    """Control plane, WebRTC and bills API in one application, guarded by ``token``
+    (the tokens in force, or the owner's alone)."""
     app = make_app(pipeline, config_path=config_path, token=token, static_dir=STATIC_DIR,
                    readiness_checks=[billing.readiness])
     add_webrtc_routes(app, hub)

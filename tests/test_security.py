@@ -67,8 +67,10 @@ WRONG = {"Authorization": "Bearer " + "x" * len(TOKEN)}
 
 
 @asynccontextmanager
-async def daemon_app(tmp_path: Path, **server: object) -> AsyncIterator[Client]:
-    """The daemon's application (with :data:`TOKEN`), one bill with a snapshot in its journal."""
+async def daemon_app(tmp_path: Path, *, token: str | access.Keyring = TOKEN,
+                     **server: object) -> AsyncIterator[Client]:
+    """The daemon's application guarded by ``token`` (default :data:`TOKEN`), one bill
+    with a snapshot in its journal."""
     config = SiteConfig(server=ServerConfig.model_validate(server))
     metrics = Metrics()
     service = BillingService(tmp_path / "journal.sqlite3", metrics)
@@ -76,7 +78,7 @@ async def daemon_app(tmp_path: Path, **server: object) -> AsyncIterator[Client]:
     hub = WebRtcHub({}, config.server, metrics)
     daemon = MemoryDaemon(config)
     # MemoryDaemon stands in for the pipeline: _web_app reads only what DaemonControl offers
-    app = _web_app(daemon, hub, service, None, TOKEN)  # type: ignore[arg-type]
+    app = _web_app(daemon, hub, service, None, token)  # type: ignore[arg-type]
     service.submit(make_bill("cam1-1-1", snapshot=jpeg(1)))
     try:
         async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:

@@ -1,4 +1,4 @@
-"""Who may change things: the bearer token of the control plane.
+"""Who may do what: the bearer tokens of the control plane and their roles.
 
 It guards the HTTP side (``… ─▶ events (HTTP/SSE)`` and ``annotate ─▶ WebRTC``):
 every request that can change state (any method but GET and HEAD: config,
@@ -8,18 +8,20 @@ camera frames) need ``Authorization: Bearer <token>``. The rest of the reads
 (health, metrics, bills, events, the page itself) stay open on the LAN; see
 ``docs/SECURITY.md`` for why.
 
-The token lives in a file readable by its owner only: ``server.token_file``,
-or ``storage.dir/token``, which the daemon generates on its first start. A
-token file that others may read is refused, as ssh refuses a private key.
+A token carries a role (:mod:`edge.web.roles`); a guarded route allows some
+roles (``manager`` only unless it names others with
+:func:`edge.web.roles.allow`), and a token of another role gets 403. The
+owner's token lives in a file readable by its owner only:
+``server.token_file``, or ``storage.dir/token``, which the daemon generates on
+its first start; it is the ``manager`` named ``owner``. Named tokens of any
+role are in ``storage.dir/tokens.json`` (:mod:`edge.web.tokens`). A file that
+others may read is refused, as ssh refuses a private key.
 """
 
 from __future__ import annotations
 
-import hmac
 import os
-import re
 import secrets
-import stat
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,35 +32,51 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from edge.config import ServerConfig, StorageConfig
-from edge.errors import ConfigError
+from edge.web.roles import (
+    ACTOR_KEY,
+    PROTECTED_READS_KEY,
+    allow,
+    refusal,
+    route_roles,
+)
+from edge.web.tokens import (
+    MIN_TOKEN_CHARS,
+    OWNER,
+    TOKEN_BYTES,
+    TOKENS_FILE,
+    Keyring,
+    TokenFileError,
+    TokenStore,
+    read_token_file,
+)
+
+__all__ = ["CASHIER_ROUTES", "KEYRING_KEY", "MIN_TOKEN_CHARS", "OWNER", "PROTECTED_READS_KEY",
+           "REALM", "SAFE_METHODS", "TOKEN_BYTES", "TOKEN_FILE", "AccessToken", "Keyring",
+           "TokenFileError", "bearer_auth", "carries_token", "load_keyring", "load_token",
+           "needs_token", "protect", "protect_reads", "route_needs_token", "token_path",
+           "token_url"]
 
 TOKEN_FILE = "token"
 """Name of the generated token file under ``storage.dir``."""
-
-TOKEN_BYTES = 32
-"""Random bytes of a generated token (``secrets.token_urlsafe``: 43 characters)."""
-
-MIN_TOKEN_CHARS = 16
-"""Shortest token accepted from an operator's file."""
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 """Methods that change nothing; every other method needs the token."""
 
 REALM = "dishtracker"
 
-# RFC 6750 b64token: fits an Authorization header and a URL fragment unescaped
-_TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+CASHIER_ROUTES = (
+    ("POST", "/api/bills/{bill_id}/corrections"),
+    ("GET", "/api/bills/{bill_id}/snapshot.jpg"),
+    ("POST", "/api/streams/{id}/webrtc"),
+)
+"""Guarded routes of the modules older than roles that a cashier may use too
+(:func:`protect` allows them to ``cashier`` and ``manager``; a module's own
+:func:`edge.web.roles.allow`, called after, replaces that)."""
 
 _log = structlog.get_logger("edge.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PROTECTED_READS_KEY = web.AppKey("protected_reads", set)
-"""Canonical paths of GET routes that need the token as well (see :func:`protect_reads`)."""
-TOKEN_BYTES_KEY = web.AppKey("access_token_bytes", bytes)
-"""The token of :func:`protect`, for :func:`carries_token` (never logged or answered)."""
-
-
-class TokenFileError(ConfigError):
-    """The token file cannot be used (loose permissions, foreign owner, bad content)."""
+KEYRING_KEY = web.AppKey("access_keyring", Keyring)
+"""The tokens in force (:func:`protect`), for :func:`carries_token`."""
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -89,7 +107,12 @@ class AccessToken:
         reach access logs or proxies; the cashier page reads it, keeps it for
         the session and removes it from the address bar.
         """
-        return f"{base}#token={quote(self.value, safe='')}"
+        return token_url(base, self.value)
+
+
+def token_url(base: str, token: str) -> str:
+    """``base`` with ``token`` in its fragment (``#token=…``; see :meth:`AccessToken.url`)."""
+    return f"{base}#token={quote(token, safe='')}"
 
 
 def token_path(server: ServerConfig, storage: StorageConfig) -> Path:
@@ -115,7 +138,7 @@ def load_token(server: ServerConfig, storage: StorageConfig) -> AccessToken:
     """
     path = token_path(server, storage)
     try:
-        return AccessToken(_read_token(path), path, created=False)
+        return AccessToken(read_token_file(path), path, created=False)
     except FileNotFoundError:
         if server.token_file is not None:
             raise TokenFileError(
@@ -124,57 +147,10 @@ def load_token(server: ServerConfig, storage: StorageConfig) -> AccessToken:
                 f"> {path}`, or remove server.token_file to use a generated "
                 f"{storage.dir / TOKEN_FILE}") from None
     created = _create_token(path)
-    value = _read_token(path)
+    value = read_token_file(path)
     if created:
         _log.info("access_token_created", path=str(path))
     return AccessToken(value, path, created=created)
-
-
-def _read_token(path: Path) -> str:
-    """The token in ``path`` after checking the file's type, owner and mode.
-
-    Raises
-    ------
-    FileNotFoundError
-        No such file.
-    TokenFileError
-        Anything else that makes the file unusable.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise
-    except OSError as err:
-        hint = " (a symbolic link is not accepted)" if path.is_symlink() else ""
-        raise TokenFileError(f"cannot open the token file {path}: {err.strerror}{hint}") from err
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise TokenFileError(f"the token file {path} is not a regular file")
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
-            raise TokenFileError(
-                f"the token file {path} has mode {mode:04o}: others than its owner may "
-                f"read or change it; run `chmod 600 {path}` (or delete it to have a new "
-                "token generated)")
-        if st.st_uid != os.geteuid():
-            raise TokenFileError(
-                f"the token file {path} belongs to uid {st.st_uid}, not to the daemon's "
-                f"user (uid {os.geteuid()}); chown it to that user")
-        raw = os.read(fd, 4096)
-    finally:
-        os.close(fd)
-    try:
-        value = raw.decode("ascii").strip()
-    except UnicodeDecodeError:
-        value = ""
-    if len(value) < MIN_TOKEN_CHARS or not _TOKEN_RE.fullmatch(value):
-        raise TokenFileError(
-            f"the token file {path} holds no usable token: expected one line of at least "
-            f"{MIN_TOKEN_CHARS} characters from A-Z a-z 0-9 - . _ ~ + / (delete the file to "
-            "have one generated)")
-    return value
 
 
 def _create_token(path: Path) -> bool:
@@ -241,51 +217,91 @@ def route_needs_token(method: str, canonical: str | None,
     return method not in SAFE_METHODS or canonical in protected_reads
 
 
-def bearer_auth(token: str) -> Middleware:
-    """Middleware that refuses guarded requests without ``Authorization: Bearer <token>``.
+def bearer_auth(keyring: Keyring) -> Middleware:
+    """Middleware that refuses guarded requests without a token of an allowed role.
 
     Missing or malformed credentials: 401 with ``WWW-Authenticate: Bearer
     realm="dishtracker"``; a wrong token: 401 with ``error="invalid_token"``
-    (RFC 6750). Bodies are JSON (``{"error": "…"}``). The comparison takes
-    constant time (``hmac.compare_digest``).
+    (RFC 6750); a token whose role the route does not allow
+    (:func:`edge.web.roles.route_roles`): 403 with
+    ``error="insufficient_scope"``. Bodies are JSON (``{"error": "…"}``). The
+    :class:`~edge.web.roles.Actor` of an accepted token is put on the request
+    (``request[ACTOR_KEY]``), on open routes too when they carry one. The
+    comparison takes constant time (:meth:`Keyring.identify`).
     """
-    expected = token.encode("ascii")
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not needs_token(request):
+        guarded = needs_token(request)
+        given = _bearer(request)
+        actor = keyring.identify(given) if given is not None else None
+        if actor is not None:
+            request[ACTOR_KEY] = actor
+        if not guarded:
             return await handler(request)
-        scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            return _unauthorized(
-                "this request needs the access token: send 'Authorization: Bearer <token>' "
-                "(the token is in the daemon's token file; see docs/SECURITY.md)",
-                f'Bearer realm="{REALM}"')
-        if not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), expected):
+        if given is None:
+            return _refused(401, "this request needs the access token: send 'Authorization: "
+                                 "Bearer <token>' (the token is in the daemon's token file, "
+                                 "or from `dishtracker token`; see docs/SECURITY.md)",
+                            f'Bearer realm="{REALM}"')
+        if actor is None:
             _log.warning("access_denied", method=request.method, path=request.path,
                          peer=request.remote)
-            return _unauthorized("wrong access token",
-                                 f'Bearer realm="{REALM}", error="invalid_token"')
+            return _refused(401, "wrong access token",
+                            f'Bearer realm="{REALM}", error="invalid_token"')
+        needed = route_roles(request.app, request.method, _canonical(request))
+        if actor.role not in needed:
+            _log.warning("access_forbidden", method=request.method, path=request.path,
+                         peer=request.remote, token=actor.name, role=actor.role)
+            return _refused(403, refusal(needed, actor),
+                            f'Bearer realm="{REALM}", error="insufficient_scope"')
         return await handler(request)
 
     return middleware
 
 
+def _bearer(request: web.Request) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, or None."""
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    given = given.strip()
+    return given if scheme.lower() == "bearer" and given else None
+
+
+def _canonical(request: web.Request) -> str | None:
+    return getattr(request.match_info.route.resource, "canonical", None)
+
+
 def carries_token(request: web.Request) -> bool:
-    """Whether ``request`` carries the right token (on any route, open ones too).
+    """Whether ``request`` carries a token in force, of any role (on any route,
+    open ones too).
 
     Open routes use it to tell a token holder's request from an anonymous one
     (``GET /api/events`` keeps slots for token holders); False in an
     application without :func:`protect`.
     """
-    expected = request.app.get(TOKEN_BYTES_KEY)
-    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
-    if expected is None or scheme.lower() != "bearer" or not given.strip():
-        return False
-    return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), expected)
+    if request.get(ACTOR_KEY) is not None:  # the middleware has looked already
+        return True
+    keyring = request.app.get(KEYRING_KEY)
+    given = _bearer(request)
+    return keyring is not None and given is not None and keyring.identify(given) is not None
 
 
-def protect(app: web.Application, token: str) -> None:
+def load_keyring(server: ServerConfig, storage: StorageConfig) -> tuple[AccessToken, Keyring]:
+    """The owner's token (:func:`load_token`) and every token in force.
+
+    Raises
+    ------
+    TokenFileError
+        The token file or the token store (``storage.dir/tokens.json``) is
+        unusable; the daemon does not start then.
+    """
+    token = load_token(server, storage)
+    store = TokenStore(storage.dir / TOKENS_FILE)
+    store.entries()  # a loose or broken store stops the start, as the token file does
+    return token, Keyring(token.value, owner_path=token.path, store=store)
+
+
+def protect(app: web.Application, token: str | Keyring) -> None:
     """Install :func:`bearer_auth` on ``app`` (before it starts).
 
     Parameters
@@ -294,13 +310,16 @@ def protect(app: web.Application, token: str) -> None:
         An application not yet started; the middleware is appended, so it
         runs inside the ones already there (e.g. the JSON error middleware).
     token
-        The bearer token.
+        The tokens in force, or one token (the ``manager`` named ``owner``).
     """
+    keyring = token if isinstance(token, Keyring) else Keyring(token)
     app.setdefault(PROTECTED_READS_KEY, set())
-    app[TOKEN_BYTES_KEY] = token.encode("ascii")
-    app.middlewares.append(bearer_auth(token))
+    for method, canonical in CASHIER_ROUTES:
+        allow(app, method, canonical, "cashier", "manager")
+    app[KEYRING_KEY] = keyring
+    app.middlewares.append(bearer_auth(keyring))
 
 
-def _unauthorized(message: str, challenge: str) -> web.Response:
-    return web.json_response({"error": message}, status=401,
+def _refused(status: int, message: str, challenge: str) -> web.Response:
+    return web.json_response({"error": message}, status=status,
                              headers={"WWW-Authenticate": challenge})

@@ -29,7 +29,7 @@ from aiohttp import web
 from edge.config import SiteConfig, json_schema, parse_config, to_toml, write_config_atomic
 from edge.errors import ConfigError
 from edge.metrics import Metrics
-from edge.web.access import protect, protect_reads
+from edge.web.access import Keyring, protect, protect_reads
 from edge.web.event_slots import EVENT_SLOTS_KEY, EventSlots
 from edge.web.headers import add_security_headers
 from edge.web.hosts import HostCheck
@@ -56,6 +56,7 @@ from edge.web.payloads import (
     error,
     invalid,
 )
+from edge.web.whoami import add_whoami_route
 
 MAX_BODY_BYTES = 256 * 1024
 """Largest request body accepted (a site config is a few KiB; SDP offers too)."""
@@ -297,7 +298,7 @@ class ControlPlane:
 CONTROL_KEY = web.AppKey("control", ControlPlane)
 
 
-def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str,
+def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str | Keyring,
              static_dir: Path | None = None,
              heartbeat_stale_s: float = HEARTBEAT_STALE_S,
              readiness_checks: Sequence[ReadinessCheck] = (),
@@ -313,9 +314,10 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str,
         Site config file to rewrite on a successful ``PUT /api/config``, or
         ``None`` to keep changes in memory.
     token
-        The bearer token that every state-changing request (PUT, POST, …, on
-        routes added later too) and ``GET /api/config`` (camera passwords)
-        must carry (:func:`edge.web.access.protect`).
+        The tokens in force (or the owner's token alone): every
+        state-changing request (PUT, POST, …, on routes added later too) and
+        ``GET /api/config`` (camera passwords) must carry one whose role the
+        route allows (:func:`edge.web.access.protect`).
     static_dir
         Folder served at ``/static/`` with ``index.html`` at ``/``; must exist.
         Paths that resolve outside it (``..``, symlinks) are refused.
@@ -365,6 +367,7 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str,
     r.add_put("/api/config", cp.put_config)
     r.add_get("/api/config/schema", cp.get_schema)
     add_openapi_route(app)
+    add_whoami_route(app)
     add_menu_routes(app, cp)
     if resolved is not None:
         r.add_get("/", cp.index)

@@ -6,8 +6,9 @@ from the application's router, the request bodies and answers from the same
 pydantic models the handlers validate with (:class:`edge.config.SiteConfig`,
 the corrections of :mod:`edge.billing.corrections`, the offer of
 :mod:`edge.web.signalling`, the answers of :mod:`edge.web.payloads`), and each
-operation's ``security`` from the access rule itself
-(:func:`edge.web.access.route_needs_token`). A handler says what it takes and
+operation's ``security`` and ``x-roles`` from the access rule itself
+(:func:`edge.web.access.route_needs_token`, :func:`edge.web.roles.route_roles`).
+A handler says what it takes and
 answers with :func:`operation`; a route without it is still listed, with its
 docstring and a generic answer, and ``tests/test_openapi.py`` fails until it
 is described.
@@ -30,6 +31,7 @@ from pydantic import BaseModel, TypeAdapter
 import edge
 from edge.web.access import PROTECTED_READS_KEY, REALM, route_needs_token
 from edge.web.payloads import ErrorBody, ValidationErrorBody
+from edge.web.roles import ROLES, route_roles
 
 OPENAPI_VERSION = "3.1.0"
 SECURITY_SCHEME = "bearerToken"
@@ -173,9 +175,10 @@ def build_spec(app: web.Application, *, title: str = "DishTracker Edge") -> dict
                      if r.resource is not None and r.method != "HEAD"),
                     key=lambda t: (t[0], _method_rank(t[1])))
     for canonical, method, handler in routes:
-        guarded = route_needs_token(method, canonical, protected)
+        roles = (sorted(route_roles(app, method, canonical), key=ROLES.index)
+                 if route_needs_token(method, canonical, protected) else None)
         paths.setdefault(canonical, {})[method.lower()] = _operation(
-            canonical, method, handler, guarded, schemas)
+            canonical, method, handler, roles, schemas)
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -193,9 +196,12 @@ def build_spec(app: web.Application, *, title: str = "DishTracker Edge") -> dict
             "schemas": schemas.finish(),
             "securitySchemes": {SECURITY_SCHEME: {
                 "type": "http", "scheme": "bearer",
-                "description": "The box's access token (storage.dir/token or "
-                               "server.token_file): every method but GET and HEAD, plus "
-                               "the reads that disclose secrets or camera frames.",
+                "description": "An access token of the box (storage.dir/token, "
+                               "server.token_file, or `dishtracker token create`): every "
+                               "method but GET and HEAD, plus the reads that disclose "
+                               "secrets or camera frames. A token carries one role "
+                               "(cashier, manager, labeller); an operation's `x-roles` "
+                               "lists the roles it allows, others get 403.",
             }},
         },
     }
@@ -205,8 +211,8 @@ def _method_rank(method: str) -> int:
     return _METHOD_ORDER.index(method) if method in _METHOD_ORDER else len(_METHOD_ORDER)
 
 
-def _operation(canonical: str, method: str, handler: Callable[..., Any], guarded: bool,
-               schemas: _Schemas) -> dict[str, Any]:
+def _operation(canonical: str, method: str, handler: Callable[..., Any],
+               roles: list[str] | None, schemas: _Schemas) -> dict[str, Any]:
     op = operation_of(handler)
     name = getattr(handler, "__name__", "handler").strip("_")
     doc = _clean(inspect.getdoc(handler) or "")
@@ -235,10 +241,14 @@ def _operation(canonical: str, method: str, handler: Callable[..., Any], guarded
         replies.setdefault(408, Reply("the body did not arrive in time", ErrorBody))
         replies.setdefault(413, Reply(f"the body is over the limit{limit}", ErrorBody))
         replies.setdefault(422, Reply("the body does not validate", ValidationErrorBody))
-    if guarded:
+    if roles is not None:
         out["security"] = [{SECURITY_SCHEME: []}]
+        out["x-roles"] = roles
         replies.setdefault(401, Reply("no token, another scheme, or a wrong token",
                                       ErrorBody, headers=("WWW-Authenticate",)))
+        if len(roles) < len(ROLES):
+            replies.setdefault(403, Reply(f"the token's role is not {' or '.join(roles)}",
+                                          ErrorBody, headers=("WWW-Authenticate",)))
     out["responses"] = {str(status): _reply(reply, schemas)
                         for status, reply in sorted(replies.items())}
     return out
@@ -286,7 +296,8 @@ def _reply(reply: Reply, schemas: _Schemas) -> dict[str, Any]:
 _HEADERS = {
     "Retry-After": "seconds to wait before trying again",
     "WWW-Authenticate": f'Bearer realm="{REALM}" (with error="invalid_token" for a wrong '
-                        "token)",
+                        'token, error="insufficient_scope" for a role the operation does '
+                        "not allow)",
 }
 
 

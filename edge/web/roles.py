@@ -18,7 +18,7 @@ request; handlers record :func:`actor_name` with every change they journal.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from aiohttp import web
 
@@ -29,11 +29,20 @@ ROLES: Final[tuple[Role, ...]] = ("cashier", "manager", "labeller")
 DEFAULT_ROLES: Final[frozenset[str]] = frozenset({"manager"})
 """Roles allowed on a guarded route that names none."""
 
-ACTOR_KEY: Final = "dishtracker.actor"
-"""Request key of the :class:`Actor` whose token the request carries."""
-
 ROUTE_ROLES_KEY = web.AppKey("route_roles", dict)
 """``{(method, canonical path): frozenset of roles}`` of :func:`allow`."""
+
+PROTECTED_READS_KEY = web.AppKey("protected_reads", set)
+"""Canonical paths of GET routes that need a token as well
+(:func:`edge.web.access.protect_reads`, and :func:`allow` of a GET route)."""
+
+CAPABILITIES: Final[dict[str, tuple[str, ...]]] = {
+    "cashier": ("watch", "correct", "void", "handover"),
+    "manager": ("watch", "correct", "void", "handover", "menu", "config", "report"),
+    "labeller": ("label",),
+}
+"""What each role may do, as ``GET /api/whoami`` lists it (``may``): the page
+shows the controls of these and no others."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +62,19 @@ class Actor:
     role: str
 
 
+# aiohttp 3.13 warns (an error under the tests' filterwarnings) about plain string
+# request keys; older ones, still fine for Python 3.10, have no RequestKey
+_RequestKey = getattr(web, "RequestKey", None)
+ACTOR_KEY: Final[Any] = (_RequestKey("dishtracker.actor", Actor) if _RequestKey is not None
+                         else "dishtracker.actor")
+"""Request key of the :class:`Actor` whose token the request carries."""
+
+
 def allow(app: web.Application, method: str, canonical: str, *roles: Role) -> None:
     """Let tokens of ``roles`` use the route ``method canonical``.
+
+    A GET route named here needs a token as well (it joins the protected
+    reads); a later call for the same route replaces the roles.
 
     Parameters
     ----------
@@ -70,6 +90,8 @@ def allow(app: web.Application, method: str, canonical: str, *roles: Role) -> No
     if not roles or any(r not in ROLES for r in roles):
         raise ValueError(f"roles must be some of {ROLES}, got {roles!r}")
     app.setdefault(ROUTE_ROLES_KEY, {})[(method.upper(), canonical)] = frozenset(roles)
+    if method.upper() in ("GET", "HEAD"):  # a read that names roles needs a token
+        app.setdefault(PROTECTED_READS_KEY, set()).add(canonical)
 
 
 def route_roles(app: web.Application, method: str, canonical: str | None) -> frozenset[str]:
@@ -90,3 +112,17 @@ def actor_name(request: web.Request) -> str | None:
     """The name to record with a change made by ``request`` (None: unknown)."""
     actor = actor_of(request)
     return actor.name if actor is not None else None
+
+
+def refusal(needed: frozenset[str], actor: Actor) -> str:
+    """The 403 message for ``actor`` on a route that allows ``needed``
+    ("this needs the manager role; your token is a cashier's")."""
+    names = [r for r in ROLES if r in needed]
+    wanted = " or ".join(names) if names else "another"
+    return (f"this needs the {wanted} role; your token is a{_an(actor.role)} {actor.role}'s "
+            f"(token {actor.name!r}); ask the operator for one with that role "
+            "(`dishtracker token create`)")
+
+
+def _an(word: str) -> str:
+    return "n" if word[:1] in "aeiou" else ""
