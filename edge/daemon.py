@@ -58,17 +58,18 @@ def start_line(urls: str | Sequence[str], token: AccessToken, *, interactive: bo
     wildcard bind) carry the owner's token in their fragment (``#token=…``,
     which browsers never send to a server) when a person reads the terminal,
     or when this start generated the token; otherwise (stdout is the systemd
-    journal) the first line names the token file and ``dishtracker token
-    show`` instead, so the secret lands in the journal at most once per token.
+    journal) the first line names the token file and the last ``dishtracker
+    token show`` instead, so the secret lands in the journal at most once per
+    token.
     """
     links = [urls] if isinstance(urls, str) else list(urls)
     if interactive or token.created:
         links = [token.url(u) for u in links]
-        first = f"DishTracker is running: open {links[0]}"
-    else:
-        first = (f"DishTracker is running: open {links[0]} (access token: {token.path}; "
-                 "`dishtracker token show` prints the links with it)")
-    return "\n".join([first, *(f"  or {u}" for u in links[1:])])
+        return "\n".join([f"DishTracker is running: open {links[0]}",
+                          *(f"  or {u}" for u in links[1:])])
+    return "\n".join([f"DishTracker is running: open {links[0]} (access token: {token.path})",
+                      *(f"  or {u}" for u in links[1:]),
+                      "  (`dishtracker token show` prints these links with the token)"])
 
 
 class _Progress:

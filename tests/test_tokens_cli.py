@@ -212,4 +212,6 @@ def test_the_start_line_lists_every_url(tmp_path: Path) -> None:
     journal = start_line(urls, kept, interactive=False)  # a later start under systemd
     assert TOKEN not in journal
     assert "dishtracker token show" in journal and str(tmp_path / "token") in journal
-    assert [line.split()[-1] for line in journal.splitlines()[1:]] == urls[1:]
+    assert journal.splitlines()[0] == \
+        f"DishTracker is running: open {urls[0]} (access token: {tmp_path / 'token'})"
+    assert [line.split()[-1] for line in journal.splitlines()[1:3]] == urls[1:]
