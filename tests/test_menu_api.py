@@ -11,11 +11,22 @@ from typing import Any
 
 import pytest
 from bills_support import MENU
+from test_webrtc_support import write_token_file
 from till_support import serve
 
 from edge.billing.menu import Menu
-from edge.config import SiteConfig, TillConfig, load_config, parse_config, write_config_atomic
+from edge.config import (
+    ServerConfig,
+    SiteConfig,
+    StorageConfig,
+    TillConfig,
+    load_config,
+    parse_config,
+    write_config_atomic,
+)
 from edge.errors import ConfigError
+from edge.web.access import load_keyring
+from edge.web.tokens import TOKENS_FILE, TokenStore
 
 
 async def _json(resp: Any) -> Any:
@@ -133,26 +144,8 @@ def test_bad_menu_edits_are_refused_with_the_field_and_change_nothing(tmp_path: 
     asyncio.run(main())
 
 
-def _roles_enforced() -> bool:
-    """Whether tokens carry roles yet (edge.web.tokens and a keyring in edge.web.access)."""
-    try:
-        from edge.web import access, tokens  # noqa: F401  # probing the roles work
-    except ImportError:
-        return False
-    return hasattr(access, "load_keyring")
-
-
-@pytest.mark.xfail(not _roles_enforced(), strict=True,
-                   reason="issue 17 item 4 (roles): edge.web.access has no keyring with "
-                          "roles yet, so every token is the manager's")
 def test_a_cashier_gets_403_from_the_menu_routes_and_may_read_the_report(
         tmp_path: Path) -> None:
-    from test_webrtc_support import write_token_file
-
-    from edge.config import ServerConfig, StorageConfig
-    from edge.web.access import load_keyring
-    from edge.web.tokens import TOKENS_FILE, TokenStore
-
     storage = tmp_path / "var"
     storage.mkdir(mode=0o700)
     write_token_file(storage / "token")

@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from bills_support import LINES, MENU
+from test_browser import chromium, run_in_own_thread
+from test_webrtc_support import TOKEN
 from till_support import Till, serve
 
 from edge.config import SiteConfig, TillConfig
@@ -153,3 +157,47 @@ def test_a_day_is_23_or_25_hours_across_daylight_saving() -> None:
     assert until - since == 25 * 3600
     since, until = day_bounds(date(2023, 3, 26), berlin)
     assert until - since == 23 * 3600
+
+
+@pytest.mark.browser
+def test_the_report_and_menu_pages_show_and_change_what_the_server_has(
+        tmp_path: Path) -> None:
+    async def main() -> None:
+        config = SiteConfig(till=TillConfig(currency="EUR", locale="de-DE"))
+        async with serve(tmp_path, config=config) as till, chromium(tmp_path) as page:
+            now = time.time()
+            await till.bill("cam1-1-1", closed_at=now)
+            await till.bill("cam1-1-2", tray_id=2, closed_at=now)
+            await till.correct("cam1-1-2", {"action": "quantity", "line": 0, "quantity": 2})
+            base = str(till.client.make_url("/"))
+            await page.goto(f"{base}report.html#token={TOKEN}")
+            await page.wait_for_function("window.dishtrackerReport.last !== null")
+            revenue = await page.locator("#total-revenue").inner_text()
+            expected = round(2 * sum(P) + P[0], 2)
+            assert revenue.replace("\u00a0", " ") == f"{expected:.2f} €".replace(".", ","), revenue
+            assert await page.locator("#dish-rows tr").count() == 3
+            row = page.locator('#dish-rows tr[data-key="schnitzel_fries"] td')
+            assert await row.nth(1).inner_text() == "3"
+
+            await page.goto(f"{base}menu.html")  # the token stays for the tab
+            burger = page.locator('#rows tr[data-key="burger"]')
+            await burger.wait_for()
+            await burger.locator(".price-input").fill("-1")
+            await burger.locator(".save").click()
+            error = burger.locator('[data-error="price"]')
+            await page.wait_for_function(
+                "document.querySelector('#rows tr[data-key=\"burger\"] [data-error=\"price\"]')"
+                ".textContent.length > 0")
+            assert "greater than or equal to 0" in await error.inner_text()
+            await burger.locator(".price-input").fill("9.5")
+            await burger.locator(".save").click()
+            await page.wait_for_function("document.getElementById('status').dataset.kind === 'ok'")
+            assert till.daemon.config.menu["burger"].price == 9.5
+            await page.locator('#add-form input[name="key"]').fill("soup")
+            await page.locator('#add-form input[name="price"]').fill("4")
+            await page.locator('#add-form button[type="submit"]').click()
+            await page.wait_for_function(
+                "document.querySelector('#add-form [data-error=\"name\"]').textContent.length > 0")
+            assert "soup" not in till.daemon.config.menu
+
+    run_in_own_thread(main)
