@@ -93,6 +93,8 @@ def test_a_cashier_gets_403_from_manager_routes_and_works_on_its_own(tmp_path: P
             assert status == 422 and body["errors"]  # past the role check, refused by validation
             async with client.get(SNAPSHOT, headers=bearer(cashier)) as resp:
                 assert resp.status == 200 and (await resp.read())[:2] == b"\xff\xd8"
+            async with client.head(SNAPSHOT, headers=bearer(cashier)) as resp:
+                assert resp.status == 200  # HEAD follows GET's roles
             status, _ = await _status(client, "POST", OFFER, bearer(cashier), {})
             assert status not in (401, 403)
 

@@ -95,11 +95,13 @@ def allow(app: web.Application, method: str, canonical: str, *roles: Role) -> No
 
 
 def route_roles(app: web.Application, method: str, canonical: str | None) -> frozenset[str]:
-    """Roles allowed on a route (:data:`DEFAULT_ROLES` when it names none)."""
+    """Roles allowed on a route (:data:`DEFAULT_ROLES` when it names none); HEAD
+    follows GET, as aiohttp answers it with the GET handler."""
     table: dict[tuple[str, str], frozenset[str]] = app.get(ROUTE_ROLES_KEY, {})
     if canonical is None:
         return DEFAULT_ROLES
-    return table.get((method.upper(), canonical), DEFAULT_ROLES)
+    method = "GET" if method.upper() == "HEAD" else method.upper()
+    return table.get((method, canonical), DEFAULT_ROLES)
 
 
 def actor_of(request: web.Request) -> Actor | None:
