@@ -33,6 +33,7 @@ from pydantic import (
 from edge.catalogue import CATALOGUE, Kind
 from edge.errors import ConfigError
 from edge.fsutil import write_atomic
+from edge.stream_url import check_stream_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -78,6 +79,11 @@ class ServerConfig(_Strict):
     port: int = Field(8080, ge=1, le=65535)
     max_peers: int = Field(8, ge=1, le=256, description="WebRTC viewers in total")
     codec: Literal["vp8", "h264"] = "vp8"
+    overlay: Literal["cashier", "engineer"] = Field(
+        "cashier", description="what the video shows a viewer whose WebRTC offer names no "
+                               "overlay: cashier (trays with their bill so far, dishes by menu "
+                               "name, flagged ones marked) or engineer (track ids, class keys, "
+                               "vote shares, the corner stamp)")
     ice_servers: list[IceServer] = Field(default_factory=list)
     token_file: Path | None = Field(
         None, description="file holding the bearer token that changes need (owner-only "
@@ -402,6 +408,7 @@ class StreamConfig(_Strict):
                  "synthetic://", "/", "./", "../")
         if not url.startswith(known) and "://" in url:
             raise ValueError(f"unsupported URL scheme in {url!r}")
+        check_stream_url(url)
         return url
 
 

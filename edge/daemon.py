@@ -28,6 +28,7 @@ import structlog
 from aiohttp import web
 
 from edge.billing.service import JOURNAL_FILE, BillingService
+from edge.checks import check_config, refuse_on
 from edge.config import SiteConfig
 from edge.errors import JournalError
 from edge.fleet import create_fleet
@@ -106,10 +107,12 @@ async def serve(config: SiteConfig, *, config_path: Path | None,
         The bill journal cannot be opened (folder not writable, not a journal,
         newer schema); nothing else has started then.
     ConfigError
-        The TLS certificate or key cannot be loaded, or the token file is
-        unusable (:class:`edge.web.access.TokenFileError`: loose permissions,
-        another owner, no token in it); nothing is served then.
+        The start check (:func:`edge.checks.check_config`, what ``check-config``
+        runs) found problems, listed all at once: model, stream files, scene
+        files, ``storage.dir``, token file, TLS pair, fleet; nothing has started
+        then.
     """
+    refuse_on(check_config(config), source=str(config_path or "built-in config"))
     # whoever starts the daemon, with whatever umask: what it creates (journal,
     # engine cache, token, under storage.dir) is owner-only (the journal holds
     # bill photos); put back on return for an in-process caller
