@@ -24,6 +24,9 @@ from edge.frames import Track, TrackedFrame
 from edge.labels import display_text
 from edge.palette import class_colour, text_colour, tray_colour
 from edge.stamp import stamp_geometry
+from edge.track.tray_tracker import TRAY_KEY
+
+__all__ = ["annotate", "class_colour", "is_tray", "tray_colour"]  # colours: edge.palette
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _LABEL_SCALE = 0.42
@@ -50,13 +53,15 @@ def _dashed_rectangle(img: npt.NDArray[np.uint8], box: tuple[int, int, int, int]
                   color=colour, thickness=_DASHED_PX)
 
 
-def _is_tray(track: Track) -> bool:
-    return track.tray_id is not None and track.tray_id == track.track_id
+def is_tray(track: Track) -> bool:
+    """Whether ``track`` is a tray (dishes and trays are numbered apart: a dish may
+    carry its tray's number as its own id)."""
+    return track.class_name == TRAY_KEY and track.tray_id == track.track_id
 
 
 def _label_text(track: Track, class_names: Sequence[str],
                 bills: dict[int, tuple[int, float]] | None = None) -> str:
-    if _is_tray(track):
+    if is_tray(track):
         text = f"TRAY {track.track_id}"
         if bills and track.track_id in bills:
             n, total = bills[track.track_id]
@@ -78,7 +83,7 @@ def _draw_track(img: npt.NDArray[np.uint8], track: Track, class_names: Sequence[
     x1, y1, x2, y2 = (round(v) for v in track.box)
     x1, x2 = max(0, min(x1, width - 1)), max(0, min(x2 - 1, width - 1))
     y1, y2 = max(0, min(y1, height - 1)), max(0, min(y2 - 1, height - 1))
-    tray = _is_tray(track)
+    tray = is_tray(track)
     colour = tray_colour(track.track_id) if tray else class_colour(track.class_id)
     if track.detected or tray:
         cv2.rectangle(img, (x1, y1), (x2, y2), colour, _SOLID_PX, cv2.LINE_8)
@@ -163,7 +168,7 @@ def annotate(tf: TrackedFrame, *, fps: float, latency_ms: float | None,
                  cv2.LINE_AA)
     bills = {tid: (n, total) for tid, n, total in tf.bills}
     # trays first, so the dishes' labels are drawn over the tray's edge
-    for track in sorted(tf.tracks, key=lambda t: not _is_tray(t)):
+    for track in sorted(tf.tracks, key=lambda t: not is_tray(t)):
         _draw_track(out, track, class_names, keep_out, bills)
     parts = [display_text(tf.frame.stream_id), f"{fps:.1f} fps"]
     if latency_ms is not None:

@@ -6,9 +6,10 @@ cashier is checking, and two labels on top of each other are read as one, so
 :func:`place_labels` places them greedily, most important first: each takes
 the first free spot among candidates beside its box (above it, below it, then
 left and right of it, then rows further out), free meaning inside the picture
-and overlapping neither a label placed before it nor any keep-out box (every
-dish, its own included). Where nothing is free (a picture full of dishes) it
-takes the candidate with the least overlap. A label away from its box gets a
+and overlapping neither its own box, nor a label placed before it, nor any
+keep-out box (every dish); where none of those touching the box is free, the
+free one nearest to it, and where nothing is free (a picture full of dishes)
+the candidate with the least overlap. A label away from its box gets a
 leader line (:func:`draw_labels`).
 
 OpenCV's Hershey fonts draw ASCII only, and ``cv2.putText`` shows a ``?`` for
@@ -198,7 +199,11 @@ def place_labels(sizes: Sequence[tuple[int, int]], targets: Sequence[Rect],
     near_x, near_y = xs[:, :_NEAR, None], ys[:, :_NEAR, None]
     hit = ((near_x < blocked[:, 2]) & (blocked[:, 0] < near_x + wh[:, None, :1])
            & (near_y < blocked[:, 3]) & (blocked[:, 1] < near_y + wh[:, None, 1:]))
-    free = (~hit.any(axis=2)).tolist()
+    own = np.array(targets, np.int64).reshape(-1, 4)  # nor its own box (moved into view)
+    nx, ny = near_x[..., 0], near_y[..., 0]
+    covers = ((nx < own[:, 2:3]) & (own[:, 0:1] < nx + wh[:, :1])
+              & (ny < own[:, 3:4]) & (own[:, 1:2] < ny + wh[:, 1:]))
+    free = (~(hit.any(axis=2) | covers)).tolist()
     corners = np.stack([xs[:, :_NEAR], ys[:, :_NEAR]], axis=-1).tolist()
     placed = np.empty((len(blocked) + n, 4), np.int64)
     placed[: len(blocked)] = blocked
@@ -209,9 +214,12 @@ def place_labels(sizes: Sequence[tuple[int, int]], targets: Sequence[Rect],
         w, h = (int(v) for v in wh[i])
         rect = _first_free(corners[i], free[i], w, h, rects)
         clear = rect is not None
-        if rect is None:
-            cost = _area(xs[i], ys[i], w, h, placed[:m])
-            k = int(np.argmin(cost))  # the first free one (argmin takes the first of ties)
+        if rect is None:  # the free candidate nearest its box, else the least covered
+            cost = _area(xs[i], ys[i], w, h, np.vstack([placed[:m], own[i : i + 1]]))
+            tx1, ty1, tx2, ty2 = targets[i]
+            gap = (np.maximum(np.maximum(tx1 - (xs[i] + w), xs[i] - tx2), 0)
+                   + np.maximum(np.maximum(ty1 - (ys[i] + h), ys[i] - ty2), 0))
+            k = int(np.argmin(cost * (width + height) + gap))
             clear = bool(cost[k] == 0)
             rect = (int(xs[i, k]), int(ys[i, k]), int(xs[i, k]) + w, int(ys[i, k]) + h)
         placed[m] = rect

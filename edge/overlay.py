@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.annotate import annotate
+from edge.annotate import annotate, is_tray
 from edge.billing.menu import Menu
 from edge.frames import Track, TrackedFrame
 from edge.labels import (
@@ -77,7 +77,8 @@ class Label:
     @property
     def is_tray(self) -> bool:
         """True for a tray's label."""
-        return self.track.tray_id == self.track.track_id
+        return is_tray(self.track)
+
 
 
 def _box(track: Track, width: int, height: int) -> Rect:
@@ -125,7 +126,7 @@ def cashier_labels(tf: TrackedFrame, menu: Menu) -> tuple[list[Label], list[Plac
     dishes: list[Label] = []
     for track in tf.tracks:
         box = _box(track, width, height)
-        if track.tray_id == track.track_id:
+        if is_tray(track):
             total = bills.get(track.track_id)
             text = f"Tray {track.track_id}" + ("" if total is None else f"  {total:.2f}")
             trays.append(Label(track, text, box))

@@ -22,8 +22,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from edge.billing.biller import TrayBiller, make_biller
+from edge.billing.biller import TrayBiller, make_biller, make_menu
 from edge.billing.line import CheckoutLine
+from edge.billing.menu import Menu
 from edge.billing.model import Bill, TrayState
 from edge.config import CheckoutConfig, SiteConfig, StreamConfig
 from edge.detect.contract import read_model_info
@@ -57,11 +58,15 @@ class BillSink(Protocol):
 
 
 class StreamView:
-    """What viewers of one stream subscribe to (see :mod:`edge.web.webrtc`)."""
+    """What viewers of one stream subscribe to (see :mod:`edge.web.webrtc`), and
+    the menu in force that the cashier's overlay names dishes by (``menu``,
+    replaced on a live change)."""
 
-    def __init__(self, stream_id: str, class_names: Sequence[str], metrics: Metrics) -> None:
+    def __init__(self, stream_id: str, class_names: Sequence[str], metrics: Metrics,
+                 menu: Menu) -> None:
         self.stream_id = stream_id
         self.class_names = tuple(class_names)
+        self.menu = menu
         self._metrics = metrics
         self._slots: list[LatestSlot[TrackedFrame]] = []
 
@@ -112,7 +117,8 @@ class StreamRunner:
         self._next_tray_id = 1 + (billing.last_tray_id(config.id) if billing is not None else 0)
         self._tray_sig: tuple[Any, ...] = ()
         self._tray_sent = 0.0
-        self.view = StreamView(config.id, worker.class_names, metrics)
+        self.view = StreamView(config.id, worker.class_names, metrics,
+                               make_menu(site, worker.class_names))
         self.lag = LagCompensator()
         self.frames_done = 0
         self.last_latency_s: float | None = None
@@ -212,6 +218,7 @@ class StreamRunner:
         :meth:`edge.billing.biller.TrayBiller.retune`).
         """
         self.site = site
+        self.view.menu = make_menu(site, self.worker.class_names)
         if self.tracker is not None:
             self.tracker.retune(site, self.worker.class_names)
             log.info("settings_applied", stream=self.config.id,

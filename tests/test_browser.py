@@ -94,12 +94,26 @@ def cashier_app(views: dict[str, CameraView], codec: str) -> web.Application:
     return app
 
 
+OVERLAY_KEY = "dishtracker.overlay"
+"""Where the page keeps the viewer's overlay choice (localStorage)."""
+
+
 @asynccontextmanager
-async def chromium(tmp_path: Path) -> AsyncIterator[Any]:
+async def chromium(tmp_path: Path, *, overlay: str | None = None) -> AsyncIterator[Any]:
+    """Debian's Chromium on a fresh profile in ``tmp_path``, headless, one page.
+
+    ``overlay`` is stored as the page's overlay choice before its first load
+    (a viewer's toggle still changes it): ``"engineer"`` for stories that read
+    the corner stamp, which the cashier's overlay does not carry.
+    """
     async with async_api.async_playwright() as pw:
         context = await pw.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=CHROMIUM, args=FLAGS, headless=True,
             viewport={"width": 1280, "height": 800})
+        if overlay is not None:
+            await context.add_init_script(
+                f"if (!localStorage.getItem('{OVERLAY_KEY}')) "
+                f"localStorage.setItem('{OVERLAY_KEY}', '{overlay}');")
         page = context.pages[0] if context.pages else await context.new_page()
         page.console_log = []
         page.on("console", lambda msg: page.console_log.append(f"{msg.type}: {msg.text}"))
@@ -197,7 +211,8 @@ def test_page_shows_live_annotated_video_with_its_delay(
     async def main() -> None:
         views = {"cam1": CameraView("cam1"), "cam2": CameraView("cam2", seed=2)}
         try:
-            async with serve(cashier_app(views, codec)) as url, chromium(tmp_path) as page:
+            async with (serve(cashier_app(views, codec)) as url,
+                        chromium(tmp_path, overlay="engineer") as page):
                 await page.goto(f"{url}/#token={TOKEN}")
                 first = await video_plays(page)
                 assert first["streamId"] == "cam1"
@@ -226,7 +241,7 @@ def test_page_switches_streams_remembers_the_choice_and_survives_a_restart(
     async def main() -> None:
         views = {"cam1": CameraView("cam1"), "cam2": CameraView("cam2", seed=2)}
         try:
-            async with chromium(tmp_path) as page:
+            async with chromium(tmp_path, overlay="engineer") as page:
                 async with serve(cashier_app(views, "vp8")) as url:
                     await page.goto(f"{url}/#token={TOKEN}")
                     await video_plays(page)
@@ -263,7 +278,8 @@ def test_page_asks_for_the_token_and_keeps_it_for_the_session(tmp_path: Path) ->
     async def main() -> None:
         views = {"cam1": CameraView("cam1")}
         try:
-            async with serve(cashier_app(views, "vp8")) as url, chromium(tmp_path) as page:
+            async with (serve(cashier_app(views, "vp8")) as url,
+                        chromium(tmp_path, overlay="engineer") as page):
                 await page.goto(url)  # no token in the URL: the page asks for it
                 await wait_for(page, "m.state === 'locked'")
                 form = page.locator("#token-form")

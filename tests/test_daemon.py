@@ -165,7 +165,7 @@ async def _exercise(base: str, site: Path) -> None:
         async with http.get(f"{base}/healthz") as r:
             assert r.status == 200
 
-        viewer = await connect(http, base, "cam1")
+        viewer = await connect(http, base, "cam1", overlay="engineer")  # reads the stamps
         await viewer.read(15)
         assert viewer.ids == sorted(viewer.ids)
         assert sorted(viewer.latencies_ms)[len(viewer.latencies_ms) // 2] < 500

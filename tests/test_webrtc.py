@@ -68,6 +68,8 @@ async def running_server(connect_timeout_s: float = 30.0, shared_encoder: bool =
                          **server_config: object) -> AsyncIterator[Server]:
     views = {"cam1": CameraView("cam1")}
     metrics = Metrics()
+    # the viewers read the corner stamp: the engineer's overlay keeps it
+    server_config.setdefault("overlay", "engineer")
     hub = WebRtcHub(views, ServerConfig.model_validate(server_config), metrics,
                     disconnect_grace_s=0.5, connect_timeout_s=connect_timeout_s,
                     shared_encoder=shared_encoder, idle_grace_s=idle_grace_s)
@@ -123,14 +125,18 @@ async def post_offer(session: aiohttp.ClientSession, url: str,
         return resp.status, await resp.json()
 
 
-async def connect(session: aiohttp.ClientSession, base: str, stream: str = "cam1") -> Viewer:
+async def connect(session: aiohttp.ClientSession, base: str, stream: str = "cam1", *,
+                  overlay: str | None = None) -> Viewer:
+    """A viewer of ``stream`` (``overlay``: the offer's field; None sends none)."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver("video", direction="recvonly")
     got: asyncio.Future[object] = asyncio.get_running_loop().create_future()
     pc.on("track", got.set_result)
     await pc.setLocalDescription(await pc.createOffer())  # gathers all host candidates
-    status, answer = await post_offer(session, f"{base}/api/streams/{stream}/webrtc",
-                                      {"sdp": pc.localDescription.sdp, "type": "offer"})
+    body = {"sdp": pc.localDescription.sdp, "type": "offer"}
+    if overlay is not None:
+        body["overlay"] = overlay
+    status, answer = await post_offer(session, f"{base}/api/streams/{stream}/webrtc", body)
     assert status == 200, answer
     assert answer["type"] == "answer"
     await pc.setRemoteDescription(RTCSessionDescription(sdp=str(answer["sdp"]), type="answer"))
@@ -249,6 +255,30 @@ def test_peer_limit_answers_503_and_close_frees_the_hub() -> None:
     asyncio.run(main())
 
 
+def test_each_viewer_gets_the_overlay_it_asks_for_the_site_default_otherwise() -> None:
+    async def main() -> None:
+        async with (running_server(overlay="cashier") as server,
+                    aiohttp.ClientSession() as session):
+            engineer = await connect(session, server.url, overlay="engineer")
+            cashier = await connect(session, server.url)  # no field: server.overlay
+            await engineer.read(5)  # the engineer's overlay keeps the corner stamp
+            assert cashier.track is not None
+            for _ in range(5):  # the cashier's does not carry it
+                frame = await asyncio.wait_for(cashier.track.recv(), 10)  # type: ignore[attr-defined]
+                assert read_stamp(np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)) is None
+            tracks = {o: server.hub.shared_track("cam1", o) for o in ("cashier", "engineer")}
+            assert tracks["cashier"] is not None and tracks["engineer"] is not None
+            assert tracks["cashier"] is not tracks["engineer"]
+            assert (tracks["cashier"].overlay, tracks["engineer"].overlay) == ("cashier",
+                                                                              "engineer")
+            assert server.hub.shared_track("cam1") is tracks["cashier"]
+            assert server.peers() == 2
+            await engineer.pc.close()
+            await cashier.pc.close()
+
+    asyncio.run(main())
+
+
 def test_bad_requests_are_refused_with_a_reason() -> None:
     async def main() -> None:
         async with running_server() as server, aiohttp.ClientSession() as session:
@@ -274,6 +304,11 @@ def test_bad_requests_are_refused_with_a_reason() -> None:
             assert status == 422
             assert any(e.startswith("type:") for e in body["errors"])
             assert any(e.startswith("extra:") for e in body["errors"])
+            status, body = await post_offer(session, url, {"sdp": offer, "type": "offer",
+                                                           "overlay": "pretty"})
+            assert status == 422
+            assert [e for e in body["errors"] if e.startswith("overlay:")], body
+            assert "cashier" in str(body["errors"]) and "engineer" in str(body["errors"])
 
             async with session.post(url, data=b"{not json", headers=AUTH) as resp:
                 assert resp.status == 400

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from edge.billing.biller import make_menu
+from edge.config import SiteConfig
 from edge.frames import Frame, Track, TrackedFrame
 from edge.sim.live import SyntheticCamera, SyntheticSpec
 from edge.sim.menu import CLASS_NAMES
@@ -62,6 +64,7 @@ class CameraView:
                  size: tuple[int, int] = (640, 480), seed: int = 1) -> None:
         self.stream_id = stream_id
         self.class_names = CLASS_NAMES
+        self.menu = make_menu(SiteConfig(), CLASS_NAMES)
         self.subscribe_calls = 0
         self.slots: list[LatestSlot[TrackedFrame]] = []
         self._lock = threading.Lock()

@@ -38,8 +38,9 @@ import structlog
 from edge.billing.line import BEFORE, PAST, UNKNOWN, CheckoutLine
 from edge.billing.menu import Menu
 from edge.billing.model import Bill, BillerStep, BillItem, TrayState, round_money
+from edge.billing.photo import bill_photo, dish_boxes
 from edge.config import SiteConfig, StreamConfig
-from edge.frames import Detections, DishEvidence, Frame, TrayObservation
+from edge.frames import Detections, DishEvidence, Frame, Track, TrayObservation
 from edge.track.tray_tracker import TrayTracker
 
 log = structlog.get_logger()
@@ -115,7 +116,8 @@ class TrayBiller:
         Added to a frame's ``capture_time`` to get Unix time; default
         ``time.time() - time.monotonic()`` (live); 0 for evaluation.
     snapshots : bool
-        Attach a JPEG of the closing frame to each bill.
+        Attach a JPEG of the closing frame to each bill, the billed tray and its
+        lines marked (:mod:`edge.billing.photo`).
     noise_guard : bool
         Bill a dish only over :data:`MIN_SPAN` frames and :data:`MIN_DENSITY`
         (or :data:`SPARSE_HITS`) (``billing.noise_guard``).
@@ -139,6 +141,7 @@ class TrayBiller:
         self.snapshots = snapshots
         self.noise_guard = noise_guard
         self._accounts: dict[int, _Account] = {}
+        self._tracks: tuple[Track, ...] = ()
         self._seq = -1
         self.first_tray_id = first_tray_id
         self._last_tray_id = 0
@@ -147,6 +150,7 @@ class TrayBiller:
         """Advance one frame (``detections`` None when the frame was not detected)."""
         self._seq = frame.seq
         step = self.tracker.update(frame, detections)
+        self._tracks = step.tracks  # where a closing bill's dishes are, for its photo
         for kept, dropped in step.merges:
             self._merge(kept, dropped)
         closed: list[Bill] = []
@@ -227,8 +231,9 @@ class TrayBiller:
               items: tuple[BillItem, ...], review: tuple[str, ...] = ()) -> Bill:
         snapshot = None
         if self.snapshots and frame.image.size > 3:
-            ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY,
-                                                         SNAPSHOT_QUALITY])
+            photo = bill_photo(frame.image, obs.tray_id, obs.box, items,
+                               dish_boxes(items, self._tracks, obs.tray_id))
+            ok, buf = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, SNAPSHOT_QUALITY])
             snapshot = buf.tobytes() if ok else None
         return Bill(
             bill_id=f"{self.stream_id}-{self.run_id}-{obs.tray_id}", stream_id=self.stream_id,

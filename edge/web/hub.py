@@ -1,6 +1,7 @@
 """The WebRTC hub: answers viewers' offers and owns their peer connections.
 
-Where it sits: :class:`~edge.web.track.AnnotatedTrack` (one per stream) ->
+Where it sits: :class:`~edge.web.track.AnnotatedTrack` (one per stream and
+overlay: a viewer asks for the cashier's or the engineer's) ->
 aiortc ``MediaRelay`` -> the stream's shared encoders
 (:mod:`edge.web.encoders`) or aiortc's encoder per viewer -> one
 ``RTCPeerConnection`` per viewer -> browser. The HTTP route in front of it is
@@ -41,6 +42,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from edge.config import ServerConfig
 from edge.errors import DishTrackerError
 from edge.metrics import Metrics
+from edge.overlay import OverlayName
 from edge.web.encoders import (
     EncodedViewerTrack,
     SharedEncoders,
@@ -109,6 +111,7 @@ class _Shared:
 class _Peer:
     pc: RTCPeerConnection
     stream_id: str
+    overlay: OverlayName
     shared: _Shared | None = None
     proxy: MediaStreamTrack | None = None
     timer: asyncio.TimerHandle | None = None
@@ -164,7 +167,8 @@ class WebRtcHub:
         self._grace_s = disconnect_grace_s
         self._idle_grace_s = idle_grace_s
         self._connect_timeout_s = connect_timeout_s
-        self._shared: dict[str, _Shared] = {}
+        # one annotated track per stream and overlay, shared by the viewers of both
+        self._shared: dict[tuple[str, OverlayName], _Shared] = {}
         self._peers: set[_Peer] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -184,17 +188,22 @@ class WebRtcHub:
         """Peer connections open or being set up, all streams together."""
         return len(self._peers)
 
-    def shared_track(self, stream_id: str) -> AnnotatedTrack | None:
-        """The annotated track viewers of ``stream_id`` share, if anyone watches."""
-        shared = self._shared.get(stream_id)
+    def shared_track(self, stream_id: str,
+                     overlay: OverlayName | None = None) -> AnnotatedTrack | None:
+        """The annotated track viewers of ``stream_id`` share, if anyone watches
+        (``overlay``: which one; default ``server.overlay``)."""
+        shared = self._shared.get((stream_id, overlay or self._config.overlay))
         return shared.track if shared else None
 
-    def shared_encoders(self, stream_id: str) -> SharedEncoders | None:
-        """The encoders viewers of ``stream_id`` share, if anyone watches and sharing is on."""
-        shared = self._shared.get(stream_id)
+    def shared_encoders(self, stream_id: str,
+                        overlay: OverlayName | None = None) -> SharedEncoders | None:
+        """The encoders viewers of ``stream_id`` share, if anyone watches and sharing is on
+        (``overlay``: which one; default ``server.overlay``)."""
+        shared = self._shared.get((stream_id, overlay or self._config.overlay))
         return shared.encoders if shared else None
 
-    async def offer(self, stream_id: str, sdp: str, type: str) -> tuple[str, str]:
+    async def offer(self, stream_id: str, sdp: str, type: str, *,
+                    overlay: OverlayName | None = None) -> tuple[str, str]:
         """Answer a viewer's offer to receive ``stream_id``.
 
         Parameters
@@ -205,6 +214,9 @@ class WebRtcHub:
             The offer, with all ICE candidates gathered (no trickle).
         type : str
             Must be ``"offer"``.
+        overlay : {"cashier", "engineer"}, optional
+            What the video shows this viewer (:mod:`edge.overlay`); default
+            ``server.overlay``. Viewers of one stream and overlay share its track.
 
         Returns
         -------
@@ -234,7 +246,8 @@ class WebRtcHub:
         servers = [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
                    for s in self._config.ice_servers]
         # iceServers=[] (not None): None makes aiortc add Google's public STUN server.
-        peer = _Peer(RTCPeerConnection(RTCConfiguration(iceServers=servers)), stream_id)
+        peer = _Peer(RTCPeerConnection(RTCConfiguration(iceServers=servers)), stream_id,
+                     overlay or self._config.overlay)
         self._peers.add(peer)  # counts against max_peers from here on
         try:
             self._attach(peer, view)
@@ -249,21 +262,22 @@ class WebRtcHub:
         return answer
 
     def _attach(self, peer: _Peer, view: StreamView) -> None:
-        shared = self._shared.get(peer.stream_id)
+        key = (peer.stream_id, peer.overlay)
+        shared = self._shared.get(key)
         if shared is not None and (shared.track.readyState != "live"
                                    or shared.track.view is not view):
             # Ended, or fed by the view of a stream since restarted: a fresh one.
             if not shared.peers:
-                self._retire(peer.stream_id, shared)
+                self._retire(key, shared)
             shared = None
         if shared is not None and shared.retire is not None:  # idle: watched again
             shared.retire.cancel()
             shared.retire = None
         if shared is None:
-            shared = _Shared(AnnotatedTrack(view, self._metrics))
+            shared = _Shared(AnnotatedTrack(view, self._metrics, overlay=peer.overlay))
             if self.shared_encoder:
                 shared.encoders = SharedEncoders(_relay_subscriber(shared))
-            self._shared[peer.stream_id] = shared
+            self._shared[key] = shared
             shared.track.on("ended", lambda s=shared: self._on_track_ended(s))
         shared.peers.add(peer)
         shared.track.resume()
@@ -336,13 +350,13 @@ class WebRtcHub:
         if shared is not None:
             shared.peers.discard(peer)
             if not shared.peers:
-                self._idle(peer.stream_id, shared)
+                self._idle((peer.stream_id, peer.overlay), shared)
         self._update_gauge(peer.stream_id)
         await peer.pc.close()
         log.info("webrtc_peer_closed", stream=peer.stream_id, reason=reason,
                  peers=len(self._peers))
 
-    def _idle(self, stream_id: str, shared: _Shared) -> None:
+    def _idle(self, key: tuple[str, OverlayName], shared: _Shared) -> None:
         """``shared`` lost its last viewer: pause it now, tear it down after the idle grace.
 
         Paused, the stream's track takes no frame, so nothing is annotated or
@@ -352,21 +366,21 @@ class WebRtcHub:
         heap keeps; docs/RELIABILITY.md, "Soak").
         """
         if (self._closed or self._idle_grace_s <= 0 or shared.track.readyState != "live"):
-            self._retire(stream_id, shared)
+            self._retire(key, shared)
             return
         shared.track.pause()
         if shared.retire is None:
             shared.retire = asyncio.get_running_loop().call_later(
-                self._idle_grace_s, self._retire, stream_id, shared)
+                self._idle_grace_s, self._retire, key, shared)
 
-    def _retire(self, stream_id: str, shared: _Shared) -> None:
+    def _retire(self, key: tuple[str, OverlayName], shared: _Shared) -> None:
         if shared.retire is not None:
             shared.retire.cancel()
             shared.retire = None
         if shared.peers and shared.track.readyState == "live":
             return  # watched again
-        if self._shared.get(stream_id) is shared:
-            del self._shared[stream_id]
+        if self._shared.get(key) is shared:
+            del self._shared[key]
         shared.track.stop()
         if shared.encoders is not None:
             shared.encoders.stop()
@@ -379,8 +393,8 @@ class WebRtcHub:
         """Refuse new offers and close every peer (shutdown; idempotent)."""
         self._closed = True
         await asyncio.gather(*(self._drop(p, "shutdown") for p in list(self._peers)))
-        for sid, shared in list(self._shared.items()):
-            self._retire(sid, shared)
+        for key, shared in list(self._shared.items()):
+            self._retire(key, shared)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 

@@ -71,7 +71,8 @@ async def _post_offer(request: web.Request) -> web.Response:
     if isinstance(body, web.Response):
         return body
     try:
-        sdp, _ = await hub.offer(request.match_info["id"], body.sdp, body.type)
+        sdp, _ = await hub.offer(request.match_info["id"], body.sdp, body.type,
+                                 overlay=body.overlay)
     except OfferError as err:
         headers = retry_after(err.retry_after_s) if err.retry_after_s is not None else None
         return error(err.status, str(err), headers=headers)
@@ -101,8 +102,9 @@ async def _close_hub(app: web.Application) -> None:
 def add_webrtc_routes(app: web.Application, hub: WebRtcHub) -> None:
     """Serve ``POST /api/streams/{id}/webrtc`` from ``hub``; close it on shutdown.
 
-    The body is ``{"sdp": str, "type": "offer"}`` (at most 64 KiB, no other
-    keys); the reply ``{"sdp": str, "type": "answer"}``. Errors answer
+    The body is ``{"sdp": str, "type": "offer"}`` with an optional
+    ``"overlay": "cashier" | "engineer"`` (default ``server.overlay``), at most
+    64 KiB, no other keys; the reply ``{"sdp": str, "type": "answer"}``. Errors answer
     ``{"error": reason}`` with 400 (not JSON, bad SDP), 404 (unknown stream),
     413 (too large), 422 (invalid body, with ``errors``: ``field: reason``
     lines), 429 (this client address sent more than ``server.offer_burst``

@@ -33,6 +33,11 @@ class OfferBody(BaseModel):
 
     sdp: str = Field(min_length=1, description="the complete offer, ICE candidates gathered")
     type: Literal["offer"]
+    overlay: Literal["cashier", "engineer"] | None = Field(
+        None, description="what the video shows this viewer: cashier (trays with their bill "
+                          "so far, dishes by menu name, flagged ones marked) or engineer "
+                          "(track ids, class keys, vote shares, the corner stamp); default: "
+                          "server.overlay")
 
 
 class AnswerBody(BaseModel):

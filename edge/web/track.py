@@ -1,8 +1,9 @@
 """The annotated video of one stream, as the aiortc track its viewers share.
 
 Where it sits: pipeline -> :class:`StreamView` -> :class:`AnnotatedTrack`
-(annotate, convert to I420) -> the relay and encoders of :mod:`edge.web.hub`
--> viewers. One track per stream, however many viewers watch it.
+(draw the cashier's or the engineer's overlay, convert to I420) -> the relay
+and encoders of :mod:`edge.web.hub` -> viewers. One track per stream and
+overlay, however many viewers watch it.
 
 The track does work only while someone watches. It subscribes to the stream
 when it is first read and lets go of the stream when :meth:`AnnotatedTrack.pause`
@@ -27,9 +28,10 @@ import numpy as np
 from aiortc import VideoStreamTrack
 from aiortc.mediastreams import VIDEO_TIME_BASE, MediaStreamError
 
-from edge.annotate import annotate
+from edge.billing.menu import Menu
 from edge.frames import TrackedFrame
 from edge.metrics import Metrics
+from edge.overlay import DEFAULT_OVERLAY, OverlayName, render
 from edge.slot import LatestSlot, SlotClosed
 
 _CLOCK_RATE = 90_000  # RTP video clock; pts are 90 kHz ticks since the first frame
@@ -45,7 +47,12 @@ class StreamView(Protocol):
 
     @property
     def class_names(self) -> Sequence[str]:
-        """Display name per class id (the model's class names)."""
+        """The model's class names (keys), per class id: the engineer's overlay shows them."""
+
+    @property
+    def menu(self) -> Menu:
+        """The menu in force (names, prices, what is billable), replaced on a live
+        change: the cashier's overlay names dishes by it."""
 
     def subscribe(self) -> LatestSlot[TrackedFrame]:
         """A new slot, fed with every tracked frame from now on."""
@@ -70,13 +77,17 @@ class AnnotatedTrack(VideoStreamTrack):
     metrics : Metrics, optional
         Counts ``frames{stage="annotate"}`` and observes the capture-to-annotated
         latency (``stage_latency{stage="annotate"}``).
+    overlay : {"cashier", "engineer"}
+        What is drawn on the frames (:func:`edge.overlay.render`).
     """
 
     kind = "video"
 
-    def __init__(self, view: StreamView, metrics: Metrics | None = None) -> None:
+    def __init__(self, view: StreamView, metrics: Metrics | None = None, *,
+                 overlay: OverlayName = DEFAULT_OVERLAY) -> None:
         super().__init__()
         self.view = view
+        self.overlay: OverlayName = overlay
         self._metrics = metrics
         self._slot: LatestSlot[TrackedFrame] | None = None
         self._watched = asyncio.Event()
@@ -162,7 +173,9 @@ class AnnotatedTrack(VideoStreamTrack):
         return (len(arrivals) - 1) / span if span > 0 else 0.0
 
     def _render(self, tf: TrackedFrame, fps: float, latency_ms: float) -> av.VideoFrame:
-        img = annotate(tf, fps=fps, latency_ms=latency_ms, class_names=self.view.class_names)
+        view = self.view
+        img = render(self.overlay, tf, view.menu, view.class_names, fps=fps,
+                     latency_ms=latency_ms)
         height, width = img.shape[:2]
         if height % 2 or width % 2:
             return av.VideoFrame.from_ndarray(img, format="bgr24")
