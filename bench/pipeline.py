@@ -439,7 +439,9 @@ async def connect(http: aiohttp.ClientSession, base: str, stream: str) -> Viewer
 
     await pc.setLocalDescription(await pc.createOffer())
     url = f"{base}/api/streams/{stream}/webrtc"
-    async with http.post(url, json={"sdp": pc.localDescription.sdp, "type": "offer"}) as r:
+    # the engineer's overlay: the viewer reads the corner stamp, the cashier's has none
+    offer = {"sdp": pc.localDescription.sdp, "type": "offer", "overlay": "engineer"}
+    async with http.post(url, json=offer) as r:
         body = await r.json(content_type=None)
         if r.status != 200:
             await pc.close()

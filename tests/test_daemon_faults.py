@@ -355,7 +355,7 @@ async def _cashier_view_goes_on(http: aiohttp.ClientSession, base: str,
     assert all(v > VIDEO_FLOOR_FPS for v in rates.values()), rates
     status, streams = await _json(http, f"{base}/api/streams")
     assert status == 200 and [s["state"] for s in streams] == ["running", "running"]
-    viewer = await connect(http, base, "cam1")
+    viewer = await connect(http, base, "cam1", overlay="engineer")  # reads the stamps
     await viewer.read(10)
     await viewer.pc.close()
     async with http.get(f"{base}/healthz") as r:
