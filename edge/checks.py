@@ -14,8 +14,9 @@ disagree. It collects, in order of the layers, each problem as one
    sibling that ``precision = "int8"`` needs, each stream's file or device and
    ``synthetic://`` query (the synthetic source's own parser), scene files,
    ``storage.dir`` (writable, or creatable: nothing is created here), the token
-   file when it exists (never generated here), the TLS pair, the fleet's MQTT
-   client, password file and CA bundle.
+   file when it exists (never generated here) and the store of named tokens
+   (``storage.dir/tokens.json``), the TLS pair, the fleet's MQTT client,
+   password file and CA bundle.
 
 When the schema refuses part of the config, the sections that validate on their
 own (``detector``, ``server``, ``storage``, each stream, ``fleet``) still get
@@ -55,6 +56,7 @@ from edge.sources.av_input import file_path, input_kind
 from edge.sources.synthetic import synthetic_spec
 from edge.web.access import TokenFileError, load_token, token_path
 from edge.web.tls import server_ssl_context
+from edge.web.tokens import TOKENS_FILE, TokenStore
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -202,6 +204,11 @@ def _server(server: ServerConfig, storage: StorageConfig) -> list[str]:
             load_token(server, storage)
         except TokenFileError as err:
             lines.append(f"server.token_file: {str(err).removeprefix('server.token_file: ')}")
+    try:
+        if storage.dir.is_dir():  # else _storage says why the daemon cannot use it
+            TokenStore(storage.dir / TOKENS_FILE).entries()  # absent: no named tokens
+    except TokenFileError as err:
+        lines.append(f"storage.dir: {err}")
     try:
         server_ssl_context(server)
     except ConfigError as err:

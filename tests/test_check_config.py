@@ -186,6 +186,18 @@ def test_a_token_file_others_may_read_is_refused(tmp_path: Path, where: str) -> 
     assert check_site(_site(tmp_path, body)) == []
 
 
+def test_a_token_store_others_may_read_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "var" / "tokens.json"
+    store.parent.mkdir()
+    store.write_text('{"tokens": []}')
+    store.chmod(0o644)
+    lines = check_site(_site(tmp_path))
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"storage.dir: the token store {store} has mode 0644")
+    store.chmod(0o600)
+    assert check_site(_site(tmp_path)) == []
+
+
 def test_a_named_token_file_must_exist_and_the_default_one_is_not_made(tmp_path: Path) -> None:
     missing = tmp_path / "no-token"
     lines = check_site(_site(tmp_path, f'[server]\ntoken_file = "{missing}"\n'))
