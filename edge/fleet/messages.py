@@ -6,6 +6,7 @@ the delivery semantics are documented in ``docs/FLEET.md``::
 
     {prefix}/{site}/{box}/{stream}/bills         a closed bill      (QoS 1)
     {prefix}/{site}/{box}/{stream}/corrections   a cashier's fix    (QoS 1)
+    {prefix}/{site}/{box}/{stream}/handovers     a bill to the POS  (QoS 1)
     {prefix}/{site}/{box}/status                 online / offline   (QoS 1, retained, will)
     {prefix}/{site}/{box}/health                 every health_interval_s (QoS 1)
 
@@ -58,7 +59,8 @@ class Topics:
         return f"{self.base}/health"
 
     def of(self, row: OutboxRow) -> str:
-        """Topic of an outbox message: ``{base}/{stream}/bills`` or ``…/corrections``."""
+        """Topic of an outbox message: ``{base}/{stream}/bills``, ``…/corrections``
+        or ``…/handovers``."""
         return f"{self.base}/{row.stream_id}/{row.kind}s"
 
 
@@ -68,7 +70,8 @@ def _dumps(payload: dict[str, Any]) -> bytes:
 
 def outbox_message(row: OutboxRow, topics: Topics) -> bytes:
     """The payload of an outbox row: a header that identifies the message, and
-    the row's content (``bill``, or ``correction`` and ``effective``)."""
+    the row's content (``bill``; ``correction`` and ``effective``; or
+    ``handover`` and ``bill``)."""
     return _dumps({"schema": SCHEMA, "type": row.kind, "message_id": row.message_id,
                    "bill_id": row.bill_id, "site": topics.site, "box": topics.box,
                    "stream_id": row.stream_id, "outbox_id": row.id,
