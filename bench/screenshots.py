@@ -1,4 +1,5 @@
-"""The docs' screenshots of the cashier page: ``docs/cashier.png`` and ``docs/cashier_bill.png``.
+"""The docs' screenshots of the cashier page: ``docs/cashier.png``, ``docs/cashier_tablet.png``
+and ``docs/cashier_bill.png``.
 
     python bench/screenshots.py [--out docs]
 
@@ -8,6 +9,7 @@ Runs the two browser stories of the test suite and keeps their screenshots
 * ``cashier.png``: ``dishtracker run`` with its built-in defaults (one
   synthetic camera, the shipped model), its page with live annotated video
   and the first closed bill (``tests/test_daemon_browser.py``);
+  ``cashier_tablet.png``: the same page on an 820x1180 tablet, stacked;
 * ``cashier_bill.png``: the bill panel on the real app and billing service,
   after a cashier confirmed and changed lines of a bill to review
   (``tests/test_cashier_bills.py``).
@@ -38,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Make both screenshots in ``--out``; returns the exit status."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "docs",
-                    help="folder for cashier.png and cashier_bill.png (default: docs/)")
+                    help="folder for the three screenshots (default: docs/)")
     args = ap.parse_args(argv)
     if not CHROMIUM.exists():
         print(f"{CHROMIUM} missing: apt-get install -y chromium", file=sys.stderr)
@@ -53,8 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(tmp)
         (work / "daemon").mkdir()
         (work / "bills").mkdir()
-        daemon_page_story(work / "daemon", out / "cashier.png")
-        print(f"wrote {out / 'cashier.png'}")
+        daemon_page_story(work / "daemon", out / "cashier.png", out / "cashier_tablet.png")
+        print(f"wrote {out / 'cashier.png'} and {out / 'cashier_tablet.png'}")
         cashier_bill_story(work / "bills", out / "cashier_bill.png")
         print(f"wrote {out / 'cashier_bill.png'}")
     return 0

@@ -9,11 +9,17 @@
 // Latest measurements: window.dishtracker (read by tests/test_browser.py).
 // The bill panel is bills.js; it follows the camera chosen here. The offer
 // carries the access token (auth.js); without one the page waits, "Locked",
-// until it is entered. A 429 or 503 answer's Retry-After stretches the backoff.
+// until it is entered; a token whose role may not watch (auth.js, "watch") gets
+// a notice, not an offer. A 429 or 503 answer's Retry-After stretches the backoff.
+// The overlay toggle asks the server for the engineer's overlay (track ids,
+// scores, stamp) instead of the cashier's: an "overlay" field in the offer,
+// remembered in localStorage; toggling negotiates again. A daemon that does
+// not know the field (422 naming it) gets offers without it, and the toggle hides.
 "use strict";
 
 (() => {
   const STORAGE_KEY = "dishtracker.stream";
+  const OVERLAY_KEY = "dishtracker.overlay";
   const WINDOW_MS = 2000;            // latency median and fps over the last 2 s
   const STALL_MS = 5000;             // connected but no new frame: reconnect
   const DISCONNECTED_GRACE_MS = 3000; // "disconnected" may recover by itself
@@ -26,6 +32,9 @@
   const select = $("stream");
   const badge = $("state");
   const notice = $("notice");
+  const overlayToggle = $("overlay");
+  let overlay = localStorage.getItem(OVERLAY_KEY) === "engineer" ? "engineer" : "cashier";
+  let overlaySupported = true;
 
   const metrics = {
     framesDecoded: 0,
@@ -34,6 +43,7 @@
     fps: 0,
     state: "new",
     streamId: null,
+    overlay,
     stampsRead: 0,
     stampsUnreadable: 0,
   };
@@ -264,10 +274,15 @@
     // bills.js shows this stream's open tray and bills
     document.dispatchEvent(new CustomEvent("dishtracker:stream", { detail: streamId }));
     if (!auth.token()) {
-      setState("locked", "Enter the access token (top right) to watch the camera.");
+      setState("locked", "Sign in with the access token to watch the camera.");
       await auth.ensure();
       if (gen !== generation) return;
       setState("connecting", "Connecting to the camera…");
+    }
+    const access = auth.access();
+    if (access.checked && !access.may.includes("watch")) {
+      setState("locked", `The ${access.role || "token's"} role may not watch the camera.`);
+      return; // "dishtracker:access" connects again when another token comes
     }
     const conn = new RTCPeerConnection({ iceServers: [] }); // LAN: host candidates
     pc = conn;
@@ -284,11 +299,25 @@
       const resp = await auth.fetch(`/api/streams/${encodeURIComponent(streamId)}/webrtc`, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ sdp: conn.localDescription.sdp, type: "offer" }),
+        body: JSON.stringify({ sdp: conn.localDescription.sdp, type: "offer",
+          ...(overlaySupported ? { overlay } : {}) }),
       });
       const body = await resp.json().catch(() => ({}));
       if (gen !== generation) return;
-      if (resp.status === 401 || resp.status === 403) {
+      if (resp.status === 422 && overlaySupported
+          && (body.errors || []).some((e) => String(e).startsWith("overlay"))) {
+        overlaySupported = false; // a daemon without the cashier/engineer choice
+        overlayToggle.hidden = true;
+        document.body.dataset.overlay = "fixed"; // whatever it draws, the stats show
+        connect();
+        return;
+      }
+      if (resp.status === 403) {
+        teardown();
+        setState("locked", `${body.error || "This token may not watch the camera"}.`);
+        return;
+      }
+      if (resp.status === 401) {
         // auth.js forgot the token and shows the form; connect again once it is entered
         teardown();
         setState("locked", `${body.error || "Access token refused"}: enter the current one.`);
@@ -355,6 +384,33 @@
 
   video.addEventListener("playing", () => {
     if (metrics.state === "connected") setState("connected", "");
+  });
+
+  function showOverlay() {
+    metrics.overlay = overlay;
+    document.body.dataset.overlay = overlay; // the delay and rates need the stamp
+    overlayToggle.setAttribute("aria-pressed", overlay === "engineer" ? "true" : "false");
+  }
+
+  overlayToggle.addEventListener("click", () => {
+    overlay = overlay === "engineer" ? "cashier" : "engineer";
+    localStorage.setItem(OVERLAY_KEY, overlay);
+    showOverlay();
+    attempt = 0;
+    connect();
+  });
+  showOverlay();
+
+  let watching = auth.access().may.includes("watch");
+  document.addEventListener("dishtracker:access", (ev) => {
+    const may = ev.detail.checked && ev.detail.may.includes("watch");
+    if (may && !watching && metrics.state === "locked") connect();
+    else if (ev.detail.checked && !ev.detail.may.includes("watch") && ev.detail.signedIn) {
+      generation++;
+      teardown();
+      setState("locked", `The ${ev.detail.role || "token's"} role may not watch the camera.`);
+    }
+    watching = may;
   });
 
   select.addEventListener("change", () => {

@@ -1,244 +1,530 @@
 // DishTracker cashier page, bill panel: the open bill of the tray at the
-// checkout as it builds up, the last closed bills, and corrections.
+// checkout as it builds up, the last closed bills, and the till's actions.
 //
-// Data: GET /api/bills?stream=…, GET /api/menu, POST /api/bills/{id}/corrections
-// and the server-sent events of GET /api/events (edge/web/bills.py):
-// "tray" (open trays of a stream), "bill" (a bill committed to the journal),
-// "bill_corrected", "journal" (storage fault) and "resync". EventSource
-// reconnects by itself and sends Last-Event-ID, so the server replays the
-// bills missed meanwhile. The camera comes from app.js ("dishtracker:stream").
-// Corrections and snapshots carry the access token (auth.js): a snapshot is
-// fetched with it and shown inline as a blob: image (a plain link could not
-// send the header). A bill's own review reasons come with their text
-// (review_text, from REVIEW_REASONS in edge/billing/model.py); they hold the
-// "Review" tag until the cashier corrects or confirms anything on the bill.
-// State for tests: window.dishtracker.bills (see tests/test_cashier_bills.py).
+// Data: GET /api/bills?stream=…, GET /api/menu (names, prices, currency and
+// locale), POST /api/bills/{id}/corrections (confirm, change, remove, add,
+// quantity, void, undo), POST /api/bills/{id}/handover, and the server-sent
+// events of GET /api/events (edge/web/bills.py): "tray" (open trays of a
+// stream), "bill" (a bill committed to the journal), "bill_corrected",
+// "journal" (storage fault) and "resync". EventSource reconnects by itself
+// and sends Last-Event-ID, so the server replays the bills missed meanwhile.
+// The camera comes from app.js ("dishtracker:stream"), who may do what from
+// auth.js ("dishtracker:access"), each card's look from card.js.
+//
+// The page keeps up without getting in the way: an arriving or corrected bill
+// patches its own card (dom.js morph), so an open card, a focused control, a
+// half-typed search or reason survive any number of arrivals. A new bill
+// comes in folded, highlighted and announced (aria-live); when the cashier is
+// busy in the list (focus, pointer, an open card, scrolled) it goes in above
+// without moving the cards in view, and a "N new" pill leads to it. The list
+// keeps LIST_LIMIT cards, never dropping one that is open or in use.
+// State for tests: window.dishtracker.bills (tests/test_cashier_page.py).
 "use strict";
 
 (() => {
-  const LIST_LIMIT = 30;
+  const LIST_LIMIT = 50;
+  const FRESH_MS = 8000;       // how long a new card stays highlighted
+  const POINTER_MS = 10000;    // a pointer that rested longer no longer pins the list
+  const { el, morph, morphChildren, setCurrency, money } = window.dishtrackerDom;
+  const { build, trayNode, matches, quantity } = window.dishtrackerCard;
   const auth = window.dishtrackerAuth;
   const $ = (id) => document.getElementById(id);
   const openBox = $("bill");
   const list = $("bills");
+  const empty = $("bills-empty");
+  const pill = $("new-pill");
+  const announcer = $("announce");
   const eventsBadge = $("events");
   const faultBox = $("journal-fault");
 
   const state = {
     stream: null,
-    bills: [],          // journal views, newest first (this stream only)
+    bills: new Map(),   // bill id -> journal view (this stream only)
+    order: [],          // bill ids, newest first (by seq)
     trays: new Map(),   // stream id -> open trays
-    menu: [],           // billable menu items, by name
-    expanded: new Set(),
-    collapsed: new Set(),
-    errors: new Map(),  // bill id -> message of the last failed correction
+    menu: [],           // billable, enabled menu items, by name
+    menuLoaded: false,
+    open: new Set(),
+    fresh: new Set(),
+    pending: new Set(), // bills with a request in flight
+    errors: new Map(),  // bill id -> message of the last failed action
     photos: new Map(),  // bill id -> blob: URL of its snapshot, while shown
     lastSeq: 0,
     source: null,
+    unseen: 0,
+    extraPad: 0,        // px of bottom padding that lets the list hold a card in place
   };
-  const status = { events: "connecting", shown: 0, lastBillId: null, corrections: 0 };
+  // what the cashier is doing: one open picker, one open form (page-wide)
+  const ui = { picker: null, form: null };
+  const cards = new Map(); // bill id -> <li> on screen
+  let hovered = null;
+  let hoveredAt = 0;
+
+  const status = { events: "connecting", shown: 0, lastBillId: null, corrections: 0,
+    unseen: 0, announced: null, renders: 0 };
   window.dishtracker = window.dishtracker || {};
   window.dishtracker.bills = status;
 
-  const money = (x) => Number(x).toFixed(2);
-  const clock = (unix) => new Date(unix * 1000).toLocaleTimeString([], {
-    hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  function may() {
+    return { correct: auth.may("correct"), void: auth.may("void"),
+      handover: auth.may("handover"), watch: auth.may("watch") };
+  }
 
-  function el(tag, props = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(props)) {
-      if (v === undefined || v === null || v === false) continue;
-      if (k === "class") node.className = v;
-      else if (k === "text") node.textContent = v;
-      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-      else if (k in node && typeof v !== "string") node[k] = v;
-      else node.setAttribute(k, v === true ? "" : v);
+  function ctxOf(id) {
+    return { ui, menu: state.menu, may: may(), open: state.open.has(id),
+      fresh: state.fresh.has(id), pending: state.pending.has(id),
+      error: state.errors.get(id), photo: state.photos.get(id) };
+  }
+
+  // ---- Cards: built by card.js, patched in place ------------------------------
+  function renderCard(id) {
+    const bill = state.bills.get(id);
+    const card = cards.get(id);
+    if (!bill || !card) return;
+    const hadFocus = card.contains(document.activeElement);
+    morph(card, build(bill, ctxOf(id)));
+    status.renders++;
+    // the control that had focus went (e.g. ✓ after a confirm): the card keeps it
+    if (hadFocus && !card.contains(document.activeElement)) card.querySelector(".bill-head").focus();
+  }
+
+  function renderAll() {
+    for (const id of cards.keys()) renderCard(id);
+  }
+
+  function inUse(id) {
+    const card = cards.get(id);
+    return state.open.has(id) || state.pending.has(id)
+      || (ui.form && ui.form.bill === id) || (ui.picker && ui.picker.bill === id)
+      || Boolean(card && card.contains(document.activeElement));
+  }
+
+  // The card to hold still while others go in above it, or null when the
+  // cashier is not busy in the list (then the newest simply shows on top).
+  function anchorCard() {
+    const active = document.activeElement;
+    if (active && list.contains(active)) return active.closest(".bill-card");
+    if (hovered && list.contains(hovered) && Date.now() - hoveredAt < POINTER_MS) return hovered;
+    if (list.scrollTop > 0 || state.open.size) {
+      const top = list.getBoundingClientRect().top;
+      return [...cards.values()].find((c) => c.getBoundingClientRect().bottom > top) || null;
     }
-    node.append(...children.filter((c) => c !== null && c !== undefined));
-    return node;
+    return null;
+  }
+
+  function holdStill(anchor, before) {
+    const delta = anchor.getBoundingClientRect().top - before;
+    if (Math.abs(delta) < 1) return;
+    const want = list.scrollTop + delta;
+    const last = list.lastElementChild;
+    const end = last ? last.getBoundingClientRect().bottom - list.getBoundingClientRect().top
+      + list.scrollTop : 0;
+    const pad = Math.ceil(want + list.clientHeight - end);
+    if (pad > state.extraPad) { // too little below to scroll by: pad the list's end
+      state.extraPad = pad;
+      list.style.paddingBottom = `${pad}px`;
+    }
+    list.scrollTop = want;
+  }
+
+  // Put the cards of state.order on screen, newest first: new ones go in,
+  // dropped ones go out, the rest stay where they are.
+  function placeCards(arrived = []) {
+    const anchor = arrived.length ? anchorCard() : null;
+    const before = anchor ? anchor.getBoundingClientRect().top : 0;
+    const keep = state.order.filter((id, i) => i < LIST_LIMIT || inUse(id));
+    const kept = new Set(keep);
+    for (const id of state.order) {
+      if (kept.has(id)) continue;
+      state.bills.delete(id);
+      state.errors.delete(id);
+      state.fresh.delete(id);
+      const url = state.photos.get(id);
+      if (url) URL.revokeObjectURL(url);
+      state.photos.delete(id);
+    }
+    state.order = keep;
+    for (const [id, card] of cards) {
+      if (!kept.has(id)) {
+        card.remove();
+        cards.delete(id);
+      }
+    }
+    let prev = null;
+    for (const id of keep) {
+      let card = cards.get(id);
+      if (!card) {
+        card = build(state.bills.get(id), ctxOf(id));
+        cards.set(id, card);
+      }
+      const want = prev ? prev.nextSibling : list.firstChild;
+      if (card !== want) list.insertBefore(card, want);
+      prev = card;
+    }
+    if (anchor && anchor.isConnected) holdStill(anchor, before);
+    if (arrived.length && list.scrollTop > 1) state.unseen += arrived.length;
+    showUnseen();
+    empty.hidden = keep.length > 0;
+    status.shown = keep.length;
+    status.lastBillId = keep.length ? keep[0] : null;
+  }
+
+  function showUnseen() {
+    status.unseen = state.unseen;
+    pill.hidden = state.unseen === 0;
+    pill.textContent = state.unseen === 1 ? "1 new bill ↑" : `${state.unseen} new bills ↑`;
+  }
+
+  function announce(bill) {
+    const eff = bill.effective;
+    const text = `New bill: tray ${bill.tray_id}, ${eff.items.length} `
+      + `${eff.items.length === 1 ? "item" : "items"}, ${money(eff.total)}`
+      + `${eff.needs_review ? ", needs review" : ""}`;
+    announcer.textContent = text;
+    status.announced = text;
+    state.fresh.add(bill.bill_id);
+    setTimeout(() => {
+      state.fresh.delete(bill.bill_id);
+      renderCard(bill.bill_id);
+    }, FRESH_MS);
+  }
+
+  function upsert(view, { live = false } = {}) {
+    if (view.stream_id !== state.stream) return;
+    state.lastSeq = Math.max(state.lastSeq, view.seq || 0);
+    if (state.bills.has(view.bill_id)) {
+      state.bills.set(view.bill_id, view);
+      renderCard(view.bill_id);
+      return;
+    }
+    const seqs = state.order.map((id) => state.bills.get(id).seq);
+    if (seqs.length >= LIST_LIMIT && view.seq < seqs[seqs.length - 1]) return; // older than the list
+    state.bills.set(view.bill_id, view);
+    state.order.push(view.bill_id);
+    state.order.sort((a, b) => state.bills.get(b).seq - state.bills.get(a).seq);
+    if (live) announce(view);
+    placeCards([view.bill_id]);
   }
 
   // ---- Open tray(s) at the checkout -------------------------------------------
   function renderOpen() {
     const trays = state.trays.get(state.stream) || [];
-    openBox.replaceChildren(...trays.map((t) => el("div", { class: "tray" },
-      el("div", { class: "tray-head" },
-        el("span", { text: `Tray ${t.tray_id}` }),
-        el("span", { class: "muted", text: t.items.length === 1 ? "1 item" : `${t.items.length} items` })),
-      el("ul", { class: "lines" }, ...t.items.map((it) => el("li", {
-        class: "line", "data-review": it.needs_review ? "true" : null },
-        el("span", { class: "name", text: it.name }),
-        it.needs_review ? el("span", { class: "conf", text: `${Math.round(it.confidence * 100)} %` }) : null,
-        el("span", { class: "price", text: money(it.price) })))),
-      el("div", { class: "tray-total" }, el("span", { text: "Running total" }),
-        el("strong", { text: money(t.total) })))));
+    morphChildren(openBox, el("div", {}, trays.map(trayNode)));
   }
 
-  // ---- Last bills ---------------------------------------------------------------
-  function isExpanded(bill, index) {
-    if (state.collapsed.has(bill.bill_id)) return false;
-    return index === 0 || state.expanded.has(bill.bill_id);
-  }
-
-  function renderList() {
-    list.replaceChildren(...state.bills.map((b, i) => renderBill(b, isExpanded(b, i))));
-    status.shown = state.bills.length;
-    status.lastBillId = state.bills.length ? state.bills[0].bill_id : null;
-    if (!state.bills.length) {
-      list.append(el("li", { class: "empty", text: "No bills yet." }));
+  // ---- Actions ------------------------------------------------------------------
+  async function send(id, path, body, describe) {
+    if (state.pending.has(id)) return null;
+    state.pending.add(id);
+    renderCard(id);
+    let view = null;
+    try {
+      const resp = await auth.fetch(`/api/bills/${encodeURIComponent(id)}/${path}`, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body) });
+      if (!resp.ok) throw new Error(await auth.refusal(resp));
+      view = await resp.json();
+      state.errors.delete(id);
+      status.corrections++;
+    } catch (err) {
+      state.errors.set(id, `${describe}: ${err.message || err}`);
     }
+    state.pending.delete(id);
+    if (view) upsert(view);
+    renderCard(id);
+    return view;
   }
 
-  function renderBill(bill, open) {
-    const eff = bill.effective;
-    const head = el("button", {
-      class: "bill-head", type: "button", "aria-expanded": open ? "true" : "false",
-      onclick: () => toggle(bill.bill_id, open) },
-      el("span", { class: "when", text: clock(bill.closed_at) }),
-      el("span", { class: "tray-no", text: `Tray ${bill.tray_id}` }),
-      eff.needs_review ? el("span", { class: "tag review", text: "Review" }) : null,
-      eff.corrected && !eff.needs_review ? el("span", { class: "tag corrected", text: "Corrected" }) : null,
-      el("span", { class: "total", text: money(eff.total) }));
-    const card = el("li", {
-      class: "bill-card", "data-bill-id": bill.bill_id,
-      "data-review": eff.needs_review ? "true" : "false" }, head);
-    if (!open) return card;
-    const reasons = bill.review.map((reason, i) => el("li", {
-      class: "review-reason", "data-reason": reason,
-      "data-open": eff.corrected ? "false" : "true",
-      text: bill.review_text[i] || reason }));
-    const lines = el("ul", { class: "lines" },
-      ...eff.items.map((ln) => renderLine(bill, ln)),
-      ...eff.removed.map((ln) => el("li", { class: "line removed", "data-line": String(ln.line) },
-        el("span", { class: "name", text: ln.name }),
-        el("span", { class: "price", text: money(ln.price) }))));
-    const add = menuSelect("+ Add an item…", `Add an item to tray ${bill.tray_id}`,
-      (key) => correct(bill, { action: "add", class_key: key }));
-    add.classList.add("add");
-    const foot = el("div", { class: "bill-foot" },
-      add,
-      bill.has_snapshot ? el("button", { type: "button", class: "photo",
-        "aria-pressed": state.photos.has(bill.bill_id) ? "true" : "false",
-        text: state.photos.has(bill.bill_id) ? "Hide photo" : "Photo",
-        onclick: () => togglePhoto(bill) }) : null,
-      eff.corrected && eff.total !== bill.total ? el("s", { class: "was", text: money(bill.total) }) : null,
-      el("strong", { class: "total", text: money(eff.total) }));
-    const error = state.errors.get(bill.bill_id);
-    const photo = state.photos.get(bill.bill_id);
-    card.append(el("div", { class: "bill-body-lines" },
-      reasons.length ? el("ul", { class: "review-reasons" }, ...reasons) : null, lines, foot,
-      photo ? el("img", { class: "snapshot", src: photo, alt: `Tray ${bill.tray_id} at the checkout` }) : null,
-      error ? el("p", { class: "error", role: "alert", text: error }) : null));
-    return card;
+  const correct = (id, body) => send(id, "corrections", body, "Not saved");
+
+  function lineOf(id, n) {
+    const bill = state.bills.get(id);
+    return bill && bill.effective.items.find((ln) => ln.line === n);
   }
 
-  async function togglePhoto(bill) {
-    const shown = state.photos.get(bill.bill_id);
+  async function togglePhoto(id) {
+    const shown = state.photos.get(id);
     if (shown) {
       URL.revokeObjectURL(shown);
-      state.photos.delete(bill.bill_id);
-      renderList();
+      state.photos.delete(id);
+      renderCard(id);
       return;
     }
     try {
-      const resp = await auth.fetch(`/api/bills/${encodeURIComponent(bill.bill_id)}/snapshot.jpg`);
-      if (!resp.ok) {
-        const data = await resp.json().catch(() => ({}));
-        throw new Error(data.error || `HTTP ${resp.status}`);
-      }
-      state.photos.set(bill.bill_id, URL.createObjectURL(await resp.blob()));
-      state.errors.delete(bill.bill_id);
+      const resp = await auth.fetch(`/api/bills/${encodeURIComponent(id)}/snapshot.jpg`);
+      if (!resp.ok) throw new Error(await auth.refusal(resp));
+      state.photos.set(id, URL.createObjectURL(await resp.blob()));
+      state.errors.delete(id);
     } catch (err) {
-      state.errors.set(bill.bill_id, `No photo: ${err.message || err}`);
+      state.errors.set(id, `No photo: ${err.message || err}`);
     }
-    renderList();
+    renderCard(id);
   }
 
-  function renderLine(bill, ln) {
-    const note = ln.status === "changed" ? `was ${ln.detected.name}`
-      : ln.status === "added" ? "added" : ln.status === "confirmed" ? "confirmed" : null;
-    // while the bill's own reason is open every line can be confirmed: a sure
-    // bill whose tray was checked needs one click, and any correction answers it
-    const askConfirm = ln.needs_review || (bill.review.length > 0 && !bill.effective.corrected);
-    const change = menuSelect("⇄", `Change ${ln.name} to…`,
-      (key) => correct(bill, { action: "change", line: ln.line, class_key: key }));
-    change.classList.add("change");
-    return el("li", {
-      class: "line", "data-line": String(ln.line), "data-status": ln.status,
-      "data-review": ln.needs_review ? "true" : null },
-      el("span", { class: "name" }, el("span", { text: ln.name }),
-        note ? el("small", { text: note }) : null,
-        ln.needs_review ? el("small", { class: "conf", text: `${Math.round(ln.confidence * 100)} % sure` }) : null),
-      el("span", { class: "price", text: money(ln.price) }),
-      el("span", { class: "actions" },
-        askConfirm ? el("button", { type: "button", class: "confirm", title: "Confirm",
-          "aria-label": `Confirm ${ln.name}`, text: "✓",
-          onclick: () => correct(bill, { action: "confirm", line: ln.line }) }) : null,
-        change,
-        el("button", { type: "button", class: "remove", title: "Remove",
-          "aria-label": `Remove ${ln.name}`, text: "✕",
-          onclick: () => correct(bill, { action: "remove", line: ln.line }) })));
+  function focusIn(id, selector) {
+    const card = cards.get(id);
+    const target = card && card.querySelector(selector);
+    if (target) target.focus();
+    return target;
   }
 
-  function menuSelect(placeholder, label, onPick) {
-    const select = el("select", { "aria-label": label, title: label },
-      el("option", { value: "", text: placeholder }),
-      ...state.menu.map((m) => el("option", { value: m.key, text: `${m.name} · ${money(m.price)}` })));
-    select.addEventListener("change", () => {
-      if (select.value) onPick(select.value);
-    });
-    return select;
-  }
-
-  function toggle(billId, open) {
-    if (open) {
-      state.expanded.delete(billId);
-      state.collapsed.add(billId);
+  function toggle(id) {
+    if (state.open.has(id)) {
+      state.open.delete(id);
+      if (ui.form && ui.form.bill === id) ui.form = null;
+      if (ui.picker && ui.picker.bill === id) ui.picker = null;
     } else {
-      state.collapsed.delete(billId);
-      state.expanded.add(billId);
+      state.open.add(id);
     }
-    renderList();
+    renderCard(id);
+    placeCards(); // a folded card beyond the cap may go now
   }
 
-  function upsert(view) {
-    if (view.stream_id !== state.stream) return;
-    const i = state.bills.findIndex((b) => b.bill_id === view.bill_id);
-    if (i >= 0) state.bills[i] = view;
-    else {
-      state.bills.unshift(view);
-      state.bills.sort((a, b) => b.seq - a.seq);
-      state.bills.length = Math.min(state.bills.length, LIST_LIMIT);
+  function openPicker(id, slot) {
+    const was = ui.picker;
+    ui.picker = was && was.bill === id && was.slot === slot ? null : { bill: id, slot, query: "", active: 0 };
+    if (was && was.bill !== id) renderCard(was.bill);
+    renderCard(id);
+    if (ui.picker) {
+      const input = focusIn(id, `[data-key="picker-${slot}"] [data-role="picker-query"]`);
+      if (input) input.closest(".picker-pop").scrollIntoView({ block: "nearest" });
     }
-    state.lastSeq = Math.max(state.lastSeq, view.seq);
-    renderList();
   }
 
-  async function correct(bill, body) {
-    const card = list.querySelector(`[data-bill-id="${CSS.escape(bill.bill_id)}"]`);
-    if (card) card.querySelectorAll("button, select").forEach((c) => { c.disabled = true; });
-    try {
-      const resp = await auth.fetch(`/api/bills/${encodeURIComponent(bill.bill_id)}/corrections`, {
-        method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(body) });
-      const data = await resp.json().catch(() => ({}));
-      if (!resp.ok) {
-        throw new Error((data.errors || [data.error || `HTTP ${resp.status}`]).join("; "));
+  function closePicker(focusToggle) {
+    const was = ui.picker;
+    if (!was) return;
+    ui.picker = null;
+    renderCard(was.bill);
+    if (focusToggle) focusIn(was.bill, `[data-key="picker-${was.slot}"] .pick`);
+  }
+
+  function pick(id, slot, key) {
+    closePicker(true);
+    if (slot === "add") correct(id, { action: "add", class_key: key });
+    else correct(id, { action: "change", line: Number(slot.slice("line-".length)), class_key: key });
+  }
+
+  function openForm(id, form, selector) {
+    const was = ui.form;
+    ui.form = { bill: id, ...form };
+    if (was && was.bill !== id) renderCard(was.bill);
+    renderCard(id);
+    const input = focusIn(id, selector);
+    if (input) {
+      input.select?.();
+      input.closest("form").scrollIntoView({ block: "nearest" });
+    }
+  }
+
+  function closeForm(focusSelector) {
+    const was = ui.form;
+    if (!was) return;
+    ui.form = null;
+    renderCard(was.bill);
+    if (focusSelector) focusIn(was.bill, focusSelector);
+  }
+
+  async function submitForm(id, formEl) {
+    const form = ui.form;
+    if (!form || form.bill !== id) return;
+    if (form.kind === "void") {
+      const reason = formEl.querySelector('[data-role="void-reason"]').value.trim();
+      if (!reason) {
+        state.errors.set(id, "Say why the bill is void: a reason is needed");
+        renderCard(id);
+        focusIn(id, '[data-role="void-reason"]');
+        return;
       }
-      state.errors.delete(bill.bill_id);
-      status.corrections++;
-      upsert(data);
-    } catch (err) {
-      state.errors.set(bill.bill_id, `Not saved: ${err.message || err}`);
-      renderList();
+      const view = await send(id, "corrections", { action: "void", reason }, "Not voided");
+      if (view) closeForm(".bill-head");
+    } else if (form.kind === "qty") {
+      const value = Number(formEl.querySelector('[data-role="qty-value"]').value);
+      if (!Number.isInteger(value) || value < 1 || value > 99) {
+        state.errors.set(id, "Quantity: a whole number from 1 to 99");
+        renderCard(id);
+        focusIn(id, '[data-role="qty-value"]');
+        return;
+      }
+      const view = await correct(id, { action: "quantity", line: form.line, quantity: value });
+      if (view) closeForm(`[data-key="line-${form.line}"] .qty`);
     }
   }
+
+  // ---- Delegated events of the list -----------------------------------------------
+  list.addEventListener("click", (ev) => {
+    const target = ev.target.closest("[data-action]");
+    const card = ev.target.closest(".bill-card");
+    if (!target || !card || !list.contains(target)) return;
+    const id = card.dataset.billId;
+    const action = target.dataset.action;
+    if (action === "toggle") return toggle(id);
+    if (state.pending.has(id)) return; // one request per bill at a time
+    const line = Number(target.dataset.line);
+    if (action === "confirm") correct(id, { action: "confirm", line });
+    else if (action === "remove") correct(id, { action: "remove", line });
+    else if (action === "pick-open") openPicker(id, target.dataset.slot);
+    else if (action === "pick") pick(id, ui.picker.slot, target.dataset.value);
+    else if (action === "photo") togglePhoto(id);
+    else if (action === "undo") send(id, "corrections", { action: "undo" }, "Not undone");
+    else if (action === "handover") send(id, "handover", {}, "Not handed over");
+    else if (action === "void-open") {
+      if (ui.form && ui.form.bill === id && ui.form.kind === "void") closeForm('[data-key="void"]');
+      else openForm(id, { kind: "void", reason: "" }, '[data-role="void-reason"]');
+    } else if (action === "qty-open") {
+      const ln = lineOf(id, line);
+      if (ln) openForm(id, { kind: "qty", line, value: quantity(ln) }, '[data-role="qty-value"]');
+    } else if (action === "qty-step") {
+      const input = card.querySelector('[data-role="qty-value"]');
+      const value = Math.min(99, Math.max(1, (Number(input.value) || 1) + Number(target.dataset.step)));
+      input.value = String(value);
+      ui.form.value = value;
+    } else if (action === "form-cancel") {
+      const kind = ui.form && ui.form.kind;
+      closeForm(kind === "qty" ? `[data-key="line-${ui.form.line}"] .qty` : '[data-key="void"]');
+    }
+  });
+
+  list.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const card = ev.target.closest(".bill-card");
+    if (card) submitForm(card.dataset.billId, ev.target);
+  });
+
+  list.addEventListener("input", (ev) => {
+    const role = ev.target.dataset.role;
+    if (role === "picker-query" && ui.picker) {
+      ui.picker.query = ev.target.value;
+      ui.picker.active = 0;
+      renderCard(ui.picker.bill);
+    } else if (role === "void-reason" && ui.form) {
+      ui.form.reason = ev.target.value;
+    } else if (role === "qty-value" && ui.form) {
+      ui.form.value = ev.target.value;
+    }
+  });
+
+  list.addEventListener("keydown", (ev) => {
+    const role = ev.target.dataset.role;
+    if (role === "picker-query" && ui.picker) {
+      const found = matches(state.menu, ui.picker.query);
+      if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+        ev.preventDefault();
+        const step = ev.key === "ArrowDown" ? 1 : -1;
+        ui.picker.active = Math.min(Math.max(ui.picker.active + step, 0), Math.max(found.length - 1, 0));
+        renderCard(ui.picker.bill);
+        const option = cards.get(ui.picker.bill).querySelector('[role="option"][aria-selected="true"]');
+        if (option) option.scrollIntoView({ block: "nearest" });
+      } else if (ev.key === "Enter") {
+        ev.preventDefault();
+        const chosen = found[Math.min(ui.picker.active, found.length - 1)];
+        if (chosen) pick(ui.picker.bill, ui.picker.slot, chosen.key);
+      } else if (ev.key === "Escape") {
+        ev.preventDefault();
+        closePicker(true);
+      }
+    } else if ((role === "void-reason" || role === "qty-value") && ev.key === "Escape") {
+      ev.preventDefault();
+      const kind = ui.form && ui.form.kind;
+      closeForm(kind === "qty" ? `[data-key="line-${ui.form.line}"] .qty` : '[data-key="void"]');
+    }
+  });
+
+  // An option is clicked, not blurred away: keep focus in the search while pressing.
+  list.addEventListener("mousedown", (ev) => {
+    if (ev.target.closest('[role="option"]')) ev.preventDefault();
+  });
+
+  list.addEventListener("focusout", (ev) => {
+    if (!ui.picker) return;
+    const picker = ev.target.closest(".picker");
+    if (picker && !picker.contains(ev.relatedTarget) && ev.relatedTarget !== null) closePicker(false);
+  });
+
+  document.addEventListener("pointerdown", (ev) => { // a press outside an open menu closes it
+    if (ui.picker && !ev.target.closest('.picker[data-open="true"]')) closePicker(false);
+  });
+
+  list.addEventListener("pointerover", (ev) => {
+    hovered = ev.target.closest(".bill-card");
+    hoveredAt = Date.now();
+  });
+  list.addEventListener("pointerleave", () => { hovered = null; });
+
+  list.addEventListener("scroll", () => {
+    if (list.scrollTop <= 1) {
+      state.unseen = 0;
+      showUnseen();
+      if (state.extraPad) {
+        state.extraPad = 0;
+        list.style.paddingBottom = "";
+      }
+    }
+  }, { passive: true });
+
+  pill.addEventListener("click", () => {
+    list.scrollTo({ top: 0 });
+    state.unseen = 0;
+    showUnseen();
+    const first = cards.get(state.order[0]);
+    if (first) first.querySelector(".bill-head").focus({ preventScroll: true });
+  });
+
+  // ---- Keyboard (keys.js) -----------------------------------------------------------
+  function currentId() {
+    const active = document.activeElement;
+    const card = active && list.contains(active) ? active.closest(".bill-card") : null;
+    return card ? card.dataset.billId : null;
+  }
+
+  const keyboard = {
+    move(step) {
+      const ids = state.order.filter((id) => cards.has(id));
+      if (!ids.length) return;
+      const at = ids.indexOf(currentId());
+      const next = at < 0 ? 0 : Math.min(Math.max(at + step, 0), ids.length - 1);
+      const head = cards.get(ids[next]).querySelector(".bill-head");
+      head.focus();
+      head.scrollIntoView({ block: "nearest" });
+    },
+    confirm() { // the focused line, else the first that asks for it
+      const id = currentId();
+      if (!id) return;
+      const focusedLine = document.activeElement.closest(".line");
+      const button = (focusedLine && focusedLine.querySelector(".confirm"))
+        || cards.get(id).querySelector(".line .confirm");
+      if (button && !state.pending.has(id)) {
+        button.focus();
+        correct(id, { action: "confirm", line: Number(button.dataset.line) });
+      }
+    },
+    voidBill() {
+      const id = currentId();
+      if (!id || !may().void) return;
+      if (!state.open.has(id)) toggle(id);
+      openForm(id, { kind: "void", reason: "" }, '[data-role="void-reason"]');
+    },
+    goTo(key) { // u and h only move to the button; Enter or Space does it
+      const id = currentId();
+      if (!id) return;
+      if (!state.open.has(id)) toggle(id);
+      focusIn(id, `[data-key="${key}"]`);
+    },
+    escape() {
+      if (ui.picker) closePicker(true);
+      else if (ui.form) closeForm(".bill-head");
+    },
+  };
+  window.dishtrackerBills = keyboard;
 
   // ---- Loading and live events ------------------------------------------------------
   async function loadMenu() {
     const resp = await fetch("/api/menu", { cache: "no-store" });
     if (!resp.ok) throw new Error(`GET /api/menu: HTTP ${resp.status}`);
-    state.menu = (await resp.json()).items.filter((m) => m.billable);
+    const menu = await resp.json();
+    setCurrency(menu.currency, menu.locale);
+    state.menu = menu.items.filter((m) => m.billable && m.enabled !== false);
+    state.menuLoaded = true;
   }
 
   async function loadBills() {
@@ -248,10 +534,21 @@
     if (!resp.ok) throw new Error(`GET /api/bills: HTTP ${resp.status}`);
     const page = await resp.json();
     if (stream !== state.stream) return;
-    state.bills = page.bills;
+    const fresh = [];
+    for (const view of page.bills) {
+      if (state.bills.has(view.bill_id)) {
+        state.bills.set(view.bill_id, view);
+        renderCard(view.bill_id);
+      } else {
+        state.bills.set(view.bill_id, view);
+        state.order.push(view.bill_id);
+        fresh.push(view.bill_id);
+      }
+    }
+    state.order.sort((a, b) => state.bills.get(b).seq - state.bills.get(a).seq);
     state.lastSeq = Math.max(state.lastSeq, page.last_seq);
     showFault(page.journal);
-    renderList();
+    placeCards(fresh);
   }
 
   function showFault(journal) {
@@ -274,10 +571,10 @@
     state.source = source;
     source.onopen = () => setEvents("open");
     source.onerror = () => setEvents("connecting");
-    source.addEventListener("bill", (ev) => upsert(JSON.parse(ev.data)));
+    source.addEventListener("bill", (ev) => upsert(JSON.parse(ev.data), { live: true }));
     source.addEventListener("bill_corrected", (ev) => {
       const view = JSON.parse(ev.data);
-      if (state.bills.some((b) => b.bill_id === view.bill_id)) upsert(view);
+      if (state.bills.has(view.bill_id)) upsert(view);
     });
     source.addEventListener("tray", (ev) => {
       const msg = JSON.parse(ev.data);
@@ -290,7 +587,7 @@
 
   async function refresh() {
     try {
-      if (!state.menu.length) await loadMenu();
+      if (!state.menuLoaded) await loadMenu();
       await loadBills();
     } catch (err) {
       console.info(`dishtracker bills: ${err}; retrying`);
@@ -303,13 +600,27 @@
   document.addEventListener("dishtracker:stream", (ev) => {
     if (ev.detail === state.stream) return;
     state.stream = ev.detail;
-    state.bills = [];
+    state.bills.clear();
+    state.order = [];
     state.photos.forEach((url) => URL.revokeObjectURL(url));
     state.photos.clear();
-    state.expanded.clear();
-    state.collapsed.clear();
+    state.open.clear();
+    state.errors.clear();
+    state.unseen = 0;
+    ui.picker = null;
+    ui.form = null;
+    for (const card of cards.values()) card.remove();
+    cards.clear();
+    placeCards();
     renderOpen();
     refresh();
   });
-  renderList();
+
+  document.addEventListener("dishtracker:access", () => {
+    if (!auth.may("correct")) ui.picker = null;
+    if (ui.form && !auth.may(ui.form.kind === "void" ? "void" : "correct")) ui.form = null;
+    renderAll();
+  });
+
+  placeCards();
 })();
