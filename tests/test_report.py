@@ -159,6 +159,15 @@ def test_a_day_is_23_or_25_hours_across_daylight_saving() -> None:
     assert until - since == 23 * 3600
 
 
+async def until_js(page: Any, expression: str, timeout: float = 20.0) -> None:
+    """Poll the page until the JavaScript ``expression`` is true (``page.evaluate``:
+    ``wait_for_function`` compiles its predicate in the page, which the CSP forbids)."""
+    deadline = time.monotonic() + timeout
+    while not await page.evaluate(f"() => Boolean({expression})"):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        await asyncio.sleep(0.1)
+
+
 @pytest.mark.browser
 def test_the_report_and_menu_pages_show_and_change_what_the_server_has(
         tmp_path: Path) -> None:
@@ -171,7 +180,7 @@ def test_the_report_and_menu_pages_show_and_change_what_the_server_has(
             await till.correct("cam1-1-2", {"action": "quantity", "line": 0, "quantity": 2})
             base = str(till.client.make_url("/"))
             await page.goto(f"{base}report.html#token={TOKEN}")
-            await page.wait_for_function("window.dishtrackerReport.last !== null")
+            await until_js(page, "window.dishtrackerReport.last !== null")
             revenue = await page.locator("#total-revenue").inner_text()
             expected = round(2 * sum(P) + P[0], 2)
             assert revenue.replace("\u00a0", " ") == f"{expected:.2f} €".replace(".", ","), revenue
@@ -185,18 +194,18 @@ def test_the_report_and_menu_pages_show_and_change_what_the_server_has(
             await burger.locator(".price-input").fill("-1")
             await burger.locator(".save").click()
             error = burger.locator('[data-error="price"]')
-            await page.wait_for_function(
+            await until_js(page,
                 "document.querySelector('#rows tr[data-key=\"burger\"] [data-error=\"price\"]')"
                 ".textContent.length > 0")
             assert "greater than or equal to 0" in await error.inner_text()
             await burger.locator(".price-input").fill("9.5")
             await burger.locator(".save").click()
-            await page.wait_for_function("document.getElementById('status').dataset.kind === 'ok'")
+            await until_js(page, "document.getElementById('status').dataset.kind === 'ok'")
             assert till.daemon.config.menu["burger"].price == 9.5
             await page.locator('#add-form input[name="key"]').fill("soup")
             await page.locator('#add-form input[name="price"]').fill("4")
             await page.locator('#add-form button[type="submit"]').click()
-            await page.wait_for_function(
+            await until_js(page,
                 "document.querySelector('#add-form [data-error=\"name\"]').textContent.length > 0")
             assert "soup" not in till.daemon.config.menu
 

@@ -20,6 +20,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from bills_support import LINES, MENU, make_bill
+from mqtt_broker import Broker, Recorder
+from test_fleet_mqtt import _running as fleet_running
+from test_fleet_mqtt import needs_broker
 from till_support import Till, serve, until
 
 from edge.billing import journal as journal_module
@@ -364,3 +367,36 @@ def test_a_failed_migration_leaves_the_schema_3_journal_as_it_was(
         assert len(journal.list_bills(10).bills) == 3
     assert SCHEMA_VERSION == 4
     assert ob.handover_message_id("b") == "b:handover"
+
+
+@needs_broker
+def test_a_handover_reaches_the_broker_on_the_handovers_topic(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+
+    async def scenario() -> None:
+        with Recorder(broker.port) as rec:
+            async with fleet_running(tmp_path / "journal.sqlite3", broker.port) as (
+                    billing, _, metrics):
+                billing.submit(make_bill("cam1-5-1", tray_id=1))
+                await until(lambda: billing.pending == 0)
+                view = await billing.handover("cam1-5-1", actor="anna")
+                assert view is not None
+                again = await billing.handover("cam1-5-1", actor="bob")
+                assert again is not None and again["handed_over_by"] == "anna"
+                got = await rec.until(lambda ms: any(m.topic.endswith("/handovers")
+                                                     for m in ms))
+                handovers = [m for m in got if m.topic == "dishtracker/test/box1/cam1/handovers"]
+                assert len(handovers) == 1 and handovers[0].qos == 1
+                payload = handovers[0].payload
+                assert payload["message_id"] == "cam1-5-1:handover"
+                assert payload["handover"]["handed_over_by"] == "anna"
+                assert payload["bill"]["handed_over_at"] == view["handed_over_at"]
+                await asyncio.sleep(0.3)  # a second call sent nothing more
+                assert len(rec.on("/handovers")) == 1
+                assert metrics.value("dishtracker_fleet_published_total", kind="handover") == 1
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        broker.stop()
