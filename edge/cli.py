@@ -67,11 +67,11 @@ def _run(args: argparse.Namespace) -> int:
     faulthandler.enable()  # a watchdog kill (SIGABRT) prints every thread's stack
 
     from edge.checks import load_checked
-    from edge.daemon import serve
     from edge.observability import configure_logging
 
     configure_logging(args.log_level)
     config = load_checked(args.config)  # every problem at once, as check-config lists them
+    from edge.daemon import serve  # after the check: a refusal need not import aiortc
     server = config.server.model_copy(update={
         k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
     config = config.model_copy(update={"server": server})
