@@ -43,6 +43,7 @@
     order: [],          // bill ids, newest first (by seq)
     trays: new Map(),   // stream id -> open trays
     menu: [],           // billable, enabled menu items, by name
+    disabled: new Set(), // keys of dishes disabled on the menu (billed, flagged)
     menuLoaded: false,
     open: new Set(),
     fresh: new Set(),
@@ -71,7 +72,7 @@
   }
 
   function ctxOf(id) {
-    return { ui, menu: state.menu, may: may(), open: state.open.has(id),
+    return { ui, menu: state.menu, disabled: state.disabled, may: may(), open: state.open.has(id),
       fresh: state.fresh.has(id), pending: state.pending.has(id),
       error: state.errors.get(id), photo: state.photos.get(id) };
   }
@@ -524,6 +525,7 @@
     const menu = await resp.json();
     setCurrency(menu.currency, menu.locale);
     state.menu = menu.items.filter((m) => m.billable && m.enabled !== false);
+    state.disabled = new Set(menu.items.filter((m) => m.enabled === false).map((m) => m.key));
     state.menuLoaded = true;
   }
 

@@ -13,6 +13,7 @@
 (() => {
   const { el, money, clock } = window.dishtrackerDom;
   const LINE_REVIEW = "Unsure of the dish: check the tray";
+  const LINE_DISABLED = "Off the menu (disabled): check the tray and the price";
 
   const quantity = (ln) => (Number.isInteger(ln.quantity) ? ln.quantity : 1);
   const lineTotal = (ln) => (typeof ln.line_total === "number" ? ln.line_total
@@ -58,7 +59,8 @@
   function lineNode(bill, ln, ctx) {
     const note = ln.status === "changed" ? `was ${ln.detected.name}`
       : ln.status === "added" ? "added" : ln.status === "confirmed" ? "confirmed" : null;
-    const reason = ln.needs_review ? (ln.review_text || LINE_REVIEW) : null;
+    const reason = !ln.needs_review ? null
+      : ln.review_text || (ctx.disabled.has(ln.key) ? LINE_DISABLED : LINE_REVIEW);
     const n = quantity(ln);
     // while the bill's own reason is open every line can be confirmed: a sure
     // bill whose tray was checked needs one click, and any correction answers it
@@ -136,8 +138,8 @@
           .join(" · ") || "no items" }));
   }
 
-  // The card of `bill`; ctx: {ui, menu, may: {correct, void, handover, watch}, open,
-  // fresh, pending, error, photo}.
+  // The card of `bill`; ctx: {ui, menu, disabled (keys off the menu), may: {correct,
+  // void, handover, watch}, open, fresh, pending, error, photo}.
   function build(bill, ctx) {
     const eff = bill.effective;
     const c = { ...ctx, voided: Boolean(eff.voided) };
