@@ -205,23 +205,26 @@ def place_labels(sizes: Sequence[tuple[int, int]], targets: Sequence[Rect],
               & (ny < own[:, 3:4]) & (own[:, 1:2] < ny + wh[:, 1:]))
     free = (~(hit.any(axis=2) | covers)).tolist()
     corners = np.stack([xs[:, :_NEAR], ys[:, :_NEAR]], axis=-1).tolist()
-    placed = np.empty((len(blocked) + n, 4), np.int64)
+    # how far each candidate is from its box, pixels (x and y gaps added)
+    gap = (np.maximum(np.maximum(own[:, :1] - (xs + wh[:, :1]), xs - own[:, 2:3]), 0)
+           + np.maximum(np.maximum(own[:, 1:2] - (ys + wh[:, 1:]), ys - own[:, 3:4]), 0))
+    # keep-out boxes, then each label's plate as it is placed (slot m: the label's
+    # own box while its candidates are scored)
+    placed = np.empty((len(blocked) + n + 1, 4), np.int64)
     placed[: len(blocked)] = blocked
     m = len(blocked)
     rects: list[Rect] = []
     out = []
-    for i in range(n):
-        w, h = (int(v) for v in wh[i])
+    for i, (w, h) in enumerate(wh.tolist()):
         rect = _first_free(corners[i], free[i], w, h, rects)
         clear = rect is not None
         if rect is None:  # the free candidate nearest its box, else the least covered
-            cost = _area(xs[i], ys[i], w, h, np.vstack([placed[:m], own[i : i + 1]]))
-            tx1, ty1, tx2, ty2 = targets[i]
-            gap = (np.maximum(np.maximum(tx1 - (xs[i] + w), xs[i] - tx2), 0)
-                   + np.maximum(np.maximum(ty1 - (ys[i] + h), ys[i] - ty2), 0))
-            k = int(np.argmin(cost * (width + height) + gap))
-            clear = bool(cost[k] == 0)
-            rect = (int(xs[i, k]), int(ys[i, k]), int(xs[i, k]) + w, int(ys[i, k]) + h)
+            placed[m] = own[i]
+            cost = _area(xs[i], ys[i], w, h, placed[: m + 1])
+            k = int(np.argmin(cost * (width + height) + gap[i]))
+            clear = not cost[k]
+            x, y = int(xs[i, k]), int(ys[i, k])
+            rect = (x, y, x + w, y + h)
         placed[m] = rect
         m += 1
         rects.append(rect)
