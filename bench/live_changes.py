@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import platform
 import shlex
 import sys
 import tempfile
@@ -51,6 +50,7 @@ from edge.config import DEFAULT_MODEL, SiteConfig, StreamConfig
 from edge.detect.contract import read_model_info
 from edge.detect.onnxrt import OnnxRuntimeDetector
 from edge.frames import Detections, Frame
+from edge.hostinfo import cpu_model
 from edge.seeds import refuse_held_out
 from edge.sim.live import parse_size
 from edge.sim.scene import Scene
@@ -58,16 +58,6 @@ from edge.sim.scene import Scene
 PRICE_AT = (0.25, 0.45, 0.65)
 TRACKER_AT = 0.55
 RESTARTS_AT = (1 / 3, 2 / 3)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def detect_run(seed: int, seconds: float, fps: int, size: tuple[int, int], difficulty: str,
@@ -202,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeated = sorted({t for t in trays if trays.count(t) > 1})
     result |= {"restart_bills": len(trays), "restart_repeated": repeated, "changes": made,
                "seed": args.seed, "seconds": args.seconds, "difficulty": args.difficulty,
-               "cpu": _cpu_name(), "wall_s": round(time.monotonic() - t0, 1)}
+               "cpu": cpu_model(), "wall_s": round(time.monotonic() - t0, 1)}
     ok = (result["trays_alike"] == result["trays_baseline"] == result["trays_changes"]
           and result["lines_priced_in_force"] == result["lines"] and not repeated)
     result["verdict"] = "PASS" if ok else "FAIL"

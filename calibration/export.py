@@ -3,6 +3,8 @@
 Sits at the end of the training side; ``edge.detect`` loads what it writes.
 The file has input ``images`` float32 ``(N, 3, H, W)`` (dynamic N), output
 ``detections`` ``(N, K, 6)`` = x1, y1, x2, y2 (input pixels), score, class,
+and for the factorized head a second output ``embeddings`` ``(N, K, D)``
+(unit vectors, row k describes detection k; :func:`calibration.model.embed_cells`),
 opset 17, and ``metadata_props`` (all JSON or plain strings): ``class_names``,
 ``input_size`` ``[w, h]``, ``normalization``, ``resize`` ("letterbox"),
 ``output_format`` ("detections-v1"), ``model_version``, ``architecture``
@@ -48,6 +50,7 @@ MAX_FILE_BYTES = 12 * 1024 * 1024
 BOX_TOLERANCE_PX = 1e-2
 SCORE_TOLERANCE = 1e-4
 PARITY_TOP = 10  # detections per image compared one by one
+EMBEDDING_TOLERANCE = 1e-3  # largest difference of an embedding element, torch vs ONNX Runtime
 
 
 def _metadata(
@@ -136,6 +139,55 @@ def compare_detections(reference: NDArray[Any], candidate: NDArray[Any]) -> str 
     return None
 
 
+def declare_embeddings_shape(proto: onnx.ModelProto, dim: int) -> None:
+    """Give the ``embeddings`` output the shape the contract asks for:
+    ``[batch, K, D]`` with K the detections' own and D declared."""
+    outputs = {o.name: o for o in proto.graph.output}
+    rows = outputs["detections"].type.tensor_type.shape.dim
+    shape = outputs["embeddings"].type.tensor_type.shape.dim
+    shape[1].CopyFrom(rows[1])
+    shape[2].Clear()
+    shape[2].dim_value = dim
+
+
+def compare_embeddings(reference_rows: NDArray[Any], reference: NDArray[Any],
+                       candidate_rows: NDArray[Any], candidate: NDArray[Any]) -> str | None:
+    """Where two graphs' embeddings of the same detections differ (None: they agree).
+
+    Each of the :data:`PARITY_TOP` best reference detections of an image is
+    paired with the candidate detection :func:`compare_detections` matched
+    it to (same class and score, nearest box: ties may come in another
+    order), and their embeddings are compared element by element.
+    """
+    if reference.shape != candidate.shape:
+        return f"embeddings shape {list(candidate.shape)}, expected {list(reference.shape)}"
+    for n, (ref, got) in enumerate(zip(reference_rows, candidate_rows, strict=True)):
+        for k, row in enumerate(ref[:PARITY_TOP]):
+            if row[4] <= 0:
+                continue
+            same = (got[:, 5] == row[5]) & (np.abs(got[:, 4] - row[4]) <= SCORE_TOLERANCE)
+            gaps = np.where(same, np.abs(got[:, :4] - row[:4]).max(axis=1), np.inf)
+            worst = float(np.abs(reference[n, k] - candidate[n, int(gaps.argmin())]).max())
+            if worst > EMBEDDING_TOLERANCE:
+                return f"image {n}: embeddings differ by {worst:.6f} > {EMBEDDING_TOLERANCE}"
+    return None
+
+
+def _parity(graph: Any, data: bytes, outputs: Sequence[str], inputs: NDArray[Any]) -> str | None:
+    """Where ONNX Runtime's answer to ``inputs`` differs from torch's (None: nowhere)."""
+    import torch  # noqa: PLC0415 -- the optional train extra
+
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = session.run(list(outputs), {"images": inputs})
+    with torch.no_grad():
+        answer = graph(torch.from_numpy(inputs))
+    reference = [t.numpy() for t in (answer if isinstance(answer, tuple) else (answer,))]
+    problem = compare_detections(reference[0], got[0])
+    if problem is None and len(outputs) > 1:
+        problem = compare_embeddings(reference[0], reference[1], got[0], got[1])
+    return problem
+
+
 def export_onnx(
     model: DishNet,
     path: Path,
@@ -145,6 +197,7 @@ def export_onnx(
     model_version: str = "dev",
     training: Mapping[str, Any] | None = None,
     parity_inputs: NDArray[Any] | None = None,
+    embeddings: bool | None = None,
 ) -> Path:
     """Write ``model`` with in-graph decoding to ``path`` and verify it.
 
@@ -165,6 +218,8 @@ def export_onnx(
     parity_inputs : np.ndarray, optional
         ``(n, 3, H, W)`` float32 normalised real frames for the parity check,
         in addition to random inputs.
+    embeddings : bool, optional
+        Add the ``embeddings`` output; default: when the head is factorized.
 
     Returns
     -------
@@ -188,7 +243,10 @@ def export_onnx(
     if input_size is not None and tuple(input_size) != model.input_size:
         msg = f"input_size {input_size} differs from the model's {model.input_size}"
         raise ValueError(msg)
-    graph = DetectionGraph(copy.deepcopy(model)).eval()
+    if embeddings is None:
+        embeddings = model.head_type == "factorized"
+    graph = DetectionGraph(copy.deepcopy(model), embeddings=embeddings).eval()
+    outputs = ["detections", "embeddings"] if embeddings else ["detections"]
     width, height = model.input_size
     with tempfile.TemporaryDirectory() as tmp_dir, warnings.catch_warnings():
         # the TorchScript exporter warns about its own deprecation and about
@@ -201,12 +259,14 @@ def export_onnx(
             dynamo=False,
             opset_version=OPSET,
             input_names=["images"],
-            output_names=["detections"],
-            dynamic_axes={"images": {0: "batch"}, "detections": {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes={"images": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
             do_constant_folding=False,
         )
         proto = onnx.load(str(Path(tmp_dir) / "raw.onnx"))
     fold_constants(proto)
+    if embeddings:
+        declare_embeddings_shape(proto, graph.embedding_dim)
     for key, value in _metadata(model, class_names, model_version, training).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -223,11 +283,7 @@ def export_onnx(
     inputs = np.random.default_rng(0).normal(size=(2, 3, height, width)).astype(np.float32)
     if parity_inputs is not None and len(parity_inputs):
         inputs = np.concatenate([inputs, parity_inputs.astype(np.float32)])
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    got = session.run(["detections"], {"images": inputs})[0]
-    with torch.no_grad():
-        reference = graph(torch.from_numpy(inputs)).numpy()
-    problem = compare_detections(reference, got)
+    problem = _parity(graph, data, outputs, inputs)
     if problem is not None:
         msg = f"ONNX Runtime output differs from torch after export: {problem}"
         raise ModelError(msg)
@@ -256,16 +312,64 @@ def export_checkpoint(ckpt: Path, out: Path, model_version: str | None = None) -
     return export_onnx(net, out, names, model_version=version, training=training)
 
 
+def reexport_onnx(source: Path, out: Path, model_version: str | None = None) -> Path:
+    """Export a model this module exported before again, with today's graph
+    (e.g. to add the ``embeddings`` output): same weights, same detections
+    (the parity check of :func:`export_onnx` compares them with torch's), its
+    metadata kept and its provenance noting the source file's SHA-256.
+
+    Raises
+    ------
+    ModelError
+        ``source`` is not a DishNet export, or lacks weights the model needs.
+    """
+    require_train_extra()
+    import hashlib  # noqa: PLC0415
+
+    from calibration.checkpoint import onnx_weights  # noqa: PLC0415 -- needs torch
+    from calibration.model import build_model  # noqa: PLC0415 -- needs torch
+
+    meta = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
+    try:
+        names = list(json.loads(meta["class_names"]))
+        size = tuple(json.loads(meta["input_size"]))
+        training = dict(json.loads(meta.get("training", "{}")))
+    except (KeyError, ValueError) as err:
+        msg = f"{source}: not a DishNet export (metadata: {err})"
+        raise ModelError(msg) from err
+    head = training.get("head", "centernet")
+    net = build_model(len(names), (int(size[0]), int(size[1])), pretrained=False, head=head)
+    weights, _ = onnx_weights(source)
+    state = net.state_dict()
+    # BatchNorm's step counter is not in an inference graph, and not used by one
+    missing = sorted(k for k in set(state) - set(weights) if not k.endswith("num_batches_tracked"))
+    if missing:
+        msg = f"{source}: lacks {len(missing)} weights of the model, e.g. {missing[:3]}"
+        raise ModelError(msg)
+    net.load_state_dict({k: weights.get(k, v) for k, v in state.items()})
+    digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    training["reexported_from"] = {"file": Path(source).name, "sha256": digest}
+    version = model_version or meta.get("model_version", Path(source).stem)
+    return export_onnx(net, out, names, model_version=version, training=training)
+
+
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dishtracker calibrate export``."""
-    parser.add_argument("--ckpt", type=Path, required=True, help="training checkpoint (.ckpt)")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt", type=Path, help="training checkpoint (.ckpt)")
+    src.add_argument("--onnx", type=Path,
+                     help="a DishNet ONNX export to export again with today's graph (same "
+                          "weights and metadata; adds the embeddings output)")
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     parser.add_argument("--model-version", default=None, help="version string for the metadata")
 
 
 def run_export(args: argparse.Namespace) -> int:
     """Run ``dishtracker calibrate export``; returns the exit status."""
-    path = export_checkpoint(args.ckpt, args.out, args.model_version)
+    if args.onnx is not None:
+        path = reexport_onnx(args.onnx, args.out, args.model_version)
+    else:
+        path = export_checkpoint(args.ckpt, args.out, args.model_version)
     structlog.get_logger("calibration.export").info(
         "model_exported", path=str(path), bytes=path.stat().st_size
     )

@@ -23,7 +23,14 @@ cross-entropy gives every class a gradient at every item centre.
 
 :class:`DetectionGraph` appends peak extraction (3x3 max-pool NMS, top-K) so
 the exported graph emits ``detections (N, K, 6)`` = x1, y1, x2, y2 (input
-pixels), score, class.
+pixels), score, class; for the factorized head also ``embeddings (N, K, D)``
+(:data:`EMBEDDING_DIM`): what the network itself saw at each detection's
+centre cell, for telling dishes apart beyond its classes (the learning on
+the job of the daemon). Two halves, each L2-normalised and scaled by
+1/sqrt(2) so that the whole vector has unit length: the neck's fused stride-8
+feature (what every head branch starts from: shape, colour, texture) and the
+class branch's last feature before the classifier (what the classes are told
+apart by). They cost two gathers of K cells, no extra convolution.
 
 The trunk stops after block 7 (80 channels, stride 16): measured with ONNX
 Runtime on one core at 320x240 this costs ~6 ms, block 10 already ~8 ms, and
@@ -53,6 +60,8 @@ STRIDE8_BLOCK = 4  # index of the last 40-channel (stride-8) block
 NECK_CHANNELS = 64
 LOG_SIZE_MAX = 8.0  # clamp before exp: e^8 cells = 24 k pixels, far beyond any frame
 TRAY_CLASS = 0  # the factorized head's objectness channel 0; every other class is channel 1
+EMBEDDING_DIM = 2 * NECK_CHANNELS  # neck feature + class-branch feature at a detection's cell
+EMBEDDING_EPS = 1e-6  # added to a part's squared norm: parts of norm << 1e-3 stay near zero
 
 HeadType = Literal["centernet", "factorized"]
 
@@ -174,8 +183,18 @@ class FactorizedHead(nn.Module):
         self, feature: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Objectness logits ``(N, 2, h, w)``, log-size, offset, class logits ``(N, C, h, w)``."""
+        outputs, _ = self.forward_features(feature)
+        return outputs
+
+    def forward_features(
+        self, feature: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """:meth:`forward`'s outputs and the class branch's feature before its
+        classifier ``(N, channels, h, w)``."""
         x = self.shared(feature)
-        return self.objectness(x), self.size(x), self.offset(x), self.classes(x)
+        class_feature = self.classes[0](x)
+        outputs = (self.objectness(x), self.size(x), self.offset(x), self.classes[1](class_feature))
+        return outputs, class_feature
 
     def decode(
         self, outputs: tuple[torch.Tensor, ...], grid: tuple[int, int], k: int
@@ -356,6 +375,21 @@ def decode_factorized(
     grid: tuple[int, int],
     k: int = MAX_DETECTIONS,
 ) -> torch.Tensor:
+    """Detections of :func:`decode_factorized_cells`, without their cells."""
+    detections: torch.Tensor = decode_factorized_cells(
+        objectness_logits, log_size, offset, class_logits, grid=grid, k=k)[0]
+    return detections
+
+
+def decode_factorized_cells(
+    objectness_logits: torch.Tensor,
+    log_size: torch.Tensor,
+    offset: torch.Tensor,
+    class_logits: torch.Tensor,
+    *,
+    grid: tuple[int, int],
+    k: int = MAX_DETECTIONS,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Peak extraction for the factorized head, with the same export-friendly ops.
 
     Peaks are the 3x3 local maxima of the objectness heatmap; the K highest
@@ -382,9 +416,11 @@ def decode_factorized(
 
     Returns
     -------
-    torch.Tensor
+    detections : torch.Tensor
         ``(N, K, 6)`` float: x1, y1, x2, y2 in input pixels, score in [0, 1],
         class id; sorted by score, highest first.
+    cells : torch.Tensor
+        ``(N, K)`` float: each detection's grid cell (``y * w + x``).
     """
     grid_w, grid_h = grid
     cells = grid_w * grid_h
@@ -406,7 +442,28 @@ def decode_factorized(
     cls = channel * (item_index.to(torch.float32) + (TRAY_CLASS + 1))  # channel 0 -> class 0
     detections = _assemble(cell, scores, cls, log_size, offset, grid_w=grid_w)
     _, order = torch.topk(scores, k, dim=1)
-    return torch.gather(detections, 1, order.unsqueeze(2).expand(-1, -1, 6))
+    return (torch.gather(detections, 1, order.unsqueeze(2).expand(-1, -1, 6)),
+            torch.gather(cell, 1, order))
+
+
+def embed_cells(maps: tuple[torch.Tensor, ...], cells: torch.Tensor) -> torch.Tensor:
+    """Embeddings ``(N, K, D)`` at detection cells ``(N, K)`` (float cell indices).
+
+    Each map ``(N, c, h, w)`` is read at the cells, L2-normalised per cell and
+    scaled by ``1 / sqrt(len(maps))``: the concatenation has unit length,
+    except where a map is (nearly) zero at a cell (norm below 1e-3, e.g. all of
+    a ReLU's channels off): that part stays (nearly) zero instead of
+    normalising float noise to a direction.
+    """
+    index = cells.to(torch.int64).unsqueeze(1)
+    parts = []
+    for feature in maps:
+        flat = feature.flatten(2)  # (N, c, h*w)
+        picked = torch.gather(flat, 2, index.expand(-1, flat.shape[1], -1))  # (N, c, K)
+        norm = torch.sqrt((picked * picked).sum(dim=1, keepdim=True) + EMBEDDING_EPS)
+        parts.append(picked / norm)
+    joined = torch.cat(parts, dim=1) * (1.0 / math.sqrt(len(maps)))
+    return joined.transpose(1, 2)
 
 
 def _peaks(heat: torch.Tensor) -> torch.Tensor:
@@ -447,13 +504,29 @@ def _assemble(
 
 
 class DetectionGraph(nn.Module):
-    """DishNet plus in-graph decoding: ``images (N, 3, H, W)`` → ``detections (N, K, 6)``."""
+    """DishNet plus in-graph decoding: ``images (N, 3, H, W)`` → ``detections (N, K, 6)``.
 
-    def __init__(self, net: DishNet, k: int = MAX_DETECTIONS) -> None:
+    With ``embeddings`` (factorized head only) the graph answers
+    ``(detections, embeddings (N, K, D))``, see :func:`embed_cells`.
+    """
+
+    def __init__(self, net: DishNet, k: int = MAX_DETECTIONS, *, embeddings: bool = False) -> None:
         super().__init__()
+        if embeddings and not isinstance(net.head, FactorizedHead):
+            msg = f"embeddings need the factorized head, the model has {net.head_type!r}"
+            raise ValueError(msg)
         self.net = net
         self.k = k
+        self.embeddings = embeddings
+        self.embedding_dim = EMBEDDING_DIM if embeddings else 0
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Decoded detections, see :func:`decode_detections` and :func:`decode_factorized`."""
-        return self.net.decode(self.net(images), self.k)
+        if not self.embeddings:
+            return self.net.decode(self.net(images), self.k)
+        head = self.net.head
+        assert isinstance(head, FactorizedHead)
+        feature = self.net.neck(*self.net.backbone(images))
+        outputs, class_feature = head.forward_features(feature)
+        detections, cells = decode_factorized_cells(*outputs, grid=self.net.grid, k=self.k)
+        return detections, embed_cells((feature, class_feature), cells)

@@ -31,6 +31,10 @@ class Detections:
         ``(n,)`` float32 confidences in ``(0, 1]``.
     classes : np.ndarray
         ``(n,)`` int32 class ids, indices into the model's class names.
+    embeddings : np.ndarray or None
+        ``(n, D)`` float32 unit vectors, what the detector saw at each object
+        (the model's ``embeddings`` output, ``docs/FORMATS.md``); None when
+        the model has no such output.
 
     Raises
     ------
@@ -41,6 +45,7 @@ class Detections:
     boxes: npt.NDArray[np.float32]
     scores: npt.NDArray[np.float32]
     classes: npt.NDArray[np.int32]
+    embeddings: npt.NDArray[np.float32] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.scores)
@@ -54,8 +59,20 @@ class Detections:
         if self.classes.shape != (n,) or self.classes.dtype != np.int32:
             problems.append(f"classes must be ({n},) int32, got {self.classes.shape} "
                             f"{self.classes.dtype}")
+        e = self.embeddings
+        if e is not None and (e.ndim != 2 or e.shape[0] != n or e.dtype != np.float32):
+            problems.append(f"embeddings must be ({n}, D) float32, got {e.shape} {e.dtype}")
         if problems:
             raise ValueError("invalid Detections: " + "; ".join(problems))
+
+    def subset(self, index: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> Detections:
+        """The detections picked by a boolean mask or an index array, embeddings too."""
+        return Detections(self.boxes[index], self.scores[index], self.classes[index],
+                          None if self.embeddings is None else self.embeddings[index])
+
+    def moved(self, boxes: npt.NDArray[np.float32]) -> Detections:
+        """The same detections at other ``boxes`` (``(n, 4)`` float32)."""
+        return replace(self, boxes=boxes)
 
     @classmethod
     def empty(cls) -> Detections:

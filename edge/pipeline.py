@@ -336,7 +336,11 @@ class Pipeline:
         """Load the model, start the worker, the heartbeat and every enabled stream."""
         await self.worker.load()
         log.info("model_loaded", model=str(self._config.detector.model),
-                 classes=len(self.worker.class_names))
+                 classes=len(self.worker.class_names), embeddings=self.worker.embedding_dim)
+        if self.worker.embedding_dim is None:
+            log.info("model_without_embeddings",
+                     hint="the model has no 'embeddings' output (docs/FORMATS.md): dishes are "
+                          "told apart by its classes alone")
         unpriced = [n for n in self.worker.class_names
                     if n != TRAY_KEY and n not in self._config.menu]
         if unpriced:  # never billed: say so once, an operator may have forgotten them

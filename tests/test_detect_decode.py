@@ -170,3 +170,35 @@ def test_detections_check_their_arrays() -> None:
     with pytest.raises(ValueError, match=r"classes must be \(2,\) int32"):
         Detections(np.zeros((2, 4), np.float32), np.zeros(2, np.float32),
                    np.zeros(3, np.int32))
+
+
+def test_embeddings_follow_their_rows_through_threshold_and_suppression() -> None:
+    output = CONSTANT_ROWS[None]
+    k = output.shape[1]
+    embeddings = np.zeros((1, k, 4), np.float32)
+    embeddings[0, np.arange(k), np.arange(k) % 4] = 1.0  # row r: one-hot at r % 4
+    embeddings[0, :, 3] += np.arange(k, dtype=np.float32)  # and its row number
+    for decoder in (ContractDecoder(3, score_threshold=0.05, suppress_iou=None),
+                    ContractDecoder(3, score_threshold=0.25)):
+        kept = decoder(output, [IDENTITY], embeddings)[0]
+        assert kept.embeddings is not None and kept.embeddings.shape == (len(kept), 4)
+        for box, score, emb in zip(kept.boxes, kept.scores, kept.embeddings, strict=True):
+            row = int(emb[3] - (1.0 if int(emb[3]) % 4 == 3 else 0.0))
+            assert output[0, row, 4] == pytest.approx(score)
+            np.testing.assert_allclose(output[0, row, :4], box)
+    assert ContractDecoder(3)(output, [IDENTITY])[0].embeddings is None
+    with pytest.raises(ModelError, match="'embeddings' has shape"):
+        ContractDecoder(3)(output, [IDENTITY], embeddings[:, :2])
+
+
+def test_detections_subset_and_move_keep_embeddings() -> None:
+    dets = Detections(np.array([[0, 0, 1, 1], [2, 2, 3, 3]], np.float32),
+                      np.array([0.9, 0.4], np.float32), np.array([1, 2], np.int32),
+                      np.eye(2, dtype=np.float32))
+    low = dets.subset(dets.scores < 0.5)
+    assert low.classes.tolist() == [2] and low.embeddings is not None
+    np.testing.assert_array_equal(low.embeddings, [[0, 1]])
+    moved = dets.moved(dets.boxes + 1)
+    assert moved.embeddings is dets.embeddings and moved.boxes[0, 0] == 1
+    with pytest.raises(ValueError, match="embeddings must be"):
+        Detections(dets.boxes, dets.scores, dets.classes, np.eye(3, dtype=np.float32))

@@ -194,3 +194,26 @@ def test_metadata_json_round_trips_through_a_file(tmp_path: Path) -> None:
     metadata = {**CONTRACT_METADATA, "class_names": json.dumps(names, ensure_ascii=False)}
     assert read_model_info(square_finder(tmp_path / "m.onnx", metadata)).class_names == tuple(
         names)
+
+
+def _with_embeddings(shape: tuple[int | None, ...] | None, dtype: str = "float32") -> Signature:
+    plain = _signature()
+    return Signature(plain.inputs, (*plain.outputs, TensorSpec("embeddings", dtype, shape)))
+
+
+def test_embeddings_output_is_read_and_checked() -> None:
+    assert model_info(CONTRACT_METADATA, _signature()).embedding_dim is None
+    assert model_info(CONTRACT_METADATA, _with_embeddings((None, 100, 128))).embedding_dim == 128
+    for bad in [(None, 100, None), (None, 50, 128), (None, 100), None]:
+        with pytest.raises(ModelError, match="output 'embeddings' must be float32 \\[N, K, D\\]"):
+            model_info(CONTRACT_METADATA, _with_embeddings(bad))
+    with pytest.raises(ModelError, match="output 'embeddings'"):
+        model_info(CONTRACT_METADATA, _with_embeddings((None, 100, 128), "float16"))
+
+
+def test_the_shipped_model_has_embeddings() -> None:
+    from edge.config import DEFAULT_MODEL
+
+    for path in (DEFAULT_MODEL, DEFAULT_MODEL.with_name("dishnet-int8.onnx")):
+        assert read_model_info(path).embedding_dim == 128
+        check_contract(path)

@@ -134,3 +134,32 @@ def test_missing_broken_and_unusable_models_are_model_errors(tmp_path: Path) -> 
     no_metadata = constant_model(tmp_path / "bare.onnx", np.zeros((1, 100, 6)), {})
     with pytest.raises(ModelError, match=r"bare\.onnx cannot be used as a detector"):
         load_detector(no_metadata)
+
+
+def test_shipped_model_gives_each_detection_its_embedding() -> None:
+    """A dish seen twice looks more like itself than like any dish of another class."""
+    from edge.config import DEFAULT_MODEL
+    from edge.sim.scene import Scene
+
+    scene = Scene(21, fps=20, size=(640, 480), difficulty="easy", keep_history=False)
+    with OnnxRuntimeDetector(DEFAULT_MODEL, score_threshold=0.3) as detector:
+        assert detector.info.embedding_dim == 128
+        a, b = detector.detect([scene.render(200)[0], scene.render(202)[0]])
+    for dets in (a, b):
+        assert dets.embeddings is not None and dets.embeddings.shape == (len(dets), 128)
+        np.testing.assert_allclose(np.linalg.norm(dets.embeddings, axis=1), 1.0, atol=1e-4)
+    assert len(a) >= 3 and a.embeddings is not None and b.embeddings is not None
+    from edge.geometry import box_iou
+
+    iou = box_iou(a.boxes, b.boxes)
+    same = a.embeddings @ b.embeddings.T
+    checked = 0
+    tray = detector.info.class_names.index("tray")
+    for i in range(len(a)):
+        j = int(iou[i].argmax())
+        if a.classes[i] == tray or iou[i, j] < 0.4:
+            continue
+        others = same[i, (b.classes != a.classes[i]) & (b.classes != tray)]
+        assert same[i, j] > others.max(), (i, same[i, j], others.max())
+        checked += 1
+    assert checked >= 5

@@ -219,6 +219,25 @@ def test_detections_equal_onnx_runtime_in_chunks_of_max_batch(
     assert gpu.detached == 1 and gpu.memory == {}  # closed: device memory freed
 
 
+def test_embeddings_come_from_the_same_engine_run_as_on_onnx_runtime(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped model's ``embeddings`` output reaches the detections on TensorRT
+    too (test double: the engine runs the ONNX graph on the CPU)."""
+    gpu = FakeGpu().install(monkeypatch)
+    from edge.sim.scene import Scene
+
+    images = [Scene(21, fps=20, size=(640, 480), keep_history=False).render(i)[0]
+              for i in (200, 220)]
+    with TensorRTDetector(DEFAULT_MODEL, engine_dir=tmp_path, max_batch=2,
+                          score_threshold=0.3) as trt_detector, \
+            OnnxRuntimeDetector(DEFAULT_MODEL, score_threshold=0.3) as ort_detector:
+        got, want = trt_detector.detect(images), ort_detector.detect(images)
+    assert len(gpu.executions) == 1  # one run for detections and embeddings
+    for a, b in zip(got, want, strict=True):
+        assert len(a) and a.embeddings is not None and b.embeddings is not None
+        np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-5)
+
+
 def test_same_raw_output_gives_the_same_detections_on_both_backends(
         tmp_path: Path, square_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     FakeGpu().install(monkeypatch)

@@ -29,11 +29,22 @@ from calibration.augment import AugmentConfig, augment, letterbox  # noqa: E402
 from calibration.average_precision import GroundTruth, mean_average_precision  # noqa: E402
 from calibration.checkpoint import HEATMAP_OUT, init_from, load_checkpoint  # noqa: E402
 from calibration.data import DetectionDataset, read_split, refuse_held_out  # noqa: E402
-from calibration.export import add_export_arguments, compare_detections, run_export  # noqa: E402
-from calibration.model import DetectionGraph, build_model, decode_factorized  # noqa: E402
+from calibration.export import (  # noqa: E402
+    add_export_arguments,
+    compare_detections,
+    compare_embeddings,
+    run_export,
+)
+from calibration.model import (  # noqa: E402
+    EMBEDDING_DIM,
+    DetectionGraph,
+    build_model,
+    decode_factorized,
+)
 from calibration.targets import detection_loss, encode_targets  # noqa: E402
 from calibration.train import add_train_arguments, run_train  # noqa: E402
-from edge.detect.contract import check_contract  # noqa: E402
+from edge.config import DEFAULT_MODEL  # noqa: E402
+from edge.detect.contract import check_contract, read_model_info  # noqa: E402
 from edge.errors import (  # noqa: E402
     HeldOutSeedError,
     InputFormatError,
@@ -318,6 +329,30 @@ def test_export_command_rebuilds_the_onnx_from_a_checkpoint(trained: Path, tmp_p
     assert json.loads(meta["training"])["checkpoint"].endswith("best.ckpt")
 
 
+def test_export_again_from_onnx_keeps_weights_and_detections_and_adds_embeddings(
+        tmp_path: Path) -> None:
+    """``calibrate export --onnx``: the shipped model (no checkpoint ships) with
+    today's graph: the same detections, its metadata, and the embeddings."""
+    source = tmp_path / "old.onnx"
+    model = onnx.load(str(DEFAULT_MODEL))
+    del model.graph.output[1:]  # the shipped model before it had embeddings
+    onnx.save(model, source)
+    parser = argparse.ArgumentParser()
+    add_export_arguments(parser)
+    out = tmp_path / "again.onnx"
+    assert run_export(parser.parse_args(["--onnx", str(source), "--out", str(out)])) == 0
+    old, new = _meta(onnx.load(str(source))), _meta(onnx.load(str(out)))
+    assert new["model_version"] == old["model_version"]
+    assert json.loads(new["training"])["reexported_from"]["file"] == "old.onnx"
+    assert read_model_info(out).embedding_dim == EMBEDDING_DIM
+    images = np.random.default_rng(5).normal(size=(2, 3, 240, 320)).astype(np.float32)
+    run = [ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]).run(
+        ["detections"], {"images": images})[0] for f in (source, out)]
+    np.testing.assert_array_equal(run[0], run[1])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--out", str(out)])  # --ckpt or --onnx is required
+
+
 def test_training_without_torch_names_the_extra(
     dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -400,6 +435,14 @@ def test_factorized_head_trains_exports_and_matches_torch(trained_factorized: Pa
     assert compare_detections(expected, got) is None
     assert (got[:, :, 4] >= 0).all() and (got[:, :, 4] <= 1).all()
     assert np.isin(got[:, :, 5], np.arange(len(CLASSES))).all()
+    # the factorized export carries what the network saw at each detection
+    assert read_model_info(path).embedding_dim == EMBEDDING_DIM
+    rows, embeddings = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["detections", "embeddings"], {"images": images})
+    with torch.no_grad():
+        want_rows, want = DetectionGraph(net, embeddings=True).eval()(torch.from_numpy(images))
+    assert embeddings.shape == (3, 100, EMBEDDING_DIM)
+    assert compare_embeddings(want_rows.numpy(), want.numpy(), rows, embeddings) is None
 
     again = build_model(len(CLASSES), pretrained=False, head="factorized")
     init_from(again, path, CLASSES)

@@ -92,8 +92,18 @@ class BatchedDetector(ABC):
             if fixed and len(chunk) < fixed:
                 blank = np.zeros((fixed - len(chunk), *tensor.shape[1:]), np.float32)
                 tensor = np.concatenate([tensor, blank])
-            results.extend(self._decoder(self.infer(tensor)[:len(chunk)], mappings))
+            output, embeddings = self.infer_outputs(tensor)
+            results.extend(self._decoder(
+                output[:len(chunk)], mappings,
+                None if embeddings is None else embeddings[:len(chunk)]))
         return results
+
+    def infer_outputs(self, tensor: npt.NDArray[np.float32]
+                      ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+        """Run the network: its detections (:meth:`infer`) and, where the model
+        has them (:attr:`ModelInfo.embedding_dim`), its ``embeddings``
+        ``(N, K, D)`` from the same run. This default has none."""
+        return self.infer(tensor), None
 
     @abstractmethod
     def infer(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -29,10 +29,13 @@ FloatArray = npt.NDArray[np.float32]
 class Decoder(Protocol):
     """Decodes a batch of raw network outputs into per-image detections."""
 
-    def __call__(self, output: FloatArray, mappings: Sequence[BoxMapping]) -> list[Detections]:
+    def __call__(self, output: FloatArray, mappings: Sequence[BoxMapping],
+                 embeddings: FloatArray | None = None) -> list[Detections]:
         """Decode ``output`` (``(N, ...)``, network input pixels) for ``N`` source images.
 
-        ``mappings[i]`` takes image ``i``'s boxes back to its source pixels.
+        ``mappings[i]`` takes image ``i``'s boxes back to its source pixels;
+        ``embeddings`` (``(N, K, D)``, the model's second output, row for row
+        with ``output``) go with the detections they describe.
         """
         ...
 
@@ -50,13 +53,15 @@ def _check_batch(output: FloatArray, mappings: Sequence[BoxMapping], expected: s
 
 
 def _finish(boxes: FloatArray, scores: FloatArray, classes: npt.NDArray[np.int32],
-            mapping: BoxMapping) -> Detections:
+            mapping: BoxMapping, embeddings: FloatArray | None = None) -> Detections:
     """Map network-pixel boxes to source pixels, dropping boxes that lay only in the border."""
     source = mapping.to_source(boxes)
     inside = (source[:, 2] > source[:, 0]) & (source[:, 3] > source[:, 1])
     return Detections(boxes=np.ascontiguousarray(source[inside]),
                       scores=np.ascontiguousarray(scores[inside], dtype=np.float32),
-                      classes=np.ascontiguousarray(classes[inside], dtype=np.int32))
+                      classes=np.ascontiguousarray(classes[inside], dtype=np.int32),
+                      embeddings=None if embeddings is None
+                      else np.ascontiguousarray(embeddings[inside], dtype=np.float32))
 
 
 class ContractDecoder:
@@ -87,15 +92,20 @@ class ContractDecoder:
         self.suppress_iou = suppress_iou
         self.max_detections = max_detections
 
-    def __call__(self, output: FloatArray, mappings: Sequence[BoxMapping]) -> list[Detections]:
+    def __call__(self, output: FloatArray, mappings: Sequence[BoxMapping],
+                 embeddings: FloatArray | None = None) -> list[Detections]:
         """Decode ``(N, K, 6)`` rows in network input pixels; see :class:`Decoder`."""
         _check_batch(output, mappings, "[N, K, 6] (detections-v1)",
                      output.ndim == 3 and output.shape[-1] == 6)
+        if embeddings is not None and embeddings.shape[:2] != output.shape[:2]:
+            raise ModelError(f"model output 'embeddings' has shape {list(embeddings.shape)} "
+                             f"for detections {list(output.shape)}; expected [N, K, D]")
         results = []
-        for image_rows, mapping in zip(output, mappings, strict=True):
+        for i, (image_rows, mapping) in enumerate(zip(output, mappings, strict=True)):
             scores = image_rows[:, 4]
-            rows = image_rows[(scores >= self.score_threshold) & (scores > 0)
-                              & np.isfinite(image_rows).all(axis=1)]
+            picked = np.flatnonzero((scores >= self.score_threshold) & (scores > 0)
+                                    & np.isfinite(image_rows).all(axis=1))
+            rows = image_rows[picked]
             classes = np.rint(rows[:, 5]).astype(np.int32)
             bad = (classes < 0) | (classes >= self.num_classes)
             if bad.any():
@@ -106,7 +116,8 @@ class ContractDecoder:
                 keep = nms(boxes, scores, self.suppress_iou, max_keep=self.max_detections)
             else:
                 keep = np.argsort(-scores, kind="stable")[:self.max_detections]
-            results.append(_finish(boxes[keep], scores[keep], classes[keep], mapping))
+            results.append(_finish(boxes[keep], scores[keep], classes[keep], mapping,
+                                   None if embeddings is None else embeddings[i, picked[keep]]))
         return results
 
 
@@ -145,8 +156,10 @@ class YoloDecoder:
         self.max_detections = max_detections
         self.max_candidates = max_candidates
 
-    def __call__(self, output: FloatArray, mappings: Sequence[BoxMapping]) -> list[Detections]:
-        """Decode ``(N, 4 + C, A)`` raw heads in network input pixels; see :class:`Decoder`."""
+    def __call__(self, output: FloatArray, mappings: Sequence[BoxMapping],
+                 embeddings: FloatArray | None = None) -> list[Detections]:
+        """Decode ``(N, 4 + C, A)`` raw heads in network input pixels; see :class:`Decoder`
+        (a YOLO head has no embeddings: ``embeddings`` is ignored)."""
         _check_batch(output, mappings, f"[N, {4 + self.num_classes}, A] (YOLO raw head)",
                      output.ndim == 3 and output.shape[1] == 4 + self.num_classes)
         results = []

@@ -32,6 +32,8 @@ RESIZE_MODES: tuple[Resize, ...] = ("letterbox", "stretch")
 CONTRACT_KEYS = ("class_names", "input_size", "normalization", "resize", "output_format",
                  "model_version")
 _NORMALIZATION_KEYS = ("color", "mean", "std")
+EMBEDDINGS_OUTPUT = "embeddings"
+"""Name of the contract's optional second output, ``[N, K, D]`` float32."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,9 @@ class ModelInfo:
         Free text from the model's producer.
     batch : int or None
         Fixed batch size of the input, or ``None`` when it is dynamic.
+    embedding_dim : int or None
+        ``D`` of the optional ``embeddings`` output (``[N, K, D]``, one unit
+        vector per detection row), or ``None`` when the model has none.
     """
 
     class_names: tuple[str, ...]
@@ -86,6 +91,7 @@ class ModelInfo:
     output_format: OutputFormat
     model_version: str
     batch: int | None
+    embedding_dim: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -250,13 +256,15 @@ def _contract_info(metadata: Mapping[str, str], signature: Signature,
         problems.append("metadata key 'model_version' is missing or empty "
                         "(expected any non-empty string)")
     _check_output_rows(signature, problems)
+    embedding_dim = _embedding_dim(signature, problems)
     if len(problems) > start or normalization is None:
         return None
     color, mean, std = normalization
     return ModelInfo(
         class_names=tuple(names), input_size=(size[0], size[1]), mean=mean, std=std,
         color=color, resize=cast(Resize, resize), output_format=CONTRACT_FORMAT,
-        model_version=cast(str, version), batch=_batch(signature))
+        model_version=cast(str, version), batch=_batch(signature),
+        embedding_dim=embedding_dim)
 
 
 def _ultralytics_info(metadata: Mapping[str, str], signature: Signature,
@@ -347,6 +355,23 @@ def _check_output_rows(signature: Signature, problems: list[str]) -> None:
     if shape is not None and (len(shape) != 3 or shape[2] not in (6, None)):
         problems.append(f"output {signature.outputs[0].name!r} must be [N, K, 6] "
                         f"(x1, y1, x2, y2, score, class), got {_shape(shape)}")
+
+
+def _embedding_dim(signature: Signature, problems: list[str]) -> int | None:
+    """``D`` of the optional ``embeddings`` output ``[N, K, D]`` (None: absent)."""
+    spec = next((o for o in signature.outputs[1:] if o.name == EMBEDDINGS_OUTPUT), None)
+    if spec is None:
+        return None
+    rows = signature.outputs[0].shape
+    shape = spec.shape
+    if (spec.dtype != "float32" or shape is None or len(shape) != 3 or shape[2] is None
+            or shape[2] < 1 or (rows is not None and len(rows) == 3 and None not in (
+                rows[1], shape[1]) and rows[1] != shape[1])):
+        problems.append(f"output {EMBEDDINGS_OUTPUT!r} must be float32 [N, K, D] with D "
+                        f"declared and K as in {signature.outputs[0].name!r}, got "
+                        f"{spec.dtype} {_shape(shape)}")
+        return None
+    return shape[2]
 
 
 def _check_input(signature: Signature, info: ModelInfo | None, problems: list[str]) -> None:

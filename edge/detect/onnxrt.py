@@ -18,7 +18,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from edge.detect.batching import BatchedDetector
-from edge.detect.model_info import Signature, TensorSpec, model_info
+from edge.detect.model_info import EMBEDDINGS_OUTPUT, Signature, TensorSpec, model_info
 from edge.errors import ModelError
 
 # ONNX Runtime's exceptions (Fail, InvalidProtobuf, InvalidArgument, ...) share no base
@@ -115,6 +115,20 @@ class OnnxRuntimeDetector(BatchedDetector):
             raise ModelError(f"{self.path}: inference failed on input "
                              f"{list(tensor.shape)}: {err}") from err
         return np.asarray(output, dtype=np.float32)
+
+    def infer_outputs(self, tensor: npt.NDArray[np.float32]
+                      ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+        """Detections and, where the model has them, embeddings of one run."""
+        if self.info.embedding_dim is None:
+            return self.infer(tensor), None
+        session = self._live()
+        try:
+            output, embeddings = session.run([self._output, EMBEDDINGS_OUTPUT],
+                                             {self._input: tensor})
+        except _ORT_ERRORS as err:
+            raise ModelError(f"{self.path}: inference failed on input "
+                             f"{list(tensor.shape)}: {err}") from err
+        return np.asarray(output, dtype=np.float32), np.asarray(embeddings, dtype=np.float32)
 
     def close(self) -> None:
         """Release the session; the detector cannot be used afterwards. Idempotent."""

@@ -38,6 +38,7 @@ from edge.detect.engine_builder import (
     read_graph,
 )
 from edge.detect.engine_store import DEFAULT_ENGINE_DIR, EngineStore
+from edge.detect.model_info import EMBEDDINGS_OUTPUT
 from edge.errors import ModelError
 
 __all__ = ["TensorRTDetector", "TensorRTUnavailable"]
@@ -148,6 +149,9 @@ class TensorRTDetector(BatchedDetector):
             raise ModelError(f"{built.path}: engine tensors {names} do not match the ONNX "
                              f"input {graph.input_name!r} and output {graph.output_name!r}")
         self._input, self._output = graph.input_name, graph.output_name
+        # the embeddings come back from the same run where the model has them
+        self._embeddings = (EMBEDDINGS_OUTPUT if graph.info.embedding_dim is not None
+                            and EMBEDDINGS_OUTPUT in names else None)
         self._limit = built.key.max_batch
         width, height = graph.info.input_size
         self._input_shape = (3, height, width)
@@ -166,7 +170,7 @@ class TensorRTDetector(BatchedDetector):
             self._allocations[name] = cuda.mem_alloc(max(1, volume * dtype.itemsize))
             if not self._context.set_tensor_address(name, int(self._allocations[name])):
                 raise ModelError(f"{built.path}: TensorRT refused the buffer of {name!r}")
-            if name in (self._input, self._output):  # other outputs stay on the GPU
+            if name in (self._input, self._output, self._embeddings):  # others stay on the GPU
                 self._host[name] = cuda.pagelocked_empty(volume, dtype)
 
     def infer(self, tensor: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -183,6 +187,19 @@ class TensorRTDetector(BatchedDetector):
         np.ndarray
             The first output as float32 (a copy), boxes in network input pixels.
         """
+        return self._run(tensor, (self._output,))[0]
+
+    def infer_outputs(self, tensor: npt.NDArray[np.float32]
+                      ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+        """Detections and, where the model has them, embeddings of one run."""
+        if self._embeddings is None:
+            return self.infer(tensor), None
+        output, embeddings = self._run(tensor, (self._output, self._embeddings))
+        return output, embeddings
+
+    def _run(self, tensor: npt.NDArray[np.float32],
+             outputs: tuple[str, ...]) -> list[npt.NDArray[np.float32]]:
+        """Run the engine on ``tensor``; copies of the named outputs, as float32."""
         if self._context is None:
             raise RuntimeError(f"detector for {self.path} is closed")
         if tensor.ndim != 4 or tuple(tensor.shape[1:]) != self._input_shape or not (
@@ -201,13 +218,16 @@ class TensorRTDetector(BatchedDetector):
             if not context.execute_async_v3(stream.handle):
                 raise ModelError(f"{self.path}: TensorRT inference failed on input "
                                  f"{list(tensor.shape)} (see tensorrt_message)")
-            shape = tuple(int(d) for d in context.get_tensor_shape(self._output))
-            host_out = self._host[self._output][:math.prod(shape)].reshape(shape)
-            cuda.memcpy_dtoh_async(host_out, self._allocations[self._output], stream)
+            host_outs = []
+            for name in outputs:
+                shape = tuple(int(d) for d in context.get_tensor_shape(name))
+                host_out = self._host[name][:math.prod(shape)].reshape(shape)
+                cuda.memcpy_dtoh_async(host_out, self._allocations[name], stream)
+                host_outs.append(host_out)
             stream.synchronize()
         finally:
             cuda.Context.pop()
-        return np.array(host_out, dtype=np.float32)
+        return [np.array(h, dtype=np.float32) for h in host_outs]
 
     def close(self) -> None:
         """Free the GPU buffers, engine and context; release the primary context. Idempotent."""

@@ -110,6 +110,7 @@ class DetectionWorker:
         self._counts: dict[str, int] = {}
         self._streams: set[str] = set()
         self.class_names: tuple[str, ...] = ()
+        self.embedding_dim: int | None = None  # D of the model's embeddings output
 
     @property
     def loaded(self) -> bool:
@@ -121,6 +122,7 @@ class DetectionWorker:
         loop = asyncio.get_running_loop()
         self._detector = await loop.run_in_executor(self._executor, self._loader, self.config)
         self.class_names = tuple(self._detector.info.class_names)
+        self.embedding_dim = self._detector.info.embedding_dim
 
     def reconfigure(self, config: DetectorConfig) -> None:
         """Apply a new threshold and rate bounds live (model changes need a restart)."""
@@ -198,7 +200,7 @@ class DetectionWorker:
         keep = dets.scores >= self.config.score_threshold
         if keep.all():
             return dets
-        return Detections(dets.boxes[keep], dets.scores[keep], dets.classes[keep])
+        return dets.subset(keep)
 
     def _account(self, batch: list[_Request], took: float) -> None:
         self.metrics.detect_batch.observe(len(batch))

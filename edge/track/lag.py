@@ -77,7 +77,7 @@ class LagCompensator:
             v = (c_latest - _centre(path[first])) / (latest - first) if latest > first else 0.0
             d = c_latest - c_then + v * (target - latest)
             boxes[k] += np.array([d[0], d[1], d[0], d[1]], np.float32)
-        return Detections(boxes, detections.scores, detections.classes)
+        return detections.moved(boxes)
 
     def _path(self, track_id: int) -> dict[int, npt.NDArray[np.float64]]:
         out = {}
