@@ -193,7 +193,7 @@ class BillView(_Answer):
     items: list[BillItem]
     total: float
     needs_review: bool
-    reason: Literal["crossed", "left_view"]
+    reason: Literal["crossed", "left_view", "stream_changed"]
     tray_box: list[float] = Field(min_length=4, max_length=4,
                                   description="x1, y1, x2, y2 in source pixels")
     review: list[str] = Field(description="why the whole bill needs review beyond its lines "
