@@ -61,15 +61,17 @@ async def _newest_goes_in_folded(page: Any, service: BillingService, card: Any) 
 
 
 async def cashier_app(workdir: Path, token: str | Keyring = TOKEN,
+                      config: SiteConfig | None = None,
                       ) -> tuple[BillingService, Any, dict[str, CameraView]]:
     """An open billing service (journal in ``workdir``), the daemon's app serving
     the cashier page, bills and WebRTC, and its one camera's view; ``token``:
-    the tokens in force (one: the owner's, a manager)."""
+    the tokens in force (one: the owner's, a manager); ``config``: the site's
+    (default: the built-in one)."""
     views = {"cam1": CameraView("cam1", fps=10)}
     metrics = Metrics()
     service = BillingService(workdir / "journal.sqlite3", metrics, tray_interval_s=0.05)
     await service.open()
-    daemon = MemoryDaemon(SiteConfig())
+    daemon = MemoryDaemon(config or SiteConfig())
     app = make_app(daemon, config_path=None, token=token, static_dir=STATIC_DIR,
                    readiness_checks=[service.readiness])
     add_webrtc_routes(app, WebRtcHub(views, ServerConfig(), metrics, disconnect_grace_s=1.0))

@@ -25,6 +25,7 @@ from test_webrtc_support import TOKEN, serve
 
 from edge.billing.model import Bill
 from edge.billing.service import BillingService
+from edge.config import SiteConfig
 from edge.web.access import Keyring
 from edge.web.tokens import TokenStore
 
@@ -40,12 +41,13 @@ FOCUS_KEPT = "() => document.activeElement && document.activeElement.testMark ==
 
 @asynccontextmanager
 async def cashier_page(workdir: Path, *bills: Bill, token: str | None = TOKEN,
-                       keyring: Keyring | None = None,
+                       keyring: Keyring | None = None, config: SiteConfig | None = None,
                        ) -> AsyncIterator[tuple[BillingService, Any]]:
     """The billing service holding ``bills`` and Chromium on its page (1280x800),
     opened with ``token`` in the URL's fragment (None: without one); the
-    server knows the tokens of ``keyring`` (default: :data:`TOKEN` alone)."""
-    service, app, views = await cashier_app(workdir, keyring or TOKEN)
+    server knows the tokens of ``keyring`` (default: :data:`TOKEN` alone)
+    and runs ``config`` (default: the built-in one)."""
+    service, app, views = await cashier_app(workdir, keyring or TOKEN, config)
     for bill in bills:
         service.submit(bill)
     try:
@@ -182,6 +184,14 @@ def test_keyboard_moves_opens_and_documents_its_shortcuts(tmp_path: Path) -> Non
             assert view["corrections"][0]["action"] == "confirm"
             assert view["corrections"][0]["line"] == 2
             assert await page.evaluate(focused) == "cam1-1-3"  # focus stays in the card
+            key = "() => document.activeElement.dataset.key"
+            await page.keyboard.press("u")  # to the Undo button, nothing sent
+            assert await page.evaluate(key) == "undo"
+            await page.keyboard.press("h")
+            assert await page.evaluate(key) == "handover"
+            view = await service.get("cam1-1-3")
+            assert view is not None and len(view["corrections"]) == 1
+            assert not view.get("handed_over_at")
             await page.keyboard.press("k")
             assert await page.evaluate(focused) == "cam1-1-4"
             # every action is a real button, reachable by Tab
@@ -300,5 +310,31 @@ def test_the_page_shows_what_the_role_may_do_and_says_why_a_change_is_refused(
             assert said[1].startswith("Not allowed for the labeller role: ")
             assert said[2] is True
             assert not await page.locator("#token-form").is_visible()
+
+    run_in_own_thread(main)
+
+
+def test_amounts_in_the_tills_currency_and_a_disabled_dish_says_so(tmp_path: Path) -> None:
+    raw = SiteConfig().model_dump(mode="json")
+    raw["till"] = {**raw.get("till", {}), "currency": "CHF", "locale": "de-CH"}
+    raw["menu"]["apple_pie"]["enabled"] = False
+    config = SiteConfig.model_validate(raw)
+
+    async def main() -> None:
+        async with cashier_page(tmp_path, make_bill("cam1-1-3", tray_id=3),
+                                config=config) as (_, page):
+            await wait_for(page, "m.bills.events === 'open' && m.bills.shown === 1")
+            card = page.locator('[data-bill-id="cam1-1-3"]')
+            want = await page.evaluate("""(x) => new Intl.NumberFormat('de-CH',
+                {style: 'currency', currency: 'CHF'}).format(x)""", 16.8)
+            assert "CHF" in want
+            assert await card.locator(".bill-head .total").inner_text() == want
+            await card.locator(".bill-head").click()
+            review = card.locator('.line[data-review="true"] .reason')
+            assert "disabled" in await review.inner_text()
+            await card.locator(".bill-foot .add").click()
+            options = card.locator('[role="option"]')
+            assert await options.count() > 5
+            assert await card.locator('[role="option"][data-value="apple_pie"]').count() == 0
 
     run_in_own_thread(main)
