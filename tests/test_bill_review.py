@@ -91,7 +91,7 @@ def _version_2_journal(path: Path) -> None:
 def test_a_version_2_journal_upgrades_in_place_and_keeps_its_bills(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite3"
     _version_2_journal(path)
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION >= 3
     with Journal(path) as journal:
         old = journal.get("cam1-1-1")
         assert old is not None
@@ -107,7 +107,7 @@ def test_a_version_2_journal_upgrades_in_place_and_keeps_its_bills(tmp_path: Pat
         assert journal.integrity_check() == "ok"
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [
-            (2,), (3,)]
+            (2,), (SCHEMA_VERSION,)]
         assert db.execute("SELECT count(*) FROM bills").fetchone() == (2,)
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             db.execute("UPDATE bills SET review_json = '[]'")
