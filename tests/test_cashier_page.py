@@ -338,3 +338,31 @@ def test_amounts_in_the_tills_currency_and_a_disabled_dish_says_so(tmp_path: Pat
             assert await card.locator('[role="option"][data-value="apple_pie"]').count() == 0
 
     run_in_own_thread(main)
+
+
+LAYOUT = """() => {
+    const box = (q) => document.querySelector(q).getBoundingClientRect();
+    const card = document.querySelector('.bill-card[data-open="true"]');
+    const targets = [...card.querySelectorAll('button')].map((b) => b.getBoundingClientRect());
+    return {screen: box('.screen'), bill: box('aside.bill'), scrollWidth: document.body.scrollWidth,
+            smallest: Math.min(...targets.map((r) => Math.min(r.width, r.height)))};
+}"""
+"""Where the video and the bill panel are, and the smallest button of the open card (px)."""
+
+
+def test_side_by_side_on_the_till_stacked_with_44px_targets_on_a_tablet(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with cashier_page(tmp_path, make_bill("cam1-1-3", tray_id=3)) as (_, page):
+            await wait_for(page, "m.bills.events === 'open' && m.bills.shown === 1")
+            await page.locator('[data-bill-id="cam1-1-3"] .bill-head').click()
+            till = await page.evaluate(LAYOUT)
+            assert till["bill"]["left"] >= till["screen"]["right"]  # side by side
+            assert till["scrollWidth"] <= 1280
+            await page.set_viewport_size({"width": 820, "height": 1180})
+            tablet = await page.evaluate(LAYOUT)
+            assert tablet["bill"]["top"] >= tablet["screen"]["bottom"]  # stacked
+            assert tablet["bill"]["width"] > 700
+            assert tablet["smallest"] >= 44, tablet["smallest"]
+            assert tablet["scrollWidth"] <= 820
+
+    run_in_own_thread(main)
