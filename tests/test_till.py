@@ -400,3 +400,22 @@ def test_a_handover_reaches_the_broker_on_the_handovers_topic(tmp_path: Path) ->
         asyncio.run(scenario())
     finally:
         broker.stop()
+
+
+def test_corrections_follow_a_handover_to_the_pos_after_its_row_is_pruned(
+        tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite3") as journal:
+        journal.commit(make_bill("cam1-1-1"))
+        journal.commit(make_bill("cam1-1-2", tray_id=2))
+        journal.handover("cam1-1-1", pos=True)
+        journal.handover("cam1-1-2", pos=False)  # no POS URL at the time
+        journal.outbox_mark_sent([r.id for r in journal.outbox_pending(10, "pos")])
+        journal.outbox_prune(keep_s=-1.0)
+        assert journal.outbox_pending(10, "pos") == []
+        remove = parse_correction({"action": "remove", "line": 0})
+        for bill_id in ("cam1-1-1", "cam1-1-2"):
+            view = journal.add_correction(bill_id, remove, MENU, actor="anna")
+            assert view is not None and view["corrections"][-1]["after_handover"] is True
+        rows = journal.outbox_pending(10, "pos")
+        assert [(r.kind, r.bill_id) for r in rows] == [("correction", "cam1-1-1")]
+        assert journal.outbox_pending(10) == []  # no fleet: no fleet rows

@@ -93,7 +93,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         """CREATE TABLE handovers (
             bill_id TEXT PRIMARY KEY REFERENCES bills (bill_id),
             handed_over_at REAL NOT NULL,
-            actor TEXT)""",
+            actor TEXT,
+            pos INTEGER NOT NULL)""",
         """CREATE TRIGGER handovers_append_only BEFORE UPDATE ON handovers
             BEGIN SELECT RAISE(ABORT, 'a hand-over is written once'); END"""),
 }
@@ -340,9 +341,9 @@ class Journal:
         try:
             with self._write():
                 row = self._conn.execute(
-                    "SELECT b.items_json, b.stream_id, b.review_json, h.bill_id IS NOT NULL "
-                    "FROM bills b LEFT JOIN handovers h ON h.bill_id = b.bill_id "
-                    "WHERE b.bill_id = ?", (bill_id,)).fetchone()
+                    "SELECT b.items_json, b.stream_id, b.review_json, h.bill_id IS NOT NULL, "
+                    "coalesce(h.pos, 0) FROM bills b LEFT JOIN handovers h "
+                    "ON h.bill_id = b.bill_id WHERE b.bill_id = ?", (bill_id,)).fetchone()
                 if row is None:
                     return None
                 items = json.loads(row[0])
@@ -356,11 +357,7 @@ class Journal:
                     "INSERT INTO corrections (bill_id, created_at, body_json) VALUES (?, ?, ?)",
                     (bill_id, created_at, json.dumps(body)))
                 cid = int(cur.lastrowid or 0)
-                targets = ["fleet"] if self.outbox else []
-                if row[3] and self._conn.execute(
-                        "SELECT 1 FROM outbox WHERE target = 'pos' AND message_id = ?",
-                        (ob.handover_message_id(bill_id),)).fetchone():
-                    targets.append("pos")
+                targets = (["fleet"] if self.outbox else []) + (["pos"] if row[4] else [])
                 stored = {"id": cid, "created_at": created_at, **body}
                 payload = ob.correction_payload(
                     stored, effective(items, [*earlier, stored], review=review))
@@ -414,8 +411,8 @@ class Journal:
             raise CorrectionConflict([f"bill: {bill_id} is void ({state['void_reason']}); "
                                       "a void bill is not handed over"])
         at = time.time()
-        self._conn.execute("INSERT INTO handovers (bill_id, handed_over_at, actor) "
-                           "VALUES (?, ?, ?)", (bill_id, at, actor))
+        self._conn.execute("INSERT INTO handovers (bill_id, handed_over_at, actor, pos) "
+                           "VALUES (?, ?, ?, ?)", (bill_id, at, actor, int(pos)))
         targets = (["fleet"] if self.outbox else []) + (["pos"] if pos else [])
         if not targets:
             return
