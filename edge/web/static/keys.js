@@ -7,7 +7,7 @@
 // Esc: close a menu, form or this help · ?: this help. No single key changes
 // a bill beyond a confirm, which Undo takes back: a stray key loses nothing.
 // Keys typed into a field, or with Ctrl, Alt or Meta, are left alone.
-// Loaded last; drives window.dishtrackerBills (bills.js).
+// Loaded last; drives window.dishtrackerBills (till.js).
 "use strict";
 
 (() => {
