@@ -113,6 +113,14 @@ def test_any_frame_size_works_including_boxes_off_the_edges(size: tuple[int, int
               _track(3, (10, 10, 10, 10), class_id=999, name="Käsespätzle"))
     out = annotate(_tracked(img, *tracks), fps=19.96, latency_ms=120.4, class_names=CLASS_NAMES)
     assert out.shape == (height, width, 3)
+    tray = Track(track_id=4, box=(-30, -10, width + 40, height + 20), class_id=BY_KEY["tray"].id,
+                 class_name="tray", confidence=1.0, hits=3, detected=True, tray_id=4)
+    tf = TrackedFrame(Frame("cam1", 7, img, 12.5), None, (*tracks, tray), bills=((4, 1, 2.5),))
+    out = cashier_overlay(tf, make_menu(SiteConfig(), CLASS_NAMES))
+    assert out.shape == (height, width, 3)
+    _, placed = cashier_labels(tf, make_menu(SiteConfig(), CLASS_NAMES))
+    assert all(0 <= p.rect[0] <= p.rect[2] <= width and 0 <= p.rect[1] <= p.rect[3] <= height
+               for p in placed)
 
 
 # -- the cashier's overlay (edge.overlay): menu names, totals, flags, placement -----------
