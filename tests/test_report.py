@@ -15,11 +15,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from bills_support import LINES, MENU
+from bills_support import LINES, MENU, make_bill
 from test_browser import chromium, run_in_own_thread
 from test_webrtc_support import TOKEN
 from till_support import Till, serve
 
+from edge.billing.daybook import summarise
+from edge.billing.journal import Journal
 from edge.config import SiteConfig, TillConfig
 from edge.web.report import CSV_COLUMNS, day_bounds
 
@@ -210,3 +212,18 @@ def test_the_report_and_menu_pages_show_and_change_what_the_server_has(
             assert "soup" not in till.daemon.config.menu
 
     run_in_own_thread(main)
+
+
+def test_a_day_of_more_bills_than_one_read_is_summed_whole(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.sqlite3") as journal:
+        for i in range(1203):  # _PAGE is 500: three reads
+            stream = f"cam{1 + i % 2}"
+            journal.commit(make_bill(f"{stream}-1-{i}", stream=stream, tray_id=i,
+                                     closed_at=DAY + i))
+        bills = journal.between(DAY, DAY + 86400)
+        assert [b["tray_id"] for b in bills] == list(range(1203))
+        assert len(journal.between(DAY, DAY + 86400, "cam2")) == 601
+        assert len(journal.between(DAY + 100, DAY + 200)) == 100
+    streams, total = summarise(bills)
+    assert total.bills == 1203 and streams["cam1"].bills == 602
+    assert total.to_json()["revenue"] == _money(1203 * sum(P))

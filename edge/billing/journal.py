@@ -99,6 +99,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             BEGIN SELECT RAISE(ABORT, 'a hand-over is written once'); END"""),
 }
 
+_PAGE = 500
+"""Bills read at once by :meth:`Journal.between` (under SQLite's bound-parameter limit)."""
+
 _COLUMNS = ("b.seq, b.bill_id, b.stream_id, b.tray_id, b.opened_at, b.closed_at, b.frame_seq, "
             "b.total, b.needs_review, b.reason, b.items_json, b.tray_box_json, b.review_json, "
             "b.created_at, s.bill_id IS NOT NULL, h.handed_over_at, h.actor")
@@ -433,12 +436,19 @@ class Journal:
                 ) -> list[dict[str, Any]]:
         """Every bill closed in ``[since, until)`` (Unix seconds), oldest first,
         as :meth:`get` answers it; only ``stream``'s when given."""
-        sql = f"{_SELECT} WHERE b.closed_at >= ? AND b.closed_at < ?"
+        sql = f"{_SELECT} WHERE b.closed_at >= ? AND b.closed_at < ? AND b.seq > ?"
         args: list[Any] = [since, until]
         if stream is not None:
             sql += " AND b.stream_id = ?"
-            args.append(stream)
-        return self._views(self._read(f"{sql} ORDER BY b.seq", args))
+        out: list[dict[str, Any]] = []
+        last = 0
+        while True:  # in pages: _views binds one parameter per bill
+            rows = self._read(f"{sql} ORDER BY b.seq LIMIT {_PAGE}",
+                              [*args, last, *([stream] if stream is not None else [])])
+            out += self._views(rows)
+            if len(rows) < _PAGE:
+                return out
+            last = int(rows[-1][0])
 
     def outbox_pending(self, limit: int, target: str = "fleet") -> list[ob.OutboxRow]:
         """The first ``limit`` unsent outbox rows of ``target``, oldest first."""
