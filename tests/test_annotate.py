@@ -163,8 +163,10 @@ def test_cashier_labels_name_dishes_by_the_menu_in_force_and_show_no_track_ids()
     assert not any("coffee" in t or "#" in t or "%" in t or "41" in t for t in texts)
     default = [lb.text for lb in cashier_labels(tf, _menu())[0]]
     assert default[1] == "Coffee"  # the same track, named by whichever menu is in force
-    # the engineer's overlay keeps the ids and keys (today's drawing)
+    # the engineer's overlay keeps the ids and keys (today's drawing), and draws dish 3
+    # as a dish on tray 3, not as a second "TRAY 3"
     assert "#41" in _label_text(tf.tracks[2], CLASS_NAMES)
+    assert _label_text(tf.tracks[1], CLASS_NAMES) == "#3 coffee 95% T3"
 
 
 def test_cashier_flags_unsure_and_unknown_dishes_and_leaves_out_clutter() -> None:
