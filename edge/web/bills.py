@@ -26,7 +26,7 @@ from edge.billing.corrections import Correction, CorrectionConflict, parse_corre
 from edge.billing.events import Event, SubscriptionClosed
 from edge.billing.pos import PosDelivery
 from edge.billing.service import BillingService
-from edge.config import MenuEntry, ServerConfig, StreamId, TillConfig, format_errors, format_loc
+from edge.config import MenuEntry, ServerConfig, StreamId, TillConfig, format_errors
 from edge.errors import CorrectionError, JournalError
 from edge.web.access import carries_token, protect_reads
 from edge.web.event_slots import EVENT_SLOTS_KEY, RETRY_AFTER_S, EventSlots, Refusal
@@ -44,6 +44,7 @@ from edge.web.payloads import (
     error,
     invalid,
 )
+from edge.web.queries import parse_query
 from edge.web.report import add_report_routes
 from edge.web.roles import actor_name, allow
 
@@ -166,14 +167,9 @@ class BillsApi:
         503: Reply("the journal is unavailable", ErrorBody)}, query=BillQuery)
     async def list_bills(self, request: web.Request) -> web.Response:
         """A page of bills, newest first; ``?limit&before&stream&since&until``."""
-        repeated = sorted({k for k in request.query if len(request.query.getall(k)) > 1})
-        if repeated:  # dict() would keep one of them silently
-            return invalid([f"{format_loc([k])}: given more than once; give it once"
-                            for k in repeated], "the query")
-        try:
-            q = BillQuery.model_validate(dict(request.query))
-        except ValidationError as err:
-            return invalid(format_errors(err), "the query")
+        q = parse_query(request, BillQuery)
+        if isinstance(q, web.Response):
+            return q
         try:
             page = await self.service.list_bills(q.limit, before=q.before, stream=q.stream,
                                                  since=q.since, until=q.until)

@@ -20,15 +20,16 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge.billing.daybook import summarise
 from edge.billing.service import BillingService
-from edge.config import StreamId, TillConfig, format_errors, format_loc
+from edge.config import StreamId, TillConfig
 from edge.errors import JournalError
 from edge.web.access import protect_reads
 from edge.web.openapi import Reply, operation
-from edge.web.payloads import ErrorBody, ValidationErrorBody, error, invalid
+from edge.web.payloads import ErrorBody, ValidationErrorBody, error
+from edge.web.queries import parse_query
 from edge.web.roles import allow
 
 CSV_COLUMNS = ("day", "stream", "row", "key", "name", "count", "revenue", "currency", "bills",
@@ -147,14 +148,9 @@ class ReportApi:
                      "Cache-Control": "no-store"})
 
     async def _build(self, request: web.Request) -> dict[str, Any] | web.Response:
-        repeated = sorted({k for k in request.query if len(request.query.getall(k)) > 1})
-        if repeated:
-            return invalid([f"{format_loc([k])}: given more than once; give it once"
-                            for k in repeated], "the query")
-        try:
-            q = ReportQuery.model_validate(dict(request.query))
-        except ValidationError as err:
-            return invalid(format_errors(err), "the query")
+        q = parse_query(request, ReportQuery)
+        if isinstance(q, web.Response):
+            return q
         zone = ZoneInfo(q.tz) if q.tz is not None else None
         day = q.day or datetime.now(zone).date()
         since, until = day_bounds(day, zone)
