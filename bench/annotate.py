@@ -39,6 +39,7 @@ from edge.billing.biller import make_menu  # noqa: E402
 from edge.billing.menu import Menu  # noqa: E402
 from edge.config import SiteConfig  # noqa: E402
 from edge.frames import Frame, Track, TrackedFrame  # noqa: E402
+from edge.labels import LabelMemory  # noqa: E402
 from edge.overlay import OVERLAYS, OverlayName, render  # noqa: E402
 from edge.sim.live import SyntheticCamera, SyntheticSpec  # noqa: E402
 from edge.sim.menu import CLASS_NAMES, DISH_IDS, TRAY_ID  # noqa: E402
@@ -79,18 +80,19 @@ def crowded_tracks(seq: int, n_tracks: int) -> tuple[tuple[Track, ...], Bills]:
 
 def overlays(names: Sequence[str]) -> dict[str, Draw]:
     """The overlays to time, each as a function of the tracked frame (as the
-    WebRTC track draws them: :func:`edge.overlay.render`)."""
+    WebRTC track draws them: :func:`edge.overlay.render`, with a label memory)."""
     menu = make_menu(SiteConfig(), CLASS_NAMES)
     out: dict[str, Draw] = {}
     for name in names:
         if name not in OVERLAYS:
             raise SystemExit(f"unknown overlay {name!r}: one of {OVERLAYS}")
-        out[name] = functools.partial(_draw, name, menu=menu)
+        out[name] = functools.partial(_draw, name, menu=menu, memory=LabelMemory())
     return out
 
 
-def _draw(name: OverlayName, tf: TrackedFrame, menu: Menu) -> npt.NDArray[np.uint8]:
-    return render(name, tf, menu, CLASS_NAMES, fps=20.0, latency_ms=42.0)
+def _draw(name: OverlayName, tf: TrackedFrame, menu: Menu,
+          memory: LabelMemory) -> npt.NDArray[np.uint8]:
+    return render(name, tf, menu, CLASS_NAMES, fps=20.0, latency_ms=42.0, memory=memory)
 
 
 def run(names: Sequence[str], frames: int, n_tracks: int) -> dict[str, dict[str, float]]:

@@ -158,7 +158,8 @@ _NEAR = 8  # candidates that touch the box
 
 def place_labels(sizes: Sequence[tuple[int, int]], targets: Sequence[Rect],
                  keep_out: Sequence[Rect], width: int, height: int, *,
-                 rings: int = 4) -> list[Placement]:
+                 rings: int = 4, prefer: Sequence[tuple[int, int] | None] = ()
+                 ) -> list[Placement]:
     """Place one label per target, in the order given (most important first).
 
     Parameters
@@ -174,6 +175,12 @@ def place_labels(sizes: Sequence[tuple[int, int]], targets: Sequence[Rect],
     rings : int
         Rows of candidates beyond the ones touching the box, each a plate
         height further out.
+    prefer : sequence of (int, int) or None, optional
+        Per label, where its plate's top-left corner was in the previous
+        frame, relative to its box's top-left corner (:class:`LabelMemory`):
+        taken again while it is free and against the box, or when no spot
+        against the box is free. A label then stays put instead of hopping
+        between equally good spots as the boxes move.
 
     Returns
     -------
@@ -217,7 +224,11 @@ def place_labels(sizes: Sequence[tuple[int, int]], targets: Sequence[Rect],
     rects: list[Rect] = []
     out = []
     for i, (w, h) in enumerate(wh.tolist()):
-        rect = _first_free(corners[i], free[i], w, h, rects)
+        last = _again(prefer[i] if i < len(prefer) else None, targets[i], (w, h),
+                      (width, height), [*keep_out, *rects])
+        rect = last if last is not None and _touches(last, targets[i]) else None
+        if rect is None:
+            rect = _first_free(corners[i], free[i], w, h, rects) or last
         clear = rect is not None
         if rect is None:  # the free candidate nearest its box, else the least covered
             placed[m] = own[i]
@@ -232,6 +243,25 @@ def place_labels(sizes: Sequence[tuple[int, int]], targets: Sequence[Rect],
         out.append(Placement(rect, targets[i], moved=not _touches(rect, targets[i]),
                              clear=clear))
     return out
+
+
+def _again(offset: tuple[int, int] | None, target: Rect, size: tuple[int, int],
+           bounds: tuple[int, int], others: list[Rect]) -> Rect | None:
+    """The plate at ``offset`` from its box's top-left corner, moved into the picture, if
+    it covers neither its box nor any of ``others``."""
+    if offset is None:
+        return None
+    (w, h), (width, height) = size, bounds
+    x = min(max(target[0] + offset[0], 0), width - w)
+    y = min(max(target[1] + offset[1], 0), height - h)
+    rect = (x, y, x + w, y + h)
+    if any(_overlaps(rect, r) for r in (target, *others)):
+        return None
+    return rect
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _first_free(corners: list[list[int]], free: list[bool], w: int, h: int,
@@ -251,6 +281,28 @@ def _touches(a: Rect, b: Rect, gap: int = 2) -> bool:
 
 def _nearest(rect: Rect, p: tuple[int, int]) -> tuple[int, int]:
     return (min(max(p[0], rect[0]), rect[2] - 1), min(max(p[1], rect[1]), rect[3] - 1))
+
+
+class LabelMemory:
+    """Where each label went in the previous frame, relative to its box.
+
+    Held per video track (one viewer's picture after another), handed to
+    :func:`place_labels` as ``prefer`` and updated from its result; keys are
+    whatever names a label across frames (a track). Forgets labels not placed
+    in the last frame.
+    """
+
+    def __init__(self) -> None:
+        self._offsets: dict[object, tuple[int, int]] = {}
+
+    def prefer(self, keys: Sequence[object]) -> list[tuple[int, int] | None]:
+        """The previous offsets of the labels ``keys`` (None for a new label)."""
+        return [self._offsets.get(k) for k in keys]
+
+    def remember(self, keys: Sequence[object], placements: Sequence[Placement]) -> None:
+        """Keep where the labels ``keys`` went this frame, forgetting all others."""
+        self._offsets = {k: (p.rect[0] - p.target[0], p.rect[1] - p.target[1])
+                         for k, p in zip(keys, placements, strict=True)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,9 @@ scores, corner stamp or engineering header: those are the engineer's overlay
 
 Labels never cover a dish or another label where the picture leaves room
 (:func:`edge.labels.place_labels`): trays' labels first, then dishes' from the
-top of the picture down. Measured with ``python bench/annotate.py``
+top of the picture down; a label stays where it was in the previous frame
+while that spot is free (:class:`edge.labels.LabelMemory`), so labels do not
+hop about as the trays slide. Measured with ``python bench/annotate.py``
 (docs/BENCHMARKS.md).
 """
 
@@ -32,6 +34,7 @@ from edge.annotate import annotate, is_tray
 from edge.billing.menu import Menu
 from edge.frames import Track, TrackedFrame
 from edge.labels import (
+    LabelMemory,
     Placement,
     Rect,
     Style,
@@ -102,7 +105,8 @@ def _dish_label(track: Track, menu: Menu, box: Rect) -> Label | None:
     return Label(track, name, box)
 
 
-def cashier_labels(tf: TrackedFrame, menu: Menu) -> tuple[list[Label], list[Placement]]:
+def cashier_labels(tf: TrackedFrame, menu: Menu, memory: LabelMemory | None = None
+                   ) -> tuple[list[Label], list[Placement]]:
     """What the cashier's overlay writes for ``tf`` and where (the layout, without drawing).
 
     Parameters
@@ -111,6 +115,9 @@ def cashier_labels(tf: TrackedFrame, menu: Menu) -> tuple[list[Label], list[Plac
         Tracks (boxes in source image pixels) and the open bills of its trays.
     menu : Menu
         The menu in force: names, billability, ``confirm_below``.
+    memory : LabelMemory, optional
+        Where the labels went in the previous frame of the same video: a label
+        stays there while the spot is free (updated with this frame's).
 
     Returns
     -------
@@ -136,9 +143,12 @@ def cashier_labels(tf: TrackedFrame, menu: Menu) -> tuple[list[Label], list[Plac
                 dishes.append(label)
     dishes.sort(key=lambda lb: (lb.box[1], lb.box[0]))
     labels = trays + dishes
+    keys = [(lb.is_tray, lb.track.track_id) for lb in labels]
     placements = place_labels([label_size(lb.text, scale) for lb in labels],
                               [lb.box for lb in labels], [lb.box for lb in dishes],
-                              width, height)
+                              width, height, prefer=memory.prefer(keys) if memory else ())
+    if memory is not None:
+        memory.remember(keys, placements)
     return labels, placements
 
 
@@ -151,7 +161,8 @@ def _style(label: Label) -> Style:
     return Style(strip=class_colour(label.track.class_id))
 
 
-def cashier_overlay(tf: TrackedFrame, menu: Menu) -> npt.NDArray[np.uint8]:
+def cashier_overlay(tf: TrackedFrame, menu: Menu, memory: LabelMemory | None = None
+                    ) -> npt.NDArray[np.uint8]:
     """Draw the cashier's overlay onto a copy of ``tf``'s image.
 
     Trays get a 3 px outline in their colour and a plate of that colour with
@@ -169,6 +180,8 @@ def cashier_overlay(tf: TrackedFrame, menu: Menu) -> npt.NDArray[np.uint8]:
         The frame and its tracks; boxes in source image pixels.
     menu : Menu
         The menu in force (names after a live rename).
+    memory : LabelMemory, optional
+        Keeps labels where they were in the previous frame (:func:`cashier_labels`).
 
     Returns
     -------
@@ -181,7 +194,7 @@ def cashier_overlay(tf: TrackedFrame, menu: Menu) -> npt.NDArray[np.uint8]:
     if stamp is not None:  # a synthetic camera's code: no business of the cashier's
         w, h = stamp
         out[:h, :w] = np.round(cv2.mean(out[h : 2 * h, :w])[:3]).astype(np.uint8)
-    labels, placements = cashier_labels(tf, menu)
+    labels, placements = cashier_labels(tf, menu, memory)
     for lb in labels:
         x1, y1, x2, y2 = lb.box
         if lb.is_tray:
@@ -196,8 +209,10 @@ def cashier_overlay(tf: TrackedFrame, menu: Menu) -> npt.NDArray[np.uint8]:
 
 
 def render(overlay: OverlayName, tf: TrackedFrame, menu: Menu, class_names: Sequence[str], *,
-           fps: float, latency_ms: float | None) -> npt.NDArray[np.uint8]:
-    """Draw ``overlay`` onto a copy of ``tf``'s image (the cashier's or the engineer's)."""
+           fps: float, latency_ms: float | None,
+           memory: LabelMemory | None = None) -> npt.NDArray[np.uint8]:
+    """Draw ``overlay`` onto a copy of ``tf``'s image (the cashier's or the engineer's;
+    ``memory``: the cashier's labels of the previous frame of this video)."""
     if overlay == "engineer":
         return annotate(tf, fps=fps, latency_ms=latency_ms, class_names=class_names)
-    return cashier_overlay(tf, menu)
+    return cashier_overlay(tf, menu, memory)

@@ -18,7 +18,7 @@ from edge.billing.menu import Menu
 from edge.catalogue import BY_KEY, CLASS_NAMES
 from edge.config import SiteConfig
 from edge.frames import Frame, Track, TrackedFrame
-from edge.labels import place_labels
+from edge.labels import LabelMemory, place_labels
 from edge.overlay import cashier_labels, cashier_overlay, render
 from edge.palette import AMBER, tray_colour
 from edge.pipeline import Pipeline
@@ -284,3 +284,26 @@ def test_a_live_rename_reaches_the_cashier_overlay_of_the_running_stream(
             await pipeline.stop()
 
     asyncio.run(main())
+
+
+def test_a_label_stays_where_it_was_while_its_spot_stays_free() -> None:
+    memory = LabelMemory()
+    menu = _menu()
+    soup = _dish(1, "tomato_soup", (200, 200, 260, 260), None)
+    above = _dish(2, "coffee", (190, 150, 270, 198), None)  # no room above the soup
+
+    def frame(*tracks: Track) -> TrackedFrame:
+        return TrackedFrame(Frame("cam1", 1, _frame(), 0.0), None, tracks)
+
+    labels, placed = cashier_labels(frame(above, soup), menu, memory)
+    soup_label = next(p for lb, p in zip(labels, placed, strict=True) if lb.track is soup)
+    assert soup_label.rect[1] == 260  # below the soup
+    # the coffee is gone: a fresh layout puts the soup's label above it again,
+    # the remembered one keeps it below, moved along with the soup
+    moved = _dish(1, "tomato_soup", (206, 200, 266, 260), None)
+    assert cashier_labels(frame(moved), menu)[1][0].rect[3] == 200
+    assert cashier_labels(frame(moved), menu, memory)[1][0].rect[:2] == (206, 260)
+    # a spot taken by another dish is given up
+    below = _dish(3, "espresso", (200, 262, 280, 300), None)
+    _, placed = cashier_labels(frame(moved, below), menu, memory)
+    assert placed[0].rect[3] == 200 and placed[0].clear

@@ -30,6 +30,7 @@ from aiortc.mediastreams import VIDEO_TIME_BASE, MediaStreamError
 
 from edge.billing.menu import Menu
 from edge.frames import TrackedFrame
+from edge.labels import LabelMemory
 from edge.metrics import Metrics
 from edge.overlay import DEFAULT_OVERLAY, OverlayName, render
 from edge.slot import LatestSlot, SlotClosed
@@ -88,6 +89,7 @@ class AnnotatedTrack(VideoStreamTrack):
         super().__init__()
         self.view = view
         self.overlay: OverlayName = overlay
+        self._labels = LabelMemory()  # frames are rendered one after another
         self._metrics = metrics
         self._slot: LatestSlot[TrackedFrame] | None = None
         self._watched = asyncio.Event()
@@ -175,7 +177,7 @@ class AnnotatedTrack(VideoStreamTrack):
     def _render(self, tf: TrackedFrame, fps: float, latency_ms: float) -> av.VideoFrame:
         view = self.view
         img = render(self.overlay, tf, view.menu, view.class_names, fps=fps,
-                     latency_ms=latency_ms)
+                     latency_ms=latency_ms, memory=self._labels)
         height, width = img.shape[:2]
         if height % 2 or width % 2:
             return av.VideoFrame.from_ndarray(img, format="bgr24")
