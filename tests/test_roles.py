@@ -139,7 +139,7 @@ def test_whoami_names_the_holder_and_what_the_role_may_do(tmp_path: Path) -> Non
                 assert body == {"name": f"{role}-1", "role": role,
                                 "may": list(CAPABILITIES[role])}
     asyncio.run(main())
-    assert CAPABILITIES["cashier"] == ("watch", "correct", "void", "handover")
+    assert CAPABILITIES["cashier"] == ("watch", "correct", "void", "handover", "report")
     assert set(CAPABILITIES["manager"]) > set(CAPABILITIES["cashier"]) | {"menu", "config"}
     assert CAPABILITIES["labeller"] == ("label",)
 

@@ -3,9 +3,9 @@
 It sits with :mod:`edge.web.access` on the HTTP side (``… ─▶ events
 (HTTP/SSE)`` and ``annotate ─▶ WebRTC``). A token carries one role:
 
-- ``cashier``: watch, correct bills, void, undo, hand a bill over to the POS;
-- ``manager``: everything a cashier may, plus the menu, the config and the
-  reports;
+- ``cashier``: watch, correct bills, void, undo, hand a bill over to the POS,
+  read the day report (a till's Z report);
+- ``manager``: everything a cashier may, plus the menu and the config;
 - ``labeller``: the labelling workspace only.
 
 A route that changes state (or a protected read) names the roles it allows
@@ -37,7 +37,7 @@ PROTECTED_READS_KEY = web.AppKey("protected_reads", set)
 (:func:`edge.web.access.protect_reads`, and :func:`allow` of a GET route)."""
 
 CAPABILITIES: Final[dict[str, tuple[str, ...]]] = {
-    "cashier": ("watch", "correct", "void", "handover"),
+    "cashier": ("watch", "correct", "void", "handover", "report"),
     "manager": ("watch", "correct", "void", "handover", "menu", "config", "report"),
     "labeller": ("label",),
 }
