@@ -220,6 +220,13 @@ def test_without_a_token_the_page_shows_a_sign_in_not_dead_buttons(tmp_path: Pat
             await card.locator(".line .remove").first.wait_for(timeout=10_000)
             assert not await page.locator("#token-form").is_visible()
             assert await page.locator("#who").is_visible()
+            await wait_for(page, "m.state === 'connected'")
+
+            await page.click("#sign-out")  # no token: no picture, no buttons
+            await wait_for(page, "m.state === 'locked'")
+            assert await page.locator("#token-form").is_visible()
+            assert await card.locator(".bill-body-lines button").count() == 0
+            assert await page.evaluate("sessionStorage.getItem('dishtracker.token')") is None
 
     run_in_own_thread(main)
 

@@ -404,7 +404,13 @@
   let watching = auth.access().may.includes("watch");
   document.addEventListener("dishtracker:access", (ev) => {
     const may = ev.detail.checked && ev.detail.may.includes("watch");
-    if (may && !watching && metrics.state === "locked") connect();
+    if (!ev.detail.signedIn && ev.detail.checked && metrics.state !== "locked") {
+      // signed out, or the token was refused: no picture without one
+      const gen = ++generation;
+      teardown();
+      setState("locked", "Sign in with the access token to watch the camera.");
+      auth.ensure().then(() => { if (gen === generation) connect(); });
+    } else if (may && !watching && metrics.state === "locked") connect();
     else if (ev.detail.checked && !ev.detail.may.includes("watch") && ev.detail.signedIn) {
       generation++;
       teardown();
