@@ -172,7 +172,7 @@ def cashier_overlay(tf: TrackedFrame, menu: Menu, memory: LabelMemory | None = N
     ending in ``?``. Labels are placed by :func:`cashier_labels`; one moved
     away from its box is joined to it by a line. The corner stamp of a
     synthetic camera (:mod:`edge.stamp`) is painted over with the colour of
-    the picture below it.
+    the picture beside it.
 
     Parameters
     ----------
@@ -193,7 +193,7 @@ def cashier_overlay(tf: TrackedFrame, menu: Menu, memory: LabelMemory | None = N
     stamp = stamp_area(out)
     if stamp is not None:  # a synthetic camera's code: no business of the cashier's
         w, h = stamp
-        out[:h, :w] = np.round(cv2.mean(out[h : 2 * h, :w])[:3]).astype(np.uint8)
+        out[:h, :w] = np.round(cv2.mean(out[:h, w : 2 * w])[:3]).astype(np.uint8)
     labels, placements = cashier_labels(tf, menu, memory)
     for lb in labels:
         x1, y1, x2, y2 = lb.box
