@@ -200,6 +200,11 @@ def test_keyboard_moves_opens_and_documents_its_shortcuts(tmp_path: Path) -> Non
             await page.keyboard.press("Enter")
             await page.keyboard.press("Tab")
             assert await page.evaluate("() => document.activeElement.tagName") == "BUTTON"
+            ring = await page.evaluate("""() => {
+                const style = getComputedStyle(document.activeElement);
+                return [style.outlineStyle, parseFloat(style.outlineWidth)];
+            }""")
+            assert ring[0] == "solid" and ring[1] >= 2  # a visible focus ring
 
     run_in_own_thread(main)
 
