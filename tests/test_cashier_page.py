@@ -12,6 +12,8 @@ buttons that cannot work.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -253,10 +255,23 @@ async def _quantity_then_undo(page: Any, card: Any, service: BillingService) -> 
     assert view is not None and view["effective"]["items"][0]["quantity"] == 1
 
 
+async def _day_summary(page: Any, stream: str) -> dict[str, str]:
+    """The ``row=summary`` line of ``stream`` in the day's CSV report (the bills'
+    day, 2023-11-14 UTC), fetched by the page with its token."""
+    text = await page.evaluate("""async () => {
+        const resp = await window.dishtrackerAuth.fetch('/api/report.csv?day=2023-11-14&tz=UTC');
+        return await resp.text();
+    }""")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    return next(r for r in rows if r["stream"] == stream and r["row"] == "summary")
+
+
 def test_till_actions_in_the_page_change_the_bill_on_the_server(tmp_path: Path) -> None:
     async def main() -> None:
-        async with cashier_page(tmp_path, make_bill("cam1-1-3", tray_id=3)) as (service, page):
-            await wait_for(page, "m.bills.events === 'open' && m.bills.shown === 1")
+        async with cashier_page(tmp_path, make_bill("cam1-1-3", tray_id=3),
+                                make_bill("cam1-1-4", tray_id=4, closed_at=1_700_000_060.0),
+                                ) as (service, page):
+            await wait_for(page, "m.bills.events === 'open' && m.bills.shown === 2")
             card = page.locator('[data-bill-id="cam1-1-3"]')
             await card.locator(".bill-head").click()
 
@@ -281,6 +296,17 @@ def test_till_actions_in_the_page_change_the_bill_on_the_server(tmp_path: Path) 
             view = await service.get("cam1-1-3")
             assert view is not None and view.get("handed_over_at")
             assert await card.locator(".tag.handed").count() == 1
+
+            # the other bill voided by keyboard: v, the reason, Enter
+            await page.locator('[data-bill-id="cam1-1-4"] .bill-head').focus()
+            await page.keyboard.press("v")
+            await page.keyboard.type("tray billed twice")
+            await page.keyboard.press("Enter")
+            await wait_for(page, "m.bills.corrections === 6")
+            # all of it in the day's report: 5 correction rows, 1 void, 1 hand-over
+            day = await _day_summary(page, "cam1")
+            assert (day["bills"], day["handed_over"], day["voided"], day["corrections"],
+                    day["revenue"]) == ("2", "1", "1", "5", "16.80")
 
     run_in_own_thread(main)
 
