@@ -191,6 +191,7 @@ def review_card_story(workdir: Path, screenshot: Path | None = None) -> None:
                 card = page.locator('[data-bill-id="cam1-1-5"]')
                 assert await card.get_attribute("data-review") == "true"
                 assert await card.locator(".tag.review").inner_text() == "Review"
+                await card.locator(".bill-head").click()  # a new bill comes in folded
                 assert await card.locator('.line[data-review="true"]').count() == 0
                 reason = card.locator(f'.review-reason[data-reason="{HIDDEN}"]')
                 assert await reason.text_content() == REVIEW_REASONS[HIDDEN]
