@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bills_support import make_bill
+from bills_support import make_bill, tray
 from test_browser import chromium, run_in_own_thread, wait_for
 from test_cashier_bills import cashier_app
 from test_webrtc_support import TOKEN, serve
@@ -64,11 +64,14 @@ async def cashier_page(workdir: Path, *bills: Bill, token: str | None = TOKEN,
 
 
 def _arrivals(service: BillingService, first_tray: int, count: int) -> None:
-    """``count`` bills closing one after another, as a busy checkout makes them."""
+    """``count`` bills closing one after another, as a busy checkout makes them,
+    each with the next tray's open bill at the checkout."""
     for i in range(count):
-        tray = first_tray + i
-        service.submit(make_bill(f"cam1-1-{tray}", tray_id=tray, closed_at=1_700_000_100.0 + 5 * i,
+        tray_id = first_tray + i
+        service.submit(make_bill(f"cam1-1-{tray_id}", tray_id=tray_id,
+                                 closed_at=1_700_000_100.0 + 5 * i,
                                  lines=(("coffee", 0.97), ("croissant", 0.93))))
+        service.tray_update("cam1", (tray("cam1", tray_id + 1, ("tea", "apple_pie")[:1 + i % 2]),))
 
 
 async def _top(card: Any) -> float:
@@ -98,6 +101,7 @@ def test_a_correction_in_progress_survives_ten_incoming_bills(tmp_path: Path) ->
             _arrivals(service, 10, 10)
             m = await wait_for(page, "m.bills.shown === 11 && m.bills.unseen === 10")
             assert m["bills"]["lastBillId"] == "cam1-1-19"
+            await page.locator("#bill .tray-head", has_text="Tray 20").wait_for(timeout=5000)
             assert "tray 19" in m["bills"]["announced"]
             assert await page.evaluate(FOCUS_KEPT), "the search lost focus"
             assert await search.input_value() == "te"
