@@ -411,3 +411,33 @@ def test_side_by_side_on_the_till_stacked_with_44px_targets_on_a_tablet(tmp_path
             assert tablet["scrollWidth"] <= 820
 
     run_in_own_thread(main)
+
+
+def test_a_daemon_without_the_overlay_choice_still_gets_a_working_offer(tmp_path: Path) -> None:
+    """An older daemon refuses the offer's unknown ``overlay`` field (422 naming
+    it); the page offers again without it and hides the toggle. The refusal is
+    played by Playwright's router, the rest is the real server."""
+    async def main() -> None:
+        offers: list[dict[str, Any]] = []
+
+        async def older_daemon(route: Any) -> None:
+            body = route.request.post_data_json
+            offers.append(body)
+            if "overlay" in body:
+                await route.fulfill(status=422, json={
+                    "error": "the offer is invalid: 1 problem(s)",
+                    "errors": ["overlay: Extra inputs are not permitted"]})
+            else:
+                await route.continue_()
+
+        async with cashier_page(tmp_path, token=None) as (_, page):
+            await page.route("**/api/streams/*/webrtc", older_daemon)
+            await page.fill("#token-input", TOKEN)
+            await page.click("#token-form button")
+            await wait_for(page, "m.state === 'connected' && m.framesDecoded > 0")
+            assert [("overlay" in o) for o in offers] == [True, False]
+            assert offers[0]["overlay"] == "cashier"  # the default
+            assert not await page.locator("#overlay").is_visible()
+            assert await page.locator(".stats").is_visible()  # whatever it draws, measured
+
+    run_in_own_thread(main)
