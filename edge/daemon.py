@@ -41,6 +41,7 @@ from edge.web.access import AccessToken, Keyring, load_keyring
 from edge.web.addresses import browse_urls
 from edge.web.app import make_app
 from edge.web.bills import add_bill_routes
+from edge.web.config_history import history_path
 from edge.web.tls import server_ssl_context
 from edge.web.webrtc import WebRtcHub, add_webrtc_routes
 
@@ -224,7 +225,8 @@ def _web_app(pipeline: Pipeline, hub: WebRtcHub, billing: BillingService,
     """Control plane, WebRTC and bills API in one application, guarded by ``token``
     (the tokens in force, or the owner's alone)."""
     app = make_app(pipeline, config_path=config_path, token=token, static_dir=STATIC_DIR,
-                   readiness_checks=[billing.readiness])
+                   readiness_checks=[billing.readiness],
+                   history=history_path(pipeline.config))
     add_webrtc_routes(app, hub)
     add_bill_routes(app, billing, menu=lambda: pipeline.config.menu)
     return app

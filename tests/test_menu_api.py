@@ -6,6 +6,7 @@ manager only once tokens carry roles.
 from __future__ import annotations
 
 import asyncio
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from edge.config import (
 )
 from edge.errors import ConfigError
 from edge.web.access import load_keyring
+from edge.web.config_history import HISTORY_FILE, read_history
 from edge.web.tokens import TOKENS_FILE, TokenStore
 
 
@@ -177,3 +179,36 @@ def test_a_cashier_gets_403_from_the_menu_routes_and_may_read_the_report(
             assert resp.status == 200
 
     asyncio.run(main())
+
+
+def test_every_config_change_records_who_made_it(tmp_path: Path) -> None:
+    """Menu edits and ``PUT /api/config`` append to the change history with the
+    token's name; nothing is rewritten (issue 17: every change attributable)."""
+    storage = tmp_path / "var"
+    storage.mkdir(mode=0o700)
+    write_token_file(storage / "token")
+    ana = TokenStore(storage / TOKENS_FILE).create("ana", "manager")
+    keyring = load_keyring(ServerConfig(), StorageConfig(dir=storage))[1]
+    as_ana = {"Authorization": f"Bearer {ana}"}
+
+    async def main() -> None:
+        async with serve(tmp_path, token=keyring) as till:
+            resp = await till.client.patch("/api/menu/burger", headers=as_ana,
+                                           json={"price": 9.9})
+            assert resp.status == 200, await resp.text()
+            config = till.daemon.config.model_dump(mode="json")
+            config["billing"]["confirm_below"] = 0.8
+            resp = await till.client.put("/api/config", json=config)  # the owner
+            assert resp.status == 200, await resp.text()
+            resp = await till.client.patch("/api/menu/burger", headers=as_ana,
+                                           json={"price": -1})  # refused: not recorded
+            assert resp.status == 422
+
+    asyncio.run(main())
+    path = storage / HISTORY_FILE
+    history = read_history(path)
+    assert [h["actor"] for h in history] == ["ana", "owner"]
+    assert history[0]["config"]["menu"]["burger"]["price"] == 9.9
+    assert history[1]["config"]["billing"]["confirm_below"] == 0.8
+    assert history[0]["sha256"] != history[1]["sha256"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

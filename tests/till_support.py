@@ -25,6 +25,7 @@ from edge.config import SiteConfig
 from edge.metrics import Metrics
 from edge.web.app import make_app
 from edge.web.bills import add_bill_routes
+from edge.web.config_history import HISTORY_FILE
 
 Client = TestClient[Any, Any]
 STATIC = Path(__file__).resolve().parents[1] / "edge" / "web" / "static"
@@ -66,7 +67,8 @@ async def serve(folder: Path, *, config: SiteConfig | None = None, token: Any = 
     daemon = MemoryDaemon(config or SiteConfig())
     daemon.metrics = metrics
     app = make_app(daemon, config_path=config_path, token=token, static_dir=STATIC,
-                   readiness_checks=[service.readiness])
+                   readiness_checks=[service.readiness],
+                   history=folder / "var" / HISTORY_FILE)
     add_bill_routes(app, service, menu=lambda: daemon.config.menu, pos_retry_s=pos_retry_s)
     try:
         async with TestClient(TestServer(app, host="127.0.0.1", port=0),

@@ -30,6 +30,7 @@ from edge.config import SiteConfig, json_schema, parse_config, to_toml, write_co
 from edge.errors import ConfigError
 from edge.metrics import Metrics
 from edge.web.access import Keyring, protect, protect_reads
+from edge.web.config_history import record_change
 from edge.web.event_slots import EVENT_SLOTS_KEY, EventSlots
 from edge.web.headers import add_security_headers
 from edge.web.hosts import HostCheck
@@ -56,6 +57,7 @@ from edge.web.payloads import (
     error,
     invalid,
 )
+from edge.web.roles import actor_name
 from edge.web.whoami import add_whoami_route
 
 MAX_BODY_BYTES = 256 * 1024
@@ -135,13 +137,18 @@ class ControlPlane:
         Heartbeat age (seconds) above which ``/healthz`` answers 503.
     readiness_checks
         More parts whose problems make ``/readyz`` fail (e.g. the bill journal).
+    history
+        The config change history (:mod:`edge.web.config_history`) to append
+        each applied change to, with who made it; ``None``: none kept.
     """
 
     def __init__(self, daemon: DaemonControl, *, config_path: Path | None,
                  static_dir: Path | None, heartbeat_stale_s: float = HEARTBEAT_STALE_S,
-                 readiness_checks: Sequence[ReadinessCheck] = ()) -> None:
+                 readiness_checks: Sequence[ReadinessCheck] = (),
+                 history: Path | None = None) -> None:
         self.daemon = daemon
         self.config_path = config_path
+        self.history = history
         self.static_dir = static_dir
         self.heartbeat_stale_s = heartbeat_stale_s
         self.readiness_checks = list(readiness_checks)
@@ -219,19 +226,21 @@ class ControlPlane:
         if isinstance(parsed, web.Response):
             return parsed
         async with self.config_lock:
-            return await self._apply(parsed)
+            return await self._apply(parsed, actor_name(request))
 
     async def replace_config(
             self, build: Callable[[SiteConfig], Awaitable[SiteConfig | web.Response]],
+            actor: str | None = None,
     ) -> web.Response:
         """Apply and save the config that ``build`` makes from the one in force,
         as ``PUT /api/config`` does, under the same lock (a menu edit,
-        :mod:`edge.web.menu_routes`); ``build`` may answer an error instead."""
+        :mod:`edge.web.menu_routes`); ``build`` may answer an error instead.
+        ``actor`` names who asked (recorded in the change history)."""
         async with self.config_lock:
             new = await build(self.daemon.config)
-            return new if isinstance(new, web.Response) else await self._apply(new)
+            return new if isinstance(new, web.Response) else await self._apply(new, actor)
 
-    async def _apply(self, new: SiteConfig) -> web.Response:
+    async def _apply(self, new: SiteConfig, actor: str | None) -> web.Response:
         path = self.config_path if new != self.daemon.config else None
         if path is not None and not _writable(path):
             return error(409, f"cannot save the config: {path.parent} is not writable by "
@@ -245,6 +254,8 @@ class ControlPlane:
             "applied": list(result.get("applied", [])),
             "restart_required": list(result.get("restart_required", [])),
         }
+        if self.history is not None:  # applied: attributable, whether or not it is saved
+            await self._record(new, actor, body)
         if path is not None:
             try:
                 await asyncio.to_thread(write_config_atomic, path, new)
@@ -253,11 +264,24 @@ class ControlPlane:
                 return web.json_response(
                     {"error": f"config applied but not saved to {path}: {err}", **body},
                     status=500)
-        _log.info("config_applied", saved=path is not None, **body)
+        _log.info("config_applied", saved=path is not None, actor=actor, **body)
         body["saved_to"] = str(self.config_path) if self.config_path is not None else None
         if self.config_path is None:
             body["note"] = "no config file: the change lasts until the daemon restarts"
         return web.json_response(body)
+
+    async def _record(self, new: SiteConfig, actor: str | None, body: dict[str, Any]) -> None:
+        """Append the applied change to the history (a failure is logged: the
+        change is in force already and its answer must say so)."""
+        assert self.history is not None
+        try:
+            await asyncio.to_thread(
+                record_change, self.history, actor=actor, applied=body["applied"],
+                restart_required=body["restart_required"], config=new,
+                masked=masked_config(new))
+        except OSError as err:
+            _log.error("config_history_failed", path=str(self.history), error=str(err),
+                       actor=actor)
 
     @operation("The cashier page", "page", {
         200: Reply("index.html", media_type="text/html", schema={"type": "string"}),
@@ -303,7 +327,8 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str | Ke
              heartbeat_stale_s: float = HEARTBEAT_STALE_S,
              readiness_checks: Sequence[ReadinessCheck] = (),
              idle_timeout_s: float = IDLE_TIMEOUT_S,
-             body_timeout_s: float = BODY_TIMEOUT_S) -> web.Application:
+             body_timeout_s: float = BODY_TIMEOUT_S,
+             history: Path | None = None) -> web.Application:
     """Build the aiohttp application of the control plane.
 
     Parameters
@@ -331,6 +356,9 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str | Ke
     body_timeout_s
         Seconds a client may take to send a request body; then 408
         (:data:`edge.web.limits.BODY_TIMEOUT_S`).
+    history
+        Where to append each applied config change and who made it
+        (:mod:`edge.web.config_history`); ``None``: no history.
 
     Returns
     -------
@@ -356,7 +384,8 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str | Ke
     protect_reads(app, "/api/config")
     resolved = static_dir.resolve(strict=True) if static_dir is not None else None
     cp = ControlPlane(daemon, config_path=config_path, static_dir=resolved,
-                      heartbeat_stale_s=heartbeat_stale_s, readiness_checks=readiness_checks)
+                      heartbeat_stale_s=heartbeat_stale_s, readiness_checks=readiness_checks,
+                      history=history)
     app[CONTROL_KEY] = cp
     r = app.router
     r.add_get("/healthz", cp.healthz)

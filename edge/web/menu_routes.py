@@ -40,7 +40,7 @@ from edge.web.payloads import (
     error,
     invalid,
 )
-from edge.web.roles import allow
+from edge.web.roles import actor_name, allow
 
 MAX_MENU_BODY_BYTES = 4 * 1024
 """Largest menu edit accepted (one dish is a few dozen bytes)."""
@@ -52,8 +52,9 @@ class ConfigReplacer(Protocol):
     """What the menu routes need from the control plane
     (:class:`edge.web.app.ControlPlane`)."""
 
-    async def replace_config(self, build: Build) -> web.Response:
-        """Apply and save the config ``build`` makes from the one in force."""
+    async def replace_config(self, build: Build, actor: str | None = None) -> web.Response:
+        """Apply and save the config ``build`` makes from the one in force
+        (``actor``: who asked, for the change history)."""
         ...
 
 
@@ -118,7 +119,7 @@ class MenuApi:
                              errors=[f"key: {dish.key!r} is on the menu already"])
             return await _with_menu(config, {**config.menu, dish.key: entry})
 
-        return await self._apply(build, dish.key, lambda: entry)
+        return await self._apply(build, dish.key, lambda: entry, actor_name(request))
 
     @operation("Rename, reprice, disable a dish (manager)", "menu", {
         200: Reply("applied (and saved); the dish", MenuChanged),
@@ -157,12 +158,12 @@ class MenuApi:
             made.append(entry)
             return await _with_menu(config, {**config.menu, key: entry})
 
-        return await self._apply(build, key, lambda: made[-1])
+        return await self._apply(build, key, lambda: made[-1], actor_name(request))
 
-    async def _apply(self, build: Build, key: str,
-                     entry: Callable[[], MenuEntry]) -> web.Response:
+    async def _apply(self, build: Build, key: str, entry: Callable[[], MenuEntry],
+                     actor: str | None) -> web.Response:
         """Replace the config; on success, the answer names the dish as applied."""
-        resp = await self.control.replace_config(build)
+        resp = await self.control.replace_config(build, actor)
         if resp.status != 200 or resp.text is None:
             return resp
         body: dict[str, Any] = json.loads(resp.text)
