@@ -4,15 +4,17 @@ and ``docs/cashier_bill.png``.
     python bench/screenshots.py [--out docs]
 
 Runs the two browser stories of the test suite and keeps their screenshots
-(PNG, 1280x800), so the pictures show exactly what the tests check:
+(PNG, 1280x800 pages; the bill panel alone for the third), so the pictures
+show exactly what the tests check:
 
 * ``cashier.png``: ``dishtracker run`` with its built-in defaults (one
   synthetic camera, the shipped model), its page with live annotated video
   and the first closed bill (``tests/test_daemon_browser.py``);
   ``cashier_tablet.png``: the same page on an 820x1180 tablet, stacked;
-* ``cashier_bill.png``: the bill panel on the real app and billing service,
-  after a cashier confirmed and changed lines of a bill to review
-  (``tests/test_cashier_bills.py``).
+* ``cashier_bill.png``: the bill panel alone on the real app and billing
+  service, after a cashier confirmed and changed lines of a bill to review
+  (``tests/test_cashier_bills.py``; its video is a scripted test view, left
+  out of the picture).
 
 The tests write their screenshots to a temporary folder only; this command is
 the one that changes the files in ``docs/``. It needs Debian's Chromium
