@@ -211,6 +211,29 @@ class TrayObservation:
 
 
 @dataclass(frozen=True, slots=True)
+class View:
+    """One look at a dish.
+
+    Attributes
+    ----------
+    embedding : np.ndarray
+        ``(D,)`` float32 unit vector from the detector.
+    crop : np.ndarray
+        ``(48, 48, 3)`` uint8 BGR picture of the dish's box
+        (:data:`edge.track.views.CROP_PX`).
+    seq : int
+        The frame it was taken from.
+    sharpness : float
+        Variance of the crop's Laplacian (grey levels squared).
+    """
+
+    embedding: npt.NDArray[np.float32]
+    crop: npt.NDArray[np.uint8]
+    seq: int
+    sharpness: float
+
+
+@dataclass(frozen=True, slots=True)
 class DishEvidence:
     """What tracking knows of one dish on a tray, its fragments merged.
 
@@ -239,6 +262,9 @@ class DishEvidence:
     unseen : int
         Detected frames of the stream since its last detection (0: seen in the
         last one).
+    views : tuple of View
+        A few diverse, sharp looks at it (:mod:`edge.track.views`); empty
+        when the detector gives no embeddings.
     """
 
     track_id: int
@@ -250,6 +276,7 @@ class DishEvidence:
     density: float = 1.0
     longest: int = 1
     unseen: int = 0
+    views: tuple[View, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from edge.track.views import ViewSet
+
 CLEAREST_VIEWS = 5  # top scores kept per class and dish
 RUNNER_UP_SHARE = 0.25  # above this share of the vote the clearest views decide
 FIXED_TRAY_MOTION = 0.5  # box sizes a tray must slide under a detection to judge it fixed
@@ -94,6 +96,8 @@ class DishRecord:
     piece_span: int = 0
     # (hits, spot-memory version, verdict) of the last spot check
     spot_verdict: tuple[int, int, bool] | None = None
+    # a few diverse, sharp looks at it (None: none taken: no embeddings)
+    views: ViewSet | None = None
 
     @property
     def span(self) -> int:
@@ -166,6 +170,14 @@ class DishRecord:
         for cls, top in other.best.items():
             for score in top:
                 self.add_best(cls, score)
+        self._merge_views(other)
+
+    def _merge_views(self, other: DishRecord) -> None:
+        """Keep the best views of both (new sets: records copied for merging
+        share theirs with the originals)."""
+        if other.views is not None and other.views.views:
+            self.views = (other.views.merged(None) if self.views is None
+                          else self.views.merged(other.views))
 
     def absorb(self, other: DishRecord) -> None:
         """Add ``other``'s votes, hits, lifetime and clearest views (and take its
@@ -185,6 +197,7 @@ class DishRecord:
         for cls, top in other.best.items():
             for score in top:
                 self.add_best(cls, score)
+        self._merge_views(other)
 
     def seen_at(self, picture: Sequence[float] | Point, origin: Sequence[float] | Point) -> None:
         """Record where this frame's matched detection was (centre, picture pixels)

@@ -119,7 +119,7 @@ class LooseDishes:
                 rec.rel_box - shift4(tray.frame.predicted), alive=False,
                 best={k: list(v) for k, v in rec.best.items()}, from_loose=True,
                 first_look=rec.first_look, last_look=rec.last_look,
-                cells=dict(rec.cells) if rec.cells else None)))
+                cells=dict(rec.cells) if rec.cells else None, views=rec.views)))
             rec.adopted = True
 
     def _tray_under(self, c: npt.NDArray[np.float64], boxes: Mapping[Any, Box]) -> Any:

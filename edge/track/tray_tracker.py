@@ -23,15 +23,17 @@ only where ``may_return`` allows).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from norfair import Detection as NfDetection
 
 from edge.config import TrackerConfig
 from edge.frames import DishEvidence, Frame, Track, TrayObservation, TrayTracking
-from edge.geometry import nms
+from edge.geometry import box_iou, nms
 from edge.track import norfair_adapter as nfa
 from edge.track.dish_frame import DishDetection, OpticalFlow, rigid_shift
 from edge.track.evidence import Box, DishRecord, centre, shift4
@@ -40,10 +42,12 @@ from edge.track.lanes import DishIds, DishLanes, assign
 from edge.track.loose import LooseDishes
 from edge.track.spots import SpotMemory, at_spots
 from edge.track.trays import MayReturn, Tray, TrayAssociation
+from edge.track.views import VIEW_EVERY, ViewSet, crop_view
 
 TRAY_KEY = "tray"
 SPOT_RECHECK = 1.25  # a record's spot verdict is renewed when its detections grow by this factor
 DUPLICATE_IOU = 0.6  # cross-class duplicates in one frame
+VIEW_IOU = 0.5  # a dish track takes the view of the detection it overlaps this much
 
 
 class TrayTracker:
@@ -152,6 +156,9 @@ class TrayTracker:
         self._lanes.update({trays[obj]: assignment.get(obj, []) for obj in active},
                            detected, seq, period)
         self._since_detection = 1 if detected else self._since_detection + 1
+        if (detected and detections.embeddings is not None and dish_dets
+                and self._ids.looks % VIEW_EVERY == 0):
+            self._take_views(frame, dish_dets, self._dish_embeddings(detections))
 
         observations = []
         for obj, tray in list(trays.items()):
@@ -167,14 +174,54 @@ class TrayTracker:
         return TrayObservation(tray.tid, (float(b[0]), float(b[1]), float(b[2]), float(b[3])),
                                tray.first_seen, active, self._in_view(b), gone)
 
+    def _take_views(self, frame: Frame, dishes: list[DishDetection],
+                    embeddings: npt.NDArray[np.float32]) -> None:
+        """Offer each dish track matched this frame the look of its detection
+        (:mod:`edge.track.views`): its embedding, and its crop if kept."""
+        records: list[DishRecord] = []
+        boxes = []
+        for tray in self._trays.trays.values():
+            origin = tray.frame.current()
+            for rec in tray.records.values():
+                if rec.alive and rec.last_seq == frame.seq:
+                    records.append(rec)
+                    boxes.append(rec.rel_box + shift4(origin))
+        for rec in self._loose.records.values():
+            if rec.last_seq == frame.seq:
+                records.append(rec)
+                boxes.append(rec.rel_box)
+        if not records:
+            return
+        det_boxes = np.stack([d[0] for d in dishes])
+        iou = box_iou(np.stack(boxes), det_boxes)
+        for rec, row in zip(records, iou, strict=True):
+            j = int(row.argmax())
+            if row[j] < VIEW_IOU:
+                continue
+            if rec.views is None:
+                rec.views = ViewSet()
+            rec.views.offer(embeddings[j], frame.seq,
+                            functools.partial(crop_view, frame.image, det_boxes[j]))
+
+    def _dish_embeddings(self, detections: Any) -> npt.NDArray[np.float32]:
+        """The embeddings of :meth:`_split`'s dishes, in their order."""
+        is_tray = detections.classes == self.tray_class
+        keep = self._dish_keep(detections, is_tray)
+        embeddings: npt.NDArray[np.float32] = detections.embeddings[~is_tray][keep]
+        return embeddings
+
+    @staticmethod
+    def _dish_keep(detections: Any, is_tray: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
+        # one object seen as two look-alike classes in one frame must not start two tracks
+        return np.sort(nms(detections.boxes[~is_tray], detections.scores[~is_tray],
+                           DUPLICATE_IOU))
+
     def _split(self, detections: Any) -> tuple[list[NfDetection], list[DishDetection]]:
         if detections is None or len(detections) == 0:
             return [], []
         is_tray = detections.classes == self.tray_class
         trays = self._trays.detections(detections.boxes[is_tray], detections.scores[is_tray])
-        # one object seen as two look-alike classes in one frame must not start two tracks
-        keep = np.sort(nms(detections.boxes[~is_tray], detections.scores[~is_tray],
-                           DUPLICATE_IOU))
+        keep = self._dish_keep(detections, is_tray)
         d_boxes = detections.boxes[~is_tray][keep]
         d_scores = detections.scores[~is_tray][keep]
         d_classes = detections.classes[~is_tray][keep]
@@ -234,7 +281,8 @@ class TrayTracker:
             cls, share = rec.decide()
             out.append(DishEvidence(rec.gid, cls, share, rec.hits, float(rec.votes.sum()),
                                     rec.span, rec.density, rec.longest,
-                                    self._ids.looks - rec.last_look))
+                                    self._ids.looks - rec.last_look,
+                                    tuple(rec.views.views) if rec.views is not None else ()))
         return tuple(out)
 
     def observations(self) -> tuple[TrayObservation, ...]:
