@@ -1,7 +1,7 @@
 """Benchmark the daemon end to end against a plain aiortc loopback, on the same machine.
 
     python bench/pipeline.py [--seconds 60] [--streams 3] [--fps 20] [--size 640x480] \
-        [--codec vp8|h264] [--baseline-seconds S] [--json OUT]
+        [--codec h264|vp8] [--baseline-seconds S] [--json OUT]
 
 Two systems, one after the other, each measured by the same aiortc viewers in
 this process (one viewer per stream, reading the corner stamp of every frame
@@ -921,7 +921,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--streams", type=int, default=3)
     ap.add_argument("--fps", type=float, default=20.0)
     ap.add_argument("--size", default="640x480", help="WxH")
-    ap.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
+    ap.add_argument("--codec", choices=["vp8", "h264"], default="h264")
     ap.add_argument("--warmup", type=float, default=3.0,
                     help="seconds after every viewer's first frame before measuring")
     ap.add_argument("--start-timeout", type=float, default=120.0,

@@ -78,7 +78,11 @@ class ServerConfig(_Strict):
     host: str = "0.0.0.0"  # the cashier's browser is on another machine
     port: int = Field(8080, ge=1, le=65535)
     max_peers: int = Field(8, ge=1, le=256, description="WebRTC viewers in total")
-    codec: Literal["vp8", "h264"] = "vp8"
+    codec: Literal["vp8", "h264"] = Field(
+        "h264", description="the video codec offered first to viewers; the others the "
+                            "browser offers stay as fallback (H.264 by default: in headless "
+                            "Chromium on a 2-core box it gave 1-3 fps more and 40-70 ms "
+                            "less delay than VP8, docs/BENCHMARKS.md)")
     overlay: Literal["cashier", "engineer"] = Field(
         "cashier", description="what the video shows a viewer whose WebRTC offer names no "
                                "overlay: cashier (trays with their bill so far, dishes by menu "

@@ -46,6 +46,7 @@
     overlay,
     stampsRead: 0,
     stampsUnreadable: 0,
+    codec: null, // what the connection decodes ("H264", "VP8"), from its stats
   };
   window.dishtracker = metrics;
 
@@ -281,6 +282,8 @@
             }
             decodedNow = s.framesDecoded || 0;
             metrics.framesDecoded = decodedBefore + decodedNow;
+            const codec = s.codecId && report.get(s.codecId);
+            if (codec) metrics.codec = String(codec.mimeType || "").replace(/^video\//, "");
           }
         });
       } catch (_) { /* connection closing */ }
