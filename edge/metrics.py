@@ -45,6 +45,12 @@ class Metrics:
         Frames per second delivered by the source over the last seconds.
     detect_rate : Gauge
         Detections per second per stream (the scheduler lowers it under load).
+    detect_rate_limit : Gauge
+        The per-stream rate the load controller allows now
+        (``detector.min_rate_hz`` .. ``max_rate_hz``).
+    video_loss : Gauge
+        Share of its frames the worst stream's video path dropped in the last
+        window (``decode_slot`` and ``view_slot`` drops over frames decoded).
     late_detections : Counter
         Detections that came back after their frame had gone out and were
         applied, shifted along their tracks, to a later frame; label ``stream``.
@@ -105,6 +111,13 @@ class Metrics:
                          ["stream"], registry=r)
         self.detect_rate = Gauge("dishtracker_detection_rate_hz", "Detections per second",
                                  ["stream"], registry=r)
+        self.detect_rate_limit = Gauge(
+            "dishtracker_detection_rate_limit_hz",
+            "The per-stream detection rate the load controller allows now", registry=r)
+        self.video_loss = Gauge(
+            "dishtracker_video_loss_ratio",
+            "Share of frames the video path dropped in the last window (worst stream)",
+            registry=r)
         self.detect_batch = Histogram("dishtracker_detect_batch_size", "Frames per call",
                                       buckets=(1, 2, 3, 4, 6, 8, 12, 16), registry=r)
         self.detect_seconds = Histogram("dishtracker_detect_seconds", "Detector call time",

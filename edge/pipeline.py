@@ -398,6 +398,9 @@ class Pipeline:
         reasons = []
         if not self.worker.loaded:
             reasons.append("model not loaded")
+        overload = self.worker.overload()
+        if overload is not None:
+            reasons.append(overload)
         for sc in self._config.streams:
             if not sc.enabled:
                 continue

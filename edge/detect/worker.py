@@ -7,6 +7,12 @@ also loaded the model: backends such as TensorRT are not thread-safe), and
 answers each stream. Under load it lowers the per-stream detection rate
 (additive increase, multiplicative decrease on the worker's busy share)
 instead of letting video wait: the tracker predicts the frames in between.
+It also watches the video path's losses (:class:`VideoLoss`: frames the
+decode and view slots dropped because the loop or the encoders fell
+behind); when they last, :meth:`DetectionWorker.overload` says so
+(``/readyz``). The losses do not lower the detection rate: on the 2-core
+development box, shedding detection for them made the video worse, not
+better (``docs/BENCHMARKS.md``, "Overload").
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ from edge.metrics import Metrics
 LOAD_SCORE_THRESHOLD = 0.05  # the backend keeps weak boxes; the live threshold filters here
 BUSY_HIGH = 0.85  # busy share above which rates go down
 BUSY_LOW = 0.60  # and below which they creep back up
+LOSS_HIGH = 0.05  # share of a stream's frames the video path dropped: overloaded above it
+STARVED_WINDOWS = 5  # windows (about 1 s each) with the video losing that much: overloaded
+LOSS_SMOOTHING = 0.3  # weight of the newest window in the loss's moving average: two frames
+# dropped in one second (10 % at 20 fps) do not cut detection, a loss that lasts does
 
 
 @dataclass(slots=True)
@@ -48,6 +58,8 @@ class RateControl:
     max_hz: float
     hz: float = 0.0
     last: dict[str, float] = field(default_factory=dict)
+    starved: int = 0  # consecutive windows in which the video lost over LOSS_HIGH
+    loss: float = 0.0  # the video path's loss share, moving average over windows
 
     def __post_init__(self) -> None:
         self.hz = self.max_hz
@@ -62,12 +74,55 @@ class RateControl:
         """Record that ``stream_id`` detected a frame captured at ``now``."""
         self.last[stream_id] = now
 
-    def adapt(self, busy: float) -> None:
-        """Adjust to the worker's busy share over the last window (0-1)."""
+    def adapt(self, busy: float, loss: float = 0.0) -> None:
+        """Adjust to the worker's busy share over the last window (0-1): above
+        :data:`BUSY_HIGH` the rate drops by a fifth, below :data:`BUSY_LOW` it
+        rises by 0.5 Hz. ``loss``, the video path's share of frames dropped
+        (:class:`VideoLoss`), is kept as a moving average
+        (:data:`LOSS_SMOOTHING`) for :meth:`overload`."""
+        self.loss += LOSS_SMOOTHING * (loss - self.loss)
         if busy > BUSY_HIGH:
             self.hz = max(self.min_hz, self.hz * 0.8)
         elif busy < BUSY_LOW:
             self.hz = min(self.max_hz, self.hz + 0.5)
+        self.starved = self.starved + 1 if self.loss > LOSS_HIGH else 0
+
+    def overload(self) -> str | None:
+        """Why the box does not keep up with its video (None: it does)."""
+        if self.starved < STARVED_WINDOWS:
+            return None
+        return (f"overloaded: the video drops {100 * self.loss:.0f} % of its frames (the "
+                f"worst stream; detection at {self.hz:.1f} Hz per stream); watch fewer "
+                "streams, lower their fps or size, or use a faster box")
+
+
+class VideoLoss:
+    """The share of frames the video path dropped per window, worst stream.
+
+    Reads the drop counters ``decode_slot`` (the stream loop fell behind its
+    source) and ``view_slot`` (the encoders fell behind the tracked frames)
+    against the frames decoded, since the previous :meth:`sample`.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._last: dict[str, tuple[float, float]] = {}
+
+    def sample(self, streams: set[str]) -> float:
+        """Dropped / decoded since the last call, for the stream that lost most."""
+        worst = 0.0
+        value = self.metrics.value
+        for sid in streams:
+            drops = (value("dishtracker_frame_drops_total", stream=sid, cause="decode_slot")
+                     + value("dishtracker_frame_drops_total", stream=sid, cause="view_slot"))
+            decoded = value("dishtracker_frames_total", stream=sid, stage="decode")
+            before = self._last.get(sid, (drops, decoded))
+            self._last[sid] = (drops, decoded)
+            if decoded > before[1]:
+                worst = max(worst, (drops - before[0]) / (decoded - before[1]))
+        for sid in set(self._last) - streams:
+            del self._last[sid]
+        return worst
 
 
 class DetectionWorker:
@@ -98,6 +153,7 @@ class DetectionWorker:
         self.config = config
         self.metrics = metrics
         self.rate = RateControl(config.min_rate_hz, config.max_rate_hz)
+        self._loss = VideoLoss(metrics)
         self._loader = loader or functools.partial(_load, engine_dir=engine_dir,
                                                    max_batch=max_batch,
                                                    precision_dir=precision_dir)
@@ -212,10 +268,16 @@ class DetectionWorker:
         now = time.monotonic()
         span = now - self._window_start
         if span >= 1.0:
-            self.rate.adapt(self._busy / span)
+            self.rate.adapt(self._busy / span, self._loss.sample(self._streams))
+            self.metrics.detect_rate_limit.set(self.rate.hz)
+            self.metrics.video_loss.set(self.rate.loss)
             for sid in self._streams:
                 self.metrics.detect_rate.labels(sid).set(self._counts.get(sid, 0) / span)
             self._busy, self._window_start, self._counts = 0.0, now, {}
+
+    def overload(self) -> str | None:
+        """Why the box does not keep up with its video (None: it does)."""
+        return self.rate.overload()
 
     def detect_rate(self, stream_id: str) -> float:
         """Detections per second of ``stream_id`` over the last window (from metrics)."""
