@@ -38,10 +38,10 @@ from edge.metrics import Metrics
 LOAD_SCORE_THRESHOLD = 0.05  # the backend keeps weak boxes; the live threshold filters here
 BUSY_HIGH = 0.85  # busy share above which rates go down
 BUSY_LOW = 0.60  # and below which they creep back up
-LOSS_HIGH = 0.05  # share of a stream's frames the video path dropped: overloaded above it
-STARVED_WINDOWS = 5  # windows (about 1 s each) with the video losing that much: overloaded
-LOSS_SMOOTHING = 0.3  # weight of the newest window in the loss's moving average: two frames
-# dropped in one second (10 % at 20 fps) do not cut detection, a loss that lasts does
+LOSS_HIGH = 0.10  # share of a stream's frames the video path dropped: overloaded above it
+STARVED_WINDOWS = 10  # windows (about 1 s each) with the video losing that much: overloaded
+LOSS_SMOOTHING = 0.3  # weight of the newest window in the loss's moving average: a bad
+# second or two is no overload, a loss that lasts is
 
 
 @dataclass(slots=True)
