@@ -227,3 +227,31 @@ def test_a_day_of_more_bills_than_one_read_is_summed_whole(tmp_path: Path) -> No
     streams, total = summarise(bills)
     assert total.bills == 1203 and streams["cam1"].bills == 602
     assert total.to_json()["revenue"] == _money(1203 * sum(P))
+
+
+@pytest.mark.browser
+def test_a_cashier_token_sees_no_menu_page(tmp_path: Path) -> None:
+    """Issue 17: a cashier's token gets a note on /menu.html, not the editor
+    (its routes answer 403 too: tests/test_menu_api.py)."""
+    from test_webrtc_support import write_token_file
+
+    from edge.config import ServerConfig, StorageConfig
+    from edge.web.access import load_keyring
+    from edge.web.tokens import TOKENS_FILE, TokenStore
+
+    storage = tmp_path / "var"
+    storage.mkdir(mode=0o700)
+    write_token_file(storage / "token")
+    cashier = TokenStore(storage / TOKENS_FILE).create("till-1", "cashier")
+    keyring = load_keyring(ServerConfig(), StorageConfig(dir=storage))[1]
+
+    async def main() -> None:
+        async with serve(tmp_path, token=keyring) as till, chromium(tmp_path) as page:
+            base = str(till.client.make_url("/"))
+            await page.goto(f"{base}menu.html#token={cashier}")
+            await until_js(page, "!document.getElementById('role-note').hidden")
+            assert "for managers" in await page.locator("#role-note").inner_text()
+            assert not await page.locator("[data-managers]").first.is_visible()
+            assert not await page.locator("#add-form").is_visible()
+
+    run_in_own_thread(main)

@@ -3,7 +3,7 @@
 // /api/menu/{key}). The server validates as it validates the site config and
 // applies the change live; its errors ("price: …") are shown next to their
 // field. auth.js (loaded before) keeps the token; a role that may not edit
-// the menu sees it read-only. Exposes window.dishtrackerMenu ({ items }) for
+// the menu sees a note instead of the page. Exposes window.dishtrackerMenu ({ items }) for
 // tests.
 "use strict";
 
@@ -119,11 +119,14 @@
     }
   }
 
+  // a signed-in token whose role may not edit the menu sees no menu page, only a note
   function applyAccess() {
     const editable = mayEdit();
-    $("role-note").hidden = editable || !auth.access().signedIn;
+    const refused = !editable && auth.access().signedIn;
+    $("role-note").hidden = !refused;
+    document.querySelectorAll("[data-managers]").forEach((s) => { s.hidden = refused; });
     addForm.querySelectorAll("input, button").forEach((c) => { c.disabled = !editable; });
-    load();
+    if (!refused) load();
   }
 
   addForm.addEventListener("submit", (ev) => {
