@@ -27,8 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
-import shutil
 import sys
 import tempfile
 import time
@@ -42,7 +40,8 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:  # `python bench/browser_codecs.py` from a checkout
     sys.path.insert(0, str(BENCH))
 
-import pipeline as pl  # noqa: E402  # bench/pipeline.py: Child, /proc, /metrics, config
+import harness  # noqa: E402  # bench/harness.py: start_daemon
+import pipeline as pl  # noqa: E402  # bench/pipeline.py: /proc, /metrics, machine
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -68,30 +67,16 @@ async def _metrics(page: Any) -> dict[str, Any]:
 async def run_codec(codec: str, args: argparse.Namespace, tmp: Path,
                     browser: Any) -> dict[str, Any]:
     """One daemon with ``codec`` preferred, watched by one Chromium page per stream."""
-    port = pl.free_port()
-    token = secrets.token_urlsafe(32)
-    token_file = tmp / f"token-{codec}"
-    token_file.write_text(token + "\n")
-    token_file.chmod(0o600)
-    site = tmp / f"site-{codec}.toml"
-    site.write_text(
-        pl.DAEMON_CONFIG.format(port=port, codec=codec, max_peers=max(8, args.streams),
-                                storage=tmp / f"var-{codec}", token_file=token_file)
-        + "".join(pl.STREAM_CONFIG.format(n=i + 1, fps=args.fps, size=args.size)
-                  for i in range(args.streams)))
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-    exe = shutil.which("dishtracker", path=str(Path(sys.executable).parent))
-    cmd = ([exe] if exe else [sys.executable, "-m", "edge.cli"]) + [
-        "run", "--config", str(site), "--log-level", "warning"]
-    base = f"http://127.0.0.1:{port}"
-    streams = [f"cam{i + 1}" for i in range(args.streams)]
     busy = os.getloadavg()
-    daemon = pl.Child(f"daemon-{codec}", cmd, tmp / f"daemon-{codec}.log", env)
+    folder = tmp / codec
+    folder.mkdir()
+    # seeds 1..N, as bench/pipeline.py's streams
+    started = await harness.start_daemon(folder, streams=args.streams, fps=args.fps,
+                                         size=args.size, codec=codec, first_seed=1)
+    daemon, base, token, streams = started.child, started.base, started.token, started.streams
     pages: list[Any] = []
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
-                                         headers={"Authorization": f"Bearer {token}"}) as http:
-            await pl._wait_ready(http, base, daemon, 120.0)
+        async with started.session(timeout=aiohttp.ClientTimeout(total=10)) as http:
             pages = [await _viewer(browser, base, token, s) for s in streams]
             deadline = time.monotonic() + 60.0
             while not all([(await _metrics(p)).get("fps", 0) > 0 for p in pages]):

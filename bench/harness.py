@@ -84,11 +84,12 @@ class Daemon:
 
 def write_site(tmp: Path, *, streams: int, fps: float, size: str, codec: str = "vp8",
                max_peers: int = 8, offers_per_minute: float = 30.0, offer_burst: int = 10,
-               threads: int = 1) -> tuple[Path, str, int, list[str]]:
+               threads: int = 1, first_seed: int = 3) -> tuple[Path, str, int, list[str]]:
     """Write ``site.toml`` and an owner-only token file into ``tmp``.
 
-    Streams are ``cam1`` … ``camN``, synthetic cameras of seeds 3, 4, … (seed 3
-    bills its first tray after about 4 s, the others soon after).
+    Streams are ``cam1`` … ``camN``, synthetic cameras of seeds ``first_seed``,
+    ``first_seed + 1``, … (seed 3 bills its first tray after about 4 s, the
+    others soon after).
 
     Returns
     -------
@@ -104,7 +105,7 @@ def write_site(tmp: Path, *, streams: int, fps: float, size: str, codec: str = "
     text = SITE.format(port=port, codec=codec, max_peers=max_peers,
                        offers_per_minute=offers_per_minute, offer_burst=offer_burst,
                        token_file=token_file, threads=threads, storage=tmp / "var")
-    text += "".join(STREAM.format(n=i + 1, seed=i + 3, fps=fps, size=size)
+    text += "".join(STREAM.format(n=i + 1, seed=i + first_seed, fps=fps, size=size)
                     for i in range(streams))
     site = tmp / "site.toml"
     site.write_text(text)

@@ -37,7 +37,6 @@ from pydantic import BaseModel, ValidationError
 
 from edge.billing.service import JOURNAL_FILE
 from edge.config import (
-    CheckoutConfig,
     DetectorConfig,
     FleetConfig,
     ServerConfig,
@@ -46,6 +45,8 @@ from edge.config import (
     StreamConfig,
     format_errors,
     load_config,
+    refuse_on,
+    with_scene_fields,
 )
 from edge.detect.contract import read_model_info
 from edge.detect.engine_store import file_sha256
@@ -138,14 +139,6 @@ def load_checked(path: Path | None) -> SiteConfig:
     if path is not None:
         refuse_on(check_site(path), source=str(path))
     return load_config(path)
-
-
-def refuse_on(lines: list[str], *, source: str) -> None:
-    """Raise one :class:`ConfigError` listing ``lines`` (``.errors``), if there are any."""
-    if lines:
-        exc = ConfigError(f"{source}: {len(lines)} error(s):\n  " + "\n  ".join(lines))
-        exc.errors = lines  # type: ignore[attr-defined]
-        raise exc
 
 
 def _check_parts(data: dict[str, Any], base_dir: Path | None) -> list[str]:
@@ -265,8 +258,7 @@ def _scene(i: int, stream: StreamConfig, path: Path) -> list[str]:
     (as :func:`edge.config.parse_config` merges them)."""
     try:
         scene = read_scene(path)
-        CheckoutConfig.model_validate({**stream.checkout.model_dump(),
-                                       **scene.checkout_fields()})
+        with_scene_fields(stream.checkout, scene.checkout_fields())
     except ConfigError as err:
         return [f"streams.{i}.scene: {err}"]
     except ValidationError as err:

@@ -508,11 +508,16 @@ def parse_config(data: dict[str, Any], *, source: str = "config",
             lines = format_errors(err)
         else:
             config, lines = _with_scenes(config, base_dir)
+    refuse_on(lines, source=source)
+    return config
+
+
+def refuse_on(lines: list[str], *, source: str) -> None:
+    """Raise one :class:`ConfigError` listing ``lines`` (``.errors``), if there are any."""
     if lines:
         exc = ConfigError(f"{source}: {len(lines)} error(s):\n  " + "\n  ".join(lines))
         exc.errors = lines  # type: ignore[attr-defined]
-        raise exc from None
-    return config
+        raise exc
 
 
 def _unpaired_surrogates(value: Any, loc: tuple[str | int, ...]) -> list[str]:
@@ -559,11 +564,16 @@ def _with_scenes(config: SiteConfig, base_dir: Path | None) -> tuple[SiteConfig,
         except ConfigError as err:
             errors.append(f"streams.{i}.scene: {err}")
             continue
-        checkout = CheckoutConfig.model_validate(
-            {**stream.checkout.model_dump(), **scene.checkout_fields()})
+        checkout = with_scene_fields(stream.checkout, scene.checkout_fields())
         streams.append(stream.model_copy(update={"checkout": checkout,
                                                  "scene": path.absolute()}))
     return config.model_copy(update={"streams": streams}), errors
+
+
+def with_scene_fields(checkout: CheckoutConfig, fields: dict[str, Any]) -> CheckoutConfig:
+    """``checkout`` with a scene file's fields in place of its own (raises
+    ``ValidationError`` when the result is not a valid checkout)."""
+    return CheckoutConfig.model_validate({**checkout.model_dump(), **fields})
 
 
 def load_config(path: Path | None) -> SiteConfig:

@@ -28,8 +28,8 @@ import structlog
 from aiohttp import web
 
 from edge.billing.service import JOURNAL_FILE, BillingService
-from edge.checks import check_config, refuse_on
-from edge.config import SiteConfig
+from edge.checks import check_config
+from edge.config import SiteConfig, refuse_on
 from edge.errors import JournalError
 from edge.fleet import create_fleet
 from edge.fleet.routes import add_fleet_routes

@@ -24,7 +24,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 import cv2
 import numpy as np
@@ -79,12 +79,28 @@ def display_text(text: str, fallback: str = "") -> str:
     return " ".join(kept.split())
 
 
+TRAY_LINE_PX = 3
+"""Outline width of a tray (and of a flagged dish) on the overlay and the bill photo."""
+DISH_LINE_PX = 2
+"""Outline width of a dish."""
+
+
+def clip_box(box: Sequence[float], width: int, height: int) -> Rect:
+    """``box`` in whole pixels, clipped to a ``width`` x ``height`` picture (at
+    least one pixel wide and high)."""
+    x1, y1, x2, y2 = (round(v) for v in box)
+    return (max(0, min(x1, width - 1)), max(0, min(y1, height - 1)),
+            max(1, min(x2, width)), max(1, min(y2, height)))
+
+
 def font_scale(width: int) -> float:
     """Font scale for a picture ``width`` pixels wide (same size on screen at any width)."""
     return SCALE_AT_640 * max(width, 320) / 640.0
 
 
-@cache
+# bounded: tray plates carry running totals, so texts keep coming for as long as
+# the daemon runs
+@lru_cache(maxsize=2048)
 def _metrics(text: str, scale: float) -> tuple[int, int, int]:
     (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
     return tw, th, base
@@ -224,8 +240,9 @@ def place_labels(sizes: Sequence[tuple[int, int]], targets: Sequence[Rect],
     rects: list[Rect] = []
     out = []
     for i, (w, h) in enumerate(wh.tolist()):
-        last = _again(prefer[i] if i < len(prefer) else None, targets[i], (w, h),
-                      (width, height), [*keep_out, *rects])
+        offset = prefer[i] if i < len(prefer) else None
+        last = (None if offset is None else
+                _again(offset, targets[i], (w, h), (width, height), [*keep_out, *rects]))
         rect = last if last is not None and _touches(last, targets[i]) else None
         if rect is None:
             rect = _first_free(corners[i], free[i], w, h, rects) or last

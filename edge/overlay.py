@@ -34,10 +34,13 @@ from edge.annotate import annotate, is_tray
 from edge.billing.menu import Menu
 from edge.frames import Track, TrackedFrame
 from edge.labels import (
+    DISH_LINE_PX,
+    TRAY_LINE_PX,
     LabelMemory,
     Placement,
     Rect,
     Style,
+    clip_box,
     display_text,
     draw_labels,
     font_scale,
@@ -52,8 +55,6 @@ OverlayName = Literal["cashier", "engineer"]
 OVERLAYS: tuple[OverlayName, ...] = ("cashier", "engineer")
 DEFAULT_OVERLAY: OverlayName = "cashier"
 
-_TRAY_PX = 3
-_DISH_PX = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +83,6 @@ class Label:
         """True for a tray's label."""
         return is_tray(self.track)
 
-
-
-def _box(track: Track, width: int, height: int) -> Rect:
-    x1, y1, x2, y2 = (round(v) for v in track.box)
-    return (max(0, min(x1, width - 1)), max(0, min(y1, height - 1)),
-            max(1, min(x2, width)), max(1, min(y2, height)))
 
 
 def _dish_label(track: Track, menu: Menu, box: Rect) -> Label | None:
@@ -132,7 +127,7 @@ def cashier_labels(tf: TrackedFrame, menu: Menu, memory: LabelMemory | None = No
     trays: list[Label] = []
     dishes: list[Label] = []
     for track in tf.tracks:
-        box = _box(track, width, height)
+        box = clip_box(track.box, width, height)
         if is_tray(track):
             total = bills.get(track.track_id)
             text = f"Tray {track.track_id}" + ("" if total is None else f"  {total:.2f}")
@@ -198,10 +193,10 @@ def cashier_overlay(tf: TrackedFrame, menu: Menu, memory: LabelMemory | None = N
     for lb in labels:
         x1, y1, x2, y2 = lb.box
         if lb.is_tray:
-            colour, px = tray_colour(lb.track.track_id), _TRAY_PX
+            colour, px = tray_colour(lb.track.track_id), TRAY_LINE_PX
         else:
             colour = AMBER if lb.flagged else class_colour(lb.track.class_id)
-            px = _TRAY_PX if lb.flagged else _DISH_PX
+            px = TRAY_LINE_PX if lb.flagged else DISH_LINE_PX
         cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), colour, px, cv2.LINE_8)
     draw_labels(out, [lb.text for lb in labels], placements, [_style(lb) for lb in labels],
                 font_scale(out.shape[1]))

@@ -361,14 +361,15 @@ class Journal:
                     (bill_id, created_at, json.dumps(body)))
                 cid = int(cur.lastrowid or 0)
                 targets = (["fleet"] if self.outbox else []) + (["pos"] if row[4] else [])
-                stored = {"id": cid, "created_at": created_at, **body}
-                payload = ob.correction_payload(
-                    stored, effective(items, [*earlier, stored], review=review))
-                for target in targets:
-                    ob.enqueue(self._conn, kind="correction",
-                               message_id=ob.correction_message_id(bill_id, cid),
-                               bill_id=bill_id, stream_id=str(row[1]), payload=payload,
-                               created_at=created_at, target=target)
+                if targets:  # the payload only for somebody to send it to
+                    stored = {"id": cid, "created_at": created_at, **body}
+                    payload = ob.correction_payload(
+                        stored, effective(items, [*earlier, stored], review=review))
+                    for target in targets:
+                        ob.enqueue(self._conn, kind="correction",
+                                   message_id=ob.correction_message_id(bill_id, cid),
+                                   bill_id=bill_id, stream_id=str(row[1]), payload=payload,
+                                   created_at=created_at, target=target)
         except sqlite3.Error as err:
             raise JournalError(f"{self.path}: cannot store the correction of {bill_id}: "
                                f"{err}") from err

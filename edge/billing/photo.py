@@ -25,8 +25,11 @@ import numpy.typing as npt
 from edge.billing.model import BillItem, round_money
 from edge.frames import Track
 from edge.labels import (
+    DISH_LINE_PX,
+    TRAY_LINE_PX,
     Rect,
     Style,
+    clip_box,
     display_text,
     draw_labels,
     font_scale,
@@ -38,8 +41,6 @@ from edge.track.tray_tracker import TRAY_KEY
 
 DIM = 0.55
 """Brightness kept outside the billed tray."""
-_TRAY_PX = 3
-_DISH_PX = 2
 
 Box = tuple[float, float, float, float]
 
@@ -82,12 +83,6 @@ def dish_boxes(items: Sequence[BillItem], tracks: Sequence[Track], tray_id: int
     return out
 
 
-def _rect(box: Box, width: int, height: int) -> Rect:
-    x1, y1, x2, y2 = (round(v) for v in box)
-    return (max(0, min(x1, width - 1)), max(0, min(y1, height - 1)),
-            max(1, min(x2, width)), max(1, min(y2, height)))
-
-
 def bill_photo(image: npt.NDArray[np.uint8], tray_id: int, tray_box: Box,
                items: Sequence[BillItem], boxes: Sequence[Box | None]) -> npt.NDArray[np.uint8]:
     """The bill's photo: ``image`` with the billed tray and its lines marked.
@@ -112,10 +107,10 @@ def bill_photo(image: npt.NDArray[np.uint8], tray_id: int, tray_box: Box,
     """
     height, width = image.shape[:2]
     out = np.asarray(cv2.convertScaleAbs(image, alpha=DIM), np.uint8)
-    tx1, ty1, tx2, ty2 = tray = _rect(tray_box, width, height)
+    tx1, ty1, tx2, ty2 = tray = clip_box(tray_box, width, height)
     out[ty1:ty2, tx1:tx2] = image[ty1:ty2, tx1:tx2]  # the billed tray at full brightness
     colour = tray_colour(tray_id)
-    cv2.rectangle(out, (tx1, ty1), (tx2 - 1, ty2 - 1), colour, _TRAY_PX, cv2.LINE_8)
+    cv2.rectangle(out, (tx1, ty1), (tx2 - 1, ty2 - 1), colour, TRAY_LINE_PX, cv2.LINE_8)
 
     texts = [f"Tray {tray_id}  {round_money(sum(i.price for i in items)):.2f}"]
     targets = [tray]
@@ -124,12 +119,12 @@ def bill_photo(image: npt.NDArray[np.uint8], tray_id: int, tray_box: Box,
     for n, (item, box) in enumerate(zip(items, boxes, strict=True), start=1):
         if box is None:
             continue
-        rect = _rect(box, width, height)
+        rect = clip_box(box, width, height)
         dishes.append(rect)
         name = display_text(item.name, fallback=item.key)
         edge = AMBER if item.needs_review else class_colour(item.class_id)
         cv2.rectangle(out, rect[:2], (rect[2] - 1, rect[3] - 1), edge,
-                      _TRAY_PX if item.needs_review else _DISH_PX, cv2.LINE_8)
+                      TRAY_LINE_PX if item.needs_review else DISH_LINE_PX, cv2.LINE_8)
         if item.needs_review:
             texts.append(f"{n} {name} ?")
             styles.append(Style(plate=AMBER, text=(0, 0, 0)))

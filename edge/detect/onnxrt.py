@@ -108,27 +108,26 @@ class OnnxRuntimeDetector(BatchedDetector):
         np.ndarray
             The first output as float32, boxes in network input pixels.
         """
-        session = self._live()
-        try:
-            output = session.run([self._output], {self._input: tensor})[0]
-        except _ORT_ERRORS as err:
-            raise ModelError(f"{self.path}: inference failed on input "
-                             f"{list(tensor.shape)}: {err}") from err
-        return np.asarray(output, dtype=np.float32)
+        return self._run(tensor, [self._output])[0]
 
     def infer_outputs(self, tensor: npt.NDArray[np.float32]
                       ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
         """Detections and, where the model has them, embeddings of one run."""
         if self.info.embedding_dim is None:
             return self.infer(tensor), None
+        output, embeddings = self._run(tensor, [self._output, EMBEDDINGS_OUTPUT])
+        return output, embeddings
+
+    def _run(self, tensor: npt.NDArray[np.float32],
+             names: list[str]) -> list[npt.NDArray[np.float32]]:
+        """The named outputs of one run, as float32."""
         session = self._live()
         try:
-            output, embeddings = session.run([self._output, EMBEDDINGS_OUTPUT],
-                                             {self._input: tensor})
+            outputs = session.run(names, {self._input: tensor})
         except _ORT_ERRORS as err:
             raise ModelError(f"{self.path}: inference failed on input "
                              f"{list(tensor.shape)}: {err}") from err
-        return np.asarray(output, dtype=np.float32), np.asarray(embeddings, dtype=np.float32)
+        return [np.asarray(o, dtype=np.float32) for o in outputs]
 
     def close(self) -> None:
         """Release the session; the detector cannot be used afterwards. Idempotent."""

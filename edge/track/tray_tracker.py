@@ -117,7 +117,7 @@ class TrayTracker:
             self._ids.looks += 1
         self._ended = {}
         self._flow.start(frame.image)
-        tray_dets, dish_dets = self._split(detections)
+        tray_dets, dish_dets, dish_embeddings = self._split(detections)
         objs = self._trays.update(tray_dets if detected else None, period, frame.capture_time)
         trays = self._trays.trays
         alive, merged = self._trays.merge_duplicates(set(objs))
@@ -156,9 +156,8 @@ class TrayTracker:
         self._lanes.update({trays[obj]: assignment.get(obj, []) for obj in active},
                            detected, seq, period)
         self._since_detection = 1 if detected else self._since_detection + 1
-        if (detected and detections.embeddings is not None and dish_dets
-                and self._ids.looks % VIEW_EVERY == 0):
-            self._take_views(frame, dish_dets, self._dish_embeddings(detections))
+        if dish_embeddings is not None and dish_dets and self._ids.looks % VIEW_EVERY == 0:
+            self._take_views(frame, dish_dets, dish_embeddings)
 
         observations = []
         for obj, tray in list(trays.items()):
@@ -203,31 +202,25 @@ class TrayTracker:
             rec.views.offer(embeddings[j], frame.seq,
                             functools.partial(crop_view, frame.image, det_boxes[j]))
 
-    def _dish_embeddings(self, detections: Any) -> npt.NDArray[np.float32]:
-        """The embeddings of :meth:`_split`'s dishes, in their order."""
-        is_tray = detections.classes == self.tray_class
-        keep = self._dish_keep(detections, is_tray)
-        embeddings: npt.NDArray[np.float32] = detections.embeddings[~is_tray][keep]
-        return embeddings
-
-    @staticmethod
-    def _dish_keep(detections: Any, is_tray: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
-        # one object seen as two look-alike classes in one frame must not start two tracks
-        return np.sort(nms(detections.boxes[~is_tray], detections.scores[~is_tray],
-                           DUPLICATE_IOU))
-
-    def _split(self, detections: Any) -> tuple[list[NfDetection], list[DishDetection]]:
+    def _split(self, detections: Any) -> tuple[list[NfDetection], list[DishDetection],
+                                               npt.NDArray[np.float32] | None]:
+        """Tray detections for Norfair, dish detections, and the dishes' embeddings
+        in their order (None when the detector gives none)."""
         if detections is None or len(detections) == 0:
-            return [], []
+            return [], [], None
         is_tray = detections.classes == self.tray_class
         trays = self._trays.detections(detections.boxes[is_tray], detections.scores[is_tray])
-        keep = self._dish_keep(detections, is_tray)
+        # one object seen as two look-alike classes in one frame must not start two tracks
+        keep = np.sort(nms(detections.boxes[~is_tray], detections.scores[~is_tray],
+                           DUPLICATE_IOU))
         d_boxes = detections.boxes[~is_tray][keep]
         d_scores = detections.scores[~is_tray][keep]
         d_classes = detections.classes[~is_tray][keep]
         dishes = [(np.asarray(b, np.float64), int(c), float(s))
                   for b, s, c in zip(d_boxes, d_scores, d_classes, strict=True)]
-        return trays, dishes
+        embeddings = (None if detections.embeddings is None
+                      else detections.embeddings[~is_tray][keep])
+        return trays, dishes, embeddings
 
     def _rigid(self, obj: Any, tray: Tray, box: Box, dets: list[DishDetection],
                tray_detected: bool) -> Box:

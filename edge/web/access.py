@@ -35,7 +35,6 @@ from edge.config import ServerConfig, StorageConfig
 from edge.web.roles import (
     ACTOR_KEY,
     PROTECTED_READS_KEY,
-    allow,
     refusal,
     route_roles,
 )
@@ -50,7 +49,7 @@ from edge.web.tokens import (
     read_token_file,
 )
 
-__all__ = ["CASHIER_ROUTES", "KEYRING_KEY", "MIN_TOKEN_CHARS", "OWNER", "PROTECTED_READS_KEY",
+__all__ = ["KEYRING_KEY", "MIN_TOKEN_CHARS", "OWNER", "PROTECTED_READS_KEY",
            "REALM", "SAFE_METHODS", "TOKEN_BYTES", "TOKEN_FILE", "AccessToken", "Keyring",
            "TokenFileError", "bearer_auth", "carries_token", "load_keyring", "load_token",
            "needs_token", "protect", "protect_reads", "route_needs_token", "token_path",
@@ -64,14 +63,6 @@ SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 REALM = "dishtracker"
 
-CASHIER_ROUTES = (
-    ("POST", "/api/bills/{bill_id}/corrections"),
-    ("GET", "/api/bills/{bill_id}/snapshot.jpg"),
-    ("POST", "/api/streams/{id}/webrtc"),
-)
-"""Guarded routes of the modules older than roles that a cashier may use too
-(:func:`protect` allows them to ``cashier`` and ``manager``; a module's own
-:func:`edge.web.roles.allow`, called after, replaces that)."""
 
 _log = structlog.get_logger("edge.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -226,19 +217,19 @@ def bearer_auth(keyring: Keyring) -> Middleware:
     (:func:`edge.web.roles.route_roles`): 403 with
     ``error="insufficient_scope"``. Bodies are JSON (``{"error": "…"}``). The
     :class:`~edge.web.roles.Actor` of an accepted token is put on the request
-    (``request[ACTOR_KEY]``), on open routes too when they carry one. The
-    comparison takes constant time (:meth:`Keyring.identify`).
+    (``request[ACTOR_KEY]``); open routes are not looked at (one that wants to
+    know asks :func:`carries_token`). The comparison takes constant time
+    (:meth:`Keyring.identify`).
     """
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        guarded = needs_token(request)
+        if not needs_token(request):  # open: whoever asks (carries_token looks if needed)
+            return await handler(request)
         given = _bearer(request)
         actor = keyring.identify(given) if given is not None else None
         if actor is not None:
             request[ACTOR_KEY] = actor
-        if not guarded:
-            return await handler(request)
         if given is None:
             return _refused(401, "this request needs the access token: send 'Authorization: "
                                  "Bearer <token>' (the token is in the daemon's token file, "
@@ -314,8 +305,6 @@ def protect(app: web.Application, token: str | Keyring) -> None:
     """
     keyring = token if isinstance(token, Keyring) else Keyring(token)
     app.setdefault(PROTECTED_READS_KEY, set())
-    for method, canonical in CASHIER_ROUTES:
-        allow(app, method, canonical, "cashier", "manager")
     app[KEYRING_KEY] = keyring
     app.middlewares.append(bearer_auth(keyring))
 

@@ -38,8 +38,7 @@ from edge.web.limits import (
     BODY_TIMEOUT_KEY,
     BODY_TIMEOUT_S,
     IDLE_TIMEOUT_S,
-    read_body,
-    too_large,
+    read_json,
 )
 from edge.web.masking import masked_config, masked_status, unmask_config
 from edge.web.menu_routes import add_menu_routes
@@ -53,7 +52,6 @@ from edge.web.payloads import (
     Readiness,
     StreamStatus,
     ValidationErrorBody,
-    decode_json,
     error,
     invalid,
 )
@@ -425,10 +423,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 async def _read_config(request: web.Request) -> SiteConfig | web.Response:
     """The validated config of a PUT body, or the error response to send."""
-    raw = await read_body(request, MAX_BODY_BYTES)
-    if raw is None:
-        return too_large(MAX_BODY_BYTES, "a site config")
-    data = decode_json(raw)
+    data = await read_json(request, MAX_BODY_BYTES, "a site config")
     if isinstance(data, web.Response):
         return data
     # a masked URL sent back for its stream keeps the credentials in force

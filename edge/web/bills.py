@@ -30,7 +30,7 @@ from edge.config import MenuEntry, ServerConfig, StreamId, TillConfig, format_er
 from edge.errors import CorrectionError, JournalError
 from edge.web.access import carries_token, protect_reads
 from edge.web.event_slots import EVENT_SLOTS_KEY, RETRY_AFTER_S, EventSlots, Refusal
-from edge.web.limits import read_body, retry_after, too_large
+from edge.web.limits import read_body, read_json, retry_after, too_large
 from edge.web.openapi import Reply, operation
 from edge.web.payloads import (
     BillPage,
@@ -231,10 +231,7 @@ class BillsApi:
         (nothing stored).
         """
         bill_id = request.match_info["bill_id"]
-        raw = await read_body(request, MAX_CORRECTION_BYTES)
-        if raw is None:
-            return too_large(MAX_CORRECTION_BYTES, "a correction")
-        data = decode_json(raw)
+        data = await read_json(request, MAX_CORRECTION_BYTES, "a correction")
         if isinstance(data, web.Response):
             return data
         try:

@@ -20,8 +20,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
+
+from edge.web.payloads import decode_json
 
 MAX_CLIENTS = 4096
 """Client addresses a limiter remembers; the least recently seen are forgotten first."""
@@ -131,6 +134,16 @@ async def read_body(request: web.Request, limit: int) -> bytes | None:
         raise web.HTTPRequestTimeout(
             text=f"the request body did not arrive within {timeout_s:g} s",
             headers={"Connection": "close"}) from None
+
+
+async def read_json(request: web.Request, limit: int, what: str) -> Any | web.Response:
+    """The JSON document of the request body, or the answer to send: 413 over
+    ``limit`` bytes (``what`` names the body), 400/422 for what
+    :func:`edge.web.payloads.decode_json` refuses."""
+    raw = await read_body(request, limit)
+    if raw is None:
+        return too_large(limit, what)
+    return decode_json(raw)
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes | None:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.config import MenuEntry, SiteConfig, format_errors, parse_config
 from edge.errors import ConfigError
-from edge.web.limits import read_body, too_large
+from edge.web.limits import read_json
 from edge.web.openapi import Reply, operation
 from edge.web.payloads import (
     ConfigApplied,
@@ -36,7 +36,6 @@ from edge.web.payloads import (
     ErrorBody,
     MenuItem,
     ValidationErrorBody,
-    decode_json,
     error,
     invalid,
 )
@@ -103,7 +102,7 @@ class MenuApi:
         body=NewDish, body_limit=MAX_MENU_BODY_BYTES)
     async def add(self, request: web.Request) -> web.Response:
         """Add ``{"key", "name", "price", "billable"?, "enabled"?}`` to the menu."""
-        data = await _body(request)
+        data = await read_json(request, MAX_MENU_BODY_BYTES, "a menu edit")
         if isinstance(data, web.Response):
             return data
         try:
@@ -131,7 +130,7 @@ class MenuApi:
     async def change(self, request: web.Request) -> web.Response:
         """Change some of ``{"name", "price", "billable", "enabled"}`` of a dish."""
         key = request.match_info["key"]
-        data = await _body(request)
+        data = await read_json(request, MAX_MENU_BODY_BYTES, "a menu edit")
         if isinstance(data, web.Response):
             return data
         try:
@@ -181,14 +180,6 @@ async def _with_menu(config: SiteConfig, menu: dict[str, MenuEntry]) -> SiteConf
         return await asyncio.to_thread(parse_config, data, source="the menu edit")
     except ConfigError as err:
         return invalid(list(getattr(err, "errors", None) or [str(err)]), "the config")
-
-
-async def _body(request: web.Request) -> Any:
-    """The decoded JSON body, or the error answer to send."""
-    raw = await read_body(request, MAX_MENU_BODY_BYTES)
-    if raw is None:
-        return too_large(MAX_MENU_BODY_BYTES, "a menu edit")
-    return decode_json(raw)
 
 
 MENU_KEY = web.AppKey("menu_edits", MenuApi)

@@ -19,9 +19,10 @@ from pydantic import ValidationError
 
 from edge.config import format_errors
 from edge.web.hub import OfferError, WebRtcHub
-from edge.web.limits import RateLimiter, read_body, retry_after, too_large
+from edge.web.limits import RateLimiter, read_json, retry_after
 from edge.web.openapi import Reply, operation
-from edge.web.payloads import ErrorBody, decode_json, error, invalid
+from edge.web.payloads import ErrorBody, error, invalid
+from edge.web.roles import allow
 from edge.web.signalling import AnswerBody, OfferBody, offer_problem
 
 log = structlog.get_logger()
@@ -81,10 +82,7 @@ async def _post_offer(request: web.Request) -> web.Response:
 
 async def _read_offer(request: web.Request) -> OfferBody | web.Response:
     """The offer of the body, within its bounds, or the error answer to send."""
-    raw = await read_body(request, MAX_OFFER_BYTES)
-    if raw is None:
-        return too_large(MAX_OFFER_BYTES, "an SDP offer")
-    data = decode_json(raw)
+    data = await read_json(request, MAX_OFFER_BYTES, "an SDP offer")
     if isinstance(data, web.Response):
         return data
     try:
@@ -117,4 +115,5 @@ def add_webrtc_routes(app: web.Application, hub: WebRtcHub) -> None:
     app[OFFER_LIMITER_KEY] = RateLimiter(hub.config.offers_per_minute / 60.0,
                                          hub.config.offer_burst)
     app.router.add_post("/api/streams/{id}/webrtc", _post_offer)
+    allow(app, "POST", "/api/streams/{id}/webrtc", "cashier", "manager")
     app.on_shutdown.append(_close_hub)

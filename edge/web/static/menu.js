@@ -125,8 +125,10 @@
     const refused = !editable && auth.access().signedIn;
     $("role-note").hidden = !refused;
     document.querySelectorAll("[data-managers]").forEach((s) => { s.hidden = refused; });
-    addForm.querySelectorAll("input, button").forEach((c) => { c.disabled = !editable; });
-    if (!refused) load();
+    // the rows loaded at the start follow too: no second fetch, no edit in progress lost
+    for (const scope of [addForm, rows]) {
+      scope.querySelectorAll("input, button").forEach((c) => { c.disabled = !editable; });
+    }
   }
 
   addForm.addEventListener("submit", (ev) => {

@@ -110,7 +110,7 @@
       const streams = await (await fetch("/api/streams", { cache: "no-store" })).json();
       stream.append(...streams.map((s) => el("option", { value: s.id, text: s.id })));
     } catch (_) { /* all cameras only */ }
-    if (auth.token()) load();
+    if (auth.token()) await load();
   }
 
   form.addEventListener("submit", (ev) => {
@@ -120,8 +120,10 @@
   stream.addEventListener("change", load);
   day.addEventListener("change", () => { if (day.value) load(); });
   $("csv").addEventListener("click", download);
+  // after setup: the currency is known, and its own load() may have run already
+  const ready = setup();
   document.addEventListener("dishtracker:access", (ev) => {
-    if (ev.detail.signedIn && ev.detail.checked && state.last === null) load();
+    if (!(ev.detail.signedIn && ev.detail.checked)) return;
+    ready.then(() => { if (state.last === null) load(); });
   });
-  setup();
 })();
