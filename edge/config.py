@@ -336,6 +336,19 @@ class FleetConfig(_Strict):
                                   description="sent outbox rows are kept this long")
     reconnect_initial_s: float = Field(1.0, gt=0.0, le=60.0)
     reconnect_max_s: float = Field(60.0, gt=0.0, le=3600.0)
+    models: bool = Field(False, description="pull models: follow the retained model message "
+                                            "of the site (and of group), download, verify, "
+                                            "shadow, promote (docs/FLEET.md)")
+    group: TopicLevel | None = Field(None, description="models: a group of sites whose "
+                                                       "retained model message applies too")
+    model_shadow_s: float = Field(600.0, ge=0.0, le=7 * 86400.0,
+                                  description="models: shadow a pulled model this long")
+    model_min_agreement: float = Field(
+        0.98, ge=0.0, le=1.0,
+        description="models: promote only if the shadow's bills agree with the serving "
+                    "model's at least this often")
+    model_min_bills: int = Field(
+        10, ge=0, le=100000, description="models: promote only after this many compared bills")
 
     @model_validator(mode="after")
     def _consistent(self) -> FleetConfig:
@@ -384,6 +397,28 @@ class FleetConfig(_Strict):
             raise ConfigError(f"fleet.password_file: cannot read {self.password_file}: "
                               f"{err.strerror}") from err
         return lines[0] if lines else ""
+
+
+class RolloutConfig(_Strict):
+    """Models on the box: the registry under ``storage.dir/models``, shadow mode,
+    promotion and rollback (docs/MODELS.md)."""
+
+    max_upload_mb: float = Field(100.0, gt=0.0, le=4096.0,
+                                 description="largest model POST /api/models accepts")
+    shadow_busy_share: float = Field(
+        0.5, gt=0.0, le=1.0,
+        description="a shadowed candidate's inference thread is busy at most this share of "
+                    "the time; frames over it are skipped (the serving streams keep their "
+                    "frame rate)")
+    max_latency_ms: float = Field(
+        150.0, gt=0.0, le=10000.0,
+        description="a promoted model whose median batch time exceeds this for "
+                    "latency_windows windows of 1 s is rolled back by itself")
+    latency_windows: int = Field(3, ge=1, le=600)
+    match_window_s: float = Field(
+        2.0, gt=0.0, le=30.0,
+        description="a shadow bill and a serving bill of one stream closed this close in "
+                    "time are the same tray")
 
 
 class StreamConfig(_Strict):
@@ -443,6 +478,7 @@ class SiteConfig(_Strict):
     streams: list[StreamConfig] = Field(default_factory=_default_streams)
     fleet: FleetConfig = Field(default_factory=FleetConfig)
     till: TillConfig = Field(default_factory=TillConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> SiteConfig:
