@@ -178,12 +178,11 @@ def test_one_serving_one_shadow_and_a_history_of_every_change(tmp_path: Path) ->
         ("c", "shadow", "serving", "bo"), ("a", "serving", "retired", "bo"),
         ("c", "candidate", "shadow", "ana")]
     assert latest[1]["reason"] == f"replaced by {c.id}"
-    for state in ("retired", "candidate", "shadow"):
-        with pytest.raises(RolloutError) as info:
-            store.set_state(c.id, state)
-        assert info.value.status == 409
     store.set_state(a.id, "serving", reason="rollback")
     assert store.rollback_target() == store.get(c.id)  # back and forth
+    store.set_state(a.id, "retired", reason="failed to load")  # the controller's call
+    assert store.serving() is None
+    assert store.rollback_target() == store.get(c.id)  # the one before the last to serve
     assert opened(tmp_path / "models").history() == store.history()
 
 
@@ -218,7 +217,14 @@ def test_the_config_model_serves_until_a_promotion_which_survives_restarts(
     assert store.get(b.id).state == "retired"
     store.set_state(b.id, "serving")
     b.path.unlink()
-    assert opened(root).adopt(config_c).version == "c"  # b's file is gone
+    store = opened(root)
+    c = store.adopt(config_c)
+    assert c.version == "c"  # b's file is gone: open() dropped it
+    assert store.history(1)[0]["reason"] == "no model serves"
+    store.set_state(c.id, "retired")
+    store = opened(root)
+    assert store.adopt(config_c) == store.get(c.id)  # nothing served: the config's model
+    assert store.history(1)[0]["reason"] == "no model serves"
 
 
 def test_missing_or_altered_files_are_dropped_and_leftovers_cleared(tmp_path: Path) -> None:

@@ -268,13 +268,14 @@ class ModelStore:
         """Put the model ``ref`` in ``state`` and record it in the history.
 
         A new serving model retires the former one; a new shadow sends the
-        former shadow back to ``candidate``. The serving model cannot be put in
-        another state directly: promote another one instead.
+        former shadow back to ``candidate``. Whether a change makes sense (the
+        serving model retired while nothing replaces it) is the controller's
+        call: the store only keeps states unique and recorded.
 
         Raises
         ------
         RolloutError
-            404 unknown model, 409 the serving model asked to leave ``serving``.
+            404 unknown model.
         """
         if state not in MODEL_STATES:
             raise ValueError(f"state must be one of {MODEL_STATES}, got {state!r}")
@@ -282,9 +283,6 @@ class ModelStore:
             entry = self._get(ref)
             if entry.state == state:
                 return entry
-            if entry.state == "serving":
-                raise RolloutError(f"model {entry.id} ({entry.version}) is serving; promote "
-                                   f"another model first (it then becomes retired)", 409)
             displaced: ModelState = "retired" if state == "serving" else "candidate"
             for other in list(self._entries.values()):
                 if other.state == state and state in ("serving", "shadow"):
@@ -304,16 +302,14 @@ class ModelStore:
             return self._in_state("shadow")
 
     def rollback_target(self) -> ModelEntry | None:
-        """The model that served just before the serving one, if it is still stored."""
+        """The model that served just before the serving one (or before the last
+        one that served, when none serves now), if it is still stored."""
         with self._lock:
-            current = self._in_state("serving")
-            if current is None:
-                return None
-            for event in reversed(self._history):
-                if event["to"] == "serving" and event["sha256"] != current.sha256:
-                    previous = self._entries.get(event["sha256"])
-                    return previous if previous is not None and previous.path.is_file() else None
-            return None
+            served = [e["sha256"] for e in reversed(self._history) if e["to"] == "serving"]
+            current = served[0] if served else None
+            previous = next((sha for sha in served if sha != current), None)
+            entry = self._entries.get(previous) if previous is not None else None
+            return entry if entry is not None and entry.path.is_file() else None
 
     def history(self, limit: int = 100) -> list[dict[str, Any]]:
         """State changes, newest first: ``{"at", "model", "version", "from", "to",
@@ -344,9 +340,10 @@ class ModelStore:
                 reason = ("first start" if self._config_sha is None
                           else "detector.model changed in the site config")
             elif current is None or not current.path.is_file():
-                reason = "the serving model's file is missing"
+                reason = ("no model serves" if current is None
+                          else "the serving model's file is missing")
                 _log.warning("model_serving_missing", serving=current and current.id,
-                             using=entry.id, path=str(config_model))
+                             using=entry.id, path=str(config_model), reason=reason)
             else:
                 return current
             self._config_sha = entry.sha256
