@@ -3,7 +3,8 @@
 ``journal (outbox) ─▶ fleet publisher ─▶ MQTT broker`` (docs/FLEET.md).
 The MQTT client is the optional ``mqtt`` extra: :func:`create_fleet` imports
 it only when ``fleet.enabled`` is true, so the daemon runs without it
-otherwise.
+otherwise. With ``fleet.models`` the fleet also hands the box its models
+(:mod:`edge.fleet.models`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from edge.metrics import Metrics
 
 if TYPE_CHECKING:
     from edge.fleet.publisher import Outbox
+    from edge.rollout import RolloutControl
 
 
 class Fleet(Protocol):
@@ -60,7 +62,9 @@ class FleetOff:
 
 
 def create_fleet(config: FleetConfig, outbox: Outbox, metrics: Metrics, *,
-                 health: Callable[[], dict[str, Any]] | None = None) -> Fleet:
+                 health: Callable[[], dict[str, Any]] | None = None,
+                 rollout: RolloutControl | None = None,
+                 max_model_bytes: int | None = None) -> Fleet:
     """The publisher of an enabled ``[fleet]`` config (not started), else :class:`FleetOff`.
 
     Parameters
@@ -73,6 +77,12 @@ def create_fleet(config: FleetConfig, outbox: Outbox, metrics: Metrics, *,
         Where the ``fleet_*`` metrics go.
     health
         Returns the daemon's part of the health report (streams, journal).
+    rollout
+        The rollout controller, which ``fleet.models`` needs: the pulled models
+        go into its store and through its shadow.
+    max_model_bytes
+        Largest model file the fleet may fetch, bytes (default:
+        :data:`edge.fleet.models.DEFAULT_MAX_BYTES`).
 
     Raises
     ------
@@ -81,6 +91,8 @@ def create_fleet(config: FleetConfig, outbox: Outbox, metrics: Metrics, *,
         is not installed.
     ConfigError
         ``fleet.password_file`` cannot be read.
+    ValueError
+        ``fleet.models`` is true and no ``rollout`` is given.
     """
     if not config.enabled:
         return FleetOff()
@@ -91,5 +103,12 @@ def create_fleet(config: FleetConfig, outbox: Outbox, metrics: Metrics, *,
             f"fleet.enabled is true but the MQTT client is not installed ({err.name} is "
             "missing): pip install 'dishtracker-edge[mqtt]', or set fleet.enabled = false"
         ) from err
+    models = None
+    if config.models:
+        if rollout is None:
+            raise ValueError("fleet.models needs the rollout controller (create_fleet(rollout=…))")
+        from edge.fleet.models import DEFAULT_MAX_BYTES, ModelPuller  # noqa: PLC0415  # with the publisher only
+        models = ModelPuller(config, FleetPublisher.topics_of(config), rollout,
+                             max_bytes=max_model_bytes or DEFAULT_MAX_BYTES)
     return FleetPublisher(config, outbox, metrics, health=health,
-                          password=config.read_password())
+                          password=config.read_password(), models=models)

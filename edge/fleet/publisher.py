@@ -19,6 +19,11 @@ connections are retried with exponential backoff, one log line per change:
 ``fleet_broker_connected``, ``fleet_broker_lost`` / ``fleet_broker_connect_failed``
 (with the reason), ``fleet_broker_reconnecting`` (with ``in_s``).
 
+With ``fleet.models`` the same connection carries the fleet's model messages
+the other way: each connection subscribes to them (the broker hands over the
+retained ones), hands them to the model pull (:mod:`edge.fleet.models`, a task
+of its own that outlives reconnections) and publishes its retained state.
+
 MQTT client: aiomqtt 2 (asyncio on paho-mqtt 2, MQTT v5), the ``mqtt`` extra.
 """
 
@@ -30,7 +35,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiomqtt
 import structlog
@@ -40,8 +45,17 @@ from paho.mqtt.properties import Properties
 from edge.billing.outbox import OutboxRow
 from edge.config import FleetConfig
 from edge.errors import JournalError
-from edge.fleet.messages import Topics, health_message, outbox_message, status_message
+from edge.fleet.messages import (
+    Topics,
+    health_message,
+    model_state_message,
+    outbox_message,
+    status_message,
+)
 from edge.metrics import Metrics
+
+if TYPE_CHECKING:
+    from edge.fleet.models import ModelPuller
 
 WINDOW = 32
 """Outbox rows in flight at once (published, not yet acknowledged)."""
@@ -106,24 +120,26 @@ class FleetPublisher:
         (streams, journal); the publisher adds uptime and the outbox.
     password : str, optional
         The broker password (``config.read_password()``).
+    models : ModelPuller, optional
+        The model pull (``fleet.models``): fed the model messages, its state published.
     """
 
     def __init__(self, config: FleetConfig, outbox: Outbox, metrics: Metrics, *,
                  health: Callable[[], dict[str, Any]] | None = None,
-                 password: str | None = None) -> None:
-        if config.site is None:
-            raise ValueError("fleet.site is required to publish")
+                 password: str | None = None, models: ModelPuller | None = None) -> None:
         self.config = config
         self.outbox = outbox
         self.metrics = metrics
         self.health = health
         self.password = password
-        self.topics = Topics(config.topic_prefix, config.site, config.box_id())
+        self.models = models
+        self.topics = self.topics_of(config)
         self.client_id = f"dishtracker-{config.site}-{self.topics.box}"
         self.broker = f"{config.host}:{config.broker_port()}"
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._models_task: asyncio.Task[None] | None = None
         self._state = "starting"
         self._since = time.time()
         self._last_error: str | None = None
@@ -131,16 +147,25 @@ class FleetPublisher:
         self._started = time.monotonic()
         outbox.add_outbox_listener(self._wake.set)
 
+    @staticmethod
+    def topics_of(config: FleetConfig) -> Topics:
+        """The topics of the box ``config`` describes (``site`` must be set)."""
+        if config.site is None:
+            raise ValueError("fleet.site is required to publish")
+        return Topics(config.topic_prefix, config.site, config.box_id())
+
     # ---- lifecycle ----------------------------------------------------------------
 
     def start(self) -> None:
         """Start publishing (on the loop); see :meth:`tasks`."""
         if self._task is None:
             self._task = asyncio.create_task(self.run(), name="fleet-publisher")
+        if self.models is not None and self._models_task is None:
+            self._models_task = asyncio.create_task(self.models.run(), name="fleet-models")
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        """The task the daemon's supervisor watches (it ends only on a bug)."""
-        return [self._task] if self._task is not None else []
+        """The tasks the daemon's supervisor watches (they end only on a bug)."""
+        return [t for t in (self._task, self._models_task) if t is not None]
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Publish what is still unsent for up to ``timeout_s`` while connected,
@@ -148,6 +173,10 @@ class FleetPublisher:
         outbox for the next start."""
         self._closing.set()
         self._wake.set()
+        if self._models_task is not None:  # a download resumes at the next start
+            self._models_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._models_task
         if self._task is None:
             return
         try:
@@ -165,12 +194,15 @@ class FleetPublisher:
     def status(self) -> dict[str, Any]:
         """JSON-ready state for ``GET /api/fleet`` and the health report."""
         depth, oldest = self._depth
-        return {"enabled": True, "state": self._state, "broker": self.broker,
-                "tls": self.config.tls, "client_id": self.client_id,
-                "topics": self.topics.base, "since": self._since,
-                "last_error": self._last_error, "outbox_depth": depth,
-                "oldest_unsent_age_s": None if oldest is None else
-                round(max(0.0, time.time() - oldest), 3)}
+        status = {"enabled": True, "state": self._state, "broker": self.broker,
+                  "tls": self.config.tls, "client_id": self.client_id,
+                  "topics": self.topics.base, "since": self._since,
+                  "last_error": self._last_error, "outbox_depth": depth,
+                  "oldest_unsent_age_s": None if oldest is None else
+                  round(max(0.0, time.time() - oldest), 3)}
+        if self.models is not None:
+            status["models"] = self.models.status()
+        return status
 
     # ---- the connection loop ---------------------------------------------------------
 
@@ -240,6 +272,11 @@ class FleetPublisher:
         tasks = [asyncio.create_task(self._watch(client), name="fleet-watch"),
                  asyncio.create_task(self._pump(client), name="fleet-pump"),
                  asyncio.create_task(self._report(client), name="fleet-health")]
+        if self.models is not None:
+            for topic in self.models.follows:
+                await client.subscribe(topic, qos=1)
+            tasks.append(asyncio.create_task(self._model_state(client, self.models),
+                                             name="fleet-model-state"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -255,11 +292,24 @@ class FleetPublisher:
             self.topics, "offline", "shutdown"), qos=1, retain=True, properties=_json_props())
 
     async def _watch(self, client: aiomqtt.Client) -> None:
-        """Raises once the connection drops (aiomqtt ends message iteration then);
-        a publish waiting for its ``PUBACK`` would only notice at its timeout."""
-        async for _ in client.messages:  # nothing is subscribed: no message comes
-            pass
+        """Hands model messages to the model pull; raises once the connection drops
+        (aiomqtt ends message iteration then): a publish waiting for its ``PUBACK``
+        would only notice at its timeout."""
+        async for message in client.messages:  # only the model topics are subscribed
+            if self.models is not None:
+                self.models.offer(message.topic.value, _bytes(message.payload),
+                                  retained=bool(message.retain))
         raise _ConnectionLost("message iteration ended")
+
+    async def _model_state(self, client: aiomqtt.Client, models: ModelPuller) -> None:
+        """Publish the model pull's state (retained) on connect and at each change."""
+        while True:
+            models.changed.clear()
+            report = models.report()
+            if report is not None:
+                await client.publish(self.topics.model, model_state_message(self.topics, report),
+                                     qos=1, retain=True, properties=_json_props())
+            await models.changed.wait()
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         """Publish unsent rows in order until closing finds the outbox empty."""
@@ -362,6 +412,13 @@ def _json_props(row: OutboxRow | None = None) -> Properties:
         props.UserProperty = [("message_id", row.message_id), ("bill_id", row.bill_id),
                               ("type", row.kind)]
     return props
+
+
+def _bytes(payload: bytes | bytearray | str | float | None) -> bytes:
+    """A message's payload as paho hands it over (always bytes for a received one)."""
+    if isinstance(payload, (bytes, bytearray)):
+        return bytes(payload)
+    return b"" if payload is None else str(payload).encode()
 
 
 def _reason(err: BaseException) -> str:
