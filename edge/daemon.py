@@ -36,6 +36,7 @@ from edge.fleet.routes import add_fleet_routes
 from edge.memory import DEFAULT_INTERVAL_S, HeapTrimmer, interval_from_env
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
+from edge.rollout.store import MODELS_SUBDIR, ModelStore
 from edge.systemd import Notifier
 from edge.web.access import AccessToken, Keyring, load_keyring
 from edge.web.addresses import browse_urls
@@ -135,7 +136,10 @@ async def _serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR09
     metrics = Metrics()
     ssl_context = server_ssl_context(config.server)  # before the model: fail fast
     billing = await _open_billing(config, metrics)
-    pipeline = Pipeline(config, metrics, billing=billing)
+    pipeline = Pipeline(config, metrics, billing=billing,
+                        store=ModelStore(config.storage.dir / MODELS_SUBDIR))
+    if pipeline.rollout is not None:
+        billing.add_correction_listener(pipeline.rollout.correction)
     try:
         token, keyring = load_keyring(config.server, config.storage)  # storage.dir exists
         fleet = create_fleet(  # a missing mqtt extra fails here, before the model loads

@@ -84,6 +84,13 @@ class Metrics:
     heap_trim_seconds : Histogram
         Wall time of one return of freed heap memory to the system
         (:mod:`edge.memory`, every 10 s; it runs in a worker thread).
+    model_errors, model_serving, model_swaps : Counter, Gauge, Counter
+        Model calls that raised; the serving model; swaps by cause
+        (``promote``, ``rollback``, ``auto_rollback``).
+    shadow_bills, shadow_compared, shadow_agreement, shadow_detect_seconds
+        The shadowed candidate's bills, their comparison with the serving
+        model's (``outcome``: ``agree``, ``differ``, ``missed``, ``extra``),
+        its agreement and its call time.
     asyncio_tasks : Gauge
         Tasks of the event loop that renders the metrics (``GET /metrics``);
         NaN when rendered outside a running loop. With the ``process_*``
@@ -151,6 +158,28 @@ class Metrics:
         self.fleet_connection_errors = Counter(
             "dishtracker_fleet_connection_errors", "Failed or lost MQTT broker connections",
             registry=r)
+        self.model_errors = Counter(
+            "dishtracker_model_errors", "Detector calls that raised, by model version",
+            ["version"], registry=r)
+        self.model_serving = Gauge(
+            "dishtracker_model_serving", "1 for the model that serves the streams",
+            ["id", "version"], registry=r)
+        self.model_swaps = Counter(
+            "dishtracker_model_swaps", "Models put into service, by why",
+            ["cause"], registry=r)
+        self.shadow_bills = Counter(
+            "dishtracker_shadow_bills", "Bills the shadowed candidate closed", ["id"],
+            registry=r)
+        self.shadow_compared = Counter(
+            "dishtracker_shadow_compared", "Serving and shadow bills compared, by outcome",
+            ["id", "outcome"], registry=r)
+        self.shadow_agreement = Gauge(
+            "dishtracker_shadow_agreement_ratio",
+            "Share of compared bills on which the candidate agrees with the serving model",
+            ["id"], registry=r)
+        self.shadow_detect_seconds = Histogram(
+            "dishtracker_shadow_detect_seconds", "The shadowed candidate's call time",
+            buckets=_LATENCY_BUCKETS, registry=r)
         self.heap_trim_seconds = Histogram(
             "dishtracker_heap_trim_seconds", "Wall time of one heap trim (malloc_trim)",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25), registry=r)

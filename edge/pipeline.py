@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -34,6 +35,9 @@ from edge.detect.worker import DetectionWorker
 from edge.errors import ConfigError, ModelError
 from edge.frames import Detections, Frame, TrackedFrame
 from edge.metrics import Metrics
+from edge.rollout.controller import Rollout
+from edge.rollout.shadow import ShadowBook, ShadowStream
+from edge.rollout.store import ModelStore
 from edge.slot import LatestSlot, SlotClosed
 from edge.sources import Source, make_source
 from edge.track.lag import LagCompensator
@@ -124,6 +128,7 @@ class StreamRunner:
         self.last_latency_s: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_frame: Frame | None = None  # what close_open bills at
+        self.shadow: ShadowStream | None = None  # a candidate model's copy (edge.rollout)
 
     def start(self) -> list[asyncio.Task[None]]:
         """Start the source and the stream loop; returns their tasks."""
@@ -173,6 +178,8 @@ class StreamRunner:
                 tracks = step.tracks
                 self.lag.record(frame.seq, tracks)
                 self._bill(step.closed, step.trays, frame.capture_time)
+                if self.shadow is not None:
+                    self.shadow.update(frame)
                 done = time.monotonic()
                 stage_latency.labels(sid, "track").observe(done - frame.capture_time)
                 self.metrics.frames.labels(sid, "tracked").inc()
@@ -263,16 +270,23 @@ class StreamRunner:
             log.warning("open_trays_closed", stream=self.config.id, cause=cause,
                         bills=[b.bill_id for b in bills], without_items=n_open - len(bills))
         for bill in bills:
-            if self.billing is not None:
-                self.billing.submit(bill)
+            self._submit(bill)
+
+    def _submit(self, bill: Bill) -> None:
+        """Journal ``bill``, stamped with the model that serves (and show it to a shadow)."""
+        model = self.worker.serving
+        bill = dataclasses.replace(bill, model_id=model.model_id, model_version=model.version)
+        if self.shadow is not None:
+            self.shadow.book.serving_bill(bill)
+        if self.billing is not None:
+            self.billing.submit(bill)
 
     def _bill(self, closed: tuple[Bill, ...], trays: tuple[TrayState, ...], now: float) -> None:
         sid = self.config.id
         for bill in closed:
             # no log line here: the journal announces a bill once it is durable
             # (``bill_closed``); a kill between a line and the commit lost bills
-            if self.billing is not None:
-                self.billing.submit(bill)
+            self._submit(bill)
         sig = tuple((t.tray_id, tuple(i.key for i in t.items)) for t in trays)
         if self.billing is not None and (sig != self._tray_sig
                                          or now - self._tray_sent >= TRAY_UPDATE_S):
@@ -299,6 +313,8 @@ class StreamRunner:
             "latency_ms": None if self.last_latency_s is None
             else round(self.last_latency_s * 1000, 1),
             "peers": int(self.metrics.value("dishtracker_webrtc_peers", stream=self.config.id)),
+            "model": {"id": self.worker.serving.model_id,
+                      "version": self.worker.serving.version} if self.worker.loaded else None,
         })
         return st
 
@@ -312,7 +328,7 @@ class Pipeline:
     """All streams of a site; implements the control plane's ``DaemonControl``."""
 
     def __init__(self, config: SiteConfig, metrics: Metrics | None = None, *,
-                 billing: BillSink | None = None) -> None:
+                 billing: BillSink | None = None, store: ModelStore | None = None) -> None:
         self._config = config
         self.billing = billing
         self.metrics = metrics or Metrics()
@@ -326,6 +342,12 @@ class Pipeline:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._heartbeat = time.monotonic()
         self._apply_lock = asyncio.Lock()
+        # the model registry and its swaps; without a store (tests, benches) the
+        # configured model serves for the pipeline's life
+        self.rollout = (None if store is None
+                        else Rollout(self, store, config.rollout, self.metrics))
+        self._shadow_book: ShadowBook | None = None
+        self._class_names: tuple[str, ...] = ()
 
     @property
     def config(self) -> SiteConfig:
@@ -334,9 +356,15 @@ class Pipeline:
 
     async def start(self) -> None:
         """Load the model, start the worker, the heartbeat and every enabled stream."""
-        await self.worker.load()
-        log.info("model_loaded", model=str(self._config.detector.model),
-                 classes=len(self.worker.class_names), embeddings=self.worker.embedding_dim)
+        if self.rollout is not None:
+            await self.rollout.start(self._config.detector.model)
+        else:
+            await self.worker.load()
+        self._class_names = self.worker.class_names
+        serving = self.worker.serving
+        log.info("model_loaded", model=serving.model_id or str(self._config.detector.model),
+                 version=serving.version, classes=len(self.worker.class_names),
+                 embeddings=self.worker.embedding_dim)
         if self.worker.embedding_dim is None:
             log.info("model_without_embeddings",
                      hint="the model has no 'embeddings' output (docs/FORMATS.md): dishes are "
@@ -355,9 +383,44 @@ class Pipeline:
 
     def _start_stream(self, sc: StreamConfig) -> None:
         runner = StreamRunner(sc, self._config, self.worker, self.metrics, self.billing)
+        if self._shadow_book is not None:
+            runner.shadow = ShadowStream(sc, self._config, self.worker.class_names,
+                                         self._shadow_book)
         runner.start()
         self.runners[sc.id] = runner
         log.info("stream_started", stream=sc.id)
+
+    def classes_changed(self) -> None:
+        """The worker's class space grew (a new model knows more dishes): every
+        stream's tracker, menu and overlay learn the new names; the trays in
+        view keep their tracks (:meth:`StreamRunner.apply_site`)."""
+        names = self.worker.class_names
+        if names == self._class_names:
+            return
+        self._class_names = names
+        for runner in self.runners.values():
+            runner.view.class_names = names
+            runner.apply_site(self._config)
+        log.info("model_classes_added", classes=len(names))
+
+    def start_shadow(self, book: ShadowBook) -> None:
+        """Give every stream a shadow copy of its tracking and billing for ``book``."""
+        self._shadow_book = book
+        for runner in self.runners.values():
+            runner.shadow = ShadowStream(runner.config, self._config, self.worker.class_names,
+                                         book)
+
+    def stop_shadow(self) -> None:
+        """Drop every stream's shadow copy."""
+        self._shadow_book = None
+        for runner in self.runners.values():
+            runner.shadow = None
+
+    def shadow_detections(self, frame: Frame, detections: Detections) -> None:
+        """The shadowed candidate's detections of ``frame``, to its stream's shadow."""
+        runner = self.runners.get(frame.stream_id)
+        if runner is not None and runner.shadow is not None:
+            runner.shadow.offer(frame, detections)
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Tasks whose failure must stop the daemon (the supervisor watches them)."""
@@ -521,6 +584,8 @@ class Pipeline:
         """Stop sources, drain stream loops, stop the worker, release the model."""
         for runner in list(self.runners.values()):
             await runner.stop()
+        if self.rollout is not None:
+            await self.rollout.close()
         for task in (self._worker_task, self._heartbeat_task):
             if task is not None:
                 task.cancel()

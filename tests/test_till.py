@@ -338,7 +338,7 @@ def test_a_schema_3_journal_migrates_keeping_every_bill_and_outbox_row(
         assert handed is not None and handed["handed_over_by"] == "anna"
         assert [r.kind for r in journal.outbox_pending(10, "pos")] == ["handover"]
     db = sqlite3.connect(path)
-    assert db.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 4
+    assert db.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("SELECT id, target, sent_at FROM outbox WHERE kind = 'bill' "
                       "ORDER BY id").fetchall() == [(1, "fleet", 1.0), (2, "fleet", None),
                                                     (3, "fleet", None)]
@@ -365,7 +365,7 @@ def test_a_failed_migration_leaves_the_schema_3_journal_as_it_was(
     monkeypatch.undo()
     with Journal(path) as journal:
         assert len(journal.list_bills(10).bills) == 3
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION >= 4
     assert ob.handover_message_id("b") == "b:handover"
 
 

@@ -21,7 +21,9 @@ journal read back with no review reason. Schema version 4 added the
 ``handovers`` table (a bill handed over to the POS, once, append-only) and
 rebuilt the outbox with a ``target`` per row (``fleet`` or ``pos``) and the
 ``handover`` kind; a hand-over and its outbox rows are written in one
-transaction, like a bill.
+transaction, like a bill. Schema version 5 added ``bills.model_id`` and
+``bills.model_version``: the model that served when the bill closed (empty
+for the bills of an older journal).
 
 A :class:`Journal` holds one ``sqlite3`` connection and must be used from the
 thread that opened it.
@@ -46,7 +48,7 @@ from edge.config import MenuEntry
 from edge.errors import JournalError
 from edge.fsutil import make_private_dir, restrict_file
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION_ID = 0x44544A4E  # "DTJN" in the SQLite header: `file` and tools can tell it apart
 
 _SCHEMA = (
@@ -97,6 +99,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             pos INTEGER NOT NULL)""",
         """CREATE TRIGGER handovers_append_only BEFORE UPDATE ON handovers
             BEGIN SELECT RAISE(ABORT, 'a hand-over is written once'); END"""),
+    # the model that made each bill (docs/MODELS.md)
+    5: ("ALTER TABLE bills ADD COLUMN model_id TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE bills ADD COLUMN model_version TEXT NOT NULL DEFAULT ''"),
 }
 
 _PAGE = 500
@@ -104,7 +109,8 @@ _PAGE = 500
 
 _COLUMNS = ("b.seq, b.bill_id, b.stream_id, b.tray_id, b.opened_at, b.closed_at, b.frame_seq, "
             "b.total, b.needs_review, b.reason, b.items_json, b.tray_box_json, b.review_json, "
-            "b.created_at, s.bill_id IS NOT NULL, h.handed_over_at, h.actor")
+            "b.created_at, b.model_id, b.model_version, s.bill_id IS NOT NULL, "
+            "h.handed_over_at, h.actor")
 _SELECT = (f"SELECT {_COLUMNS} FROM bills b LEFT JOIN snapshots s ON s.bill_id = b.bill_id "
            "LEFT JOIN handovers h ON h.bill_id = b.bill_id")
 
@@ -242,13 +248,14 @@ class Journal:
                 cur = self._conn.execute(
                     "INSERT INTO bills (bill_id, stream_id, tray_id, opened_at, closed_at, "
                     "frame_seq, total, needs_review, reason, items_json, tray_box_json, "
-                    "review_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "review_json, created_at, model_id, model_version) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (bill_id) DO NOTHING",
                     (bill.bill_id, bill.stream_id, bill.tray_id, bill.opened_at,
                      bill.closed_at, bill.frame_seq, bill.total, int(bill.needs_review),
                      bill.reason, json.dumps([i.to_json() for i in bill.items]),
                      json.dumps(list(bill.tray_box)), json.dumps(list(bill.review)),
-                     created_at))
+                     created_at, bill.model_id, bill.model_version))
                 new = cur.rowcount == 1
                 if new and bill.snapshot_jpeg is not None:
                     self._conn.execute("INSERT INTO snapshots (bill_id, jpeg) VALUES (?, ?)",
@@ -534,7 +541,7 @@ class Journal:
         out = []
         for (seq, bill_id, stream_id, tray_id, opened_at, closed_at, frame_seq, total,
              needs_review, reason, items_json, box_json, review_json, created_at,
-             has_snapshot, handed_over_at, handed_over_by) in rows:
+             model_id, model_version, has_snapshot, handed_over_at, handed_over_by) in rows:
             items = json.loads(items_json)
             review = json.loads(review_json)
             fixes = corrections[bill_id]
@@ -546,6 +553,7 @@ class Journal:
                 "review_text": [REVIEW_REASONS.get(r, r) for r in review],
                 "has_snapshot": bool(has_snapshot), "created_at": created_at,
                 "handed_over_at": handed_over_at, "handed_over_by": handed_over_by,
+                "model": {"id": model_id, "version": model_version},
                 "corrections": fixes, "effective": effective(items, fixes, review=review),
             })
         return out

@@ -97,6 +97,9 @@ class Bill:
     review : tuple of str
         Why the whole bill needs the cashier's review, beyond its lines (see
         :data:`REVIEW_REASONS`); empty for most bills.
+    model_id, model_version : str
+        The model that served when the bill closed: its registry id
+        (:mod:`edge.rollout.store`) and ``model_version``.
     """
 
     bill_id: str
@@ -112,6 +115,8 @@ class Bill:
     tray_box: tuple[float, float, float, float]
     snapshot_jpeg: bytes | None = None
     review: tuple[str, ...] = ()
+    model_id: str = ""
+    model_version: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (without the snapshot)."""
@@ -120,7 +125,8 @@ class Bill:
                 "frame_seq": self.frame_seq, "items": [i.to_json() for i in self.items],
                 "total": self.total, "needs_review": self.needs_review, "reason": self.reason,
                 "tray_box": list(self.tray_box), "review": list(self.review),
-                "has_snapshot": self.snapshot_jpeg is not None}
+                "has_snapshot": self.snapshot_jpeg is not None,
+                "model": {"id": self.model_id, "version": self.model_version}}
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,7 @@ class BillingService:
         self.outbox = outbox
         self._outbox_listeners: list[Callable[[], None]] = []
         self._pos_listeners: list[Callable[[], None]] = []
+        self._correction_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.metrics = metrics
         self.hub = hub if hub is not None else EventHub()
         self.retry_initial_s = retry_initial_s
@@ -255,6 +256,8 @@ class BillingService:
             raise
         if view is not None:
             self.hub.publish(Event.of("bill_corrected", view))
+            for listener in self._correction_listeners:
+                listener(view)
             log.info("bill_corrected", bill_id=bill_id, action=correction.action, actor=actor)
             self._outbox_changed(pos=view["handed_over_at"] is not None)
         return view
@@ -292,6 +295,11 @@ class BillingService:
     def add_outbox_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` on the loop after each commit that added outbox rows."""
         self._outbox_listeners.append(listener)
+
+    def add_correction_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener(bill view)`` on the loop after each stored correction
+        (the shadow's "who was right", :mod:`edge.rollout.shadow`)."""
+        self._correction_listeners.append(listener)
 
     def add_pos_listener(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` on the loop after each commit that may have added

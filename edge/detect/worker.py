@@ -23,7 +23,7 @@ import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -125,8 +125,60 @@ class VideoLoss:
         return worst
 
 
+@dataclass(slots=True, eq=False)
+class LoadedModel:
+    """A detector loaded in its own inference thread (backends such as TensorRT
+    are used from the thread that loaded them).
+
+    Attributes
+    ----------
+    model_id, version : str
+        The registry's id (:mod:`edge.rollout.store`; empty before the registry
+        names it) and the model's ``model_version``.
+    class_names : tuple of str
+        The model's own classes; ``remap`` maps its class ids into the
+        worker's class space (:attr:`DetectionWorker.class_names`).
+    times : list of float
+        Seconds per network call in the current window of about 1 s;
+        ``last_times`` the window before.
+    failed : BaseException or None
+        The error of a call that raised: the model gets no more frames.
+    """
+
+    detector: Detector
+    executor: ThreadPoolExecutor
+    model_id: str
+    version: str
+    class_names: tuple[str, ...]
+    remap: npt.NDArray[np.int32]
+    embedding_dim: int | None
+    times: list[float] = field(default_factory=list)
+    last_times: list[float] = field(default_factory=list)
+    failed: BaseException | None = None
+    busy: float = 0.0  # seconds of calls in the current window
+
+    def call(self, images: list[npt.NDArray[np.uint8]]) -> list[Detections]:
+        """Detect ``images`` (in :attr:`executor`), class ids in the worker's space."""
+        results = self.detector.detect(images)
+        if len(self.remap) and not np.array_equal(self.remap, np.arange(len(self.remap))):
+            results = [replace(d, classes=self.remap[d.classes]) for d in results]
+        return results
+
+
+ModelErrorHook = Callable[[LoadedModel, BaseException], bool]
+"""Told of a model whose call raised; True when it takes care of it (a rollback)."""
+
+
 class DetectionWorker:
-    """Runs one detector for all streams.
+    """Runs the serving detector for all streams, and a shadowed candidate beside it.
+
+    Every model runs in its own single inference thread (:class:`LoadedModel`).
+    The serving model can be swapped between two batches (:meth:`serve`); a
+    shadow model (:meth:`set_shadow`) gets the serving model's batches too,
+    while its thread is busy at most ``shadow_busy_share`` of the time, and
+    hands its detections to ``on_shadow``. Class ids from every model are mapped
+    into one class space that only grows (:attr:`class_names`), so the trackers
+    of the streams keep their dishes' class evidence across a swap.
 
     Parameters
     ----------
@@ -157,8 +209,13 @@ class DetectionWorker:
         self._loader = loader or functools.partial(_load, engine_dir=engine_dir,
                                                    max_batch=max_batch,
                                                    precision_dir=precision_dir)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
-        self._detector: Detector | None = None
+        self._serving: LoadedModel | None = None
+        self.shadow: LoadedModel | None = None
+        self.shadow_busy_share = 0.5
+        self.on_shadow: Callable[[Frame, Detections], None] | None = None
+        self.on_model_error: ModelErrorHook | None = None
+        self.on_window: Callable[[], None] | None = None  # after every window of ~1 s
+        self._shadow_task: asyncio.Task[None] | None = None
         self._pending: dict[str, _Request] = {}
         self._wake = asyncio.Event()
         self._busy = 0.0
@@ -166,22 +223,84 @@ class DetectionWorker:
         self._counts: dict[str, int] = {}
         self._streams: set[str] = set()
         self.class_names: tuple[str, ...] = ()
-        self.embedding_dim: int | None = None  # D of the model's embeddings output
 
     @property
     def loaded(self) -> bool:
         """True once the model is loaded."""
-        return self._detector is not None
+        return self._serving is not None
+
+    @property
+    def serving(self) -> LoadedModel:
+        """The model that answers the streams (raises before :meth:`load`)."""
+        if self._serving is None:
+            raise RuntimeError("no model loaded")
+        return self._serving
+
+    @property
+    def embedding_dim(self) -> int | None:
+        """D of the serving model's embeddings output (None: it has none)."""
+        return None if self._serving is None else self._serving.embedding_dim
 
     async def load(self) -> None:
-        """Load the model in the inference thread (raises the backend's error)."""
+        """Load the configured model in its inference thread and serve it (raises
+        the backend's error)."""
+        self._serving = await self.load_model(self.config.model)
+
+    async def load_model(self, model: Path, *, model_id: str = "",
+                         version: str | None = None) -> LoadedModel:
+        """Load ``model`` in a new inference thread, beside whatever serves.
+
+        Its classes join the worker's class space (new names are appended, so
+        the ids of known ones never change). Raises the backend's error; the
+        thread is gone then.
+        """
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
+        config = self.config.model_copy(update={"model": model})
+        try:
+            detector = await asyncio.get_running_loop().run_in_executor(
+                executor, self._loader, config)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        info = detector.info
+        names = tuple(info.class_names)
+        known = {n: i for i, n in enumerate(self.class_names)}
+        space = list(self.class_names)
+        for name in names:
+            if name not in known:
+                known[name] = len(space)
+                space.append(name)
+        self.class_names = tuple(space)
+        remap = np.array([known[n] for n in names], dtype=np.int32)
+        return LoadedModel(detector, executor, model_id,
+                           info.model_version if version is None else version,
+                           names, remap, info.embedding_dim)
+
+    def serve(self, model: LoadedModel) -> LoadedModel | None:
+        """Answer the streams with ``model`` from the next batch on; returns the
+        model that served (close it with :meth:`close_model`). A batch in flight
+        finishes on the old one."""
+        old, self._serving = self._serving, model
+        if self.shadow is model:
+            self.shadow = None
+        return old
+
+    def set_shadow(self, model: LoadedModel | None) -> LoadedModel | None:
+        """Shadow ``model`` (None: stop shadowing); returns the former shadow."""
+        old, self.shadow = self.shadow, model
+        return old
+
+    async def close_model(self, model: LoadedModel) -> None:
+        """Release ``model`` in its own thread, after a call it may have in flight."""
         loop = asyncio.get_running_loop()
-        self._detector = await loop.run_in_executor(self._executor, self._loader, self.config)
-        self.class_names = tuple(self._detector.info.class_names)
-        self.embedding_dim = self._detector.info.embedding_dim
+        try:
+            await loop.run_in_executor(model.executor, model.detector.close)
+        finally:
+            model.executor.shutdown(wait=False)
 
     def reconfigure(self, config: DetectorConfig) -> None:
-        """Apply a new threshold and rate bounds live (model changes need a restart)."""
+        """Apply a new threshold and rate bounds live (a new model goes in with
+        :meth:`serve`: the registry's promote)."""
         self.config = config
         self.rate.min_hz, self.rate.max_hz = config.min_rate_hz, config.max_rate_hz
         self.rate.hz = min(max(self.rate.hz, config.min_rate_hz), config.max_rate_hz)
@@ -223,8 +342,14 @@ class DetectionWorker:
         return req.future
 
     async def run(self) -> None:
-        """Serve batches until cancelled."""
-        if self._detector is None:
+        """Serve batches until cancelled.
+
+        A serving model whose call raises gets no more frames once
+        ``on_model_error`` takes care of it (the requests of that batch are
+        cancelled: the trackers predict until a model answers again); without
+        a hook that does, the error ends the worker (the daemon restarts).
+        """
+        if self._serving is None:
             await self.load()
         loop = asyncio.get_running_loop()
         try:
@@ -236,21 +361,73 @@ class DetectionWorker:
                 self._pending.clear()
                 if not batch:
                     continue
+                model = self.serving
+                if model.failed is not None:
+                    for req in batch:
+                        req.future.cancel()
+                    continue
                 images = [r.frame.image for r in batch]
                 t0 = time.monotonic()
-                results = await loop.run_in_executor(self._executor, self._call, images)
+                try:
+                    results = await loop.run_in_executor(model.executor, model.call, images)
+                except Exception as err:  # the backend's, of any kind
+                    self._failed(model, err, batch)
+                    continue
                 took = time.monotonic() - t0
+                model.times.append(took)
                 self._account(batch, took)
+                self._feed_shadow(batch)
                 for req, dets in zip(batch, results, strict=True):
                     if not req.future.done():
                         req.future.set_result(self._threshold(dets))
         finally:
             for req in self._pending.values():
                 req.future.cancel()
+            if self._shadow_task is not None:
+                self._shadow_task.cancel()
 
-    def _call(self, images: list[npt.NDArray[np.uint8]]) -> list[Detections]:
-        assert self._detector is not None
-        return self._detector.detect(images)
+    def _failed(self, model: LoadedModel, err: BaseException,
+                batch: list[_Request]) -> None:
+        model.failed = err
+        self.metrics.model_errors.labels(model.version or "configured").inc()
+        for req in batch:
+            req.future.cancel()
+        if self.on_model_error is None or not self.on_model_error(model, err):
+            raise err
+
+    def _feed_shadow(self, batch: list[_Request]) -> None:
+        """Give the shadow model this batch too, unless it is still busy or over its share."""
+        shadow = self.shadow
+        if (shadow is None or shadow.failed is not None or self.on_shadow is None
+                or (self._shadow_task is not None and not self._shadow_task.done())):
+            return
+        span = max(time.monotonic() - self._window_start, 0.25)
+        if shadow.busy / span > self.shadow_busy_share:
+            return
+        frames = [r.frame for r in batch]
+        self._shadow_task = asyncio.create_task(self._run_shadow(shadow, frames),
+                                                name="detect-shadow")
+
+    async def _run_shadow(self, shadow: LoadedModel, frames: list[Frame]) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        try:
+            results = await loop.run_in_executor(shadow.executor, shadow.call,
+                                                 [f.image for f in frames])
+        except Exception as err:  # the candidate's backend, of any kind
+            shadow.failed = err
+            self.metrics.model_errors.labels(shadow.version or "candidate").inc()
+            if self.on_model_error is not None:
+                self.on_model_error(shadow, err)
+            return
+        took = time.monotonic() - t0
+        self.metrics.shadow_detect_seconds.observe(took)
+        shadow.busy += took
+        shadow.times.append(took)
+        if self.shadow is not shadow or self.on_shadow is None:
+            return
+        for frame, dets in zip(frames, results, strict=True):
+            self.on_shadow(frame, self._threshold(dets))
 
     def _threshold(self, dets: Detections) -> Detections:
         keep = dets.scores >= self.config.score_threshold
@@ -274,6 +451,11 @@ class DetectionWorker:
             for sid in self._streams:
                 self.metrics.detect_rate.labels(sid).set(self._counts.get(sid, 0) / span)
             self._busy, self._window_start, self._counts = 0.0, now, {}
+            for model in {id(m): m for m in (self._serving, self.shadow)
+                          if m is not None}.values():
+                model.last_times, model.times, model.busy = model.times, [], 0.0
+            if self.on_window is not None:
+                self.on_window()
 
     def overload(self) -> str | None:
         """Why the box does not keep up with its video (None: it does)."""
@@ -284,11 +466,11 @@ class DetectionWorker:
         return self.metrics.value("dishtracker_detection_rate_hz", stream=stream_id)
 
     async def close(self) -> None:
-        """Release the model in its own thread and stop the executor."""
-        if self._detector is not None:
-            det, self._detector = self._detector, None
-            await asyncio.get_running_loop().run_in_executor(self._executor, det.close)
-        self._executor.shutdown(wait=False)
+        """Release the models, each in its own thread."""
+        for model in (self.shadow, self._serving):
+            if model is not None:
+                await self.close_model(model)
+        self.shadow = self._serving = None
 
 
 def _load(config: DetectorConfig, *, engine_dir: Path | None, max_batch: int,

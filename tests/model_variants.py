@@ -1,0 +1,72 @@
+"""Variants of the shipped detector for the rollout tests (not test files themselves).
+
+All run on the real ONNX Runtime:
+
+- :func:`dishnet_variant`: the shipped network under another ``model_version``
+  (another SHA-256: a new model to the registry, the same detections).
+- :func:`failing_at_load`: passes the contract check, but ONNX Runtime cannot
+  build a session for it (an operator no runtime implements).
+- :func:`failing_at_inference`: loads, and raises at every call on one
+  image (a reshape the batch size 1 cannot satisfy).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+DISHNET = Path(__file__).resolve().parents[1] / "edge" / "models" / "dishnet.onnx"
+
+
+def _with_version(model: onnx.ModelProto, version: str) -> None:
+    for prop in model.metadata_props:
+        if prop.key == "model_version":
+            prop.value = version
+            return
+    model.metadata_props.append(onnx.StringStringEntryProto(key="model_version", value=version))
+
+
+def dishnet_variant(path: Path, version: str) -> Path:
+    """The shipped model with ``model_version = version``, saved at ``path``."""
+    model = onnx.load(str(DISHNET))
+    _with_version(model, version)
+    onnx.save(model, str(path))
+    return path
+
+
+def _wrap_detections(model: onnx.ModelProto, nodes: list[onnx.NodeProto],
+                     inits: list[onnx.TensorProto]) -> None:
+    """Route the ``detections`` output through ``nodes`` (input ``det_raw``, output
+    ``detections``)."""
+    for node in model.graph.node:
+        node.output[:] = ["det_raw" if o == "detections" else o for o in node.output]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(inits)
+
+
+def failing_at_load(path: Path, version: str = "broken-load") -> Path:
+    """A model whose ``detections`` pass through an operator no runtime has."""
+    model = onnx.load(str(DISHNET))
+    _with_version(model, version)
+    _wrap_detections(model, [helper.make_node("Mystery", ["det_raw"], ["detections"],
+                                              domain="com.example.missing")], [])
+    model.opset_import.append(helper.make_opsetid("com.example.missing", 1))
+    onnx.save(model, str(path))
+    return path
+
+
+def failing_at_inference(path: Path, version: str = "broken-run") -> Path:
+    """A model that reshapes its detections to ``[7, -1]`` and back: fine for a
+    batch of 7, an error at run time for a batch of 1 (100 x 6 values)."""
+    model = onnx.load(str(DISHNET))
+    _with_version(model, version)
+    odd = numpy_helper.from_array(np.array([7, -1], np.int64), "odd_shape")
+    back = numpy_helper.from_array(np.array([-1, 100, 6], np.int64), "back_shape")
+    _wrap_detections(model, [helper.make_node("Reshape", ["det_raw", "odd_shape"], ["det_odd"]),
+                             helper.make_node("Reshape", ["det_odd", "back_shape"],
+                                              ["detections"])], [odd, back])
+    onnx.save(model, str(path))
+    return path

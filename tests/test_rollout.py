@@ -1,0 +1,276 @@
+"""Model rollout on a running pipeline (issue 16, items 2 and 3): shadow,
+promote, roll back by hand and by itself, bills stamped with their model.
+
+Real pipeline, real synthetic camera, real ONNX Runtime and a real journal;
+the models are the shipped network under other versions, or variants that
+fail to load or fail at inference (``tests/model_variants.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from bills_support import make_bill
+from model_variants import dishnet_variant, failing_at_inference, failing_at_load
+from test_hardening_config import _site, needs_model
+
+from edge.billing.model import Bill
+from edge.billing.service import JOURNAL_FILE, BillingService
+from edge.config import SiteConfig
+from edge.metrics import Metrics
+from edge.pipeline import Pipeline
+from edge.rollout import RolloutError
+from edge.rollout.shadow import WARMUP_S, ShadowBook
+from edge.rollout.store import MODELS_SUBDIR, ModelStore
+
+URL = "synthetic://?seed=3&fps=20&size=320x240"
+
+
+async def _until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+class _Gaps:
+    """The longest wait between two tracked frames of a stream while it runs."""
+
+    def __init__(self, pipeline: Pipeline, sid: str = "cam1") -> None:
+        self.runner = pipeline.runners[sid]
+        self.longest = 0.0
+        self._task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        last_n, last_t = self.runner.frames_done, time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            if self.runner.frames_done != last_n:
+                last_n, last_t = self.runner.frames_done, now
+            self.longest = max(self.longest, now - last_t)
+
+    async def stop(self) -> float:
+        self._task.cancel()
+        return self.longest
+
+
+def _run(site: SiteConfig, body: Callable[[Pipeline, BillingService], Awaitable[None]]) -> None:
+    async def main() -> None:
+        metrics = Metrics()
+        billing = BillingService(site.storage.dir / JOURNAL_FILE, metrics)
+        await billing.open()
+        pipeline = Pipeline(site, metrics, billing=billing,
+                            store=ModelStore(site.storage.dir / MODELS_SUBDIR))
+        assert pipeline.rollout is not None
+        billing.add_correction_listener(pipeline.rollout.correction)
+        await pipeline.start()
+        try:
+            await body(pipeline, billing)
+        finally:
+            await pipeline.stop()
+            await billing.close()
+
+    asyncio.run(main())
+
+
+def _upload(pipeline: Pipeline, path: Path) -> str:
+    assert pipeline.rollout is not None
+    entry, new = pipeline.rollout.store.add_file(path, source="upload")
+    assert new
+    return entry.id
+
+
+@needs_model
+def test_a_shadowed_candidate_is_compared_then_promoted_between_two_frames(
+        tmp_path: Path) -> None:
+    """The candidate (the same network as v2) runs beside the serving model and
+    agrees on the bills it saw whole; promoted, it serves from the next batch
+    on, the stream never waits, and the journal says which model made each bill."""
+    site = _site(tmp_path, URL)
+    candidate = dishnet_variant(tmp_path / "v2.onnx", "dishnet-v2")
+
+    async def body(pipeline: Pipeline, billing: BillingService) -> None:
+        rollout = pipeline.rollout
+        assert rollout is not None
+        first = rollout.status()["serving"]
+        assert first["version"] == "dishnet-1.1"
+        gaps = _Gaps(pipeline)
+        cid = _upload(pipeline, candidate)
+        shadowed = await rollout.shadow(cid, actor="test")
+        assert shadowed["state"] == "shadow"
+        runner = pipeline.runners["cam1"]
+        assert runner.shadow is not None
+        await _until(lambda: rollout.status()["shadow"]["stats"]["compared"] >= 2, 90.0,
+                     "two compared bills")
+        stats = rollout.status()["shadow"]["stats"]
+        assert stats["agree"] >= 1 and stats["detected_frames"] > 0
+        assert stats["latency_ms"]["p50"] > 0
+        before = int(pipeline.metrics.value("dishtracker_bills_committed_total", stream="cam1"))
+        at = time.time()
+        promoted = await rollout.promote(cid, actor="test")
+        assert promoted["state"] == "serving" and runner.shadow is None
+        assert rollout.status()["serving"]["version"] == "dishnet-v2"
+        assert pipeline.stream_status()[0]["model"] == {"id": cid, "version": "dishnet-v2"}
+        await _until(lambda: runner.frames_done > 0 and pipeline.metrics.value(
+            "dishtracker_bills_committed_total", stream="cam1") >= before + 1, 60.0,
+            "a bill after the promotion")
+        await asyncio.sleep(0.5)
+        assert await gaps.stop() < 0.5
+        bills = list(reversed((await billing.list_bills(200)).bills))
+        assert [b["seq"] for b in bills] == list(range(1, len(bills) + 1))
+        # a bill closes on the frame it is stamped at; frames reach the tracker
+        # ~0.1 s after capture
+        old = {b["model"]["version"] for b in bills if b["closed_at"] < at - 0.3}
+        new = {b["model"]["version"] for b in bills if b["closed_at"] > at + 0.3}
+        assert old == {"dishnet-1.1"} and new == {"dishnet-v2"}
+        states = {e.id: e.state for e in rollout.store.entries()}
+        assert states[cid] == "serving" and states[first["id"]] == "retired"
+        assert pipeline.metrics.value("dishtracker_model_swaps_total", cause="promote") == 1
+
+    _run(site, body)
+
+
+@needs_model
+def test_a_candidate_that_does_not_load_is_refused_and_the_streams_go_on(
+        tmp_path: Path) -> None:
+    site = _site(tmp_path, URL)
+    broken = failing_at_load(tmp_path / "broken.onnx")
+
+    async def body(pipeline: Pipeline, billing: BillingService) -> None:
+        rollout = pipeline.rollout
+        assert rollout is not None
+        serving = rollout.status()["serving"]
+        cid = _upload(pipeline, broken)
+        runner = pipeline.runners["cam1"]
+        for action in (rollout.shadow, rollout.promote):
+            frames = runner.frames_done
+            with pytest.raises(RolloutError, match="does not load") as err:
+                await action(cid, actor="test")
+            assert err.value.status == 422
+            await _until(lambda f=frames: runner.frames_done > f + 5, 10.0, "frames")  # type: ignore[misc]
+        assert rollout.status()["serving"] == serving
+        assert rollout.store.get(cid).state == "retired"
+
+    _run(site, body)
+
+
+@needs_model
+def test_a_model_that_raises_at_inference_is_rolled_back_within_2_s(tmp_path: Path) -> None:
+    site = _site(tmp_path, URL)
+    broken = failing_at_inference(tmp_path / "broken.onnx")
+
+    async def body(pipeline: Pipeline, billing: BillingService) -> None:
+        rollout = pipeline.rollout
+        assert rollout is not None
+        serving = rollout.status()["serving"]
+        cid = _upload(pipeline, broken)
+        gaps = _Gaps(pipeline)
+        await rollout.promote(cid, actor="test")
+        t0 = time.monotonic()
+        await _until(lambda: rollout.status()["serving"]["id"] == serving["id"], 2.0,
+                     "the automatic rollback")
+        took = time.monotonic() - t0
+        assert took < 2.0
+        await asyncio.sleep(0.3)
+        assert await gaps.stop() < 0.5  # the video never waited for it
+        assert pipeline.metrics.value("dishtracker_model_swaps_total",
+                                      cause="auto_rollback") == 1
+        assert pipeline.metrics.value("dishtracker_model_errors_total",
+                                      version="broken-run") >= 1
+        history = rollout.store.history()
+        assert history[0]["to"] == "serving" and "raised at inference" in history[0]["reason"]
+        assert rollout.store.get(cid).state == "retired"
+
+    _run(site, body)
+
+
+@needs_model
+def test_a_shadow_that_raises_is_retired_and_serving_never_stops(tmp_path: Path) -> None:
+    site = _site(tmp_path, URL)
+    broken = failing_at_inference(tmp_path / "broken.onnx")
+
+    async def body(pipeline: Pipeline, billing: BillingService) -> None:
+        rollout = pipeline.rollout
+        assert rollout is not None
+        cid = _upload(pipeline, broken)
+        await rollout.shadow(cid, actor="test")
+        await _until(lambda: rollout.store.get(cid).state == "retired", 5.0, "retirement")
+        assert rollout.status()["shadow"] is None
+        frames = pipeline.runners["cam1"].frames_done
+        await _until(lambda: pipeline.runners["cam1"].frames_done > frames + 5, 5.0, "frames")
+
+    _run(site, body)
+
+
+@needs_model
+def test_a_model_over_its_latency_budget_is_rolled_back_and_a_promotion_survives_a_restart(
+        tmp_path: Path) -> None:
+    site = _site(tmp_path, URL)
+    slow = site.model_copy(update={"rollout": site.rollout.model_copy(
+        update={"max_latency_ms": 0.001, "latency_windows": 2})})
+    candidate = dishnet_variant(tmp_path / "v2.onnx", "dishnet-v2")
+    ids: dict[str, str] = {}
+
+    async def over_budget(pipeline: Pipeline, billing: BillingService) -> None:
+        rollout = pipeline.rollout
+        assert rollout is not None
+        first = rollout.status()["serving"]["id"]
+        ids["v2"] = _upload(pipeline, candidate)
+        await rollout.promote(ids["v2"])
+        await _until(lambda: rollout.status()["serving"]["id"] == first, 10.0, "rollback")
+        assert "over the budget" in rollout.store.history()[0]["reason"]
+        with pytest.raises(RolloutError, match=r"serves: promote another"):
+            # the only model that served before v2 serves now; v2 is retired
+            await rollout.retire(first)
+
+    _run(slow, over_budget)
+
+    async def promote(pipeline: Pipeline, billing: BillingService) -> None:
+        assert pipeline.rollout is not None
+        await pipeline.rollout.promote(ids["v2"], actor="test")
+
+    _run(site, promote)
+
+    async def restarted(pipeline: Pipeline, billing: BillingService) -> None:
+        assert pipeline.rollout is not None
+        assert pipeline.rollout.status()["serving"]["version"] == "dishnet-v2"
+        back = await pipeline.rollout.rollback(actor="test")
+        assert back["version"] == "dishnet-1.1"
+        with pytest.raises(RolloutError) as err:
+            await pipeline.rollout.promote(back["id"])
+        assert err.value.status == 409
+
+    _run(site, restarted)
+
+
+def _bill(bill_id: str, keys: list[str], opened: float, closed: float) -> Bill:
+    bill = make_bill(bill_id, closed_at=closed, lines=tuple((k, 0.9) for k in keys))
+    return dataclasses.replace(bill, opened_at=opened)
+
+
+def test_the_book_pairs_bills_of_one_tray_and_counts_who_was_right() -> None:
+    book = ShadowBook("abc", ["bread_roll"], window_s=2.0, metrics=Metrics(), started_at=1000.0)
+    t = 1000.0 + WARMUP_S + 1
+    book.serving_bill(_bill("early", ["coffee"], 1000.5, t))  # in view at the start
+    book.shadow_bill(_bill("s-early", ["coffee"], 1000.0, t))
+    book.serving_bill(_bill("a", ["coffee", "water_still"], t, t + 10))
+    book.shadow_bill(_bill("s-a", ["water_still", "coffee"], t, t + 10.1))
+    book.serving_bill(_bill("b", ["coffee"], t + 5, t + 20))
+    book.shadow_bill(_bill("s-b", ["coffee", "bread_roll"], t + 5, t + 20.2))
+    book.serving_bill(_bill("c", ["tomato_soup"], t + 20, t + 30))  # the shadow never billed it
+    book.shadow_bill(_bill("s-d", ["coffee"], t + 30, t + 40))  # a tray serving never saw
+    book.expire(t + 60)
+    stats = book.stats()
+    assert (stats["agree"], stats["differ"], stats["missed"], stats["extra"]) == (1, 1, 1, 1)
+    assert stats["agreement"] == 0.25 and stats["new_class_lines"] == 1
+    book.correction("b", {"items": [{"key": "coffee"}, {"key": "bread_roll"}]})
+    assert book.stats()["corrections"]["candidate_right"] == 1
+    book.correction("b", {"items": [{"key": "coffee"}]})  # undone: serving was right
+    assert book.stats()["corrections"] == {"candidate_right": 0, "serving_right": 1,
+                                           "neither": 0}
