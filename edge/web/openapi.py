@@ -85,6 +85,9 @@ class Operation:
         The JSON request body as validated (a pydantic model or annotated union).
     body_limit : int, optional
         Largest body accepted, bytes (named in the 413).
+    raw_body : str, optional
+        Media type of a request body taken as bytes, not JSON (a model file:
+        ``application/octet-stream``); 408, 413 and 415 are added.
     query : pydantic model, optional
         The query string as validated; each field is one parameter.
     path_params : mapping
@@ -98,6 +101,7 @@ class Operation:
     replies: Mapping[int, Reply]
     body: Any = None
     body_limit: int | None = None
+    raw_body: str | None = None
     query: type[BaseModel] | None = None
     path_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -241,6 +245,12 @@ def _operation(canonical: str, method: str, handler: Callable[..., Any],
         replies.setdefault(408, Reply("the body did not arrive in time", ErrorBody))
         replies.setdefault(413, Reply(f"the body is over the limit{limit}", ErrorBody))
         replies.setdefault(422, Reply("the body does not validate", ValidationErrorBody))
+    if op is not None and op.raw_body is not None:
+        out["requestBody"] = {"required": True, "content": {
+            op.raw_body: {"schema": {"type": "string", "format": "binary"}}}}
+        replies.setdefault(408, Reply("the body stalled", ErrorBody))
+        replies.setdefault(413, Reply("the body is over the limit", ErrorBody))
+        replies.setdefault(415, Reply(f"the body is not sent as {op.raw_body}", ErrorBody))
     if roles is not None:
         out["security"] = [{SECURITY_SCHEME: []}]
         out["x-roles"] = roles
