@@ -11,15 +11,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from model_variants import dishnet_variant
+from mqtt_broker import Broker, Recorder, mosquitto_path
+from test_hardening_config import _site, needs_model
 
+from edge.billing.service import JOURNAL_FILE, BillingService
+from edge.config import FleetConfig
+from edge.fleet import create_fleet
 from edge.fleet.download import (
     DownloadFailed,
     DownloadRefused,
@@ -29,6 +37,16 @@ from edge.fleet.download import (
     sha256_of,
 )
 from edge.fleet.messages import BadModelMessage, ModelOrder, Topics, parse_model_message
+from edge.fleet.models import DOWNLOADS_DIR
+from edge.fleet.publisher import FleetPublisher
+from edge.metrics import Metrics
+from edge.pipeline import Pipeline
+from edge.rollout.controller import Rollout
+from edge.rollout.store import MODELS_SUBDIR, ModelStore
+
+pytest.importorskip("aiomqtt", reason="the mqtt extra is not installed")
+needs_broker = pytest.mark.skipif(mosquitto_path() is None,
+                                  reason="mosquitto is not installed (apt-get install mosquitto)")
 
 SHA = "ab" * 32
 
@@ -243,3 +261,210 @@ def test_http_errors_and_a_closed_port_are_failures_to_retry(tmp_path: Path) -> 
                             max_bytes=1 << 30)
 
     asyncio.run(main())
+
+
+# ---- the pull, on a real pipeline, broker and file server --------------------------------
+
+URL = "synthetic://?seed=3&fps=10&size=320x240"
+GROUP = "south"
+SITE_TOPIC = "dishtracker/test/model"
+GROUP_TOPIC = f"dishtracker/groups/{GROUP}/model"
+TERMINAL = frozenset({"promoted", "rejected", "refused", "failed", "serving", "withdrawn"})
+
+
+@asynccontextmanager
+async def _box(tmp_path: Path, port: int,
+               **fleet: object) -> AsyncIterator[tuple[Pipeline, FleetPublisher]]:
+    """A real pipeline (one synthetic camera, the shipped model, the model store)
+    and the fleet publisher following its models on the broker at ``port``."""
+    site = _site(tmp_path, URL)
+    metrics = Metrics()
+    billing = BillingService(site.storage.dir / JOURNAL_FILE, metrics, outbox=True)
+    await billing.open()
+    pipeline = Pipeline(site, metrics, billing=billing,
+                        store=ModelStore(site.storage.dir / MODELS_SUBDIR))
+    config = FleetConfig(**{
+        "enabled": True, "host": "127.0.0.1", "port": port, "site": "test", "box": "box1",
+        "reconnect_initial_s": 0.1, "reconnect_max_s": 0.4, "health_interval_s": 60.0,
+        "models": True, "group": GROUP, "model_shadow_s": 1.0, "model_min_bills": 0,
+        "model_min_agreement": 0.0, **fleet})
+    try:
+        await pipeline.start()
+        publisher = create_fleet(config, billing, metrics, rollout=pipeline.rollout)
+        assert isinstance(publisher, FleetPublisher)
+        publisher.start()
+        try:
+            yield pipeline, publisher
+        finally:
+            await publisher.close()
+    finally:
+        await pipeline.stop()
+        await billing.close()
+
+
+@dataclass
+class Scene:
+    """One box following its models, the fleet's side of the broker, the file server."""
+
+    pipeline: Pipeline
+    fleet: FleetPublisher
+    broker: Broker
+    mqtt: Recorder
+    files: FileServer
+    models: dict[str, bytes]
+
+    @property
+    def rollout(self) -> Rollout:
+        assert self.pipeline.rollout is not None
+        return self.pipeline.rollout
+
+    def order(self, model: str, **over: object) -> bytes:
+        """The message naming the file of the model ``model`` as the file server has it."""
+        data = self.models[model]
+        return json.dumps({"version": model, "sha256": hashlib.sha256(data).hexdigest(),
+                           "url": self.files.url(f"{model}.onnx"), "size": len(data),
+                           **over}).encode()
+
+    async def publish(self, topic: str, payload: bytes) -> float:
+        """Publish retained at QoS 1 as the fleet would (an empty payload clears);
+        the time it was sent."""
+        at = time.time()
+        sent = self.mqtt.client.publish(topic, payload, qos=1, retain=True)
+        await asyncio.to_thread(sent.wait_for_publish, 10)
+        return at
+
+    async def outcome(self, topic: str, payload: bytes) -> dict[str, Any]:
+        """:meth:`publish`, then the pull's status once it has reached a final state."""
+        return await self.settled(since=await self.publish(topic, payload))
+
+    async def settled(self, *, since: float = 0.0, after: int = 0,
+                      states: frozenset[str] = TERMINAL, timeout: float = 60.0) -> dict[str, Any]:
+        """The pull's status once it is in one of ``states``, reported after ``since``
+        (Unix seconds) and after ``after`` model messages."""
+        deadline = time.monotonic() + timeout
+        while True:
+            models = self.fleet.status()["models"]
+            if models["messages"] > after and models["state"] in states \
+                    and models["at"] >= since:
+                return dict(models)
+            assert time.monotonic() < deadline, models
+            await asyncio.sleep(0.05)
+
+    def states(self) -> list[str]:
+        """The states published on the box's model topic, repeats folded."""
+        out: list[str] = []
+        for m in self.mqtt.on("/box1/model"):
+            if not out or out[-1] != m.payload["state"]:
+                out.append(m.payload["state"])
+        return out
+
+
+def _scene(tmp_path: Path, test: Callable[[Scene], Awaitable[None]], *,
+           persistence: bool = False, **fleet: object) -> None:
+    """Run ``test`` with a box, a broker and a file server holding dishnet-v2 and -v3."""
+    models = {v: dishnet_variant(tmp_path / f"{v}.onnx", v).read_bytes()
+              for v in ("dishnet-v2", "dishnet-v3")}
+    broker = Broker(tmp_path / "broker", persistence=persistence)
+    broker.start()
+
+    async def main() -> None:
+        async with file_server({f"{v}.onnx": b for v, b in models.items()}) as files, \
+                _box(tmp_path, broker.port, **fleet) as (pipeline, publisher):
+            with Recorder(broker.port, "dishtracker/test/box1") as mqtt:
+                scene = Scene(pipeline, publisher, broker, mqtt, files, models)
+                await test(scene)
+                await scene.publish(SITE_TOPIC, b"")  # leave nothing retained
+                await scene.publish(GROUP_TOPIC, b"")
+
+    try:
+        asyncio.run(main())
+    finally:
+        broker.stop()
+
+
+@needs_broker
+@needs_model
+def test_a_group_model_is_pulled_and_promoted_and_a_bad_checksum_is_refused_once(
+        tmp_path: Path) -> None:
+    async def test(scene: Scene) -> None:
+        done = await scene.outcome(GROUP_TOPIC, scene.order("dishnet-v2"))
+        assert done["state"] == "promoted", done
+        assert done["source"] == "group" and done["version"] == "dishnet-v2"
+        size = len(scene.models["dishnet-v2"])
+        assert done["bytes_done"] == done["bytes_total"] == size
+        assert done["shadow"] == {"compared": 0, "agreement": None, "errors": 0}
+        assert scene.rollout.status()["serving"]["version"] == "dishnet-v2"
+        served = scene.rollout.store.get(done["sha256"])
+        assert served.state == "serving" and served.source == "fleet"
+        await scene.mqtt.until(lambda _: scene.states()[-1:] == ["promoted"])
+        assert scene.states() == ["downloading", "verifying", "shadowing", "promoted"]
+        assert scene.mqtt.on("/box1/model")[-1].payload["schema"] == 1
+        await _refused_once(scene, scene.order(
+            "dishnet-v3", sha256=hashlib.sha256(b"another file").hexdigest()))
+
+        # not a model message: said, and nothing else happens
+        done = await scene.outcome(SITE_TOPIC, b'{"version": "x"}')
+        assert done["state"] == "refused", done
+        assert "missing field(s) sha256, url" in done["detail"]
+        # the site's message cleared: the group's applies again, and it serves already
+        done = await scene.outcome(SITE_TOPIC, b"")
+        assert done["state"] == "serving" and done["source"] == "group", done
+        assert len(scene.files.ranges) == 3
+
+    _scene(tmp_path, test, persistence=True)  # retained messages outlive a broker restart
+
+
+async def _refused_once(scene: Scene, wrong: bytes) -> None:
+    """The site's message (it wins over the group's) names a file that is not
+    what it says: refused, removed, not fetched again until published anew."""
+    done = await scene.outcome(SITE_TOPIC, wrong)
+    assert done["state"] == "refused" and done["source"] == "site", done
+    assert "sha256" in done["detail"] and "removed" in done["detail"]
+    assert scene.files.ranges.count(None) == 2  # v2 once, v3 once
+    store = scene.rollout.store
+    assert not list((store.root / DOWNLOADS_DIR).glob("*"))
+    assert "dishnet-v3" not in [e.version for e in store.entries()]
+    assert scene.rollout.status()["serving"]["version"] == "dishnet-v2"
+    # a broker restart hands the retained messages over again: not fetched again
+    received = scene.fleet.status()["models"]["messages"]
+    scene.broker.stop()
+    scene.broker.start()
+    await scene.settled(after=received + 1, states=frozenset({"refused"}))
+    await asyncio.sleep(0.5)
+    assert len(scene.files.ranges) == 2
+    # published anew, it is tried again (and refused again)
+    scene.mqtt.wait_subscribed()
+    done = await scene.outcome(SITE_TOPIC, wrong)
+    assert done["state"] == "refused" and "sha256" in done["detail"]
+    assert len(scene.files.ranges) == 3
+
+
+@needs_broker
+@needs_model
+def test_a_model_below_the_gates_is_retired_and_an_operators_retire_is_respected(
+        tmp_path: Path) -> None:
+    async def test(scene: Scene) -> None:
+        rollout = scene.rollout
+        first = rollout.status()["serving"]
+        at = await scene.publish(SITE_TOPIC, scene.order("dishnet-v2"))
+        shadowing = await scene.settled(since=at, states=frozenset({"shadowing"}))
+        await rollout.retire(shadowing["sha256"], actor="manager")
+        done = await scene.settled(since=at)
+        assert done["state"] == "rejected", done
+        assert "retired since a change by manager" in done["detail"]
+
+        done = await scene.outcome(SITE_TOPIC, scene.order("dishnet-v3"))
+        assert done["state"] == "rejected", done
+        assert "0 bill(s) compared, fewer than model_min_bills = 1000" in done["detail"]
+        assert rollout.store.get(done["sha256"]).state == "retired"
+        assert rollout.status()["serving"] == first
+
+        # the manager's model, named again: the box's own decision stands
+        done = await scene.outcome(SITE_TOPIC, scene.order("dishnet-v2"))
+        assert done["state"] == "rejected" and "by manager" in done["detail"], done
+        # a message whose version is not the file's is refused before any shadow
+        done = await scene.outcome(SITE_TOPIC, scene.order("dishnet-v2", version="dishnet-v9"))
+        assert done["state"] == "refused" and "'dishnet-v2'" in done["detail"], done
+        assert len(scene.files.ranges) == 2
+
+    _scene(tmp_path, test, model_shadow_s=4.0, model_min_bills=1000)

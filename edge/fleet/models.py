@@ -34,8 +34,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -75,6 +76,10 @@ SHADOW_POLL_S = 1.0
 
 HISTORY_SEARCHED = 1000
 """Store history events searched for a model's last change (the store keeps as many)."""
+
+BUSY_ATTEMPTS = 5
+BUSY_WAIT_S = 1.0
+"""A rollout operation refused with 409 is tried this many times, this far apart."""
 
 PROGRESS_REPORT_S = 5.0
 """A download's progress goes to the broker at most this often (always to ``GET /api/fleet``)."""
@@ -122,6 +127,7 @@ class ModelPuller:
         self.changed = asyncio.Event()
         """Set when the report changed (the publisher sends it then)."""
         self._offers: dict[str, _Offer] = {}
+        self._received = 0
         self._offered = asyncio.Event()
         self._again = False
         self._report: dict[str, Any] | None = None
@@ -147,6 +153,7 @@ class ModelPuller:
         source = self.sources.get(topic)
         if source is None:
             return
+        self._received += 1
         try:
             order = parse_model_message(payload)
         except BadModelMessage as err:
@@ -170,8 +177,10 @@ class ModelPuller:
         return None if self._report is None else dict(self._report)
 
     def status(self) -> dict[str, Any]:
-        """``GET /api/fleet``'s ``models``: the topics followed and the last state."""
-        return {"follows": self.follows, **(self._report or {"state": None})}
+        """``GET /api/fleet``'s ``models``: the topics followed, the model messages
+        received (redeliveries of retained ones included) and the last state."""
+        return {"follows": self.follows, "messages": self._received,
+                **(self._report or {"state": None})}
 
     # ---- the task ---------------------------------------------------------------------
 
@@ -234,6 +243,9 @@ class ModelPuller:
 
     async def _follow(self, source: str, order: ModelOrder) -> None:
         entry = self._stored(order.sha256)
+        if entry is not None and entry.version != order.version:
+            self._set("refused", order, source, _versions_differ(entry, order))
+            return
         if entry is not None and entry.state == "serving":
             self._set("serving", order, source, f"model {entry.id} serves already")
             return
@@ -247,9 +259,7 @@ class ModelPuller:
             if entry is None:
                 return
         if entry.version != order.version:
-            self._set("refused", order, source,
-                      f"the file's model_version is {entry.version!r}, the message says "
-                      f"{order.version!r}")
+            self._set("refused", order, source, _versions_differ(entry, order))
             return
         await self._prove(source, order, entry)
 
@@ -327,8 +337,8 @@ class ModelPuller:
     async def _prove(self, source: str, order: ModelOrder, entry: ModelEntry) -> None:
         """Shadow ``entry``, watch its figures, promote or retire it."""
         shadowed = entry.state == "shadow" and _shadow_id(self.rollout.status()) == entry.id
-        if not shadowed and not await self._act(self.rollout.shadow(entry.id, actor=ACTOR),
-                                                order, source):
+        if not shadowed and not await self._act(
+                lambda: self.rollout.shadow(entry.id, actor=ACTOR), order, source):
             return
         self._shadowing = entry.id
         shadow_s = self.config.model_shadow_s
@@ -350,11 +360,12 @@ class ModelPuller:
         self._shadowing = None
         failed = self._gates(figures)
         if failed is None:
-            if await self._act(self.rollout.promote(entry.id, actor=ACTOR), order, source):
+            if await self._act(lambda: self.rollout.promote(entry.id, actor=ACTOR),
+                               order, source):
                 self._set("promoted", order, source, f"model {entry.id} serves: "
                           f"{_said(figures)}", shadow=figures)
             return
-        if await self._act(self.rollout.retire(entry.id, actor=ACTOR), order, source):
+        if await self._act(lambda: self.rollout.retire(entry.id, actor=ACTOR), order, source):
             self._set("rejected", order, source, f"{failed}; model {entry.id} retired",
                       shadow=figures)
 
@@ -384,23 +395,33 @@ class ModelPuller:
             self._set("rejected", order, source,
                       f"no longer shadowed: {state} since a change by {who}")
 
-    async def _act(self, call: Awaitable[dict[str, Any]], order: ModelOrder,
+    async def _act(self, call: Callable[[], Awaitable[dict[str, Any]]], order: ModelOrder,
                    source: str) -> bool:
-        """Run a rollout operation; a refusal is the state ``failed``."""
-        try:
-            await call
-        except RolloutError as err:
-            self._set("failed", order, source, str(err))
-            return False
-        return True
+        """Run a rollout operation; a refusal is the state ``failed``. A 409 (another
+        change under way, e.g. an operator's) is tried again a few times first."""
+        for attempt in range(BUSY_ATTEMPTS):
+            try:
+                await call()
+            except RolloutError as err:
+                if err.status == HTTPStatus.CONFLICT and attempt + 1 < BUSY_ATTEMPTS:
+                    await asyncio.sleep(BUSY_WAIT_S)
+                    continue
+                self._set("failed", order, source, str(err))
+                return False
+            return True
+        raise AssertionError("unreachable")
 
     def _set(self, state: PullState, order: ModelOrder | None, source: str | None,
              detail: str, **extra: Any) -> None:
         """Record and log a state; the publisher sends it (retained)."""
-        changed = self._report is None or self._report["state"] != state
+        before = self._report or {}
+        changed = before.get("state") != state
+        sha256 = order.sha256 if order else None
+        carried = {k: before.get(k) if sha256 and before.get("sha256") == sha256 else None
+                   for k in ("bytes_done", "bytes_total", "shadow")}
         self._report = {"state": state, "version": order.version if order else None,
-                        "sha256": order.sha256 if order else None, "source": source,
-                        "detail": detail, "at": time.time(), **extra}
+                        "sha256": sha256, "source": source, "detail": detail,
+                        "at": time.time(), **carried, **extra}
         self._reported_at = time.monotonic()
         self.changed.set()
         if changed or state != "downloading":
@@ -409,14 +430,23 @@ class ModelPuller:
                   sha256=self._report["sha256"], source=source, detail=detail)
 
 
+def _versions_differ(entry: ModelEntry, order: ModelOrder) -> str:
+    return (f"the file's model_version is {entry.version!r}, the message says "
+            f"{order.version!r} (model {entry.id} stays {entry.state})")
+
+
 def _who(event: dict[str, Any]) -> str:
     """``actor (reason)`` of a store history event."""
     return f"{event.get('actor') or 'the rollout'} ({event.get('reason') or 'no reason given'})"
 
 
 def _shadow_id(status: dict[str, Any]) -> str | None:
+    """The shadowed model's id in ``RolloutControl.status()``: its ``shadow`` holds
+    ``id`` beside ``stats``, or the entry under ``model``."""
     shadow = status.get("shadow")
-    model = shadow.get("model") if isinstance(shadow, dict) else None
+    if not isinstance(shadow, dict):
+        return None
+    model = shadow.get("model", shadow)
     return model.get("id") if isinstance(model, dict) else None
 
 
