@@ -144,7 +144,9 @@ async def _serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR09
         token, keyring = load_keyring(config.server, config.storage)  # storage.dir exists
         fleet = create_fleet(  # a missing mqtt extra fails here, before the model loads
             config.fleet, billing, metrics,
-            health=lambda: {"streams": pipeline.stream_status(), "journal": billing.status()})
+            health=lambda: {"streams": pipeline.stream_status(), "journal": billing.status()},
+            rollout=pipeline.rollout,
+            max_model_bytes=int(config.rollout.max_upload_mb * 1024 * 1024))
         await pipeline.start()
     except BaseException:
         await billing.close()

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,9 @@ import pytest
 from aiohttp import web
 from model_variants import dishnet_variant
 from mqtt_broker import Broker, Recorder, mosquitto_path
+from test_daemon import _cli, _free_port, _Lines
 from test_hardening_config import _site, needs_model
+from test_webrtc_support import AUTH, write_token_file
 
 from edge.billing.service import JOURNAL_FILE, BillingService
 from edge.config import FleetConfig
@@ -468,3 +473,157 @@ def test_a_model_below_the_gates_is_retired_and_an_operators_retire_is_respected
         assert len(scene.files.ranges) == 2
 
     _scene(tmp_path, test, model_shadow_s=4.0, model_min_bills=1000)
+
+
+# ---- two real daemons (the issue's done-when) --------------------------------------------
+
+DAEMON_SITE = """
+[server]
+host = "127.0.0.1"
+port = {port}
+token_file = "{token_file}"
+
+[detector]
+threads = 1
+
+[storage]
+dir = "{storage}"
+
+[fleet]
+enabled = true
+host = "127.0.0.1"
+port = {mqtt}
+site = "test"
+box = "{box}"
+reconnect_initial_s = 0.2
+reconnect_max_s = 1.0
+models = true
+model_shadow_s = 3.0
+model_min_bills = 0
+model_min_agreement = 0.0
+
+[[streams]]
+id = "cam1"
+url = "synthetic://?seed={seed}&fps=10&size=320x240"
+"""
+
+
+@dataclass
+class _Daemon:
+    """``dishtracker run`` as a child process, its HTTP base and its storage."""
+
+    box: str
+    base: str
+    storage: Path
+    proc: subprocess.Popen[str]
+    out: _Lines
+
+    async def get(self, http: aiohttp.ClientSession, path: str) -> Any:
+        async with http.get(f"{self.base}{path}", headers=AUTH) as resp:
+            assert resp.status == HTTPStatus.OK, await resp.text()
+            return await resp.json()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.out.join()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def _start_daemon(tmp_path: Path, box: str, mqtt: int, seed: int) -> _Daemon:
+    folder = tmp_path / box
+    folder.mkdir()
+    port = _free_port()
+    site = folder / "site.toml"
+    site.write_text(DAEMON_SITE.format(port=port, mqtt=mqtt, box=box, seed=seed,
+                                       storage=folder / "var",
+                                       token_file=write_token_file(folder / "token")))
+    proc = _cli("run", "--config", str(site), merge_stderr=True)
+    return _Daemon(box, f"http://127.0.0.1:{port}", folder / "var", proc, _Lines(proc.stdout))
+
+
+async def _fleet_state(daemon: _Daemon, http: aiohttp.ClientSession, since: float,
+                       timeout: float = 90.0) -> dict[str, Any]:
+    """``GET /api/fleet``'s ``models`` once a final state reported after ``since``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert daemon.proc.poll() is None, "".join(daemon.out.lines)[-3000:]
+        models = (await daemon.get(http, "/api/fleet"))["models"]
+        if models["state"] in TERMINAL and models["at"] >= since:
+            return dict(models)
+        assert time.monotonic() < deadline, models
+        await asyncio.sleep(0.2)
+
+
+@needs_broker
+@needs_model
+def test_two_daemons_pull_verify_shadow_and_promote_and_refuse_a_corrupt_file(
+        tmp_path: Path) -> None:
+    """Issue 16's done-when: two daemons and mosquitto; a retained model message
+    makes both download, verify, shadow and promote; a corrupt download is
+    refused and reported, and the model in service stays."""
+    v2 = dishnet_variant(tmp_path / "dishnet-v2.onnx", "dishnet-v2").read_bytes()
+    v3 = dishnet_variant(tmp_path / "dishnet-v3.onnx", "dishnet-v3").read_bytes()
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    daemons = [_start_daemon(tmp_path, f"box{i}", broker.port, seed=3 + i) for i in (1, 2)]
+
+    async def main() -> None:
+        async with file_server({"v2.onnx": v2, "v3.onnx": v3}) as files, \
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            for daemon in daemons:
+                await asyncio.to_thread(daemon.out.wait_for, "open http://127.0.0.1:", 120)
+            with Recorder(broker.port, "dishtracker/test") as mqtt:
+                at = time.time()
+                sent = mqtt.client.publish(SITE_TOPIC, json.dumps({
+                    "version": "dishnet-v2", "sha256": hashlib.sha256(v2).hexdigest(),
+                    "url": files.url("v2.onnx"), "size": len(v2)}), qos=1, retain=True)
+                await asyncio.to_thread(sent.wait_for_publish, 10)
+                for daemon in daemons:
+                    done = await _fleet_state(daemon, http, at)
+                    assert done["state"] == "promoted", (daemon.box, done)
+                    assert await _serving(daemon, http) == "dishnet-v2"
+                    await mqtt.until(lambda _, box=daemon.box: _last_state(mqtt, box)
+                                     == "promoted")
+
+                # the corrupt file: its bytes are not the SHA-256 the message names
+                at = time.time()
+                sent = mqtt.client.publish(SITE_TOPIC, json.dumps({
+                    "version": "dishnet-v3", "sha256": hashlib.sha256(v2 + b"!").hexdigest(),
+                    "url": files.url("v3.onnx")}), qos=1, retain=True)
+                await asyncio.to_thread(sent.wait_for_publish, 10)
+                for daemon in daemons:
+                    done = await _fleet_state(daemon, http, at)
+                    assert done["state"] == "refused", (daemon.box, done)
+                    assert "sha256" in done["detail"]
+                    await mqtt.until(lambda _, box=daemon.box: _last_state(mqtt, box)
+                                     == "refused")
+                    assert await _serving(daemon, http) == "dishnet-v2"
+                    assert not list((daemon.storage / MODELS_SUBDIR / DOWNLOADS_DIR).iterdir())
+                assert files.ranges.count(None) == 4  # each file once per box
+
+    try:
+        asyncio.run(main())
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        broker.stop()
+    for daemon in daemons:
+        assert daemon.proc.returncode == 0, "".join(daemon.out.lines)[-3000:]
+
+
+async def _serving(daemon: _Daemon, http: aiohttp.ClientSession) -> str:
+    """The model version the daemon's stream detects with (``GET /api/streams``)."""
+    streams = await daemon.get(http, "/api/streams")
+    return str(streams[0]["model"]["version"])
+
+
+def _last_state(mqtt: Recorder, box: str) -> str | None:
+    messages = mqtt.on(f"/{box}/model")
+    return messages[-1].payload["state"] if messages else None
