@@ -123,6 +123,8 @@ class FileServer:
     base: str = ""
     ranges: list[str | None] = field(default_factory=list)
     cut_after: int | None = None
+    stall_after: int | None = None
+    release: asyncio.Event = field(default_factory=asyncio.Event)
     honour_range: bool = True
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -148,6 +150,13 @@ class FileServer:
             await asyncio.sleep(0.3)  # the bytes reach the client before the cut, as on a line
             assert request.transport is not None
             request.transport.close()  # the uplink drops mid-file
+            return resp
+        if self.stall_after is not None:
+            stall, self.stall_after = self.stall_after, None
+            await resp.write(body[:stall])
+            await self.release.wait()  # silent until the test lets go, then gone
+            assert request.transport is not None
+            request.transport.close()
             return resp
         await resp.write(body)
         await resp.write_eof()
@@ -473,6 +482,53 @@ def test_a_model_below_the_gates_is_retired_and_an_operators_retire_is_respected
         assert len(scene.files.ranges) == 2
 
     _scene(tmp_path, test, model_shadow_s=4.0, model_min_bills=1000)
+
+
+@needs_broker
+@needs_model
+def test_a_download_resumes_after_a_cut_and_after_a_restart_of_the_box(tmp_path: Path) -> None:
+    v2 = dishnet_variant(tmp_path / "dishnet-v2.onnx", "dishnet-v2").read_bytes()
+    order = json.dumps({"version": "dishnet-v2", "sha256": hashlib.sha256(v2).hexdigest(),
+                        "url": "", "size": len(v2)})
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+
+    async def main() -> None:
+        async with file_server({"v2.onnx": v2}) as files:
+            files.cut_after, files.stall_after = 300_000, 600_000
+            with Recorder(broker.port, "dishtracker/test/box1") as mqtt:
+                async with _box(tmp_path, broker.port) as (_, fleet):
+                    sent = mqtt.client.publish(SITE_TOPIC, order.replace(
+                        '"url": ""', f'"url": "{files.url("v2.onnx")}"'), qos=1, retain=True)
+                    await asyncio.to_thread(sent.wait_for_publish, 10)
+                    deadline = time.monotonic() + 30
+                    while (fleet.status()["models"].get("bytes_done") or 0) < 900_000:
+                        assert time.monotonic() < deadline, fleet.status()["models"]
+                        await asyncio.sleep(0.05)
+                    assert fleet.status()["models"]["state"] == "downloading"
+                    assert fleet.status()["models"]["bytes_total"] == len(v2)
+                # the box stopped mid-file; what it had is on disk under its sha256
+                files.release.set()
+                part = tmp_path / "var" / MODELS_SUBDIR / DOWNLOADS_DIR / \
+                    f"{hashlib.sha256(v2).hexdigest()}.part"
+                held = part.stat().st_size
+                assert held >= 900_000
+                async with _box(tmp_path, broker.port) as (pipeline, fleet):
+                    deadline = time.monotonic() + 60
+                    while fleet.status()["models"]["state"] not in TERMINAL:
+                        assert time.monotonic() < deadline, fleet.status()["models"]
+                        await asyncio.sleep(0.05)
+                    assert fleet.status()["models"]["state"] == "promoted"
+                    assert pipeline.rollout is not None
+                    assert pipeline.rollout.status()["serving"]["version"] == "dishnet-v2"
+                cut = files.ranges[1]
+                assert files.ranges == [None, cut, f"bytes={held}-"], files.ranges
+                assert cut is not None and 0 < int(cut[6:-1]) <= 300_000
+
+    try:
+        asyncio.run(main())
+    finally:
+        broker.stop()
 
 
 # ---- two real daemons (the done-when) --------------------------------------------
