@@ -54,7 +54,7 @@ Client = TestClient[Any, Any]
 OPEN_READS = {
     "/", "/static/{path}", "/healthz", "/readyz", "/metrics", "/api/streams",
     "/api/config/schema", "/api/menu", "/api/bills", "/api/bills/{bill_id}", "/api/events",
-    "/api/openapi.json", "/report.html", "/menu.html",
+    "/api/openapi.json", "/report.html", "/menu.html", "/models.html",
 }
 """GET routes anyone on the network may read (docs/SECURITY.md says why). A new GET
 route fails :func:`test_every_read_is_open_on_purpose_or_guarded` until it is put

@@ -5,7 +5,8 @@ It sits with :mod:`edge.web.access` on the HTTP side (``… ─▶ events
 
 - ``cashier``: watch, correct bills, void, undo, hand a bill over to the POS,
   read the day report (a till's Z report);
-- ``manager``: everything a cashier may, plus the menu and the config;
+- ``manager``: everything a cashier may, plus the menu, the config and the
+  models (:mod:`edge.web.model_routes`);
 - ``labeller``: the labelling workspace only.
 
 A route that changes state (or a protected read) names the roles it allows
@@ -38,7 +39,7 @@ PROTECTED_READS_KEY = web.AppKey("protected_reads", set)
 
 CAPABILITIES: Final[dict[str, tuple[str, ...]]] = {
     "cashier": ("watch", "correct", "void", "handover", "report"),
-    "manager": ("watch", "correct", "void", "handover", "menu", "config", "report"),
+    "manager": ("watch", "correct", "void", "handover", "menu", "config", "report", "models"),
     "labeller": ("label",),
 }
 """What each role may do, as ``GET /api/whoami`` lists it (``may``): the page

@@ -19,7 +19,8 @@
 
 (() => {
   const KEY = "dishtracker.token";
-  const EVERYTHING = ["watch", "correct", "void", "handover", "menu", "config", "report", "label"];
+  const EVERYTHING = ["watch", "correct", "void", "handover", "menu", "config", "report", "label",
+    "models"];
   const $ = (id) => document.getElementById(id);
   const form = $("token-form");
   const input = $("token-input");
@@ -27,7 +28,8 @@
   const who = $("who");
   const whoName = $("who-name");
   const signOut = $("sign-out");
-  const links = [[$("link-report"), "report"], [$("link-menu"), "menu"]];
+  const links = [[$("link-report"), "report"], [$("link-menu"), "menu"],
+    [$("link-models"), "models"]].filter(([link]) => link); // a page may lack one
   const pages = new Map(); // href -> Promise<bool>: is the page installed?
   let waiting = []; // resolvers of ensure() calls while the form is open
   // signedIn: a token the server accepted (or did not check yet); may: role's actions
