@@ -166,6 +166,21 @@ _TOKEN = {
              "name every token and its role (no secrets)"),
 }
 
+_MODELS = {
+    "list": ("edge.web.cli_models", "add_list_arguments", "run_list",
+             "the models on the box, their state and what shadows"),
+    "add": ("edge.web.cli_models", "add_add_arguments", "run_add",
+            "upload an ONNX model as a candidate"),
+    "shadow": ("edge.web.cli_models", "add_model_arguments", "run_shadow",
+               "run a model beside the serving one on a sample of frames"),
+    "promote": ("edge.web.cli_models", "add_model_arguments", "run_promote",
+                "make a model serve every stream (between two frames)"),
+    "rollback": ("edge.web.cli_models", "add_rollback_arguments", "run_rollback",
+                 "serve the model that served before the serving one again"),
+    "retire": ("edge.web.cli_models", "add_model_arguments", "run_retire",
+               "stop shadowing a model and mark it retired"),
+}
+
 def _add_group(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str,
     table: dict[str, tuple[str, str, str, str]], argv: Sequence[str],
@@ -193,6 +208,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                "site tools: dataset, training, scene, quantization, engines", _CALIBRATE, argv)
     _add_group(sub, "token", "the access tokens: show, rotate, create, revoke, list",
                _TOKEN, argv)
+    _add_group(sub, "models", "the running daemon's models: list, add, shadow, promote, "
+                              "rollback, retire", _MODELS, argv)
     return parser
 
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 
 from aiohttp import web
@@ -56,9 +57,10 @@ class Box:
 
 
 @asynccontextmanager
-async def serve(tmp_path: Path) -> AsyncIterator[Box]:
+async def serve(tmp_path: Path, *, ssl: SSLContext | None = None) -> AsyncIterator[Box]:
     """A pipeline without streams serving the shipped model, its registry, and the
-    control plane with the model routes; the client sends the owner's (manager) token."""
+    control plane with the model routes (HTTPS with ``ssl``); the client sends the
+    owner's (manager) token."""
     storage = tmp_path / "var"
     storage.mkdir(mode=0o700)
     write_token_file(storage / "token")
@@ -72,8 +74,9 @@ async def serve(tmp_path: Path) -> AsyncIterator[Box]:
     app = make_app(pipeline, config_path=None, token=keyring, static_dir=STATIC)
     add_model_routes(app, pipeline.rollout, max_upload_bytes=MAX_UPLOAD)
     try:
-        async with TestClient(TestServer(app, host="127.0.0.1", port=0),
-                              headers=AUTH) as client:
+        server = TestServer(app, host="127.0.0.1", port=0)
+        await server.start_server(ssl=ssl)  # the client starts it without
+        async with TestClient(server, headers=AUTH) as client:
             yield Box(client, app, pipeline.rollout, root, {"Authorization": f"Bearer {cashier}"})
     finally:
         await pipeline.stop()
