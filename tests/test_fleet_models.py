@@ -33,6 +33,7 @@ from test_webrtc_support import AUTH, write_token_file
 from edge.billing.service import JOURNAL_FILE, BillingService
 from edge.config import FleetConfig
 from edge.fleet import create_fleet
+from edge.fleet.adoption import DOWNLOADS_DIR
 from edge.fleet.download import (
     DownloadFailed,
     DownloadRefused,
@@ -42,7 +43,6 @@ from edge.fleet.download import (
     sha256_of,
 )
 from edge.fleet.messages import BadModelMessage, ModelOrder, Topics, parse_model_message
-from edge.fleet.models import DOWNLOADS_DIR
 from edge.fleet.publisher import FleetPublisher
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
@@ -467,6 +467,15 @@ def test_a_model_below_the_gates_is_retired_and_an_operators_retire_is_respected
         assert done["state"] == "rejected", done
         assert "retired since a change by manager" in done["detail"]
 
+        # withdrawn while shadowing: the fleet's candidate is retired
+        at = await scene.publish(SITE_TOPIC, scene.order("dishnet-v3"))
+        await scene.settled(since=at, states=frozenset({"shadowing"}))
+        done = await scene.outcome(SITE_TOPIC, b"")
+        assert done["state"] == "withdrawn" and "while shadowing" in done["detail"], done
+        assert rollout.status()["shadow"] is None
+        assert rollout.store.get(done["sha256"]).state == "retired"
+
+        # named again, a model the fleet retired itself is tried again: below the gates
         done = await scene.outcome(SITE_TOPIC, scene.order("dishnet-v3"))
         assert done["state"] == "rejected", done
         assert "0 bill(s) compared, fewer than model_min_bills = 1000" in done["detail"]

@@ -82,7 +82,7 @@ def create_fleet(config: FleetConfig, outbox: Outbox, metrics: Metrics, *,
         go into its store and through its shadow.
     max_model_bytes
         Largest model file the fleet may fetch, bytes (default:
-        :data:`edge.fleet.models.DEFAULT_MAX_BYTES`).
+        :data:`edge.fleet.adoption.DEFAULT_MAX_BYTES`).
 
     Raises
     ------
@@ -107,7 +107,8 @@ def create_fleet(config: FleetConfig, outbox: Outbox, metrics: Metrics, *,
     if config.models:
         if rollout is None:
             raise ValueError("fleet.models needs the rollout controller (create_fleet(rollout=…))")
-        from edge.fleet.models import DEFAULT_MAX_BYTES, ModelPuller  # noqa: PLC0415  # with the publisher only
+        from edge.fleet.adoption import DEFAULT_MAX_BYTES  # noqa: PLC0415  # with the publisher only
+        from edge.fleet.models import ModelPuller  # noqa: PLC0415  # with the publisher only
         models = ModelPuller(config, FleetPublisher.topics_of(config), rollout,
                              max_bytes=max_model_bytes or DEFAULT_MAX_BYTES)
     return FleetPublisher(config, outbox, metrics, health=health,

@@ -1,91 +1,47 @@
-"""The fleet hands a box its models: follow the retained model message, fetch, prove, promote.
+"""The fleet hands a box its models: which retained model message the box follows.
 
-``broker (retained model message) ─▶ model pull ─▶ model store ─▶ rollout (shadow ─▶
-promote)``, beside the publisher that sends the box's bills
-(:mod:`edge.fleet.publisher`, whose connection carries the messages both
-ways). With ``fleet.models`` the box follows ``{prefix}/{site}/model`` and,
-with ``fleet.group``, ``{prefix}/groups/{group}/model``; the site's message
-wins over the group's, an empty one withdraws it.
+``broker (retained model message) ─▶ model pull (this module) ─▶ adoption
+(:mod:`edge.fleet.adoption`: fetch, verify, store, shadow, promote)``, beside
+the publisher that sends the box's bills (:mod:`edge.fleet.publisher`, whose
+connection carries the messages both ways). With ``fleet.models`` the box
+follows ``{prefix}/{site}/model`` and, with ``fleet.group``,
+``{prefix}/groups/{group}/model``: the site's message wins over the group's,
+an empty one withdraws it, and a message that is not one is ``refused``
+(said, never fatal).
 
-What the box does with a message, one step at a time, each said on the
-retained topic ``{prefix}/{site}/{box}/model`` and in ``GET /api/fleet``:
+A message is carried through once. The broker hands the retained messages
+over again at every reconnection; those are the same messages, so a model
+refused for a bad checksum is not fetched again in a loop. A message published
+while the box is connected (MQTT's retain flag is then off) is a new one and
+tried again, as is everything after a restart. A newer or withdrawn message
+cancels the work on the one before.
 
-1. A model the store serves already: ``serving``, nothing else.
-2. Otherwise ``downloading``, resumable (:mod:`edge.fleet.download`); the
-   network's failures are retried with backoff, for as long as the message
-   stands.
-3. ``verifying``: size and SHA-256 of what is on disk against the message. A
-   mismatch removes the file and is ``refused``; the same message is not tried
-   again until it is published anew or the daemon restarts (a loop would
-   fetch the same wrong bytes forever). Only a verified file goes into the
-   store, and the store checks the detector contract (``refused`` otherwise).
-4. ``shadowing`` for ``fleet.model_shadow_s``, then ``promoted`` when the
-   shadow's figures pass the gates (``model_min_bills``,
-   ``model_min_agreement``, no inference error), else ``rejected`` and
-   retired. An operator who promotes or retires it by hand meanwhile ends the
-   wait; the report says what happened.
-
-A model an operator (or the rollout, by itself) retired on this box is not
-shadowed again by the fleet: the box's own evidence beats the fleet's wish.
+The state of the message in hand (``downloading``, ``verifying``,
+``shadowing``, ``promoted``, ``rejected``, ``refused``, ``failed``,
+``serving``, ``withdrawn``) is logged (``fleet_model_{state}``), published
+retained on ``{prefix}/{site}/{box}/model`` and answered in ``GET /api/fleet``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from http import HTTPStatus
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
-import aiohttp
 import structlog
 
 from edge.config import FleetConfig
-from edge.fleet.download import (
-    DownloadFailed,
-    DownloadRefused,
-    client_timeout,
-    fetch,
-    partial_path,
-    sha256_of,
-)
+from edge.fleet.adoption import ACTOR, DEFAULT_MAX_BYTES, Adoption, PullState, shadow_id
 from edge.fleet.messages import BadModelMessage, ModelOrder, Topics, parse_model_message
-from edge.fsutil import make_private_dir
 from edge.rollout import RolloutControl, RolloutError
-from edge.sources.backoff import Backoff
-
-if TYPE_CHECKING:
-    from edge.rollout.store import ModelEntry
-
-PullState = Literal["downloading", "verifying", "shadowing", "promoted", "rejected",
-                    "refused", "failed", "serving", "withdrawn"]
-
-ACTOR = "fleet"
-"""Who the store's history names for what the fleet does."""
-
-DOWNLOADS_DIR = "downloads"
-"""Partial downloads, under the store's folder (its ``incoming/`` is emptied at
-every start, which would lose what a restart should resume)."""
-
-SHADOW_POLL_S = 1.0
-"""The shadow's figures are read this often."""
-
-HISTORY_SEARCHED = 1000
-"""Store history events searched for a model's last change (the store keeps as many)."""
-
-BUSY_ATTEMPTS = 5
-BUSY_WAIT_S = 1.0
-"""A rollout operation refused with 409 is tried this many times, this far apart."""
 
 PROGRESS_REPORT_S = 5.0
-"""A download's progress goes to the broker at most this often (always to ``GET /api/fleet``)."""
-
-DEFAULT_MAX_BYTES = 100 * 1024 * 1024
-"""Largest model file fetched unless told otherwise (``rollout.max_upload_mb``)."""
+"""A download's bytes and a shadow's figures go to the broker at most this often
+(always to ``GET /api/fleet``)."""
 
 log = structlog.get_logger(__name__)
 
@@ -100,13 +56,12 @@ class _Offer:
 
 
 class ModelPuller:
-    """Follows the fleet's model messages for one box and carries each one through.
+    """Follows the fleet's model messages for one box; one :class:`Adoption` at a time.
 
     Parameters
     ----------
     config : FleetConfig
-        ``group``, ``model_shadow_s``, ``model_min_bills``, ``model_min_agreement``,
-        and the backoff of ``reconnect_initial_s`` / ``reconnect_max_s``.
+        ``group``, and what the adoptions need (shadow time, gates, backoff).
     topics : Topics
         The box's topics.
     rollout : RolloutControl
@@ -132,7 +87,7 @@ class ModelPuller:
         self._again = False
         self._report: dict[str, Any] | None = None
         self._reported_at = 0.0
-        self._shadowing: str | None = None
+        self._adoption: Adoption | None = None
 
     # ---- what the publisher calls -------------------------------------------------------
 
@@ -172,7 +127,7 @@ class ModelPuller:
         self._again = self._again or not retained
         self._offered.set()
 
-    def report(self) -> dict[str, Any] | None:
+    def last_report(self) -> dict[str, Any] | None:
         """The last state (JSON-ready), None before the first message."""
         return None if self._report is None else dict(self._report)
 
@@ -210,10 +165,14 @@ class ModelPuller:
                     job = None
                 following = offer
                 if offer is not None and offer.error is not None:
-                    self._set("refused", None, offer.source, offer.error)
+                    self._adoption = None
+                    self._set("refused", offer.error, order=None, source=offer.source)
                 elif offer is not None and offer.order is not None:
-                    job = asyncio.create_task(self._follow(offer.source, offer.order),
-                                              name="fleet-model")
+                    reporter = _Reporter(functools.partial(self._set, order=offer.order,
+                                                           source=offer.source), self._update)
+                    self._adoption = Adoption(offer.order, self.config, self.rollout, reporter,
+                                              max_bytes=self.max_bytes)
+                    job = asyncio.create_task(self._adoption.run(), name="fleet-model")
         finally:
             if job is not None:
                 job.cancel()
@@ -225,266 +184,63 @@ class ModelPuller:
 
     async def _stop(self, job: asyncio.Task[None], offer: _Offer | None) -> None:
         """Stop the work on the message before ``offer``; a candidate it shadows is
-        retired unless ``offer`` names the same file (then its work goes on with it)."""
+        retired unless ``offer`` names the same file (its adoption goes on with it)."""
         job.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await job
-        shadowing, self._shadowing = self._shadowing, None
-        same = (offer is not None and offer.order is not None and self._report is not None
-                and offer.order.sha256 == self._report["sha256"])
-        if shadowing is not None and not same and _shadow_id(self.rollout.status()) == shadowing:
+        adoption, self._adoption = self._adoption, None
+        if adoption is None:
+            return
+        same = offer is not None and offer.order is not None \
+            and offer.order.sha256 == adoption.order.sha256
+        shadowing = adoption.shadowing
+        if shadowing is not None and not same and shadow_id(self.rollout.status()) == shadowing:
             with contextlib.suppress(RolloutError):
                 await self.rollout.retire(shadowing, actor=ACTOR)
         if offer is None and self._report is not None:
-            self._set("withdrawn", None, self._report.get("source"),
-                      f"the model message was withdrawn while {self._report['state']}")
+            self._set("withdrawn", f"the model message was withdrawn while "
+                                   f"{self._report['state']}",
+                      order=adoption.order, source=self._report.get("source"))
 
-    # ---- one message, step by step ---------------------------------------------------------
+    # ---- the report ---------------------------------------------------------------------
 
-    async def _follow(self, source: str, order: ModelOrder) -> None:
-        entry = self._stored(order.sha256)
-        if entry is not None and entry.version != order.version:
-            self._set("refused", order, source, _versions_differ(entry, order))
-            return
-        if entry is not None and entry.state == "serving":
-            self._set("serving", order, source, f"model {entry.id} serves already")
-            return
-        if entry is not None and entry.state == "retired":
-            refusal = self._retired_here(entry)
-            if refusal is not None:
-                self._set("rejected", order, source, refusal)
-                return
-        if entry is None:
-            entry = await self._fetch(source, order)
-            if entry is None:
-                return
-        if entry.version != order.version:
-            self._set("refused", order, source, _versions_differ(entry, order))
-            return
-        await self._prove(source, order, entry)
-
-    def _stored(self, sha256: str) -> ModelEntry | None:
-        try:
-            return self.rollout.store.get(sha256)
-        except RolloutError:
-            return None
-
-    def _last_change(self, entry: ModelEntry) -> dict[str, Any] | None:
-        """The store's latest history event of ``entry``."""
-        return next((e for e in self.rollout.store.history(limit=HISTORY_SEARCHED)
-                     if e["model"] == entry.id), None)
-
-    def _retired_here(self, entry: ModelEntry) -> str | None:
-        """Why the fleet leaves a retired model alone: who retired it, if not the fleet."""
-        last = self._last_change(entry)
-        if last is None or last.get("actor") == ACTOR:
-            return None
-        return (f"model {entry.id} was retired on this box by {_who(last)}; the fleet does "
-                "not shadow it again: shadow it by hand, or publish another model")
-
-    async def _fetch(self, source: str, order: ModelOrder) -> ModelEntry | None:
-        """Download, verify and store ``order``'s file; its entry, or None when refused."""
-        folder = self.rollout.store.root / DOWNLOADS_DIR
-        part = partial_path(folder, order.sha256)
-        await asyncio.to_thread(_only_partial, folder, part)
-        backoff = Backoff(self.config.reconnect_initial_s, self.config.reconnect_max_s,
-                          healthy_s=0.0)
-        detail = f"from {order.shown_url}"
-        async with aiohttp.ClientSession(timeout=client_timeout()) as session:
-            while True:
-                self._set("downloading", order, source, detail,
-                          bytes_done=part.stat().st_size if part.exists() else 0,
-                          bytes_total=order.size)
-                try:
-                    size = await fetch(session, order.url, part, size=order.size,
-                                       max_bytes=self.max_bytes, progress=self._progress)
-                    break
-                except DownloadRefused as err:
-                    self._set("refused", order, source, f"{err}; the file was removed")
-                    return None
-                except DownloadFailed as err:
-                    wait = backoff.next_delay()
-                    log.warning("fleet_model_download_failed", sha256=order.sha256,
-                                url=order.shown_url, reason=str(err), retry_in_s=round(wait, 2))
-                    detail = f"{err}; retrying in {wait:.1f} s"
-                    self._set("downloading", order, source, detail)
-                    await asyncio.sleep(wait)
-                    detail = f"from {order.shown_url}, retrying after: {err}"
-        self._set("verifying", order, source, f"{size} bytes downloaded")
-        problem = await asyncio.to_thread(_mismatch, part, order)
-        if problem is not None:
-            part.unlink(missing_ok=True)
-            self._set("refused", order, source, f"{problem}; the file was removed")
-            return None
-        try:
-            entry, _ = await asyncio.to_thread(
-                self.rollout.store.add_file, part, source="fleet", actor=ACTOR,
-                name=_file_name(order), move=True)
-        except RolloutError as err:
-            self._set("refused", order, source, f"the file is not a usable model: {err}")
-            return None
-        return entry
-
-    def _progress(self, done: int, total: int | None) -> None:
-        if self._report is None:
-            return
-        self._report["bytes_done"], self._report["bytes_total"] = done, total
-        now = time.monotonic()
-        if now - self._reported_at >= PROGRESS_REPORT_S:
-            self._reported_at = now
-            self.changed.set()
-
-    async def _prove(self, source: str, order: ModelOrder, entry: ModelEntry) -> None:
-        """Shadow ``entry``, watch its figures, promote or retire it."""
-        shadowed = entry.state == "shadow" and _shadow_id(self.rollout.status()) == entry.id
-        if not shadowed and not await self._act(
-                lambda: self.rollout.shadow(entry.id, actor=ACTOR), order, source):
-            return
-        self._shadowing = entry.id
-        shadow_s = self.config.model_shadow_s
-        self._set("shadowing", order, source, f"model {entry.id} for {shadow_s:g} s")
-        deadline = time.monotonic() + shadow_s
-        while True:
-            status = self.rollout.status()
-            if _shadow_id(status) != entry.id:
-                self._shadowing = None
-                self._ended_by_hand(source, order, entry)
-                return
-            figures = _figures(status["shadow"])
-            if self._report is not None:
-                self._report["shadow"] = figures
-            left = deadline - time.monotonic()
-            if figures["errors"] or left <= 0:
-                break
-            await asyncio.sleep(min(SHADOW_POLL_S, left))
-        self._shadowing = None
-        failed = self._gates(figures)
-        if failed is None:
-            if await self._act(lambda: self.rollout.promote(entry.id, actor=ACTOR),
-                               order, source):
-                self._set("promoted", order, source, f"model {entry.id} serves: "
-                          f"{_said(figures)}", shadow=figures)
-            return
-        if await self._act(lambda: self.rollout.retire(entry.id, actor=ACTOR), order, source):
-            self._set("rejected", order, source, f"{failed}; model {entry.id} retired",
-                      shadow=figures)
-
-    def _gates(self, figures: dict[str, Any]) -> str | None:
-        """Why ``figures`` do not pass the configured gates, or None when they do."""
-        agreement = figures["agreement"]
-        if figures["errors"]:
-            return f"{figures['errors']} inference error(s) in the shadow"
-        if figures["compared"] < self.config.model_min_bills:
-            return (f"{figures['compared']} bill(s) compared, fewer than "
-                    f"model_min_bills = {self.config.model_min_bills}")
-        # no bill to compare says nothing against the model: the bills gate decides that
-        if agreement is not None and agreement < self.config.model_min_agreement:
-            return (f"agreement {agreement:.3f} is below model_min_agreement = "
-                    f"{self.config.model_min_agreement:g}")
-        return None
-
-    def _ended_by_hand(self, source: str, order: ModelOrder, entry: ModelEntry) -> None:
-        """The shadow ended without the fleet: say who did what."""
-        now = self._stored(entry.sha256)
-        state = now.state if now is not None else "gone from the store"
-        last = self._last_change(entry)
-        who = _who(last) if last is not None else "someone else"
-        if state == "serving":
-            self._set("serving", order, source, f"promoted during the shadow by {who}")
-        else:
-            self._set("rejected", order, source,
-                      f"no longer shadowed: {state} since a change by {who}")
-
-    async def _act(self, call: Callable[[], Awaitable[dict[str, Any]]], order: ModelOrder,
-                   source: str) -> bool:
-        """Run a rollout operation; a refusal is the state ``failed``. A 409 (another
-        change under way, e.g. an operator's) is tried again a few times first."""
-        for attempt in range(BUSY_ATTEMPTS):
-            try:
-                await call()
-            except RolloutError as err:
-                if err.status == HTTPStatus.CONFLICT and attempt + 1 < BUSY_ATTEMPTS:
-                    await asyncio.sleep(BUSY_WAIT_S)
-                    continue
-                self._set("failed", order, source, str(err))
-                return False
-            return True
-        raise AssertionError("unreachable")
-
-    def _set(self, state: PullState, order: ModelOrder | None, source: str | None,
-             detail: str, **extra: Any) -> None:
+    def _set(self, state: PullState, detail: str, *, order: ModelOrder | None,
+             source: str | None, **fields: Any) -> None:
         """Record and log a state; the publisher sends it (retained)."""
         before = self._report or {}
-        changed = before.get("state") != state
         sha256 = order.sha256 if order else None
         carried = {k: before.get(k) if sha256 and before.get("sha256") == sha256 else None
                    for k in ("bytes_done", "bytes_total", "shadow")}
         self._report = {"state": state, "version": order.version if order else None,
                         "sha256": sha256, "source": source, "detail": detail,
-                        "at": time.time(), **carried, **extra}
+                        "at": time.time(), **carried, **fields}
         self._reported_at = time.monotonic()
         self.changed.set()
-        if changed or state != "downloading":
-            level = log.warning if state in ("refused", "failed", "rejected") else log.info
-            level(f"fleet_model_{state}", version=self._report["version"],
-                  sha256=self._report["sha256"], source=source, detail=detail)
+        level = log.warning if state in ("refused", "failed", "rejected") else log.info
+        level(f"fleet_model_{state}", version=self._report["version"], sha256=sha256,
+              source=source, detail=detail)
+
+    def _update(self, **fields: Any) -> None:
+        """Figures of the current state: at once in the status, on the broker at most
+        every :data:`PROGRESS_REPORT_S`."""
+        if self._report is None:
+            return
+        self._report.update(fields)
+        now = time.monotonic()
+        if now - self._reported_at >= PROGRESS_REPORT_S:
+            self._reported_at = now
+            self.changed.set()
 
 
-def _versions_differ(entry: ModelEntry, order: ModelOrder) -> str:
-    return (f"the file's model_version is {entry.version!r}, the message says "
-            f"{order.version!r} (model {entry.id} stays {entry.state})")
+class _Reporter:
+    """One adoption's voice: its states go into the puller's report, tagged with its message."""
 
+    def __init__(self, report: Callable[..., None], update: Callable[..., None]) -> None:
+        self._report = report
+        self._update = update
 
-def _who(event: dict[str, Any]) -> str:
-    """``actor (reason)`` of a store history event."""
-    return f"{event.get('actor') or 'the rollout'} ({event.get('reason') or 'no reason given'})"
+    def report(self, state: PullState, detail: str, **fields: Any) -> None:
+        self._report(state, detail, **fields)
 
-
-def _shadow_id(status: dict[str, Any]) -> str | None:
-    """The shadowed model's id in ``RolloutControl.status()``: its ``shadow`` holds
-    ``id`` beside ``stats``, or the entry under ``model``."""
-    shadow = status.get("shadow")
-    if not isinstance(shadow, dict):
-        return None
-    model = shadow.get("model", shadow)
-    return model.get("id") if isinstance(model, dict) else None
-
-
-def _figures(shadow: dict[str, Any]) -> dict[str, Any]:
-    """``compared``, ``agreement``, ``errors`` of a shadow's ``stats`` (absent ones: 0, None, 0)."""
-    stats = shadow.get("stats") or {}
-    agreement = stats.get("agreement")
-    return {"compared": int(stats.get("compared") or 0),
-            "agreement": None if agreement is None else float(agreement),
-            "errors": int(stats.get("errors") or 0)}
-
-
-def _said(figures: dict[str, Any]) -> str:
-    agreement = figures["agreement"]
-    return (f"{figures['compared']} bill(s) compared, agreement "
-            f"{'n/a' if agreement is None else f'{agreement:.3f}'}, {figures['errors']} errors")
-
-
-def _only_partial(folder: Path, keep: Path) -> None:
-    """Make ``folder``; remove the partial downloads of other messages in it."""
-    make_private_dir(folder)
-    for other in folder.glob("*.part"):
-        if other != keep:
-            other.unlink(missing_ok=True)
-
-
-def _mismatch(path: Path, order: ModelOrder) -> str | None:
-    """What disagrees between the file at ``path`` and ``order`` (size, SHA-256), or None."""
-    size = path.stat().st_size
-    if order.size is not None and size != order.size:
-        return f"the file is {size} bytes, the message says {order.size}"
-    digest = sha256_of(path)
-    if digest != order.sha256:
-        return f"the file's sha256 is {digest}, the message says {order.sha256}"
-    return None
-
-
-def _file_name(order: ModelOrder) -> str:
-    """The name the file arrives with: the URL's last path segment, else its version."""
-    name = unquote(urlsplit(order.url).path.rsplit("/", 1)[-1])
-    return name if name.endswith(".onnx") else f"{order.version}.onnx"
+    def update(self, **fields: Any) -> None:
+        self._update(**fields)

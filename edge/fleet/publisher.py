@@ -305,7 +305,7 @@ class FleetPublisher:
         """Publish the model pull's state (retained) on connect and at each change."""
         while True:
             models.changed.clear()
-            report = models.report()
+            report = models.last_report()
             if report is not None:
                 await client.publish(self.topics.model, model_state_message(self.topics, report),
                                      qos=1, retain=True, properties=_json_props())

@@ -2,7 +2,9 @@
 
 A broker outage is not a readiness failure (bills wait in the journal's
 outbox), so the broker's state is reported here, beside ``/readyz``, not in
-its reasons. The route is added by :mod:`edge.daemon`.
+its reasons. With ``fleet.models`` it also holds the model pull's state
+(``models``: downloading with its bytes, shadowing with its figures, promoted,
+refused, …). The route is added by :mod:`edge.daemon`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from edge.web.openapi import Reply, operation
 from edge.web.payloads import FleetState
 
 FleetStatus = Callable[[], dict[str, Any]]
-"""Returns the publisher's state: ``FleetPublisher.status()``, or
-``{"enabled": false}`` when the fleet is off."""
+"""Returns the publisher's state: ``FleetPublisher.status()`` (with ``models``
+when ``fleet.models`` is on), or ``{"enabled": false}`` when the fleet is off."""
 
 
 def add_fleet_routes(app: web.Application, status: FleetStatus) -> None:
