@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import ssl
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -228,10 +229,21 @@ def run_list(args: argparse.Namespace) -> int:
                               for m in models)]))
     shadow = (answer.get("rollout") or {}).get("shadow")
     if shadow:
-        stats = shadow.get("stats") or {}
-        figures = ", ".join(f"{k} {v}" for k, v in stats.items() if not isinstance(v, dict))
-        print(f"\nshadowing {shadow.get('id')} ({shadow.get('version')}): {figures}")
+        stats = dict(shadow.get("stats") or {})
+        since = stats.pop("since", None)
+        age = (f" for {max(0, round(time.time() - since))} s"
+               if isinstance(since, int | float) else "")
+        figures = ", ".join(f"{k.replace('_', ' ')} {_figure(v)}" for k, v in stats.items()
+                            if not isinstance(v, dict | list))
+        print(f"\nshadowing {shadow.get('id')} ({shadow.get('version')}){age}: {figures}"
+              "\n(every figure: the models page, or GET /api/models)")
     return 0
+
+
+def _figure(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def run_add(args: argparse.Namespace) -> int:
