@@ -274,7 +274,10 @@ class FleetPublisher:
                  asyncio.create_task(self._report(client), name="fleet-health")]
         if self.models is not None:
             for topic in self.models.follows:
-                await client.subscribe(topic, qos=1)
+                granted = await client.subscribe(topic, qos=1)
+                refused = [str(c) for c in granted if getattr(c, "is_failure", False)]
+                if refused:  # e.g. the broker's ACL: no model message will come
+                    log.warning("fleet_model_subscribe_refused", topic=topic, reason=refused)
             tasks.append(asyncio.create_task(self._model_state(client, self.models),
                                              name="fleet-model-state"))
         try:
