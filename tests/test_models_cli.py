@@ -65,7 +65,7 @@ def test_the_shell_lists_adds_shadows_promotes_and_rolls_back(
             assert code == 0 and "(dishnet-v2) is in the registry (candidate" in out
             v2 = out.split()[1]
             assert (await shell("shadow", v2))[1] == f"model {v2} (dishnet-v2) is shadow\n"
-            assert f"shadowing {v2} (dishnet-v2): " in (await shell("list"))[1]
+            assert f"shadowing {v2} (dishnet-v2) for " in (await shell("list"))[1]
             assert (await shell("promote", v2[:6]))[1].endswith("is serving\n")
             assert box.rollout.status()["serving"]["version"] == "dishnet-v2"
             code, out, _ = await shell("rollback")
