@@ -185,10 +185,13 @@ class ModelPuller:
     async def _stop(self, job: asyncio.Task[None], offer: _Offer | None) -> None:
         """Stop the work on the message before ``offer``; a candidate it shadows is
         retired unless ``offer`` names the same file (its adoption goes on with it)."""
+        adoption, self._adoption = self._adoption, None
+        if job.done():  # it reached its final state just now: nothing to undo
+            job.result()
+            return
         job.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await job
-        adoption, self._adoption = self._adoption, None
         if adoption is None:
             return
         same = offer is not None and offer.order is not None \
