@@ -58,7 +58,7 @@ from edge.observability import configure_logging
 from edge.web.access import SAFE_METHODS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from api_server import BILL_IDS, STREAM_ID, ApiServer  # the tests' server harness
+from api_server import BILL_IDS, MODEL_ID, STREAM_ID, ApiServer  # the tests' server harness
 
 SKIPPED = {("GET", "/api/events")}
 """Operations left out (an event stream never ends)."""
@@ -68,7 +68,8 @@ ERROR_LINE = re.compile(rf"^(?:\(root\)|{_SEGMENT}(?:\.{_SEGMENT})*): \S")
 """A 422 line: a dotted field path (``edge.config.format_loc``) or ``(root)``, a
 colon, the reason."""
 
-KNOWN = {"bill_id": BILL_IDS[0], "id": STREAM_ID, "path": "app.js", "key": "burger"}
+KNOWN = {"bill_id": BILL_IDS[0], "id": STREAM_ID, "path": "app.js", "key": "burger",
+         "model_id": MODEL_ID}
 """Path parameters that exist on the server."""
 
 MAX_PROBLEMS_KEPT = 40

@@ -410,6 +410,12 @@ class RolloutConfig(_Strict):
         description="a shadowed candidate's inference thread is busy at most this share of "
                     "the time; frames over it are skipped (the serving streams keep their "
                     "frame rate)")
+    shadow_streams: int = Field(
+        1, ge=1, le=64,
+        description="streams shadowed at once (the others are not); the shadow moves on to "
+                    "the next streams every shadow_rotate_s. Each costs a second tracker and "
+                    "the candidate's inference of its frames")
+    shadow_rotate_s: float = Field(300.0, ge=10.0, le=86400.0)
     max_latency_ms: float = Field(
         150.0, gt=0.0, le=10000.0,
         description="a promoted model whose median batch time exceeds this for "

@@ -36,6 +36,7 @@ from edge.fleet.routes import add_fleet_routes
 from edge.memory import DEFAULT_INTERVAL_S, HeapTrimmer, interval_from_env
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
+from edge.rollout import RolloutControl
 from edge.rollout.store import MODELS_SUBDIR, ModelStore
 from edge.systemd import Notifier
 from edge.web.access import AccessToken, Keyring, load_keyring
@@ -43,6 +44,7 @@ from edge.web.addresses import browse_urls
 from edge.web.app import make_app
 from edge.web.bills import add_bill_routes
 from edge.web.config_history import history_path
+from edge.web.model_routes import add_model_routes
 from edge.web.tls import server_ssl_context
 from edge.web.webrtc import WebRtcHub, add_webrtc_routes
 
@@ -152,7 +154,7 @@ async def _serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR09
         await billing.close()
         raise
     hub = WebRtcHub(pipeline.views, config.server, metrics)
-    app = _web_app(pipeline, hub, billing, config_path, keyring)
+    app = _web_app(pipeline, hub, billing, config_path, keyring, pipeline.rollout)
     add_fleet_routes(app, fleet.status)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -226,15 +228,19 @@ async def _open_billing(config: SiteConfig, metrics: Metrics) -> BillingService:
     return billing
 
 
-def _web_app(pipeline: Pipeline, hub: WebRtcHub, billing: BillingService,
-             config_path: Path | None, token: str | Keyring) -> web.Application:
-    """Control plane, WebRTC and bills API in one application, guarded by ``token``
-    (the tokens in force, or the owner's alone)."""
+def _web_app(pipeline: Pipeline, hub: WebRtcHub, billing: BillingService,  # noqa: PLR0917
+             config_path: Path | None, token: str | Keyring,
+             rollout: RolloutControl | None = None) -> web.Application:
+    """Control plane, WebRTC, bills API and (with ``rollout``) the model registry in
+    one application, guarded by ``token`` (the tokens in force, or the owner's alone)."""
     app = make_app(pipeline, config_path=config_path, token=token, static_dir=STATIC_DIR,
                    readiness_checks=[billing.readiness],
                    history=history_path(pipeline.config))
     add_webrtc_routes(app, hub)
     add_bill_routes(app, billing, menu=lambda: pipeline.config.menu)
+    if rollout is not None:
+        add_model_routes(app, rollout, max_upload_bytes=int(
+            pipeline.config.rollout.max_upload_mb * 1024 * 1024))
     return app
 
 

@@ -346,7 +346,6 @@ class Pipeline:
         # configured model serves for the pipeline's life
         self.rollout = (None if store is None
                         else Rollout(self, store, config.rollout, self.metrics))
-        self._shadow_book: ShadowBook | None = None
         self._class_names: tuple[str, ...] = ()
 
     @property
@@ -383,9 +382,6 @@ class Pipeline:
 
     def _start_stream(self, sc: StreamConfig) -> None:
         runner = StreamRunner(sc, self._config, self.worker, self.metrics, self.billing)
-        if self._shadow_book is not None:
-            runner.shadow = ShadowStream(sc, self._config, self.worker.class_names,
-                                         self._shadow_book)
         runner.start()
         self.runners[sc.id] = runner
         log.info("stream_started", stream=sc.id)
@@ -403,16 +399,21 @@ class Pipeline:
             runner.apply_site(self._config)
         log.info("model_classes_added", classes=len(names))
 
-    def start_shadow(self, book: ShadowBook) -> None:
-        """Give every stream a shadow copy of its tracking and billing for ``book``."""
-        self._shadow_book = book
-        for runner in self.runners.values():
-            runner.shadow = ShadowStream(runner.config, self._config, self.worker.class_names,
-                                         book)
+    def start_shadow(self, book: ShadowBook, streams: Sequence[str]) -> None:
+        """Give ``streams`` a shadow copy of their tracking and billing for
+        ``book`` (the others have none)."""
+        wanted = set(streams)
+        for sid, runner in self.runners.items():
+            if sid not in wanted:
+                runner.shadow = None
+            elif runner.shadow is None or runner.shadow.book is not book:
+                runner.shadow = ShadowStream(runner.config, self._config,
+                                             self.worker.class_names, book)
+        self.worker.shadow_streams = wanted & set(self.runners)
 
     def stop_shadow(self) -> None:
         """Drop every stream's shadow copy."""
-        self._shadow_book = None
+        self.worker.shadow_streams = set()
         for runner in self.runners.values():
             runner.shadow = None
 

@@ -12,6 +12,7 @@ invents, and nothing here may reach addresses outside this machine.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import tempfile
 import threading
@@ -24,11 +25,13 @@ from test_http_api import MemoryDaemon
 from test_webrtc_support import TOKEN, CameraView
 
 from edge.billing.service import BillingService
-from edge.config import ServerConfig, SiteConfig, write_config_atomic
+from edge.config import DEFAULT_MODEL, ServerConfig, SiteConfig, write_config_atomic
 from edge.daemon import _web_app
 from edge.fleet import FleetOff
 from edge.fleet.routes import add_fleet_routes
 from edge.metrics import Metrics
+from edge.pipeline import Pipeline
+from edge.rollout.store import MODELS_SUBDIR, ModelStore
 from edge.web.openapi import build_spec
 from edge.web.webrtc import WebRtcHub
 
@@ -37,6 +40,9 @@ BILL_IDS = ("cam1-1-1", "cam1-1-2", "cam2-1-3")
 
 STREAM_ID = "cam1"
 """The stream the hub serves."""
+
+MODEL_ID = hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest()[:12]
+"""The model in the registry (the shipped one, serving in the registry's eyes)."""
 
 
 def daemon_app(folder: Path, *, token: str = TOKEN, views: dict[str, Any] | None = None,
@@ -52,8 +58,15 @@ def daemon_app(folder: Path, *, token: str = TOKEN, views: dict[str, Any] | None
     hub = WebRtcHub(views or {}, server, metrics, connect_timeout_s=2.0)
     site = folder / "site.toml"
     write_config_atomic(site, config)
+    # the model registry's routes act on a real controller of a pipeline that never
+    # starts (no model loaded: its changes answer 409)
+    store = ModelStore(folder / MODELS_SUBDIR)
+    store.open()
+    store.adopt(DEFAULT_MODEL)  # MODEL_ID
+    rollout = Pipeline(config, metrics, store=store).rollout
     # MemoryDaemon stands in for the pipeline: _web_app reads only what DaemonControl offers
-    app = _web_app(MemoryDaemon(config), hub, service, site, token)  # type: ignore[arg-type]
+    app = _web_app(MemoryDaemon(config), hub, service, site, token,  # type: ignore[arg-type]
+                   rollout)
     add_fleet_routes(app, FleetOff().status)  # as edge.daemon adds it
     return app, service
 
@@ -128,4 +141,9 @@ def openapi_document() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from edge.observability import configure_logging
+
+    configure_logging("warning", stream=sys.stderr)  # stdout is the document
     print(json.dumps(openapi_document(), indent=1, ensure_ascii=False))

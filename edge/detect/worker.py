@@ -174,11 +174,12 @@ class DetectionWorker:
 
     Every model runs in its own single inference thread (:class:`LoadedModel`).
     The serving model can be swapped between two batches (:meth:`serve`); a
-    shadow model (:meth:`set_shadow`) gets the serving model's batches too,
-    while its thread is busy at most ``shadow_busy_share`` of the time, and
-    hands its detections to ``on_shadow``. Class ids from every model are mapped
-    into one class space that only grows (:attr:`class_names`), so the trackers
-    of the streams keep their dishes' class evidence across a swap.
+    shadow model (:meth:`set_shadow`) gets the frames of ``shadow_streams`` in
+    the serving model's batches too, while its thread is busy at most
+    ``shadow_busy_share`` of the time, and hands its detections to ``on_shadow``.
+    Class ids from every model are mapped into one class space that only grows
+    (:attr:`class_names`), so the trackers of the streams keep their dishes'
+    class evidence across a swap.
 
     Parameters
     ----------
@@ -212,6 +213,7 @@ class DetectionWorker:
         self._serving: LoadedModel | None = None
         self.shadow: LoadedModel | None = None
         self.shadow_busy_share = 0.5
+        self.shadow_streams: set[str] = set()  # streams whose frames the shadow gets
         self.on_shadow: Callable[[Frame, Detections], None] | None = None
         self.on_model_error: ModelErrorHook | None = None
         self.on_window: Callable[[], None] | None = None  # after every window of ~1 s
@@ -404,7 +406,9 @@ class DetectionWorker:
         span = max(time.monotonic() - self._window_start, 0.25)
         if shadow.busy / span > self.shadow_busy_share:
             return
-        frames = [r.frame for r in batch]
+        frames = [r.frame for r in batch if r.frame.stream_id in self.shadow_streams]
+        if not frames:
+            return
         self._shadow_task = asyncio.create_task(self._run_shadow(shadow, frames),
                                                 name="detect-shadow")
 

@@ -76,6 +76,8 @@ class Rollout:
         self._slow_windows = 0
         self._auto: asyncio.Task[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._rotation = 0  # how often the shadow moved on to the next streams
+        self._rotated_at = 0.0
 
     @property
     def worker(self) -> DetectionWorker:
@@ -146,7 +148,7 @@ class Rollout:
         """Load ``model_id`` beside the serving model and shadow it."""
         async with self._locked():
             entry = self._entry(model_id)
-            if entry.id == self.worker.serving.model_id:
+            if entry.id == self._serving().model_id:
                 raise RolloutError(f"model {entry.id} ({entry.version}) serves already")
             shadow = self.worker.shadow
             if shadow is not None and shadow.model_id == entry.id:
@@ -157,7 +159,8 @@ class Rollout:
             self.book = ShadowBook(entry.id, [n for n in model.class_names if n not in served],
                                    self.config.match_window_s, self.metrics)
             self.pipeline.classes_changed()
-            self.pipeline.start_shadow(self.book)
+            self._rotation, self._rotated_at = 0, time.monotonic()
+            self.pipeline.start_shadow(self.book, self._shadowed_streams())
             self.worker.set_shadow(model)
             entry = self.store.set_state(entry.id, "shadow", actor=actor, reason="shadowed")
             log.info("model_shadowed", id=entry.id, version=entry.version, actor=actor)
@@ -167,7 +170,7 @@ class Rollout:
         """Serve ``model_id`` on every stream from the next batch on."""
         async with self._locked():
             entry = self._entry(model_id)
-            if entry.id == self.worker.serving.model_id:
+            if entry.id == self._serving().model_id:
                 raise RolloutError(f"model {entry.id} ({entry.version}) serves already")
             shadow = self.worker.shadow
             if shadow is not None and shadow.model_id == entry.id and shadow.failed is None:
@@ -189,7 +192,7 @@ class Rollout:
         """Stop shadowing ``model_id`` and mark it retired."""
         async with self._locked():
             entry = self._entry(model_id)
-            if entry.id == self.worker.serving.model_id:
+            if entry.id == self._serving().model_id:
                 raise RolloutError(f"model {entry.id} ({entry.version}) serves: promote "
                                    "another one or roll back first")
             shadow = self.worker.shadow
@@ -213,7 +216,8 @@ class Rollout:
         if shadow is not None and self.book is not None:
             stats = self.book.stats()
             stats["errors"] = int(shadow.failed is not None)
-            out["shadow"] = {**self._describe(shadow), "stats": stats}
+            out["shadow"] = {**self._describe(shadow), "stats": stats,
+                             "streams": sorted(self.worker.shadow_streams)}
         return out
 
     # -- internals -----------------------------------------------------------
@@ -224,6 +228,12 @@ class Rollout:
             raise RolloutError("another model change is under way; try again in a moment")
         async with self._lock:
             yield
+
+    def _serving(self) -> LoadedModel:
+        if not self.worker.loaded:
+            raise RolloutError("no model serves yet: the daemon is starting; try again in a "
+                               "moment")
+        return self.worker.serving
 
     def _entry(self, model_id: str) -> ModelEntry:
         return self.store.get(model_id)  # RolloutError 404 for an unknown one
@@ -277,7 +287,7 @@ class Rollout:
 
     async def _rollback(self, actor: str | None, reason: str, cause: str) -> dict[str, Any]:
         target = self.store.rollback_target()
-        serving = self.worker.serving
+        serving = self._serving()
         if target is None or target.id == serving.model_id:
             raise RolloutError(f"nothing to roll back to: model {serving.model_id} "
                                f"({serving.version}) is the only one that served")
@@ -294,7 +304,7 @@ class Rollout:
         """Roll back in the background (once at a time), for ``reason``."""
         if self._auto is not None and not self._auto.done():
             return
-        log.error("model_auto_rollback", id=self.worker.serving.model_id,
+        log.error("model_auto_rollback", id=self._serving().model_id,
                   version=self.worker.serving.version, reason=reason)
 
         async def run() -> None:
@@ -332,6 +342,7 @@ class Rollout:
         if shadow is not None and self.book is not None:
             self.book.times.extend(shadow.last_times)
             self.book.expire(time.time())
+            self._rotate()
         if self._promoted_at is None:
             return
         if time.monotonic() - self._promoted_at > PROBATION_S:
@@ -347,6 +358,26 @@ class Rollout:
             self._promoted_at = None
             self._auto_rollback(f"median call time {median_ms:.0f} ms over the budget of "
                                 f"{self.config.max_latency_ms:.0f} ms")
+
+    def _shadowed_streams(self) -> list[str]:
+        """The ``rollout.shadow_streams`` streams whose turn it is."""
+        ids = sorted(self.pipeline.runners)
+        if not ids:
+            return []
+        n = min(self.config.shadow_streams, len(ids))
+        first = self._rotation * n
+        return [ids[(first + i) % len(ids)] for i in range(n)]
+
+    def _rotate(self) -> None:
+        """Move the shadow on to the next streams every ``rollout.shadow_rotate_s``."""
+        if (self.book is None or len(self.pipeline.runners) <= self.config.shadow_streams
+                or time.monotonic() - self._rotated_at < self.config.shadow_rotate_s):
+            return
+        self._rotation += 1
+        self._rotated_at = time.monotonic()
+        streams = self._shadowed_streams()
+        self.pipeline.start_shadow(self.book, streams)
+        log.info("shadow_moved", id=self.book.model_id, streams=streams)
 
     def _shadow_detections(self, frame: Frame, detections: Detections) -> None:
         """The worker's hook: the shadow's detections of ``frame``."""

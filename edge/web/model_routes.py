@@ -157,7 +157,12 @@ class ModelApi:
                 store.add_file, tmp, source="upload", actor=actor_name(request),
                 name=Path(query.name).name if query.name else None, move=True)
         except RolloutError as err:
-            return error(err.status, str(err))
+            message = str(err).replace(tmp.name, query.name or "the upload")
+            if err.status == 422:  # the contract's problems, one line each
+                return error(422, message, errors=[f"(root): {line.strip()}"
+                                                   for line in message.splitlines()
+                                                   if line.strip()])
+            return error(err.status, message)
         finally:
             tmp.unlink(missing_ok=True)
         return web.json_response(entry.to_json(), status=201 if added else 200)
