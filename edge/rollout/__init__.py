@@ -70,6 +70,8 @@ class RolloutControl(Protocol):
         ...
 
     def status(self) -> dict[str, Any]:
-        """``{"serving": entry, "shadow": {"model": entry, "stats": {...}} | None,
-        "swapping": bool}`` (JSON-ready)."""
+        """``{"serving": {"id", "version", "classes"} | None, "shadow": {"id",
+        "version", "classes", "stats": {...}, "streams": [...]} | None,
+        "swapping": bool, "probation_s_left": float | None}`` (JSON-ready;
+        ``stats`` as :meth:`edge.rollout.shadow.ShadowBook.stats`)."""
         ...
