@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,39 @@ def test_without_a_daemon_the_shell_says_so_and_how_to_start_it(
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2
+
+
+@needs_model
+def test_the_shell_drives_a_running_daemon(tmp_path: Path) -> None:
+    """The installed command against ``dishtracker run`` (one synthetic camera):
+    a candidate added, shadowed, promoted and rolled back from the shell."""
+    from bench.harness import start_daemon
+
+    candidate = dishnet_variant(tmp_path / "canteen-v2.onnx", "dishnet-v2")
+
+    def shell(site: Path, *argv: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "edge.cli", "models", *argv,
+                               "--config", str(site)], capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    async def main_() -> None:
+        daemon = await start_daemon(tmp_path, streams=1, fps=5, size="320x240")
+        try:
+            listed = await asyncio.to_thread(shell, daemon.site, "list")
+            assert "dishnet-1.1  serving  config" in listed
+            added = await asyncio.to_thread(shell, daemon.site, "add", str(candidate))
+            v2 = added.split()[1]
+            for action, state in (("shadow", "shadow"), ("promote", "serving")):
+                out = await asyncio.to_thread(shell, daemon.site, action, v2)
+                assert out == f"model {v2} (dishnet-v2) is {state}\n"
+            async with daemon.session() as http, http.get(f"{daemon.base}/api/streams") as r:
+                streams = await r.json()
+            assert streams[0]["model"]["version"] == "dishnet-v2"
+            out = await asyncio.to_thread(shell, daemon.site, "rollback")
+            assert out.endswith("(dishnet-1.1) is serving\n")
+        finally:
+            daemon.child.stop()
+
+    asyncio.run(main_())
