@@ -42,6 +42,8 @@ WARMUP_S = 2.0
 """Bills of trays first seen this soon after the shadow started are not compared."""
 LATENCY_SAMPLES = 2000
 """Most recent candidate call times kept for the latency figures."""
+DIFFER_KEPT = 2000
+"""Most recent differing bills kept for the cashier's verdict (a shadow may run for days)."""
 
 Dishes = collections.Counter[str]
 
@@ -127,6 +129,8 @@ class ShadowBook:
         else:
             self._count("differ")
             self._differ[serving_bill.bill_id] = (served, shadow)
+            if len(self._differ) > DIFFER_KEPT:
+                del self._differ[next(iter(self._differ))]
 
     def expire(self, now: float) -> None:
         """Count the bills left unpaired for longer than the window."""
