@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -35,6 +36,7 @@ from edge.detect.worker import DetectionWorker
 from edge.errors import ConfigError, ModelError
 from edge.frames import Detections, Frame, TrackedFrame
 from edge.metrics import Metrics
+from edge.rollout import RolloutError
 from edge.rollout.controller import Rollout
 from edge.rollout.shadow import ShadowBook, ShadowStream
 from edge.rollout.store import ModelStore
@@ -480,7 +482,8 @@ class Pipeline:
         Every stream that would (re)start gets its source built (URL and query
         parsed, e.g. ``synthetic://?fps=…``) on a scratch metrics registry; a
         changed model file is read and checked against the model contract
-        (it loads at the next start). Scene files were merged by
+        (it is promoted live with the model registry, else it loads at the
+        next start). Scene files were merged by
         :func:`edge.config.parse_config` already.
 
         Raises
@@ -522,8 +525,11 @@ class Pipeline:
         close from now on follow them: :meth:`StreamRunner.apply_site`);
         streams added, removed or changed (a changed one keeps its tracker and
         viewers where it can: :meth:`StreamRunner.reconfigure`; a removed or
-        disabled one bills its open trays, flagged ``stream_changed``).
-        Model, backend, threads, server and storage need a restart.
+        disabled one bills its open trays, flagged ``stream_changed``); with
+        the model registry (the daemon's), ``detector.model``: registered and
+        promoted between two frames (:meth:`Rollout.use_config_model`; one that
+        does not load refuses the whole config). Backend, threads, precision,
+        server and storage need a restart (the model too without a registry).
 
         All or nothing: :meth:`check_config` builds and checks everything new
         before anything stops; when it refuses, the old config keeps running.
@@ -542,14 +548,19 @@ class Pipeline:
                 if getattr(old, table) != getattr(new, table):
                     restart.append(table)
             od, nd = old.detector, new.detector
+            model = od.model
+            if nd.model != od.model and self.rollout is not None:
+                await self._use_model(nd.model)  # first: a refusal leaves everything as it was
+                model = nd.model
+                applied.append("detector.model")
             for key in ("model", "backend", "threads", "precision"):
-                if getattr(od, key) != getattr(nd, key):
+                if getattr(od, key) != getattr(nd, key) and f"detector.{key}" not in applied:
                     restart.append(f"detector.{key}")
             for key in ("score_threshold", "max_rate_hz", "min_rate_hz"):
                 if getattr(od, key) != getattr(nd, key):
                     applied.append(f"detector.{key}")
             self.worker.reconfigure(nd.model_copy(update={
-                "model": od.model, "backend": od.backend, "threads": od.threads,
+                "model": model, "backend": od.backend, "threads": od.threads,
                 "precision": od.precision}))
             for table in ("tracker", "billing", "menu"):
                 if getattr(old, table) != getattr(new, table):
@@ -580,6 +591,18 @@ class Pipeline:
                         applied.append(f"streams.{sid}")
             log.info("config_applied", applied=applied, restart_required=restart)
             return {"applied": applied, "restart_required": restart}
+
+    async def _use_model(self, path: Path) -> None:
+        """Promote the config's new model (:meth:`Rollout.use_config_model`); a
+        model that does not load is a :class:`ConfigError`."""
+        assert self.rollout is not None
+        try:
+            await self.rollout.use_config_model(path)
+        except RolloutError as err:
+            exc = ConfigError(f"the config cannot be applied; nothing changed:\n  "
+                              f"detector.model: {err}")
+            exc.errors = [f"detector.model: {err}"]  # type: ignore[attr-defined]
+            raise exc from err
 
     async def stop(self) -> None:
         """Stop sources, drain stream loops, stop the worker, release the model."""

@@ -22,6 +22,7 @@ from test_hardening_config import _site, needs_model
 from edge.billing.model import Bill
 from edge.billing.service import JOURNAL_FILE, BillingService
 from edge.config import SiteConfig
+from edge.errors import ConfigError
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
 from edge.rollout import RolloutError
@@ -274,3 +275,45 @@ def test_the_book_pairs_bills_of_one_tray_and_counts_who_was_right() -> None:
     book.correction("b", {"items": [{"key": "coffee"}]})  # undone: serving was right
     assert book.stats()["corrections"] == {"candidate_right": 0, "serving_right": 1,
                                            "neither": 0}
+
+
+@needs_model
+def test_a_new_detector_model_in_the_config_is_promoted_live_or_refused_whole(
+        tmp_path: Path) -> None:
+    site = _site(tmp_path, URL)
+    v2 = dishnet_variant(tmp_path / "v2.onnx", "dishnet-v2")
+    broken = failing_at_load(tmp_path / "broken.onnx")
+
+    async def body(pipeline: Pipeline, billing: BillingService) -> None:
+        rollout = pipeline.rollout
+        assert rollout is not None
+        gaps = _Gaps(pipeline)
+        refused = site.model_copy(update={
+            "detector": site.detector.model_copy(update={"model": broken}),
+            "menu": {}})
+        with pytest.raises(ConfigError, match=r"detector.model: .*does not load"):
+            await pipeline.apply_config(refused)
+        assert pipeline.config.menu == site.menu  # nothing changed
+        new = site.model_copy(update={"detector": site.detector.model_copy(
+            update={"model": v2, "score_threshold": 0.4})})
+        result = await pipeline.apply_config(new)
+        assert "detector.model" in result["applied"] and not result["restart_required"]
+        assert rollout.status()["serving"]["version"] == "dishnet-v2"
+        assert pipeline.config.detector.model == v2
+        assert pipeline.worker.config.score_threshold == 0.4
+        await asyncio.sleep(0.5)
+        assert await gaps.stop() < 0.5
+        ids["v2"] = rollout.status()["serving"]["id"]
+
+    ids: dict[str, str] = {}
+    _run(site, body)
+
+    async def restarted(pipeline: Pipeline, billing: BillingService) -> None:
+        # PUT /api/config wrote the file naming v2; the registry recorded it as the
+        # config's model, so the start keeps it serving
+        assert pipeline.rollout is not None
+        assert pipeline.rollout.status()["serving"]["id"] == ids["v2"]
+
+    changed = site.model_copy(update={"detector": site.detector.model_copy(
+        update={"model": v2})})
+    _run(changed, restarted)

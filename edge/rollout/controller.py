@@ -128,6 +128,17 @@ class Rollout:
         return self.store.set_state(target.id, "serving", actor="auto",
                                     reason="the promoted model failed to load at start")
 
+    async def use_config_model(self, path: Path) -> ModelEntry:
+        """Serve the site config's new ``detector.model`` (``PUT /api/config``):
+        registered, promoted unless it serves already, and recorded as the
+        config's model. Raises :class:`RolloutError` (nothing changed then)."""
+        entry, _ = await asyncio.to_thread(self.store.add_file, path, source="config",
+                                           actor="config")
+        if entry.id != self._serving().model_id:
+            await self.promote(entry.id, actor="config")
+        await asyncio.to_thread(self.store.note_config, entry.sha256)
+        return self.store.get(entry.id)
+
     def correction(self, view: dict[str, Any]) -> None:
         """A stored correction (the bill's journal view): for the shadow's "who
         was right" (:meth:`edge.billing.service.BillingService.add_correction_listener`)."""

@@ -350,6 +350,14 @@ class ModelStore:
             self._save()
         return self.set_state(entry.sha256, "serving", actor="config", reason=reason)
 
+    def note_config(self, sha256: str) -> None:
+        """Record ``sha256`` as the site config's ``detector.model`` (a config change
+        applied live): the next start keeps what serves unless the config changes again."""
+        with self._lock:
+            if self._config_sha != sha256:
+                self._config_sha = sha256
+                self._save()
+
     # -- inside the lock ---------------------------------------------------------------
 
     def _get(self, ref: str) -> ModelEntry:
