@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 import pytest
-from detect_models import square_finder
+from detect_models import CONTRACT_METADATA, square_finder
 from fake_tensorrt import FakeGpu
 from onnx import helper, numpy_helper
 from structlog.testing import capture_logs
@@ -359,6 +359,35 @@ def test_worker_passes_storage_streams_and_fallback_to_the_loader(
     asyncio.run(worker.load())
     assert [e["parts"]["max_batch"] for e in EngineStore(tmp_path / "engines").entries()] == [4]
     asyncio.run(worker.close())
+
+
+def test_a_candidate_builds_its_engine_in_its_own_thread_while_the_model_in_service_detects(
+        square_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry's promote on a GPU box (docs/MODELS.md): the new model's engine
+    is built (and cached) in the candidate's thread, not the serving one's, and
+    the swap hands the worker the loaded engine."""
+    FakeGpu().install(monkeypatch)
+    candidate = square_finder(tmp_path / "v2.onnx",
+                              {**CONTRACT_METADATA, "model_version": "test-2"})
+    config = DetectorConfig(model=square_model, backend="tensorrt")
+    worker = DetectionWorker(config, Metrics(), engine_dir=tmp_path / "engines", max_batch=2)
+
+    async def main() -> None:
+        await worker.load()
+        serving = worker.serving
+        model = await worker.load_model(candidate, model_id="c2", version="test-2")
+        assert model.executor is not serving.executor
+        assert len(EngineStore(tmp_path / "engines").entries()) == 2
+        image = np.zeros((256, 320, 3), np.uint8)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(serving.executor, serving.call, [image])
+        old = worker.serve(model)
+        assert old is serving and worker.serving.version == "test-2"
+        assert len(await loop.run_in_executor(model.executor, model.call, [image])) == 1
+        await worker.close_model(serving)
+        await worker.close()
+
+    asyncio.run(main())
 
 
 def test_worker_without_fallback_fails_to_load(square_model: Path, tmp_path: Path,
