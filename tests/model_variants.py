@@ -6,8 +6,8 @@ All run on the real ONNX Runtime:
   (another SHA-256: a new model to the registry, the same detections).
 - :func:`failing_at_load`: passes the contract check, but ONNX Runtime cannot
   build a session for it (an operator no runtime implements).
-- :func:`failing_at_inference`: loads, and raises at every call on one
-  image (a reshape the batch size 1 cannot satisfy).
+- :func:`failing_at_inference`: loads and runs on a blank frame (the
+  worker's warm-up), and raises on every real one.
 """
 
 from __future__ import annotations
@@ -59,14 +59,23 @@ def failing_at_load(path: Path, version: str = "broken-load") -> Path:
 
 
 def failing_at_inference(path: Path, version: str = "broken-run") -> Path:
-    """A model that reshapes its detections to ``[7, -1]`` and back: fine for a
-    batch of 7, an error at run time for a batch of 1 (100 x 6 values)."""
+    """A model that loads and runs on a blank frame (the worker's warm-up) but
+    raises on a real one: its detections are reshaped to ``[k, -1]`` and back,
+    with ``k = 7`` (which 100 x 6 values cannot fill) when the normalised input
+    has a value over 1.0, a pixel brighter than a blank, letterboxed frame has."""
     model = onnx.load(str(DISHNET))
     _with_version(model, version)
-    odd = numpy_helper.from_array(np.array([7, -1], np.int64), "odd_shape")
-    back = numpy_helper.from_array(np.array([-1, 100, 6], np.int64), "back_shape")
-    _wrap_detections(model, [helper.make_node("Reshape", ["det_raw", "odd_shape"], ["det_odd"]),
-                             helper.make_node("Reshape", ["det_odd", "back_shape"],
-                                              ["detections"])], [odd, back])
+    consts = [numpy_helper.from_array(np.array(v, dtype), name) for name, v, dtype in (
+        ("bright", 1.0, np.float32), ("k_bad", [7], np.int64), ("k_ok", [1], np.int64),
+        ("rest", [-1], np.int64), ("back_shape", [-1, 100, 6], np.int64))]
+    nodes = [
+        helper.make_node("ReduceMax", ["images"], ["peak"], keepdims=0),
+        helper.make_node("Greater", ["peak", "bright"], ["is_real"]),
+        helper.make_node("Where", ["is_real", "k_bad", "k_ok"], ["k"]),
+        helper.make_node("Concat", ["k", "rest"], ["odd_shape"], axis=0),
+        helper.make_node("Reshape", ["det_raw", "odd_shape"], ["det_odd"]),
+        helper.make_node("Reshape", ["det_odd", "back_shape"], ["detections"]),
+    ]
+    _wrap_detections(model, nodes, consts)
     onnx.save(model, str(path))
     return path

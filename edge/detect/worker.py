@@ -260,7 +260,7 @@ class DetectionWorker:
         config = self.config.model_copy(update={"model": model})
         try:
             detector = await asyncio.get_running_loop().run_in_executor(
-                executor, self._loader, config)
+                executor, _load_warm, self._loader, config)
         except BaseException:
             executor.shutdown(wait=False)
             raise
@@ -475,6 +475,25 @@ class DetectionWorker:
             if model is not None:
                 await self.close_model(model)
         self.shadow = self._serving = None
+
+
+WARMUP_SIZE = (480, 640)
+"""A blank frame of this size (height, width) runs once through a model just loaded."""
+
+
+def _load_warm(loader: Callable[[DetectorConfig], Detector],
+               config: DetectorConfig) -> Detector:
+    """Load and run once on a blank frame, in the model's own thread: a runtime's
+    first call allocates and plans, and a shadow or a promoted model should not
+    pay that on the streams' frames (the first call of a model that cannot run
+    raises here, before it serves)."""
+    detector = loader(config)
+    try:
+        detector.detect([np.zeros((*WARMUP_SIZE, 3), np.uint8)])
+    except BaseException:
+        detector.close()
+        raise
+    return detector
 
 
 def _load(config: DetectorConfig, *, engine_dir: Path | None, max_batch: int,
