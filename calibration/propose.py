@@ -42,6 +42,7 @@ from edge.detect.preprocess import Letterbox
 from edge.errors import ConfigError, InputFormatError, ModelError
 from edge.fsutil import write_atomic
 from edge.geometry import box_iou
+from edge.label.ranking import knn_scores
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -146,23 +147,6 @@ def _pool(fmap: FloatArray, boxes: FloatArray, input_size: tuple[int, int]) -> F
 def _unit(x: FloatArray) -> FloatArray:
     return np.asarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6),
                       np.float32)
-
-
-def knn_scores(support: FloatArray, labels: npt.NDArray[np.int64], queries: FloatArray,
-               classes: Sequence[int], k: int = 3) -> FloatArray:
-    """Class scores ``(Q, len(classes))``: mean cosine similarity to each class's
-    ``k`` nearest labelled examples (fewer when the class has fewer).
-
-    ``support`` and ``queries`` are unit-length rows; ``labels`` the support's classes.
-    """
-    sims = queries @ support.T
-    out = np.full((len(queries), len(classes)), -1.0, np.float32)
-    for j, c in enumerate(classes):
-        own = sims[:, labels == c]
-        if own.shape[1]:
-            top = -np.sort(-own, axis=1)[:, :k]
-            out[:, j] = top.mean(axis=1)
-    return out
 
 
 @dataclass(frozen=True, slots=True)

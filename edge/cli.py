@@ -181,6 +181,14 @@ _MODELS = {
                "stop shadowing a model and mark it retired"),
 }
 
+_LABEL = {
+    "import": ("edge.label.cli", "add_import_arguments", "run_import",
+               "add the frames of a `calibrate select` folder to the labelling workspace"),
+    "export": ("edge.label.cli", "add_export_arguments", "run_export",
+               "write the workspace's labels as a COCO dataset for `calibrate train`"),
+}
+
+
 def _add_group(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str,
     table: dict[str, tuple[str, str, str, str]], argv: Sequence[str],
@@ -210,6 +218,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                _TOKEN, argv)
     _add_group(sub, "models", "the running daemon's models: list, add, shadow, promote, "
                               "rollback, retire", _MODELS, argv)
+    _add_group(sub, "label", "the labelling workspace: import frames, export labels",
+               _LABEL, argv)
     return parser
 
 

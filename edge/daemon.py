@@ -33,6 +33,7 @@ from edge.config import SiteConfig, refuse_on
 from edge.errors import JournalError
 from edge.fleet import create_fleet
 from edge.fleet.routes import add_fleet_routes
+from edge.label.store import LABELS_SUBDIR
 from edge.memory import DEFAULT_INTERVAL_S, HeapTrimmer, interval_from_env
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
@@ -44,6 +45,7 @@ from edge.web.addresses import browse_urls
 from edge.web.app import make_app
 from edge.web.bills import add_bill_routes
 from edge.web.config_history import history_path
+from edge.web.label_routes import add_label_routes
 from edge.web.model_routes import add_model_routes
 from edge.web.tls import server_ssl_context
 from edge.web.webrtc import WebRtcHub, add_webrtc_routes
@@ -231,13 +233,16 @@ async def _open_billing(config: SiteConfig, metrics: Metrics) -> BillingService:
 def _web_app(pipeline: Pipeline, hub: WebRtcHub, billing: BillingService,  # noqa: PLR0917
              config_path: Path | None, token: str | Keyring,
              rollout: RolloutControl | None = None) -> web.Application:
-    """Control plane, WebRTC, bills API and (with ``rollout``) the model registry in
-    one application, guarded by ``token`` (the tokens in force, or the owner's alone)."""
+    """Control plane, WebRTC, bills API, labelling workspace and (with ``rollout``) the
+    model registry in one application, guarded by ``token`` (the tokens in force, or
+    the owner's alone)."""
     app = make_app(pipeline, config_path=config_path, token=token, static_dir=STATIC_DIR,
                    readiness_checks=[billing.readiness],
                    history=history_path(pipeline.config))
     add_webrtc_routes(app, hub)
     add_bill_routes(app, billing, menu=lambda: pipeline.config.menu)
+    add_label_routes(app, pipeline.config.storage.dir / LABELS_SUBDIR,
+                     lambda: pipeline.config.detector.model, classes=lambda: pipeline.config.menu)
     if rollout is not None:
         add_model_routes(app, rollout, max_upload_bytes=int(
             pipeline.config.rollout.max_upload_mb * 1024 * 1024))

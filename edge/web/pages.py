@@ -1,11 +1,11 @@
-"""The manager's and the till's other pages: ``/report.html``, ``/menu.html``, ``/models.html``.
+"""The other pages: ``/report.html``, ``/menu.html``, ``/models.html``, ``/label.html``.
 
 Beside the cashier page (``/``, :meth:`edge.web.app.ControlPlane.index`):
 plain HTML files of the static folder with their own scripts
-(``report.js``, ``menu.js``, ``models.js``; the CSP of :mod:`edge.web.headers` forbids
+(``report.js``, ``menu.js``, ``models.js``, ``label.js``; the CSP of :mod:`edge.web.headers` forbids
 inline scripts). They are open like the cashier page; the data they show
 needs a token (:mod:`edge.web.report`, :mod:`edge.web.menu_routes`,
-:mod:`edge.web.model_routes`).
+:mod:`edge.web.model_routes`, :mod:`edge.web.label_routes`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from aiohttp import web
 from edge.web.openapi import Reply, operation
 from edge.web.payloads import ErrorBody, error
 
-PAGES = ("report.html", "menu.html", "models.html")
+PAGES = ("report.html", "menu.html", "models.html", "label.html")
 """Pages served at ``/{name}`` from the static folder."""
 
 
@@ -33,11 +33,12 @@ class Pages:
     def __init__(self, static_dir: Path) -> None:
         self.static_dir = static_dir
 
-    @operation("The end-of-day report page, the menu page or the models page", "page", {
+    @operation("The report, menu, models or labelling page", "page", {
         200: Reply("the page", media_type="text/html", schema={"type": "string"}),
         404: Reply("the page is not installed", ErrorBody)})
     async def page(self, request: web.Request) -> web.StreamResponse:
-        """``/report.html``, ``/menu.html`` or ``/models.html`` (revalidated, as ``/``)."""
+        """``/report.html``, ``/menu.html``, ``/models.html`` or ``/label.html``
+        (revalidated, as ``/``)."""
         name = request.path.lstrip("/")
         path = self.static_dir / name
         if name not in PAGES or not path.is_file():
@@ -46,7 +47,8 @@ class Pages:
 
 
 def add_pages(app: web.Application, static_dir: Path) -> None:
-    """Add ``GET /report.html``, ``/menu.html`` and ``/models.html`` from ``static_dir``."""
+    """Add ``GET /report.html``, ``/menu.html``, ``/models.html`` and ``/label.html``
+    from ``static_dir``."""
     pages = Pages(static_dir)
     for name in PAGES:
         app.router.add_get(f"/{name}", pages.page)
