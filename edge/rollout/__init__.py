@@ -72,6 +72,7 @@ class RolloutControl(Protocol):
     def status(self) -> dict[str, Any]:
         """``{"serving": {"id", "version", "classes"} | None, "shadow": {"id",
         "version", "classes", "stats": {...}, "streams": [...]} | None,
-        "swapping": bool, "probation_s_left": float | None}`` (JSON-ready;
+        "swapping": bool, "rollback_to": {"id", "version"} | None,
+        "probation_s_left": float | None}`` (JSON-ready;
         ``stats`` as :meth:`edge.rollout.shadow.ShadowBook.stats`)."""
         ...

@@ -218,9 +218,13 @@ class Rollout:
         """Serving model, shadow and its figures, whether a swap is under way."""
         serving = self.worker.serving if self.worker.loaded else None
         shadow = self.worker.shadow
+        target = self.store.rollback_target()
         out: dict[str, Any] = {
             "serving": None if serving is None else self._describe(serving),
             "shadow": None, "swapping": self._lock.locked(),
+            "rollback_to": None if target is None or (
+                serving is not None and target.id == serving.model_id)
+            else {"id": target.id, "version": target.version},
             "probation_s_left": None if self._promoted_at is None else max(
                 0.0, round(PROBATION_S - (time.monotonic() - self._promoted_at), 1)),
         }

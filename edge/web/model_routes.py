@@ -91,7 +91,8 @@ class ModelList(BaseModel):
         description='the last 20 state changes, newest first: {"at", "model", "version", '
                     '"from", "to", "actor", "reason"}')
     rollout: dict[str, Any] = Field(
-        description='{"serving", "shadow": {…, "stats"} | null, "swapping"}: what runs now')
+        description='{"serving", "shadow": {…, "stats"} | null, "swapping", "rollback_to", '
+                    '"probation_s_left"}: what runs now (docs/MODELS.md)')
 
 
 _ACTION_REPLIES = {

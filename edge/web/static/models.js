@@ -28,7 +28,9 @@
     shadow: { label: "Shadow", done: "shadowing", ok: (m) => m.state !== "serving" && m.state !== "shadow" },
     promote: { label: "Promote", done: "promoted", ok: (m) => m.state !== "serving",
       confirm: (m) => `Make ${m.id} (${m.version}) serve every stream now?` },
-    rollback: { label: "Roll back", done: "rolled back", ok: (m) => m.state === "serving",
+    // only while the daemon names a model to go back to (status rollback_to)
+    rollback: { label: "Roll back", done: "rolled back",
+      ok: (m) => m.state === "serving" && Boolean(state.rollout && state.rollout.rollback_to),
       confirm: (m) => `Roll ${m.id} (${m.version}) back to the model that served before it?` },
     retire: { label: "Retire", done: "retired", ok: (m) => m.state !== "serving" && m.state !== "retired" },
   };
@@ -49,13 +51,18 @@
     second: "2-digit" });
   const named = (m) => (m ? `${m.id} · ${m.version}` : "none");
   const isTime = (k, v) => typeof v === "number" && v > 1e9 && (k === "since" || k.endsWith("_at"));
+  const number = (v) => (Number.isInteger(v) ? String(v) : String(Math.round(v * 1000) / 1000));
+  // a nested figure in words: {"p50": 31.7, "p95": 100.7} -> "p50 31.7 · p95 100.7",
+  // a list -> "a, b" ("none" when empty)
   const shown = (k, v) => (v === null || v === undefined ? "–"
     : isTime(k, v) ? when(v)
-      : typeof v === "object" ? JSON.stringify(v)
-        : typeof v === "number" && !Number.isInteger(v) ? String(Math.round(v * 1000) / 1000)
-          : String(v));
+      : Array.isArray(v) ? (v.length ? v.map((x) => shown("", x)).join(", ") : "none")
+        : typeof v === "object" ? Object.entries(v).map(
+          ([kk, vv]) => `${kk.replace(/_/g, " ")} ${shown(kk, vv)}`).join(" · ")
+          : typeof v === "number" ? number(v)
+            : String(v));
 
-  // key → value rows; nested objects as JSON, so whatever the daemon adds shows
+  // key → value rows; nested objects in words, so whatever the daemon adds shows
   function table(pairs, label) {
     return el("table", { class: "grid kv", "aria-label": label },
       el("tbody", {}, pairs.map(([k, v]) => el("tr", { "data-key": k },
@@ -64,9 +71,9 @@
 
   function renderRunning(rollout) {
     if (!rollout) return [el("p", { class: "notice-line", text: "No rollout status yet." })];
-    const { serving, shadow, ...rest } = rollout;
+    const { serving, shadow, rollback_to: back, ...rest } = rollout;
     const out = [table([["serving", named(serving)], ["shadow", named(shadow)],
-      ...Object.entries(rest)], "Rollout status")];
+      ["rollback to", named(back)], ...Object.entries(rest)], "Rollout status")];
     if (shadow) {
       const stats = Object.entries(shadow.stats || {});
       out.push(el("h3", { class: "sub", text: `Shadow ${named(shadow)}: how it compares` }),
