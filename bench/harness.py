@@ -282,7 +282,8 @@ def metric(samples: pl.Samples, name: str, **labels: str) -> float:
 def machine_line() -> str:
     """``CPU model, N cores, Python x.y`` of this machine."""
     m = pl.machine()
-    return f"{m['cpu']}, {m['cores']} cores, Python {m['python']}, PyAV {m['av']}, " \
+    return f"{m['cpu']} ({', '.join(m['cpu_flags']) or 'no flags of note'}), " \
+           f"{m['cores']} cores, Python {m['python']}, PyAV {m['av']}, " \
            f"aiortc {m['aiortc']}"
 
 

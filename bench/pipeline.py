@@ -1,7 +1,8 @@
 """Benchmark the daemon end to end against a plain aiortc loopback, on the same machine.
 
     python bench/pipeline.py [--seconds 60] [--streams 3] [--fps 20] [--size 640x480] \
-        [--codec h264|vp8] [--baseline-seconds S] [--json OUT]
+        [--codec h264|vp8] [--source synthetic|rtsp] [--clips DIR] [--baseline-seconds S] \
+        [--json OUT]
 
 Two systems, one after the other, each measured by the same aiortc viewers in
 this process (one viewer per stream, reading the corner stamp of every frame
@@ -12,8 +13,17 @@ it decodes):
    tracking or annotation); same codec, size and fps, and the daemon's encoders
    (:func:`~edge.web.webrtc.install_low_latency_encoders`). This is the floor the
    daemon is compared with.
-2. **daemon**: ``dishtracker run --config site.toml`` with N synthetic streams and
-   the default detector (the shipped model, ONNX Runtime, CPU).
+2. **daemon**: ``dishtracker run --config site.toml`` with N streams and the
+   default detector (the shipped model, ONNX Runtime, CPU). The streams are
+   synthetic cameras rendered inside the daemon (``--source synthetic``), or
+   (``--source rtsp``) what network cameras cost the box: pre-rendered H.264
+   clips of the same scenes (``bench/rtsp_clips.py``, rendered once into
+   ``--clips``) served in real time by a GStreamer RTSP server
+   (``bench/rtsp_camera_server.py``, the system Python's PyGObject) that sends
+   their packets without decoding or encoding, received over RTP/TCP. The
+   clips' stamps count milliseconds from their first frame; the viewer adds
+   the time the server started playing the clip, so glass-to-glass includes
+   the RTSP receive and decode buffering of the daemon's source.
 
 Per stream: delivered fps (unique frame ids decoded per second), glass-to-glass
 latency (decode time in the viewer minus the stamp's capture time; p50/p95/max),
@@ -76,6 +86,7 @@ if str(REPO) not in sys.path:  # `python bench/pipeline.py` from a checkout
     sys.path.insert(0, str(REPO))
 
 from edge.config import DEFAULT_MODEL  # noqa: E402
+from edge.hostinfo import cpu_flags, cpu_model  # noqa: E402
 from edge.sim.live import SyntheticCamera, SyntheticSpec, parse_size  # noqa: E402
 from edge.slot import LatestSlot, SlotClosed  # noqa: E402
 from edge.stamp import read_stamp, unwrap_time_ms  # noqa: E402
@@ -163,13 +174,8 @@ def machine_busy() -> tuple[float, float]:
 
 
 def machine() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(),
+            "python": platform.python_version(),
             "platform": platform.platform(), "av": av.__version__,
             "aiortc": __import__("aiortc").__version__}
 
@@ -402,6 +408,8 @@ class Viewer:
     unreadable: list[float] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     error: str | None = None
+    # RTSP clips stamp milliseconds from their first frame: the Unix ms it played at
+    time_base_ms: int | None = None
 
     async def run(self) -> None:
         try:
@@ -414,8 +422,9 @@ class Viewer:
                     self.unreadable.append(mono)
                     continue
                 frame_id, time_ms = stamp
-                self.samples.append((mono, frame_id, now_ms - unwrap_time_ms(time_ms,
-                                                                             int(now_ms))))
+                glass_ms = (unwrap_time_ms(time_ms, int(now_ms)) if self.time_base_ms is None
+                            else self.time_base_ms + time_ms)
+                self.samples.append((mono, frame_id, now_ms - glass_ms))
         except MediaStreamError:
             self.error = "track ended"
 
@@ -692,6 +701,45 @@ STREAM_CONFIG = """
 id = "cam{n}"
 url = "synthetic://?seed={n}&fps={fps:g}&size={size}"
 """
+RTSP_STREAM_CONFIG = """
+[[streams]]
+id = "cam{n}"
+url = "rtsp://127.0.0.1:{port}/cam{n}"
+transport = "tcp"
+"""
+RTSP_SERVER = SCRIPT.parent / "rtsp_camera_server.py"
+# a Python with PyGObject and gst-rtsp-server (the venv has none): the system's
+SYSTEM_PYTHON = os.environ.get("DISHTRACKER_GST_PYTHON", "/usr/bin/python3")
+
+
+def start_cameras(args: argparse.Namespace, tmp: Path) -> tuple[Child, int]:
+    """Render (or reuse) the clips and serve them as RTSP cameras ``/cam1`` …;
+    returns the server and its port once it listens."""
+    from bench.rtsp_clips import render_clips  # noqa: PLC0415  # PyAV encoding, only here
+
+    seconds = int(args.seconds + args.warmup + 90)  # start-up and viewers' first frames
+    print(f"  clips: {args.streams} x {seconds} s in {args.clips} (rendered once, reused)",
+          flush=True)
+    clips = render_clips(args.clips, args.streams, size=parse_size(args.size),
+                         fps=round(args.fps), seconds=seconds)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    server = Child("rtsp", [SYSTEM_PYTHON, str(RTSP_SERVER), str(port), *map(str, clips)],
+                   tmp / "rtsp.log", env)
+    deadline = time.monotonic() + 20
+    while "ready" not in server.tail(5).split():
+        server.check_alive()
+        if time.monotonic() > deadline:
+            server.stop()
+            raise BenchError(f"the RTSP camera server did not start:\n{server.tail()}")
+        time.sleep(0.1)
+    return server, port
+
+
+def played_at(server: Child, stream: str) -> int | None:
+    """The Unix ms at which ``stream``'s clip started to play (None: not yet)."""
+    found = re.findall(rf"^playing {re.escape(stream)} (\d+)$", server.tail(1000), re.M)
+    return int(found[-1]) if found else None
 
 
 async def run_daemon(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -701,10 +749,12 @@ async def run_daemon(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     token_file = tmp / "token"
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
+    cameras, rtsp_port = start_cameras(args, tmp) if args.source == "rtsp" else (None, 0)
+    streams_config = (RTSP_STREAM_CONFIG if cameras is not None else STREAM_CONFIG)
     site.write_text(
         DAEMON_CONFIG.format(port=port, codec=args.codec, max_peers=max(8, args.streams),
                              storage=tmp / "var", token_file=token_file)
-        + "".join(STREAM_CONFIG.format(n=i + 1, fps=args.fps, size=args.size)
+        + "".join(streams_config.format(n=i + 1, fps=args.fps, size=args.size, port=rtsp_port)
                   for i in range(args.streams)))
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
     exe = shutil.which("dishtracker", path=str(Path(sys.executable).parent))
@@ -722,6 +772,8 @@ async def run_daemon(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             ready_s = time.monotonic() - t_start
             for sid in streams:
                 viewers.append(await connect(http, base, sid))
+                if cameras is not None:
+                    viewers[-1].time_base_ms = await _played(cameras, sid)
             w, before, after = await measure(viewers, daemon, args.seconds, args.warmup,
                                              http=http, base=base)
         result = summarise("daemon", viewers, daemon, w)
@@ -734,14 +786,30 @@ async def run_daemon(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     except BaseException:
         await close_viewers(viewers)
         daemon.stop()
+        if cameras is not None:
+            cameras.stop()
         raise
     await close_viewers(viewers)
     daemon.stop()
+    if cameras is not None:
+        cameras.stop()
+    result["source"] = args.source
     result["server_exit_code"] = daemon.exit_code
     result["server_stop_s"] = round(daemon.stop_seconds or 0.0, 2)
     result["cmd"] = " ".join(cmd)
     result["log_tail"] = daemon.tail(15).splitlines()
     return result
+
+
+async def _played(cameras: Child, stream: str, timeout: float = 30.0) -> int:
+    """When ``stream``'s clip started playing (the daemon asked for it at start)."""
+    deadline = time.monotonic() + timeout
+    while (at := played_at(cameras, stream)) is None:
+        cameras.check_alive()
+        if time.monotonic() > deadline:
+            raise BenchError(f"the RTSP camera {stream} never played:\n{cameras.tail()}")
+        await asyncio.sleep(0.1)
+    return at
 
 
 async def _wait_ready(http: aiohttp.ClientSession, base: str, daemon: Child,
@@ -852,9 +920,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     load0 = os.getloadavg()
     base_s = args.baseline_seconds if args.baseline_seconds is not None else min(30.0,
                                                                                 args.seconds)
-    print(f"machine: {info['cpu']}, {info['cores']} cores; load average at start "
+    print(f"machine: {info['cpu']} (flags of note: {', '.join(info['cpu_flags']) or 'none'}), "
+          f"{info['cores']} cores; load average at start "
           f"{load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} (1/5/15 min)", flush=True)
-    print(f"setup: {args.streams} stream(s) {args.size} at {args.fps:g} fps, {args.codec}; "
+    print(f"setup: {args.streams} {args.source} stream(s) {args.size} at {args.fps:g} fps, "
+          f"{args.codec}; "
           f"loopback {base_s:g} s, daemon {args.seconds:g} s, after {args.warmup:g} s warm-up",
           flush=True)
     report: dict[str, Any] = {
@@ -926,6 +996,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="seconds after every viewer's first frame before measuring")
     ap.add_argument("--start-timeout", type=float, default=120.0,
                     help="seconds to wait for the daemon's /readyz")
+    ap.add_argument("--source", choices=["synthetic", "rtsp"], default="synthetic",
+                    help="the daemon's cameras: synthetic (rendered in the daemon) or rtsp "
+                         "(pre-rendered H.264 clips served by a GStreamer RTSP server: what "
+                         "network cameras cost the box)")
+    ap.add_argument("--clips", type=Path,
+                    default=Path(tempfile.gettempdir()) / "dishtracker-bench-clips",
+                    help="--source rtsp: where the clips are rendered once and reused")
     ap.add_argument("--json", type=Path, help="write every figure here")
     ap.add_argument("--serve-loopback", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port-file", help=argparse.SUPPRESS)
