@@ -69,7 +69,7 @@ ERROR_LINE = re.compile(rf"^(?:\(root\)|{_SEGMENT}(?:\.{_SEGMENT})*): \S")
 colon, the reason."""
 
 KNOWN = {"bill_id": BILL_IDS[0], "id": STREAM_ID, "path": "app.js", "key": "burger",
-         "model_id": MODEL_ID}
+         "model_id": MODEL_ID, "frame_id": "1"}
 """Path parameters that exist on the server."""
 
 MAX_PROBLEMS_KEPT = 40

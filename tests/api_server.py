@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -25,10 +26,18 @@ from test_http_api import MemoryDaemon
 from test_webrtc_support import TOKEN, CameraView
 
 from edge.billing.service import BillingService
-from edge.config import DEFAULT_MODEL, ServerConfig, SiteConfig, write_config_atomic
+from edge.config import (
+    DEFAULT_MODEL,
+    ServerConfig,
+    SiteConfig,
+    StorageConfig,
+    write_config_atomic,
+)
 from edge.daemon import _web_app
 from edge.fleet import FleetOff
 from edge.fleet.routes import add_fleet_routes
+from edge.label.importer import import_folder
+from edge.label.store import LABELS_SUBDIR, LabelStore
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
 from edge.rollout.store import MODELS_SUBDIR, ModelStore
@@ -51,7 +60,8 @@ def daemon_app(folder: Path, *, token: str = TOKEN, views: dict[str, Any] | None
 
     The hub lets one address send many offers (the fuzzer is one address).
     """
-    config = SiteConfig()
+    config = SiteConfig(storage=StorageConfig(dir=folder))
+    _label_frame(folder)
     metrics = Metrics()
     service = BillingService(folder / "journal.sqlite3", metrics)
     server = ServerConfig(offers_per_minute=6000, offer_burst=1000, max_peers=max_peers)
@@ -69,6 +79,16 @@ def daemon_app(folder: Path, *, token: str = TOKEN, views: dict[str, Any] | None
                    rollout)
     add_fleet_routes(app, FleetOff().status)  # as edge.daemon adds it
     return app, service
+
+
+def _label_frame(folder: Path) -> None:
+    """The labelling workspace under ``folder`` with one frame (``frame_id`` 1)."""
+    frames = folder / "selected"
+    frames.mkdir()
+    shutil.copyfile(DEFAULT_MODEL.parent / "probe-frame.jpg", frames / "frame_000001.jpg")
+    store = LabelStore(folder / LABELS_SUBDIR)
+    import_folder(store, frames)
+    store.close()
 
 
 class ApiServer:

@@ -56,10 +56,10 @@ Coord = Annotated[float, Field(allow_inf_nan=False)]
 class LabelBox(BaseModel):
     """One box of a write."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
-    box: tuple[Coord, Coord, Coord, Coord] = Field(
-        description="x1, y1, x2, y2 in frame pixels")
+    box: list[Coord] = Field(min_length=4, max_length=4,
+                             description="x1, y1, x2, y2 in frame pixels")
     class_: str | None = Field(None, alias="class", max_length=80,
                                description="the class; null: not labelled yet")
     proposal: int | None = Field(None, ge=0, description="the proposal it came from (its "
@@ -71,7 +71,7 @@ class LabelBox(BaseModel):
 class LabelWrite(BaseModel):
     """Body of ``PUT /api/label/frames/{frame_id}``: the frame's boxes as they are now."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     pass_: int = Field(1, alias="pass", ge=1, le=2, description="1, or 2 on a frame "
                                                                 "labelled twice")
@@ -83,7 +83,7 @@ class LabelWrite(BaseModel):
 class LeaseRequest(BaseModel):
     """Body of ``POST /api/label/lease``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     step: Literal["next", "previous"] = Field(
         "next", description="next: the next frame to label; previous: the nearest frame "
@@ -218,7 +218,8 @@ class LabelApi:
 
     @operation("A frame with its boxes and ranked candidates (labeller)", "label", {
         200: Reply("the frame; your lease on it is renewed", LabelFrame),
-        404: _NO_FRAME, 503: _UNAVAILABLE},
+        404: _NO_FRAME, 422: Reply("an invalid query", ValidationErrorBody),
+        503: _UNAVAILABLE},
         query=FrameQuery, path_params={"frame_id": _FRAME_ID})
     async def frame(self, request: web.Request) -> web.Response:
         """The frame's newest labels (or the detector's proposals), each box's three
