@@ -32,11 +32,14 @@ def launch(clip: Path) -> str:
             "! queue ! rtph264pay name=pay0 pt=96 config-interval=1 )")
 
 
-def main(argv: list[str]) -> int:
-    """Serve ``argv[1:]`` on ``127.0.0.1:argv[0]`` until killed."""
-    if len(argv) < 2:
-        print("usage: rtsp_camera_server.py PORT CLIP.mp4 [CLIP.mp4 ...]", file=sys.stderr)
-        return 2
+def serve(port: str, mounts: dict[str, str], elements: tuple[str, ...], *,
+          announce_play: bool = False) -> int:
+    """Serve each ``mounts`` path (``/cam1`` …) with its launch line on
+    ``127.0.0.1:port`` until killed; ``ready`` once it listens, and with
+    ``announce_play`` ``playing NAME UNIX_MS`` as each media starts. Returns 3
+    when a GStreamer part (PyGObject, gst-rtsp-server, one of ``elements``) is
+    missing, 2 when the port cannot be had. ``tests/sources_rtsp_server.py``
+    serves its test picture with it too."""
     try:
         import gi  # noqa: PLC0415  # system Python only: a clear exit 3 without it
 
@@ -47,40 +50,47 @@ def main(argv: list[str]) -> int:
         print(f"missing PyGObject or gst-rtsp-server introspection data: {err}", file=sys.stderr)
         return 3
     Gst.init(None)
-    missing = [e for e in ELEMENTS if Gst.ElementFactory.find(e) is None]
+    missing = [e for e in elements if Gst.ElementFactory.find(e) is None]
     if missing:
         print(f"missing GStreamer elements: {missing}", file=sys.stderr)
         return 3
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(port)
+    for path, line in mounts.items():
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(line)
+        factory.set_shared(True)
+        if announce_play:
+            def configured(_factory: object, media: object, name: str = path[1:]) -> None:
+                def state(_media: object, new: int) -> None:
+                    if new == Gst.State.PLAYING:
+                        print(f"playing {name} {int(time.time() * 1000)}", flush=True)
+
+                media.connect("new-state", state)  # type: ignore[attr-defined]
+
+            factory.connect("media-configure", configured)
+        server.get_mount_points().add_factory(path, factory)
+    if server.attach(None) == 0:
+        print(f"cannot listen on 127.0.0.1:{port}", file=sys.stderr)
+        return 2
+    print("ready", flush=True)
+    GLib.MainLoop().run()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Serve ``argv[1:]`` on ``127.0.0.1:argv[0]`` until killed."""
+    if len(argv) < 2:
+        print("usage: rtsp_camera_server.py PORT CLIP.mp4 [CLIP.mp4 ...]", file=sys.stderr)
+        return 2
     clips = [Path(c).resolve() for c in argv[1:]]
     absent = [str(c) for c in clips if not c.is_file()]
     if absent:
         print(f"no such clip: {absent}", file=sys.stderr)
         return 2
-    server = GstRtspServer.RTSPServer()
-    server.set_address("127.0.0.1")
-    server.set_service(argv[0])
-    mounts = server.get_mount_points()
-    for n, clip in enumerate(clips, start=1):
-        factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(launch(clip))
-        factory.set_shared(True)
-        name = f"cam{n}"
-
-        def configured(_factory: object, media: object, name: str = name) -> None:
-            def state(_media: object, new: int) -> None:
-                if new == Gst.State.PLAYING:
-                    print(f"playing {name} {int(time.time() * 1000)}", flush=True)
-
-            media.connect("new-state", state)  # type: ignore[attr-defined]
-
-        factory.connect("media-configure", configured)
-        mounts.add_factory(f"/{name}", factory)
-    if server.attach(None) == 0:
-        print(f"cannot listen on 127.0.0.1:{argv[0]}", file=sys.stderr)
-        return 2
-    print("ready", flush=True)
-    GLib.MainLoop().run()
-    return 0
+    return serve(argv[0], {f"/cam{n}": launch(c) for n, c in enumerate(clips, start=1)},
+                 ELEMENTS, announce_play=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Exit status 3 with a message on stderr: a GStreamer part is missing.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 PIPELINE = (
     "( videotestsrc is-live=true pattern=ball "
@@ -31,33 +32,10 @@ ELEMENTS = ("videotestsrc", "x264enc", "rtph264pay")
 
 def main(port: str) -> int:
     """Serve the test stream on ``127.0.0.1:port`` until killed."""
-    try:
-        import gi  # system Python only
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from rtsp_camera_server import serve  # bench/, on this interpreter
 
-        gi.require_version("Gst", "1.0")
-        gi.require_version("GstRtspServer", "1.0")
-        from gi.repository import GLib, Gst, GstRtspServer
-    except (ImportError, ValueError) as err:
-        print(f"missing PyGObject or gst-rtsp-server introspection data: {err}", file=sys.stderr)
-        return 3
-    Gst.init(None)
-    missing = [e for e in ELEMENTS if Gst.ElementFactory.find(e) is None]
-    if missing:
-        print(f"missing GStreamer elements: {missing}", file=sys.stderr)
-        return 3
-    server = GstRtspServer.RTSPServer()
-    server.set_address("127.0.0.1")
-    server.set_service(port)
-    factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(PIPELINE)
-    factory.set_shared(True)
-    server.get_mount_points().add_factory("/cam", factory)
-    if server.attach(None) == 0:
-        print(f"cannot listen on 127.0.0.1:{port}", file=sys.stderr)
-        return 2
-    print("ready", flush=True)
-    GLib.MainLoop().run()
-    return 0
+    return serve(port, {"/cam": PIPELINE}, ELEMENTS)
 
 
 if __name__ == "__main__":
