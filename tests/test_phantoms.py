@@ -288,3 +288,22 @@ def test_a_track_that_takes_over_a_dish_a_frame_before_its_track_ends_is_that_di
     assert len(merge_fragments(dishes, 250.0, no_drift)) == 1
     twins = [rec(1, [0.0, 0.0, 50.0, 50.0], 0, 60), rec(2, [55.0, 0.0, 105.0, 50.0], 40, 90)]
     assert len(merge_fragments(twins, 250.0, no_drift)) == 2  # seen together: two dishes
+
+
+def test_a_track_of_short_false_detections_of_many_classes_names_none_of_them() -> None:
+    """False detections at one place on a tray, 9 over 28 frames, fused by one
+    track: no class holds more than a third of them (29 % in the case on the
+    tuning grid's point b), so none was seen 5 times; a dish seen as often,
+    with one class, is billed."""
+    rec = DishRecord(1, np.zeros(len(CLASS_NAMES)), first_seq=765)
+    for seq, cls in zip((765, 766, 767, 775, 776, 784, 785, 791, 792),
+                        (PIZZA, PIZZA, BEER, BEER, SOUP, SOUP, COFFEE, BRATWURST, PIZZA),
+                        strict=True):
+        rec.vote(cls, 0.75, seq, seq)
+    cls, share = rec.decide()
+    assert cls == PIZZA and abs(share - 1 / 3) < 1e-9
+    ev = DishEvidence(1, cls, share, rec.hits, float(rec.votes.sum()), rec.span,
+                      rec.density, rec.span)
+    assert rec.span == 28 and rec.density >= 0.3
+    assert not _evident(ev)
+    assert _evident(dataclasses.replace(ev, share=0.9))

@@ -55,6 +55,10 @@ MIN_SPAN = 5
 # only 6-7 frames under hands did, with their whole vote)
 SHORT_SPAN = 10
 SHORT_SHARE = 0.8
+# detections its class must hold (hits times its share of the vote): a track that
+# fused a few short false detections of different classes names none of them
+# often (on the tuning grid's point b: 9 hits, 29 % one class)
+MIN_CLASS_HITS = 5
 # share of the detected frames from first sighting to last in which a dish was
 # seen: false detections that recur at one place now and then are seen in few ...
 MIN_DENSITY = 0.3
@@ -313,10 +317,13 @@ class TrayBiller:
 def _evident(dish: DishEvidence) -> bool:
     """Evidence a false detection cannot give (``billing.noise_guard``): seen over
     :data:`MIN_SPAN` frames by one track (short false detections that fragment
-    merging fused do not count), with one class if under :data:`SHORT_SPAN`, in
+    merging fused do not count), with one class if under :data:`SHORT_SPAN`, its
+    class seen about :data:`MIN_CLASS_HITS` times, in
     :data:`MIN_DENSITY` of the detected frames in between or :data:`SPARSE_HITS`
     times."""
     if dish.longest < MIN_SPAN or (dish.span < SHORT_SPAN and dish.share < SHORT_SHARE):
+        return False
+    if dish.share * dish.hits < MIN_CLASS_HITS:
         return False
     return dish.density >= MIN_DENSITY or dish.hits >= SPARSE_HITS
 
