@@ -276,8 +276,10 @@ class StreamRunner:
 
     def _submit(self, bill: Bill) -> None:
         """Journal ``bill``, stamped with the model that serves (and show it to a shadow)."""
-        model = self.worker.serving
-        bill = dataclasses.replace(bill, model_id=model.model_id, model_version=model.version)
+        if self.worker.loaded:
+            model = self.worker.serving
+            bill = dataclasses.replace(bill, model_id=model.model_id,
+                                       model_version=model.version)
         if self.shadow is not None:
             self.shadow.book.serving_bill(bill)
         if self.billing is not None:
