@@ -71,7 +71,9 @@ async def daemon_app(tmp_path: Path, *, token: str | access.Keyring = TOKEN,
                      **server: object) -> AsyncIterator[Client]:
     """The daemon's application guarded by ``token`` (default :data:`TOKEN`), one bill
     with a snapshot in its journal."""
-    config = SiteConfig(server=ServerConfig.model_validate(server))
+    # storage.dir in the test's folder: the labelling routes open their workspace there
+    config = SiteConfig(server=ServerConfig.model_validate(server),
+                        storage=StorageConfig(dir=tmp_path / "var"))
     metrics = Metrics()
     service = BillingService(tmp_path / "journal.sqlite3", metrics)
     await service.open()
