@@ -54,13 +54,14 @@ Client = TestClient[Any, Any]
 OPEN_READS = {
     "/", "/static/{path}", "/healthz", "/readyz", "/metrics", "/api/streams",
     "/api/config/schema", "/api/menu", "/api/bills", "/api/bills/{bill_id}", "/api/events",
-    "/api/openapi.json", "/report.html", "/menu.html", "/models.html",
+    "/api/openapi.json", "/report.html", "/menu.html", "/models.html", "/label.html",
 }
 """GET routes anyone on the network may read (docs/SECURITY.md says why). A new GET
 route fails :func:`test_every_read_is_open_on_purpose_or_guarded` until it is put
 here or guarded with ``edge.web.access.protect_reads``."""
 
-SAMPLE = {"bill_id": "cam1-1-1", "id": "cam1", "path": "app.js", "key": "burger"}
+SAMPLE = {"bill_id": "cam1-1-1", "id": "cam1", "path": "app.js", "key": "burger",
+          "model_id": "57a96d685518", "frame_id": "1"}
 """Values for the path parameters of the routes."""
 
 WRONG = {"Authorization": "Bearer " + "x" * len(TOKEN)}
