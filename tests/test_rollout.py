@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import pytest
 from bills_support import make_bill
 from model_variants import dishnet_variant, failing_at_inference, failing_at_load
@@ -317,3 +318,38 @@ def test_a_new_detector_model_in_the_config_is_promoted_live_or_refused_whole(
     changed = site.model_copy(update={"detector": site.detector.model_copy(
         update={"model": v2})})
     _run(changed, restarted)
+
+
+@needs_model
+def test_what_a_model_needs_before_serving_runs_before_the_swap_or_stops_it(
+        tmp_path: Path) -> None:
+    """The hook the learning issue's examples are re-embedded in: it runs with the
+    new model loaded, in the model's own thread, while the old one still serves."""
+    site = _site(tmp_path, URL)
+    v2 = dishnet_variant(tmp_path / "v2.onnx", "dishnet-v2")
+    v3 = dishnet_variant(tmp_path / "v3.onnx", "dishnet-v3")
+    seen: list[tuple[str, str, int]] = []
+
+    async def body(pipeline: Pipeline, billing: BillingService) -> None:
+        rollout = pipeline.rollout
+        assert rollout is not None
+
+        async def embed(model: Any) -> None:
+            image = np.zeros((240, 320, 3), np.uint8)
+            found = await asyncio.get_running_loop().run_in_executor(
+                model.executor, model.call, [image])
+            seen.append((pipeline.worker.serving.version, model.version, len(found)))
+            if model.version == "dishnet-v3":
+                raise RuntimeError("examples could not be re-embedded")
+
+        rollout.before_serve(embed)
+        await rollout.promote(_upload(pipeline, v2))
+        assert seen == [("dishnet-1.1", "dishnet-v2", 1)]
+        with pytest.raises(RolloutError, match="could not be made ready") as err:
+            await rollout.promote(_upload(pipeline, v3))
+        assert err.value.status == 422
+        assert rollout.status()["serving"]["version"] == "dishnet-v2"
+        frames = pipeline.runners["cam1"].frames_done
+        await _until(lambda: pipeline.runners["cam1"].frames_done > frames + 5, 10.0, "frames")
+
+    _run(site, body)

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +77,7 @@ class Rollout:
         self._slow_windows = 0
         self._auto: asyncio.Task[Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._before_serve: list[Callable[[LoadedModel], Awaitable[None]]] = []
         self._rotation = 0  # how often the shadow moved on to the next streams
         self._rotated_at = 0.0
 
@@ -138,6 +140,14 @@ class Rollout:
             await self.promote(entry.id, actor="config")
         await asyncio.to_thread(self.store.note_config, entry.sha256)
         return self.store.get(entry.id)
+
+    def before_serve(self, step: Callable[[LoadedModel], Awaitable[None]]) -> None:
+        """Run ``step(model)`` for every model about to serve (a promotion or a
+        rollback), after it loaded and before the swap: what must be ready for a
+        new model before its first frame (the learning issue's stored examples,
+        re-embedded in ``model.executor`` with ``model.call``). A step that
+        raises stops the swap: the serving model goes on (422 to the caller)."""
+        self._before_serve.append(step)
 
     def correction(self, view: dict[str, Any]) -> None:
         """A stored correction (the bill's journal view): for the shadow's "who
@@ -287,6 +297,17 @@ class Rollout:
 
     async def _swap(self, model: LoadedModel, entry: ModelEntry, cause: str,
                     actor: str | None, reason: str) -> dict[str, Any]:
+        for step in self._before_serve:
+            try:
+                await step(model)
+            except Exception as err:
+                log.error("model_not_ready", id=entry.id, version=entry.version,
+                          error=repr(err))
+                if self.worker.shadow is not model:
+                    await self.worker.close_model(model)
+                raise RolloutError(f"model {entry.id} ({entry.version}) could not be made "
+                                   f"ready to serve: {err}; the serving model goes on",
+                                   422) from err
         old = self.worker.serve(model)
         self.pipeline.classes_changed()
         entry = self.store.set_state(entry.id, "serving", actor=actor, reason=reason)
