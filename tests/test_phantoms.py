@@ -307,3 +307,26 @@ def test_a_track_of_short_false_detections_of_many_classes_names_none_of_them() 
     assert rec.span == 28 and rec.density >= 0.3
     assert not _evident(ev)
     assert _evident(dataclasses.replace(ev, share=0.9))
+
+
+def test_a_dish_whose_dish_frame_slipped_after_it_reappeared_is_measured_from_where_it_reappeared(
+) -> None:
+    """A coffee alone on its tray is hidden for a frame; its new track starts
+    30 px from where the old one ended, then the dish frame slips 60 px under
+    it with no other dish in view: measured from where the new track began it
+    continues the old one (one dish), from where it is now it does not."""
+    def rec(gid: int, x: float, first: int, last: int) -> DishRecord:
+        r = DishRecord(gid, np.zeros(3), first_seq=first,
+                       rel_box=np.array([x, 0.0, x + 40.0, 40.0]))
+        for seq in range(first, last + 1):
+            r.vote(1, 0.9, seq, seq)
+        return r
+
+    def no_drift(seq: int) -> np.ndarray:  # no other dish seen: nothing logged
+        return np.zeros(2)
+
+    old, new = rec(1, 0.0, 0, 20), rec(2, 90.0, 22, 50)
+    assert len(merge_fragments([old, new], 250.0, no_drift)) == 2
+    new.head_box = np.array([30.0, 0.0, 70.0, 40.0])  # where DishLanes saw it first
+    merged = merge_fragments([old, new], 250.0, no_drift)
+    assert len(merged) == 1 and merged[0].hits == 50

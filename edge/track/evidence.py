@@ -78,7 +78,8 @@ class DishRecord:
     from_loose: bool = False  # a copy of a loose record (its place on the tray is rough)
     best: dict[int, list[float]] = field(default_factory=dict)  # class -> top scores
     # where a merged record was first and last seen (fragments of a dish that a
-    # hand cut up drift apart when the dish frame was unsure); None: rel_box
+    # hand cut up drift apart when the dish frame was unsure); None: rel_box.
+    # With places recorded (billing.noise_guard) head_box is set at birth
     head_box: Box | None = None
     tail_box: Box | None = None
     # the stream's detected frames (its looks) at the first and the last matched

@@ -263,6 +263,9 @@ class DishLanes:
             before = rec.rel_box
             rec.rel_box = (nfa.position(obj)
                            - np.array([tray.slot * SLOT_PX, 0.0, tray.slot * SLOT_PX, 0.0]))
+            # (with places) where it was first seen: a successor is measured from
+            # there (the dish frame may slip under it later, no other dish in view)
+            rec.head_box = rec.rel_box.copy() if new and self.track_places else rec.head_box
             if self.track_places and hits and rec.hits > hits:
                 now = rec.rel_box
                 moves.setdefault(tray, []).append(
