@@ -34,6 +34,7 @@ from edge.errors import JournalError
 from edge.fleet import create_fleet
 from edge.fleet.routes import add_fleet_routes
 from edge.label.store import LABELS_SUBDIR
+from edge.label.training import JOBS_SUBDIR, TrainingJobs
 from edge.memory import DEFAULT_INTERVAL_S, HeapTrimmer, interval_from_env
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
@@ -48,6 +49,7 @@ from edge.web.config_history import history_path
 from edge.web.label_routes import add_label_routes
 from edge.web.model_routes import add_model_routes
 from edge.web.tls import server_ssl_context
+from edge.web.training_routes import add_training_routes
 from edge.web.webrtc import WebRtcHub, add_webrtc_routes
 
 log = structlog.get_logger()
@@ -241,11 +243,26 @@ def _web_app(pipeline: Pipeline, hub: WebRtcHub, billing: BillingService,  # noq
                    history=history_path(pipeline.config))
     add_webrtc_routes(app, hub)
     add_bill_routes(app, billing, menu=lambda: pipeline.config.menu)
-    add_label_routes(app, pipeline.config.storage.dir / LABELS_SUBDIR,
-                     lambda: pipeline.config.detector.model, classes=lambda: pipeline.config.menu)
+    labels_dir = pipeline.config.storage.dir / LABELS_SUBDIR
+
+    def serving_model() -> Path:  # what proposes labels and what a job fine-tunes
+        entry = rollout.store.serving() if rollout is not None else None
+        return entry.path if entry is not None else pipeline.config.detector.model
+
+    labels = add_label_routes(app, labels_dir, serving_model,
+                              classes=lambda: pipeline.config.menu)
+    register = None
     if rollout is not None:
         add_model_routes(app, rollout, max_upload_bytes=int(
             pipeline.config.rollout.max_upload_mb * 1024 * 1024))
+        store = rollout.store
+
+        def register(model: Path, name: str, actor: str | None) -> dict[str, Any]:
+            return store.add_file(model, source="training", actor=actor, name=name)[0].to_json()
+
+    add_training_routes(app, labels, TrainingJobs(
+        labels_dir / JOBS_SUBDIR, lambda: labels.workspace.store.frames_dir,
+        labels.workspace.export, serving_model, register))
     return app
 
 

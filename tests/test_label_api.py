@@ -33,6 +33,8 @@ from edge.daemon import _web_app
 from edge.label.importer import import_folder
 from edge.label.store import LABELS_SUBDIR, LabelStore
 from edge.metrics import Metrics
+from edge.pipeline import Pipeline
+from edge.rollout.store import MODELS_SUBDIR, ModelStore
 from edge.sim.scene import Scene
 from edge.web.access import load_keyring
 from edge.web.tokens import TOKENS_FILE, TokenStore
@@ -70,7 +72,8 @@ class Box:
 
 @asynccontextmanager
 async def workspace(tmp_path: Path, *, double_every: int = 0,
-                    numbers: tuple[int, ...] = FRAMES) -> AsyncIterator[Box]:
+                    numbers: tuple[int, ...] = FRAMES,
+                    registry: bool = False) -> AsyncIterator[Box]:
     """The daemon's application with the workspace holding ``numbers`` frames."""
     storage = tmp_path / "var"
     storage.mkdir(mode=0o700)
@@ -87,8 +90,14 @@ async def workspace(tmp_path: Path, *, double_every: int = 0,
     metrics = Metrics()
     service = BillingService(storage / "journal.sqlite3", metrics)
     await service.open()
+    rollout = None
+    if registry:  # a model registry (a real controller of a pipeline that never starts)
+        models = ModelStore(storage / MODELS_SUBDIR)
+        models.open()
+        models.adopt(config.detector.model)
+        rollout = Pipeline(config, metrics, store=models).rollout
     app = _web_app(MemoryDaemon(config), WebRtcHub({}, config.server, metrics),  # type: ignore[arg-type]
-                   service, None, load_keyring(config.server, config.storage)[1])
+                   service, None, load_keyring(config.server, config.storage)[1], rollout)
     try:
         async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
             yield Box(client, tokens, root, str(client.make_url("/")))

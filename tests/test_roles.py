@@ -140,8 +140,8 @@ def test_whoami_names_the_holder_and_what_the_role_may_do(tmp_path: Path) -> Non
                                 "may": list(CAPABILITIES[role])}
     asyncio.run(main())
     assert CAPABILITIES["cashier"] == ("watch", "correct", "void", "handover", "report")
-    assert set(CAPABILITIES["manager"]) == set(CAPABILITIES["cashier"]) | {"menu", "config",
-                                                                         "models"}
+    assert set(CAPABILITIES["manager"]) == set(CAPABILITIES["cashier"]) | {
+        "menu", "config", "models", "label", "train"}
     assert CAPABILITIES["labeller"] == ("label",)
 
 

@@ -48,7 +48,7 @@ MODELS_SUBDIR = "models"
 """The store's folder under ``storage.dir``."""
 INDEX_FILE = "index.json"
 INCOMING_DIR = "incoming"
-SOURCES = ("config", "upload", "fleet")
+SOURCES = ("config", "upload", "fleet", "training")
 """Where a model came from; ``recovered`` marks a file taken in again without its
 index entry (a corrupt index, or a kill between the file and the index)."""
 RECOVERED = "recovered"

@@ -5,9 +5,10 @@ It sits with :mod:`edge.web.access` on the HTTP side (``… ─▶ events
 
 - ``cashier``: watch, correct bills, void, undo, hand a bill over to the POS,
   read the day report (a till's Z report);
-- ``manager``: everything a cashier may, plus the menu, the config and the
-  models (:mod:`edge.web.model_routes`);
-- ``labeller``: the labelling workspace only.
+- ``manager``: everything a cashier may, plus the menu, the config, the
+  models (:mod:`edge.web.model_routes`), the labelling workspace and its
+  training jobs (:mod:`edge.web.training_routes`);
+- ``labeller``: the labelling workspace only (and following its jobs).
 
 A route that changes state (or a protected read) names the roles it allows
 with :func:`allow`; a guarded route that names none is ``manager`` only, so a
@@ -39,7 +40,8 @@ PROTECTED_READS_KEY = web.AppKey("protected_reads", set)
 
 CAPABILITIES: Final[dict[str, tuple[str, ...]]] = {
     "cashier": ("watch", "correct", "void", "handover", "report"),
-    "manager": ("watch", "correct", "void", "handover", "menu", "config", "report", "models"),
+    "manager": ("watch", "correct", "void", "handover", "menu", "config", "report", "models",
+                "label", "train"),
     "labeller": ("label",),
 }
 """What each role may do, as ``GET /api/whoami`` lists it (``may``): the page

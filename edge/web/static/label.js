@@ -11,7 +11,9 @@
 // version and says so (nothing on the server is lost; the last action is
 // redone by hand). Activity renews the lease (5 minutes without any lets it
 // go). auth.js (loaded before) keeps the token. Exposes
-// window.dishtrackerLabel ({ item, selected, status, saving, message }) for tests.
+// window.dishtrackerLabel ({ item, selected, status, saving, message, job }) for
+// tests. The side panel follows the newest training job (GET /api/label/training)
+// and, for a manager, starts and cancels one.
 "use strict";
 
 (() => {
@@ -30,7 +32,8 @@
   const STATUS_MS = 10000;
   const MIN_BOX_PX = 6;
   const state = { item: null, selected: -1, status: null, saving: false, message: "",
-    imageFor: null, lastActivity: Date.now(), menuIndex: 0, done: false, pending: 0 };
+    imageFor: null, lastActivity: Date.now(), menuIndex: 0, done: false, pending: 0,
+    job: null };
   window.dishtrackerLabel = state;
   let queue = Promise.resolve(); // writes go one after the other
   let drag = null;
@@ -388,6 +391,51 @@
         : `${Math.round(p.agreement * 100)} % (${p.compared})` })))));
   }
 
+  // ---- the training job: everyone follows it, a manager starts and cancels it ---
+
+  const pct = (v) => (v === null || v === undefined ? "–" : `${Math.round(v * 1000) / 10} %`);
+
+  async function refreshJob() {
+    const { resp, data } = await api("GET", "/api/label/training");
+    if (!resp.ok || !data) return;
+    const job = data.job;
+    state.job = job;
+    const running = Boolean(job && ["exporting", "training", "evaluating"].includes(job.state));
+    const line = !job ? "No training job yet."
+      : `Job ${job.id}: ${job.state}` + (running
+        ? ` (${job.epochs_done} of ${job.options.epochs} epochs)` : "")
+        + (job.detail ? ` · ${job.detail}` : "")
+        + (job.candidate ? ` · candidate ${job.candidate.id}` : "");
+    $("train-state").textContent = line;
+    const bar = $("train-progress");
+    bar.hidden = !running;
+    bar.value = job ? job.progress : 0;
+    const figures = job && job.figures && job.figures.new ? job.figures : null;
+    $("train-figures").hidden = !figures;
+    if (figures) {
+      const names = Object.keys(figures.new.per_class || {});
+      const rows = [["all classes", figures.new.map50, figures.serving.map50],
+        ...names.map((n) => [n, figures.new.per_class[n], (figures.serving.per_class || {})[n]])];
+      morphChildren($("train-rows"), el("tbody", {}, rows.map(([n, a, b]) => el("tr",
+        { "data-key": n }, el("td", { text: n }), el("td", { class: "num", text: pct(a) }),
+        el("td", { class: "num", text: pct(b) })))));
+    }
+    $("train-start").hidden = running;
+    $("train-cancel").hidden = !running;
+  }
+
+  async function trainAction(path, body, question) {
+    if (question && !window.confirm(question)) return;
+    const { resp, data } = await api("POST", path, body);
+    say(resp.ok ? "" : (data && data.error) || `HTTP ${resp.status}`, resp.ok ? "" : "error");
+    await refreshJob();
+  }
+
+  $("train-start").addEventListener("click", () => trainAction("/api/label/training", {},
+    "Fine-tune a model on the complete frames now? It uses this box's CPU for a while."));
+  $("train-cancel").addEventListener("click", () => trainAction("/api/label/training/cancel",
+    undefined, "Stop the training job?"));
+
   async function renew() {
     const item = state.item;
     if (!item || Date.now() - state.lastActivity > 4 * RENEW_MS) return;
@@ -401,7 +449,10 @@
 
   function start() {
     if (!mayLabel()) return;
+    document.querySelector("[data-trainer]").hidden = !auth.may("train");
     refreshStatus();
+    refreshJob();
+    setInterval(refreshJob, STATUS_MS);
     queue = queue.then(() => lease("next"));
     setInterval(renew, RENEW_MS);
     setInterval(refreshStatus, STATUS_MS);

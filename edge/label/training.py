@@ -1,0 +1,364 @@
+"""From the workspace's labels to a candidate model: one fine-tune job at a time.
+
+``workspace (complete frames) ─▶ dataset (train + held-back val) ─▶ calibrate train
+(a child process) ─▶ eval detector (new and serving model, held-back frames) ─▶
+model registry (candidate) ─▶ shadow / promote (docs/MODELS.md)``
+
+A job lives in ``storage.dir/labels/jobs/<job id>/``: ``job.json`` (its state,
+written atomically at every step), ``data/{train,val}`` (the workspace's
+complete frames as COCO; every ``val_every``-th one held back), ``run/`` (the
+trainer's checkpoints, ``history.jsonl`` and ``model.onnx``), ``train.log`` and
+``eval-*.json``. The trainer runs as ``python -m edge.cli calibrate train``
+from the serving model (new classes get new rows; the known ones are kept),
+with ``replay`` (a COCO split of the known classes) mixed in when given:
+without it a fine-tune on a few frames forgets the dishes the model knew
+(docs/SITE_SETUP.md, step 5). Progress is read from ``history.jsonl`` (one
+line per epoch), so a job keeps being followed after a daemon restart while
+its process lives; one whose process is gone is ``interrupted`` and starts
+again from its last checkpoint when asked to (``resume``).
+
+Only complete frames are used: on a frame that is not complete, an object
+without a box is not background, and the trainer would learn it as such.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from edge.fsutil import make_private_dir, write_atomic
+
+log = structlog.get_logger()
+
+JOBS_SUBDIR = "jobs"
+JobState = Literal["exporting", "training", "evaluating", "done", "failed", "cancelled",
+                   "interrupted"]
+RUNNING: tuple[JobState, ...] = ("exporting", "training", "evaluating")
+MIN_FRAMES = 2
+"""Complete frames a job needs: one to train on and one to hold back, at least."""
+
+
+class JobRefused(Exception):
+    """A job that cannot start (409: one runs; 422: not enough labels)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class TrainOptions:
+    """What a job is asked for (``POST /api/label/training``)."""
+
+    epochs: int = 6
+    epoch_images: int = 320
+    time_budget_s: float = 1800.0
+    threads: int = 1
+    val_every: int = 5
+    replay: str | None = None
+
+
+@dataclass
+class Job:
+    """One job's state, as ``job.json`` holds it and the API shows it."""
+
+    id: str
+    state: JobState
+    actor: str | None
+    options: dict[str, Any]
+    started_at: float
+    base_model: str
+    frames: dict[str, int] = field(default_factory=dict)
+    epochs_done: int = 0
+    pid: int | None = None
+    ended_at: float | None = None
+    detail: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+    candidate: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["progress"] = round(min(1.0, self.epochs_done / max(1, self.options["epochs"])), 3)
+        return out
+
+
+ExportFn = Callable[[], Any]  # an awaitable returning the workspace's COCO document
+Register = Callable[[Path, str, str | None], dict[str, Any]]  # (model, name, actor) -> entry
+
+
+class TrainingJobs:
+    """Starts, follows and cancels the workspace's fine-tune jobs.
+
+    Parameters
+    ----------
+    root : Path
+        ``storage.dir/labels/jobs``.
+    frames_dir : Path
+        The workspace's frame images (:attr:`edge.label.store.LabelStore.frames_dir`).
+    export : callable
+        ``async () -> COCO document`` of the workspace (:meth:`Workspace.export`).
+    serving_model : callable
+        ``() -> Path`` of the model that serves now: the job fine-tunes it, and
+        its figures on the held-back frames are shown beside the new model's.
+    register : callable, optional
+        Puts the finished model into the model registry as a candidate
+        (:meth:`edge.rollout.store.ModelStore.add_file`); without it the job
+        ends with the model file and the command to use it.
+    """
+
+    def __init__(self, root: Path, frames_dir: Callable[[], Path], export: ExportFn,
+                 serving_model: Callable[[], Path], register: Register | None = None) -> None:
+        self.root = root
+        self.frames_dir = frames_dir
+        self.export = export
+        self.serving_model = serving_model
+        self.register = register
+        self.job: Job | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+
+    # -- state ---------------------------------------------------------------
+
+    def open(self) -> None:
+        """Read the newest job; one left running by a process that is gone is
+        ``interrupted`` (one whose process still runs is followed again by
+        :meth:`follow`)."""
+        make_private_dir(self.root)
+        jobs = sorted(p for p in self.root.iterdir() if (p / "job.json").is_file())
+        if not jobs:
+            return
+        try:
+            data = json.loads((jobs[-1] / "job.json").read_text())
+            self.job = Job(**data)
+        except (OSError, ValueError, TypeError) as err:
+            log.warning("training_job_unreadable", path=str(jobs[-1]), error=str(err))
+            return
+        if self.job.state in RUNNING and not _alive(self.job.pid):
+            self._set("interrupted", detail="the daemon stopped while it ran; start it again "
+                                            "with resume to go on from its last checkpoint")
+
+    def status(self) -> dict[str, Any]:
+        """The newest job (``{"job": null}`` before the first)."""
+        return {"job": None if self.job is None else self.job.to_json()}
+
+    def _dir(self) -> Path:
+        assert self.job is not None
+        return self.root / self.job.id
+
+    def _set(self, state: JobState | None = None, **changes: Any) -> None:
+        assert self.job is not None
+        if state is not None:
+            self.job.state = state
+            if state not in RUNNING:
+                self.job.ended_at = time.time()
+        for key, value in changes.items():
+            setattr(self.job, key, value)
+        write_atomic(self._dir() / "job.json",
+                     json.dumps(asdict(self.job), indent=1).encode())
+
+    # -- start, follow, cancel -----------------------------------------------
+
+    async def start(self, options: TrainOptions, actor: str | None, *,
+                    resume: bool = False) -> dict[str, Any]:
+        """Start a job (or, with ``resume``, the interrupted newest one again).
+
+        Raises
+        ------
+        JobRefused
+            409 while a job runs, or ``resume`` without an interrupted job;
+            422 with fewer than :data:`MIN_FRAMES` complete frames, or a
+            ``replay`` that is not a COCO split.
+        """
+        if self.job is not None and self.job.state in RUNNING:
+            raise JobRefused(f"job {self.job.id} is {self.job.state}: wait for it or cancel it")
+        if resume:
+            if self.job is None or self.job.state not in ("interrupted", "failed", "cancelled"):
+                raise JobRefused("nothing to resume: the newest job did not stop half-way")
+            self._set("training", detail="resumed")
+        else:
+            if options.replay is not None and not (
+                    Path(options.replay) / "annotations.json").is_file():
+                raise JobRefused(f"replay: {options.replay} is not a COCO split (no "
+                                 "annotations.json there)", 422)
+            doc = await self.export()
+            complete = [i for i in doc["images"] if i.get("complete")]
+            if len(complete) < MIN_FRAMES:
+                raise JobRefused(f"only {len(complete)} frame(s) are labelled completely; a "
+                                 f"job needs {MIN_FRAMES} at least (one is held back to "
+                                 "measure the new model)", 422)
+            job_id = time.strftime("%Y%m%d-%H%M%S")
+            self.job = Job(job_id, "exporting", actor, asdict(options), time.time(),
+                           str(self.serving_model()))
+            make_private_dir(self._dir())
+            self._set()
+            frames = await asyncio.to_thread(_write_split, doc, self.frames_dir(),
+                                             self._dir() / "data", options.val_every)
+            self._set("training", frames=frames)
+        await self._spawn()
+        self._task = asyncio.create_task(self._follow(), name="training-job")
+        log.info("training_started", job=self.job.id, actor=actor, resume=resume,
+                 frames=self.job.frames)
+        return self.job.to_json()
+
+    def follow(self) -> None:
+        """After :meth:`open`: keep following a job whose process still runs."""
+        if self.job is not None and self.job.state == "training" and _alive(self.job.pid):
+            self._task = asyncio.create_task(self._follow(), name="training-job")
+
+    async def cancel(self, actor: str | None) -> dict[str, Any]:
+        """Stop the running job (SIGTERM to its process group)."""
+        if self.job is None or self.job.state not in RUNNING:
+            raise JobRefused("no job runs")
+        pid = self.job.pid
+        if pid is not None and _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._set("cancelled", detail=f"cancelled by {actor or 'someone'}", pid=None)
+        log.info("training_cancelled", job=self.job.id, actor=actor)
+        return self.job.to_json()
+
+    async def close(self) -> None:
+        """Stop following (the trainer itself goes on; :meth:`open` finds it again)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _spawn(self) -> None:
+        assert self.job is not None
+        folder = self._dir()
+        opts = self.job.options
+        cmd = [sys.executable, "-m", "edge.cli", "calibrate", "train",
+               "--init", self.job.base_model, "--data", str(folder / "data"),
+               "--out", str(folder / "run"), "--head", "factorized", "--freeze-blocks", "3",
+               "--epochs", str(opts["epochs"]), "--half-cycle-epochs", "1",
+               "--epoch-images", str(opts["epoch_images"]), "--backbone-lr-scale", "0.3",
+               "--threads", str(opts["threads"]), "--workers", "0",
+               "--time-budget-s", str(opts["time_budget_s"]),
+               "--model-version", f"site-{self.job.id}"]
+        if opts.get("replay"):
+            cmd += ["--replay", str(opts["replay"]), "--replay-share", "0.5"]
+        log_file = (folder / "train.log").open("ab")
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *cmd, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+        finally:
+            log_file.close()
+        self._set(pid=self._proc.pid)
+
+    async def _follow(self) -> None:
+        assert self.job is not None
+        history = self._dir() / "run" / "history.jsonl"
+        try:
+            while True:
+                self._set(epochs_done=_lines(history))
+                code = await self._exit_code()
+                if code is not None:
+                    break
+                await asyncio.sleep(1.0)
+            self._set(epochs_done=_lines(history), pid=None)
+            model = self._dir() / "run" / "model.onnx"
+            if code != 0 or not model.is_file():
+                self._set("failed", detail=f"the trainer exited with {code}; see "
+                                           f"{self._dir() / 'train.log'}")
+                log.error("training_failed", job=self.job.id, exit_code=code)
+                return
+            self._set("evaluating")
+            figures = {"new": await self._evaluate(model, "new"),
+                       "serving": await self._evaluate(Path(self.job.base_model), "serving")}
+            candidate = None
+            if self.register is not None:
+                candidate = await asyncio.to_thread(self.register, model,
+                                                    f"site-{self.job.id}", self.job.actor)
+            self._set("done", figures=figures, candidate=candidate,
+                      detail="in the model registry as a candidate: shadow it, then promote it"
+                      if candidate is not None else f"model written to {model}")
+            log.info("training_done", job=self.job.id, figures=figures,
+                     candidate=None if candidate is None else candidate.get("id"))
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # the job fails, the daemon goes on
+            self._set("failed", detail=f"{type(err).__name__}: {err}", pid=None)
+            log.error("training_failed", job=self.job.id, error=repr(err))
+
+    async def _exit_code(self) -> int | None:
+        if self._proc is not None:
+            return self._proc.returncode
+        # followed again after a restart: not our child, so no exit status; once it is
+        # gone, the model it exported last is the job's outcome
+        assert self.job is not None
+        if _alive(self.job.pid):
+            return None
+        return 0 if (self._dir() / "run" / "model.onnx").is_file() else -1
+
+    async def _evaluate(self, model: Path, name: str) -> dict[str, Any]:
+        out = self._dir() / f"eval-{name}.json"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge.cli", "eval", "detector", "--model", str(model),
+            "--data", str(self._dir() / "data"), "--split", "val", "--json", str(out),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            return {"error": err.decode(errors="replace")[-500:]}
+        report = json.loads(out.read_text())
+        return {"map50": report.get("map50"), "map50_dishes": report.get("map50_dishes"),
+                "images": report.get("n_images"),
+                "per_class": {k: v["ap50"] for k, v in (report.get("per_class") or {}).items()
+                              if v.get("n_gt")}}
+
+
+def _write_split(doc: dict[str, Any], frames_dir: Path, out: Path,
+                 val_every: int) -> dict[str, int]:
+    """The complete frames of ``doc`` as ``out/train`` and ``out/val`` (every
+    ``val_every``-th frame, at least one, held back)."""
+    complete = [i for i in doc["images"] if i.get("complete")]
+    val_ids = {img["id"] for n, img in enumerate(complete) if n % val_every == val_every - 1}
+    if not val_ids:
+        val_ids = {complete[-1]["id"]}
+    for split, held in (("train", False), ("val", True)):
+        images = [img for img in complete if (img["id"] in val_ids) == held]
+        ids = {img["id"] for img in images}
+        folder = out / split
+        make_private_dir(folder / "images")
+        for img in images:
+            shutil.copyfile(frames_dir / Path(img["file_name"]).name, folder / img["file_name"])
+        part = {**doc, "images": images,
+                "annotations": [a for a in doc["annotations"] if a["image_id"] in ids]}
+        write_atomic(folder / "annotations.json", json.dumps(part).encode())
+    return {"train": len(complete) - len(val_ids), "val": len(val_ids)}
+
+
+def _lines(path: Path) -> int:
+    try:
+        return sum(1 for line in path.read_text().splitlines() if line.strip())
+    except OSError:
+        return 0
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
