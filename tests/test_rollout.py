@@ -114,6 +114,7 @@ def test_a_shadowed_candidate_is_compared_then_promoted_between_two_frames(
         stats = rollout.status()["shadow"]["stats"]
         assert stats["agree"] >= 1 and stats["detected_frames"] > 0
         assert stats["latency_ms"]["p50"] > 0
+        assert stats["detect_hz"]["shadow"] > 0 and stats["detect_hz"]["serving"] > 0
         at = time.time()
         promoted = await rollout.promote(cid, actor="test")
         assert promoted["state"] == "serving" and runner.shadow is None

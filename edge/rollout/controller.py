@@ -241,8 +241,15 @@ class Rollout:
         if shadow is not None and self.book is not None:
             stats = self.book.stats()
             stats["errors"] = int(shadow.failed is not None)
-            out["shadow"] = {**self._describe(shadow), "stats": stats,
-                             "streams": sorted(self.worker.shadow_streams)}
+            streams = sorted(self.worker.shadow_streams)
+            # how closely the shadow follows: its detection rate per shadowed stream
+            # against the serving model's there (it gets what its thread has time for)
+            span = max(time.time() - self.book.started_at, 1.0)
+            stats["detect_hz"] = {
+                "shadow": round(self.book.detected / span / max(1, len(streams)), 2),
+                "serving": round(sum(self.worker.detect_rate(sid) for sid in streams)
+                                 / max(1, len(streams)), 2)}
+            out["shadow"] = {**self._describe(shadow), "stats": stats, "streams": streams}
         return out
 
     # -- internals -----------------------------------------------------------
