@@ -330,3 +330,22 @@ def test_a_dish_whose_dish_frame_slipped_after_it_reappeared_is_measured_from_wh
     new.head_box = np.array([30.0, 0.0, 70.0, 40.0])  # where DishLanes saw it first
     merged = merge_fragments([old, new], 250.0, no_drift)
     assert len(merged) == 1 and merged[0].hits == 50
+
+
+def test_a_tray_track_that_went_over_to_the_next_tray_bills_only_the_dishes_since() -> None:
+    """A tray track carried a coffee and a soup until frame 60 and, from frame
+    61 on (it went over to the next tray, missed while they overlapped), a
+    beer and a pizza: only the last two are this tray's. Dishes seen across
+    that frame keep everything."""
+    def rec(gid: int, cls: int, first: int, last: int) -> DishRecord:
+        r = DishRecord(gid, np.zeros(len(CLASS_NAMES)), first_seq=first)
+        for seq in range(first, last + 1):
+            r.vote(cls, 0.9, seq, seq)
+        return r
+
+    tracker = _biller().tracker
+    switched = [rec(1, COFFEE, 0, 60), rec(2, SOUP, 5, 58), rec(3, BEER, 61, 120),
+                rec(4, PIZZA, 64, 120), rec(5, BRATWURST, 30, 31)]  # (5: two false hits)
+    assert [r.gid for r in tracker._since_switch(switched)] == [3, 4]
+    stayed = [rec(1, COFFEE, 0, 60), rec(2, SOUP, 5, 70), rec(3, BEER, 61, 120)]
+    assert tracker._since_switch(stayed) == stayed
