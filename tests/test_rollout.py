@@ -354,3 +354,73 @@ def test_what_a_model_needs_before_serving_runs_before_the_swap_or_stops_it(
         await _until(lambda: pipeline.runners["cam1"].frames_done > frames + 5, 10.0, "frames")
 
     _run(site, body)
+
+
+@needs_model
+def test_a_rollback_due_when_a_promotion_finishes_does_not_undo_it(tmp_path: Path) -> None:
+    """The serving model raised while a manager's promotion loaded another: the
+    promotion goes through, and the rollback due for the model that raised does
+    not bring it back; an error of a model that no longer serves (a call it had
+    in flight) rolls nothing back."""
+    site = _site(tmp_path, URL)
+    v2 = dishnet_variant(tmp_path / "v2.onnx", "dishnet-v2")
+    v3 = dishnet_variant(tmp_path / "v3.onnx", "dishnet-v3")
+
+    async def body(pipeline: Pipeline, billing: BillingService) -> None:
+        rollout = pipeline.rollout
+        assert rollout is not None
+        await rollout.promote(_upload(pipeline, v2))
+        v2_model = pipeline.worker.serving
+        _slow_loads(pipeline, 1.0)
+        promotion = asyncio.create_task(rollout.promote(_upload(pipeline, v3)))
+        await _until(lambda: rollout.status()["swapping"], 5.0, "the promotion")
+        err = RuntimeError("raised at inference")
+        v2_model.failed = err  # as the worker does before it calls the hook
+        assert rollout._model_error(v2_model, err)
+        await promotion
+        for _ in range(2):
+            await asyncio.sleep(0.3)  # the rollback task takes the lock, if it would
+            await _until(lambda: not rollout.status()["swapping"], 15.0, "the rollback task")
+            assert rollout.status()["serving"]["version"] == "dishnet-v3"
+            assert rollout._model_error(v2_model, err)  # v2's batch in flight at the swap
+        assert pipeline.metrics.value("dishtracker_model_swaps_total",
+                                      cause="auto_rollback") == 0
+
+    _run(site, body)
+
+
+@needs_model
+def test_a_shadow_whose_promotion_is_refused_is_not_left_shadow_nor_served_failed(
+        tmp_path: Path) -> None:
+    """Promoting the shadow takes it off shadowing; when the swap is refused (a
+    step before serving raised, or its last call as the shadow raised
+    meanwhile) the registry says so, and a failed model never serves."""
+    site = _site(tmp_path, URL)
+    v2 = dishnet_variant(tmp_path / "v2.onnx", "dishnet-v2")
+    outcome: list[str] = ["raise"]
+
+    async def body(pipeline: Pipeline, billing: BillingService) -> None:
+        rollout = pipeline.rollout
+        assert rollout is not None
+        cid = _upload(pipeline, v2)
+
+        async def step(model: Any) -> None:
+            if outcome[0] == "raise":
+                raise RuntimeError("examples could not be re-embedded")
+            model.failed = RuntimeError("its last call as the shadow raised")
+
+        rollout.before_serve(step)
+        for expected in ("candidate", "retired"):
+            outcome[0] = "raise" if expected == "candidate" else "failed"
+            await rollout.shadow(cid, actor="test")
+            with pytest.raises(RolloutError, match="could not be made ready") as err:
+                await rollout.promote(cid, actor="test")
+            assert err.value.status == 422
+            status = rollout.status()
+            assert status["serving"]["version"] == "dishnet-1.1" and status["shadow"] is None
+            assert rollout.store.get(cid).state == expected
+            assert pipeline.worker.serving.failed is None
+        frames = pipeline.runners["cam1"].frames_done
+        await _until(lambda: pipeline.runners["cam1"].frames_done > frames + 5, 10.0, "frames")
+
+    _run(site, body)

@@ -29,7 +29,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
 
@@ -75,7 +75,7 @@ class Rollout:
         self._lock = asyncio.Lock()
         self._promoted_at: float | None = None
         self._slow_windows = 0
-        self._auto: asyncio.Task[Any] | None = None
+        self._rolling_back: list[LoadedModel] = []  # models an automatic rollback is due for
         self._tasks: set[asyncio.Task[Any]] = set()
         self._before_serve: list[Callable[[LoadedModel], Awaitable[None]]] = []
         self._rotation = 0  # how often the shadow moved on to the next streams
@@ -157,11 +157,10 @@ class Rollout:
 
     async def close(self) -> None:
         """Stop the tasks it started (the worker closes the models)."""
-        for task in (self._auto, *self._tasks):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     # -- RolloutControl ------------------------------------------------------
 
@@ -199,8 +198,14 @@ class Rollout:
                 self.worker.set_shadow(None)
                 self.pipeline.stop_shadow()
                 self.book = None
-            else:
-                model = await self._load(entry, actor)
+                try:
+                    return await self._swap(model, entry, "promote", actor, "promoted")
+                except RolloutError as err:
+                    # no longer shadowed (its model is closed): the registry must not say so
+                    self.store.set_state(entry.id, "retired" if model.failed else "candidate",
+                                         actor=actor, reason=f"promotion refused: {err}")
+                    raise
+            model = await self._load(entry, actor)
             return await self._swap(model, entry, "promote", actor, "promoted")
 
     async def rollback(self, *, actor: str | None = None,
@@ -308,13 +313,11 @@ class Rollout:
             try:
                 await step(model)
             except Exception as err:
-                log.error("model_not_ready", id=entry.id, version=entry.version,
-                          error=repr(err))
-                if self.worker.shadow is not model:
-                    await self.worker.close_model(model)
-                raise RolloutError(f"model {entry.id} ({entry.version}) could not be made "
-                                   f"ready to serve: {err}; the serving model goes on",
-                                   422) from err
+                await self._not_ready(model, entry, err)
+        if model.failed is not None:
+            # a call it had in flight as the shadow raised while the steps ran: the
+            # worker would cancel every batch of a failed serving model
+            await self._not_ready(model, entry, model.failed)
         old = self.worker.serve(model)
         self.pipeline.classes_changed()
         entry = self.store.set_state(entry.id, "serving", actor=actor, reason=reason)
@@ -327,6 +330,14 @@ class Rollout:
         if old is not None:
             await self.worker.close_model(old)
         return entry.to_json()
+
+    async def _not_ready(self, model: LoadedModel, entry: ModelEntry,
+                         err: BaseException) -> NoReturn:
+        log.error("model_not_ready", id=entry.id, version=entry.version, error=repr(err))
+        if self.worker.shadow is not model:
+            await self.worker.close_model(model)
+        raise RolloutError(f"model {entry.id} ({entry.version}) could not be made ready to "
+                           f"serve: {err}; the serving model goes on", 422) from err
 
     async def _rollback(self, actor: str | None, reason: str, cause: str) -> dict[str, Any]:
         target = self.store.rollback_target()
@@ -343,21 +354,33 @@ class Rollout:
                 self.metrics.model_serving.remove(old.model_id, old.version)
         self.metrics.model_serving.labels(new.model_id, new.version).set(1)
 
-    def _auto_rollback(self, reason: str) -> None:
-        """Roll back in the background (once at a time), for ``reason``."""
-        if self._auto is not None and not self._auto.done():
+    def _auto_rollback(self, model: LoadedModel, reason: str) -> None:
+        """Roll ``model``, the serving one, back in the background (once per
+        model), for ``reason``."""
+        if any(m is model for m in self._rolling_back):
             return
-        log.error("model_auto_rollback", id=self._serving().model_id,
-                  version=self.worker.serving.version, reason=reason)
+        self._rolling_back.append(model)
+        log.error("model_auto_rollback", id=model.model_id, version=model.version,
+                  reason=reason)
 
         async def run() -> None:
-            async with self._lock:  # a manual change under way finishes first
-                try:
+            try:
+                async with self._lock:  # a manual change under way finishes first
+                    if self.worker.serving is not model:
+                        # that change replaced it: rolling back now would undo the
+                        # change (and could bring back the model that failed)
+                        log.info("model_auto_rollback_skipped", id=model.model_id,
+                                 serving=self.worker.serving.model_id)
+                        return
                     await self._rollback("auto", reason, "auto_rollback")
-                except RolloutError as err:
-                    log.error("model_auto_rollback_failed", error=str(err))
+            except RolloutError as err:
+                log.error("model_auto_rollback_failed", error=str(err))
+            finally:
+                self._rolling_back.remove(model)
 
-        self._auto = asyncio.create_task(run(), name="model-auto-rollback")
+        task = asyncio.create_task(run(), name="model-auto-rollback")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _model_error(self, model: LoadedModel, err: BaseException) -> bool:
         """The worker's hook: a model raised at inference."""
@@ -366,18 +389,29 @@ class Rollout:
                       error=repr(err))
             if self.book is not None:
                 self.book.errors += 1
-            task = asyncio.ensure_future(self._stop_shadow("retired", "auto",
-                                                           f"raised at inference: {err!r}"))
+            task = asyncio.ensure_future(self._retire_shadow(model, err))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            return True
+        if not self.worker.loaded or model is not self.worker.serving:
+            # a call it had in flight when it stopped serving or shadowing raised: its
+            # error says nothing of the model that serves now (``failed`` keeps it from
+            # ever being swapped in: :meth:`_swap`)
+            log.warning("replaced_model_failed", id=model.model_id, version=model.version,
+                        error=repr(err))
             return True
         target = self.store.rollback_target()
         if target is None or target.id == model.model_id:
             log.error("model_failed", id=model.model_id, version=model.version,
                       error=repr(err), hint="nothing to roll back to: the daemon restarts")
             return False
-        self._auto_rollback(f"raised at inference: {err!r}")
+        self._auto_rollback(model, f"raised at inference: {err!r}")
         return True
+
+    async def _retire_shadow(self, model: LoadedModel, err: BaseException) -> None:
+        """Retire ``model``, the shadow that raised, unless another one shadows by now."""
+        if self.worker.shadow is model:
+            await self._stop_shadow("retired", "auto", f"raised at inference: {err!r}")
 
     def _window(self) -> None:
         """The worker's hook after every window: the latency budget of a new model."""
@@ -399,7 +433,8 @@ class Rollout:
             median_ms > self.config.max_latency_ms) else 0
         if self._slow_windows >= self.config.latency_windows:
             self._promoted_at = None
-            self._auto_rollback(f"median call time {median_ms:.0f} ms over the budget of "
+            self._auto_rollback(self.worker.serving,
+                                f"median call time {median_ms:.0f} ms over the budget of "
                                 f"{self.config.max_latency_ms:.0f} ms")
 
     def _shadowed_streams(self) -> list[str]:
