@@ -349,3 +349,30 @@ def test_a_tray_track_that_went_over_to_the_next_tray_bills_only_the_dishes_sinc
     assert [r.gid for r in tracker._since_switch(switched)] == [3, 4]
     stayed = [rec(1, COFFEE, 0, 60), rec(2, SOUP, 5, 70), rec(3, BEER, 61, 120)]
     assert tracker._since_switch(stayed) == stayed
+
+
+def test_a_spots_track_with_a_few_look_alike_detections_of_a_passing_dish_is_no_dish() -> None:
+    """A cappuccino spot's track on a sliding tray takes 3 detections of a
+    coffee passing beside it that the detector saw as cappuccino (a look-alike):
+    11 at the spot and 3 elsewhere is the spot; a dish seen 6 times elsewhere
+    is a dish."""
+    memory = SpotMemory()
+    for g in range(3):
+        rec = DishRecord(g, np.ones(3), first_seq=20 * g)
+        for k in range(2):
+            rec.vote(0, 0.5, 20 * g + 5 * k, 20 * g + 5 * k)
+            rec.seen_in(cell_of(np.array([180.0, 232.0]), 0))
+        rec.rel_box = np.array([155.0, 207.0, 205.0, 257.0])
+        memory.learn(rec)
+    assert memory.n_spots == 1
+
+    def track(elsewhere: int) -> DishRecord:
+        rec = DishRecord(30, np.zeros(3))
+        for k in range(11 + elsewhere):
+            rec.vote(0, 0.6, 100 + 3 * k, 100 + 3 * k)
+            x = 180.0 if k < 11 else 230.0 + 8 * k
+            rec.seen_in(cell_of(np.array([x, 232.0]), 0))
+        return rec
+
+    assert at_spots(track(3), memory, 3)
+    assert not at_spots(track(6), memory, 3)

@@ -42,7 +42,10 @@ SPOT_RADIUS_MIN_PX = 8.0  # ... or this many pixels (whole-picture shakes move i
 SPOT_SIZE_RATIO = 1.5  # and with a box no more than this factor larger or smaller
 FORGET_FRAMES = 6000  # a place not fired at for this long is forgotten (5 min at 20 fps)
 MAX_PLACES = 256  # places remembered (the least recently fired candidates go first)
-SPOT_OFF_SHARE = 0.1  # a dish needs this share of its detections away from spots
+SPOT_OFF_SHARE = 0.1  # a dish needs this share of its detections away from spots ...
+# ... and at least this many (a spot's track takes a few look-alike detections of
+# a real dish passing under it: 3 of 14 in a case on the tuning grid's point b)
+SPOT_OFF_HITS = 5
 
 
 class SpotMemory:
@@ -153,12 +156,12 @@ def off_spot_hits(rec: DishRecord, memory: SpotMemory, cls: int | None = None) -
 
 def at_spots(rec: DishRecord, memory: SpotMemory, min_hits: int) -> bool:
     """Whether ``rec`` was seen as its class mostly at spots: fewer than
-    ``min_hits`` (or :data:`SPOT_OFF_SHARE` of its) detections of that class
-    elsewhere. Other classes elsewhere are no evidence: a dish on a tray
+    ``min_hits``, :data:`SPOT_OFF_HITS` or :data:`SPOT_OFF_SHARE` of its
+    detections of that class elsewhere. Other classes elsewhere are no evidence: a dish on a tray
     passing under a spot lends the spot's track a few detections of its own."""
     if not rec.cells or not memory.n_spots:
         return False
     cls = rec.decide()[0]
     own = sum(n for k, n in rec.cells.items() if k[2] == cls)
     off = off_spot_hits(rec, memory, cls)
-    return off < own and off < max(min_hits, SPOT_OFF_SHARE * own)
+    return off < own and off < max(min_hits, SPOT_OFF_HITS, SPOT_OFF_SHARE * own)
