@@ -277,3 +277,40 @@ def test_the_cli_imports_a_selection_once(tmp_path: Path, capsys: pytest.Capture
     assert [f.passes for f in frames] == [1, 2, 1]
     assert cli(["label", "import", str(tmp_path / "nowhere"), "--config", str(config)]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_unlabelled_boxes_of_an_incomplete_frame_are_exported_as_ignore_regions(
+        tmp_path: Path) -> None:
+    """Issue 15 item 3: an object nobody labelled yet is neither an object nor
+    background to the trainer; its region gets no objectness loss."""
+    from calibration.data import read_split
+    from calibration.targets import encode_targets
+
+    async def main() -> dict[str, Any]:
+        async with workspace(tmp_path) as box:
+            item = await lease(box, "ana")
+            boxes = [{**b, "class": None, "rank": None} for b in accepted(item)]
+            boxes[0]["class"] = item["boxes"][0]["candidates"][0]["class"]  # one labelled
+            boxes.append({"box": [5.0, 5.0, 40.0, 30.0], "class": None, "proposal": None,
+                          "rank": None})  # drawn by hand, no class yet
+            await put(box, "ana", item, boxes)  # not complete
+            return item
+
+    item = asyncio.run(main())
+    out = tmp_path / "dataset"
+    assert cli(["label", "export", "--out", str(out), "--config", str(_config(tmp_path))]) == 0
+    split = read_split(out / "train")
+    (frame,) = split.frames
+    names = split.class_names
+    assert frame.ignore.tolist() == [False] + [True] * len(item["boxes"])
+    said = [b["detector"]["class"] for b in item["boxes"][1:]]
+    assert [names[c] for c in frame.classes[1:-1]] == said  # what the detector proposed
+    assert names[frame.classes[-1]] != "tray"  # a drawn box without a class: a dish
+    tray = names.index("tray")
+    targets = encode_targets(frame.boxes * 0.5, frame.classes, frame.ignore, len(names),
+                             (320, 240), head="factorized")
+    for b, c, skip in zip(frame.boxes * 0.5 / 8, frame.classes, frame.ignore, strict=True):
+        if skip:
+            channel = 0 if c == tray else 1
+            x1, y1 = (int(v) for v in b[:2])
+            assert targets.heatmap_weight[channel, y1 + 1, x1 + 1] == 0.0

@@ -11,9 +11,12 @@ the classes the labellers added (new dishes), in name order, as
 ``calibrate train --init`` expects (new classes appended).
 
 Only frames somebody wrote are exported, with pass 1's labels (pass 2
-exists to measure agreement); a box not labelled yet is left out, which is
-why ``complete`` matters: on a frame that is not complete, an object without
-a box is not background.
+exists to measure agreement). On a frame that is not complete, a box nobody
+labelled yet is exported with ``ignore: 1`` (its ``category_id`` the class the
+detector proposed, else a dish class): ``calibrate train`` neither learns it
+as an object nor as background (its region gets no objectness loss), so
+incomplete frames can be trained on. An object with no box at all on such a
+frame is still background to the trainer, which is why ``complete`` matters.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.catalogue import BY_KEY
+from edge.catalogue import BY_KEY, Kind
 from edge.fsutil import make_private_dir, write_atomic
 from edge.label.store import LabelStore
 
@@ -47,6 +50,7 @@ def coco_document(store: LabelStore, base_classes: Sequence[str], *,
     names = categories(base_classes, [b["class"] for r in written for b in r.boxes
                                       if b.get("class")])
     index = {name: i for i, name in enumerate(names)}
+    any_dish = next((i for i, n in enumerate(names) if _kind(n) != Kind.TRAY.value), 0)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for r in written:
@@ -54,14 +58,27 @@ def coco_document(store: LabelStore, base_classes: Sequence[str], *,
         images.append({"id": f.id, "file_name": f"{image_dir}/{f.file}", "width": f.width,
                        "height": f.height, "complete": r.complete, "source": f.source,
                        "frame": f.source_frame, "version": r.version, "labeller": r.actor})
+        proposed = None
         for b in r.boxes:
-            if not b.get("class"):
-                continue
+            ignore = 0
+            category = index.get(b.get("class") or "")
+            if category is None:
+                if r.complete:
+                    continue  # cannot happen: a complete frame has every box labelled
+                # an object nobody labelled yet on an incomplete frame: not background
+                # either; the trainer ignores its region for objectness (the tray or
+                # the dish channel, by what the detector proposed), and learns no class
+                if proposed is None:
+                    props = store.proposals(f.id)
+                    proposed = [] if props is None else props.boxes
+                p = b.get("proposal")
+                said = proposed[p]["class"] if isinstance(p, int) and p < len(proposed) else ""
+                category, ignore = index.get(said, any_dish), 1
             x1, y1, x2, y2 = (float(v) for v in b["box"])
             annotations.append({
-                "id": len(annotations) + 1, "image_id": f.id, "category_id": index[b["class"]],
+                "id": len(annotations) + 1, "image_id": f.id, "category_id": category,
                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0, "ignore": 0,
+                "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0, "ignore": ignore,
                 "labeller": r.actor})
     return {
         "format": FORMAT,
