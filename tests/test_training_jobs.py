@@ -112,3 +112,64 @@ def test_a_job_is_cancelled_and_can_be_resumed(tmp_path: Path) -> None:
             assert resp.status == 200
 
     asyncio.run(main())
+
+
+def _coco(frames: int) -> dict[str, Any]:
+    return {"images": [{"id": i, "file_name": f"images/{i}.jpg", "complete": True}
+                       for i in range(1, frames + 1)],
+            "annotations": [], "categories": []}
+
+
+def test_a_second_start_while_the_first_exports_is_refused(tmp_path: Path) -> None:
+    from edge.label.training import JobRefused, TrainingJobs, TrainOptions
+
+    async def main() -> None:
+        exporting, go_on = asyncio.Event(), asyncio.Event()
+
+        async def export() -> dict[str, Any]:
+            exporting.set()
+            await go_on.wait()
+            return _coco(3)
+
+        jobs = TrainingJobs(tmp_path / "jobs", lambda: tmp_path / "no-frames", export,
+                            lambda: tmp_path / "model.onnx")
+        jobs.open()
+        first = asyncio.create_task(jobs.start(TrainOptions(), "manager"))
+        await exporting.wait()
+        with pytest.raises(JobRefused) as refused:
+            await asyncio.wait_for(jobs.start(TrainOptions(), "manager"), 5.0)
+        assert refused.value.status == 409
+        go_on.set()
+        with pytest.raises(OSError):  # the frames are not there: the first one fails
+            await first
+
+    asyncio.run(main())
+
+
+def test_a_job_that_cannot_start_fails_instead_of_running_forever(tmp_path: Path) -> None:
+    """Its frames could not be copied: the job says failed (on disk too), and the
+    next start is not refused as if it ran."""
+    from edge.label.training import JobRefused, TrainingJobs, TrainOptions
+
+    async def main() -> None:
+        async def export() -> dict[str, Any]:
+            return _coco(3)
+
+        root = tmp_path / "jobs"
+        jobs = TrainingJobs(root, lambda: tmp_path / "no-frames", export,
+                            lambda: tmp_path / "model.onnx")
+        jobs.open()
+        with pytest.raises(OSError):
+            await jobs.start(TrainOptions(), "manager")
+        job = jobs.status()["job"]
+        assert job["state"] == "failed" and "could not start" in job["detail"]
+        again = TrainingJobs(root, lambda: tmp_path / "no-frames", export,
+                             lambda: tmp_path / "model.onnx")
+        again.open()  # after a restart: failed, not interrupted
+        assert again.status()["job"]["state"] == "failed"
+        with pytest.raises(OSError):  # tried again, not refused (409)
+            await jobs.start(TrainOptions(), "manager")
+        with pytest.raises(JobRefused):
+            await jobs.cancel("manager")  # nothing runs
+
+    asyncio.run(main())

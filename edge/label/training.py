@@ -128,6 +128,7 @@ class TrainingJobs:
         self.job: Job | None = None
         self._task: asyncio.Task[None] | None = None
         self._proc: asyncio.subprocess.Process | None = None
+        self._starting = False  # a start awaits the export: a second one must not pass
 
     # -- state ---------------------------------------------------------------
 
@@ -181,8 +182,18 @@ class TrainingJobs:
             422 with fewer than :data:`MIN_FRAMES` complete frames, or a
             ``replay`` that is not a COCO split.
         """
-        if self.job is not None and self.job.state in RUNNING:
-            raise JobRefused(f"job {self.job.id} is {self.job.state}: wait for it or cancel it")
+        if self._starting or (self.job is not None and self.job.state in RUNNING):
+            what = "a job is starting" if self._starting or self.job is None else (
+                f"job {self.job.id} is {self.job.state}")
+            raise JobRefused(f"{what}: wait for it or cancel it")
+        self._starting = True
+        try:
+            return await self._start(options, actor, resume=resume)
+        finally:
+            self._starting = False
+
+    async def _start(self, options: TrainOptions, actor: str | None, *,
+                     resume: bool) -> dict[str, Any]:
         if resume:
             if self.job is None or self.job.state not in ("interrupted", "failed", "cancelled"):
                 raise JobRefused("nothing to resume: the newest job did not stop half-way")
@@ -203,10 +214,19 @@ class TrainingJobs:
                            str(self.serving_model()))
             make_private_dir(self._dir())
             self._set()
-            frames = await asyncio.to_thread(_write_split, doc, self.frames_dir(),
-                                             self._dir() / "data", options.val_every)
-            self._set("training", frames=frames)
-        await self._spawn()
+        try:
+            if not resume:
+                frames = await asyncio.to_thread(_write_split, doc, self.frames_dir(),
+                                                 self._dir() / "data", options.val_every)
+                self._set("training", frames=frames)
+            await self._spawn()
+        except Exception as err:
+            # left "exporting" or "training" without a trainer, it would refuse every
+            # later start (409) and, after a restart, offer a resume of nothing
+            self._set("failed", detail=f"could not start: {type(err).__name__}: {err}",
+                      pid=None)
+            log.error("training_failed", job=self.job.id, error=repr(err))
+            raise
         self._task = asyncio.create_task(self._follow(), name="training-job")
         log.info("training_started", job=self.job.id, actor=actor, resume=resume,
                  frames=self.job.frames)
