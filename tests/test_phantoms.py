@@ -376,3 +376,24 @@ def test_a_spots_track_with_a_few_look_alike_detections_of_a_passing_dish_is_no_
 
     assert at_spots(track(3), memory, 3)
     assert not at_spots(track(6), memory, 3)
+
+
+def test_a_track_that_takes_over_a_dish_four_frames_before_its_track_ends_is_that_dish(
+) -> None:
+    """A coffee's track and its successor (started when its dish frame slipped
+    43 px under it) were both matched for 4 frames: one dish; twins seen
+    together for longer stay two."""
+    def rec(gid: int, x: float, first: int, last: int) -> DishRecord:
+        r = DishRecord(gid, np.zeros(3), first_seq=first,
+                       rel_box=np.array([x, 0.0, x + 38.0, 38.0]))
+        for seq in range(first, last + 1):
+            r.vote(1, 0.9, seq, seq)
+        return r
+
+    def no_drift(seq: int) -> np.ndarray:
+        return np.zeros(2)
+
+    assert len(merge_fragments([rec(1, 0.0, 468, 507), rec(2, 43.0, 504, 543)], 250.0,
+                               no_drift)) == 1
+    assert len(merge_fragments([rec(1, 0.0, 468, 507), rec(2, 43.0, 500, 543)], 250.0,
+                               no_drift)) == 2
