@@ -28,7 +28,7 @@ from edge.errors import ConfigError
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
 from edge.rollout import RolloutError
-from edge.rollout.shadow import WARMUP_S, ShadowBook
+from edge.rollout.shadow import WARMUP_S, ShadowBook, ShadowStream
 from edge.rollout.store import MODELS_SUBDIR, ModelStore
 
 URL = "synthetic://?seed=3&fps=20&size=320x240"
@@ -278,6 +278,24 @@ def test_the_book_pairs_bills_of_one_tray_and_counts_who_was_right() -> None:
     book.correction("b", {"items": [{"key": "coffee"}]})  # undone: serving was right
     assert book.stats()["corrections"] == {"candidate_right": 0, "serving_right": 1,
                                            "neither": 0}
+
+
+def test_a_tray_in_view_when_the_shadow_moves_on_to_its_stream_is_not_compared(
+        tmp_path: Path) -> None:
+    """The shadow started long ago on another stream and has just moved on to
+    cam1 (a new ShadowStream): a tray already in view on cam1 then is left out,
+    as trays in view at the shadow's start are; a tray seen after is compared."""
+    site = _site(tmp_path, URL)
+    now = time.time()
+    book = ShadowBook("abc", [], window_s=2.0, metrics=Metrics(), started_at=now - 1000.0)
+    ShadowStream(site.streams[0], site, ("coffee", "water_still"), book)  # moved on to cam1
+    book.serving_bill(_bill("in-view", ["coffee", "water_still"], now - 5.0, now + 1.0))
+    book.shadow_bill(_bill("s-in-view", ["coffee"], now - 0.5, now + 1.0))  # saw half of it
+    book.serving_bill(_bill("after", ["coffee"], now + WARMUP_S + 1, now + 20.0))
+    book.shadow_bill(_bill("s-after", ["coffee"], now + WARMUP_S + 1, now + 20.1))
+    book.expire(now + 60.0)
+    stats = book.stats()
+    assert (stats["agree"], stats["differ"], stats["missed"], stats["extra"]) == (1, 0, 0, 0)
 
 
 @needs_model

@@ -17,7 +17,8 @@ tray (same stream, closed within ``rollout.match_window_s``) and counts:
 
 Where the two differ and the cashier corrected the serving bill, the
 corrected bill says who was right (``corrections``). Bills of trays that were
-already in view when the shadow started are left out (the shadow saw only
+already in view when the shadow started on their stream (at the start, or
+when the shadow moved on to that stream) are left out (the shadow saw only
 part of them).
 """
 
@@ -91,9 +92,16 @@ class ShadowBook:
         self.detected = 0  # frames the candidate detected
         self.times: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
         self._waiting: dict[str, list[_Waiting]] = {}
+        self._stream_started: dict[str, float] = {}  # the shadow moved on to a stream then
         # serving bill id -> (serving dishes, shadow dishes) where they differ
         self._differ: dict[str, tuple[Dishes, Dishes]] = {}
         self._verdicts: dict[str, str] = {}
+
+    def stream_started(self, stream_id: str, at: float | None = None) -> None:
+        """The shadow starts on ``stream_id`` at ``at`` (Unix seconds, default now):
+        its trays in view then are not compared; its unpaired bills are dropped."""
+        self._stream_started[stream_id] = time.time() if at is None else at
+        self._waiting.pop(stream_id, None)
 
     def serving_bill(self, bill: Bill) -> None:
         """A bill the serving model closed (journaled)."""
@@ -109,7 +117,8 @@ class ShadowBook:
 
     def _arrive(self, bill: Bill, side: str) -> None:
         self.expire(bill.closed_at)
-        if bill.opened_at < self.started_at + WARMUP_S:
+        started = max(self.started_at, self._stream_started.get(bill.stream_id, 0.0))
+        if bill.opened_at < started + WARMUP_S:
             return  # in view before the shadow saw it whole
         waiting = self._waiting.setdefault(bill.stream_id, [])
         other = [w for w in waiting if w.side != side
@@ -198,6 +207,7 @@ class ShadowStream:
         self.biller: TrayBiller | None = None
         self.lag = LagCompensator()
         self._pending: tuple[int, Detections] | None = None
+        book.stream_started(stream.id)
 
     def offer(self, frame: Frame, detections: Detections) -> None:
         """The candidate's detections of ``frame`` (applied at the next update)."""
