@@ -32,6 +32,20 @@ def _biller(*, guard: bool = True) -> TrayBiller:
                        640, 480, run_id="test", clock_offset=0.0, snapshots=False)
 
 
+def _seen(gid: int, box: list[float], first: int, last: int, cls: int = 1, *,
+          n_classes: int = 3) -> DishRecord:
+    """A dish record at ``box`` (tray coordinates) seen as ``cls`` in every frame
+    from ``first`` to ``last``."""
+    r = DishRecord(gid, np.zeros(n_classes), first_seq=first, rel_box=np.array(box))
+    for seq in range(first, last + 1):
+        r.vote(cls, 0.9, seq, seq)
+    return r
+
+
+def _no_drift(seq: int) -> np.ndarray:
+    return np.zeros(2)
+
+
 def _items(bills: list[Bill]) -> list[list[int]]:
     return [sorted(i.class_id for i in b.items) for b in bills]
 
@@ -274,15 +288,7 @@ def test_a_dish_hidden_while_its_tray_slipped_is_merged_by_the_drift_of_the_othe
 def test_a_track_that_takes_over_a_dish_a_frame_before_its_track_ends_is_that_dish() -> None:
     """A hand cuts a pretzel's box to a part of it: a second, smaller track of
     the same class starts one frame before the first one ends."""
-    def rec(gid: int, box: list[float], first: int, last: int) -> DishRecord:
-        r = DishRecord(gid, np.zeros(3), first_seq=first, rel_box=np.array(box))
-        for seq in range(first, last + 1):
-            r.vote(1, 0.9, seq, seq)
-        return r
-
-    def no_drift(seq: int) -> np.ndarray:
-        return np.zeros(2)
-
+    rec, no_drift = _seen, _no_drift
     dishes = [rec(1, [0.0, 0.0, 83.0, 83.0], 0, 60), rec(2, [40.0, 10.0, 87.0, 57.0], 59, 90)]
     assert len(merge_fragments(dishes, 250.0)) == 2  # the default merges no overlap
     assert len(merge_fragments(dishes, 250.0, no_drift)) == 1
@@ -315,20 +321,10 @@ def test_a_dish_whose_dish_frame_slipped_after_it_reappeared_is_measured_from_wh
     30 px from where the old one ended, then the dish frame slips 60 px under
     it with no other dish in view: measured from where the new track began it
     continues the old one (one dish), from where it is now it does not."""
-    def rec(gid: int, x: float, first: int, last: int) -> DishRecord:
-        r = DishRecord(gid, np.zeros(3), first_seq=first,
-                       rel_box=np.array([x, 0.0, x + 40.0, 40.0]))
-        for seq in range(first, last + 1):
-            r.vote(1, 0.9, seq, seq)
-        return r
-
-    def no_drift(seq: int) -> np.ndarray:  # no other dish seen: nothing logged
-        return np.zeros(2)
-
-    old, new = rec(1, 0.0, 0, 20), rec(2, 90.0, 22, 50)
-    assert len(merge_fragments([old, new], 250.0, no_drift)) == 2
+    old, new = _seen(1, [0.0, 0.0, 40.0, 40.0], 0, 20), _seen(2, [90.0, 0.0, 130.0, 40.0], 22, 50)
+    assert len(merge_fragments([old, new], 250.0, _no_drift)) == 2  # (no other dish: no drift)
     new.head_box = np.array([30.0, 0.0, 70.0, 40.0])  # where DishLanes saw it first
-    merged = merge_fragments([old, new], 250.0, no_drift)
+    merged = merge_fragments([old, new], 250.0, _no_drift)
     assert len(merged) == 1 and merged[0].hits == 50
 
 
@@ -338,10 +334,7 @@ def test_a_tray_track_that_went_over_to_the_next_tray_bills_only_the_dishes_sinc
     beer and a pizza: only the last two are this tray's. Dishes seen across
     that frame keep everything."""
     def rec(gid: int, cls: int, first: int, last: int) -> DishRecord:
-        r = DishRecord(gid, np.zeros(len(CLASS_NAMES)), first_seq=first)
-        for seq in range(first, last + 1):
-            r.vote(cls, 0.9, seq, seq)
-        return r
+        return _seen(gid, [0.0, 0.0, 40.0, 40.0], first, last, cls, n_classes=len(CLASS_NAMES))
 
     tracker = _biller().tracker
     switched = [rec(1, COFFEE, 0, 60), rec(2, SOUP, 5, 58), rec(3, BEER, 61, 120),
@@ -383,17 +376,7 @@ def test_a_track_that_takes_over_a_dish_four_frames_before_its_track_ends_is_tha
     """A coffee's track and its successor (started when its dish frame slipped
     43 px under it) were both matched for 4 frames: one dish; twins seen
     together for longer stay two."""
-    def rec(gid: int, x: float, first: int, last: int) -> DishRecord:
-        r = DishRecord(gid, np.zeros(3), first_seq=first,
-                       rel_box=np.array([x, 0.0, x + 38.0, 38.0]))
-        for seq in range(first, last + 1):
-            r.vote(1, 0.9, seq, seq)
-        return r
-
-    def no_drift(seq: int) -> np.ndarray:
-        return np.zeros(2)
-
-    assert len(merge_fragments([rec(1, 0.0, 468, 507), rec(2, 43.0, 504, 543)], 250.0,
-                               no_drift)) == 1
-    assert len(merge_fragments([rec(1, 0.0, 468, 507), rec(2, 43.0, 500, 543)], 250.0,
-                               no_drift)) == 2
+    old = _seen(1, [0.0, 0.0, 38.0, 38.0], 468, 507)
+    for first, dishes in ((504, 1), (500, 2)):
+        new = _seen(2, [43.0, 0.0, 81.0, 38.0], first, 543)
+        assert len(merge_fragments([old, new], 250.0, _no_drift)) == dishes
