@@ -615,7 +615,9 @@ class Pipeline:
         for task in (self._worker_task, self._heartbeat_task):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # one that crashed was reported by the supervisor (stage_crashed):
+                # stopping goes on, so the journal and the fleet still close
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         await self.worker.close()
         log.info("pipeline_stopped")

@@ -189,6 +189,10 @@ def test_a_model_that_raises_at_inference_is_rolled_back_within_2_s(tmp_path: Pa
         history = rollout.store.history()
         assert history[0]["to"] == "serving" and "raised at inference" in history[0]["reason"]
         assert rollout.store.get(cid).state == "retired"
+        # the model that failed is nothing to roll back to
+        assert rollout.status()["rollback_to"] is None
+        with pytest.raises(RolloutError, match="nothing to roll back to"):
+            await rollout.rollback(actor="test")
 
     _run(site, body)
 
@@ -440,5 +444,32 @@ def test_a_shadow_whose_promotion_is_refused_is_not_left_shadow_nor_served_faile
             assert pipeline.worker.serving.failed is None
         frames = pipeline.runners["cam1"].frames_done
         await _until(lambda: pipeline.runners["cam1"].frames_done > frames + 5, 10.0, "frames")
+
+    _run(site, body)
+
+
+@needs_model
+def test_a_failed_model_that_nothing_can_replace_stops_the_worker(tmp_path: Path) -> None:
+    """No half-alive daemon: when the automatic rollback cannot bring the model
+    before back (here a step it needs before serving fails), the worker ends with
+    the error and the daemon's supervisor stops it (systemd restarts it)."""
+    site = _site(tmp_path, URL)
+    broken = failing_at_inference(tmp_path / "broken.onnx")
+
+    async def body(pipeline: Pipeline, billing: BillingService) -> None:
+        rollout = pipeline.rollout
+        assert rollout is not None
+        first = rollout.status()["serving"]["version"]
+
+        async def refuse_the_old_one(model: Any) -> None:
+            if model.version == first:
+                raise RuntimeError("its examples are gone")
+
+        rollout.before_serve(refuse_the_old_one)
+        await rollout.promote(_upload(pipeline, broken))
+        task = pipeline._worker_task
+        assert task is not None
+        await _until(task.done, 5.0, "the worker to stop")
+        assert isinstance(task.exception(), RolloutError)
 
     _run(site, body)

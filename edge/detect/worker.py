@@ -218,6 +218,7 @@ class DetectionWorker:
         self.on_model_error: ModelErrorHook | None = None
         self.on_window: Callable[[], None] | None = None  # after every window of ~1 s
         self._shadow_task: asyncio.Task[None] | None = None
+        self._halt: BaseException | None = None
         self._pending: dict[str, _Request] = {}
         self._wake = asyncio.Event()
         self._busy = 0.0
@@ -286,6 +287,13 @@ class DetectionWorker:
         if self.shadow is model:
             self.shadow = None
         return old
+
+    def halt(self, err: BaseException) -> None:
+        """End :meth:`run` with ``err`` (the daemon stops, systemd restarts it): for a
+        serving model that failed and could not be replaced. Never a half-alive
+        daemon that shows video and detects nothing."""
+        self._halt = err
+        self._wake.set()
 
     def set_shadow(self, model: LoadedModel | None) -> LoadedModel | None:
         """Shadow ``model`` (None: stop shadowing); returns the former shadow."""
@@ -358,6 +366,8 @@ class DetectionWorker:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
+                if self._halt is not None:
+                    raise self._halt
                 await asyncio.sleep(0)  # let streams whose frames arrived together join
                 batch = [r for r in self._pending.values() if not r.future.done()]
                 self._pending.clear()

@@ -36,7 +36,7 @@ import structlog
 from edge.config import RolloutConfig
 from edge.detect.worker import DetectionWorker, LoadedModel
 from edge.metrics import Metrics
-from edge.rollout import RolloutError
+from edge.rollout import ModelState, RolloutError
 from edge.rollout.shadow import ShadowBook
 from edge.rollout.store import ModelEntry, ModelStore
 
@@ -122,7 +122,7 @@ class Rollout:
             return None
         self.store.set_state(entry.id, "retired", actor="auto",
                              reason=f"failed to load at start: {err}")
-        target = self.store.rollback_target()
+        target = self._rollback_target()
         if target is None or target.id == entry.id:
             target = self.store.adopt(config_model)
         if target.id == entry.id:
@@ -182,7 +182,7 @@ class Rollout:
             self._rotation, self._rotated_at = 0, time.monotonic()
             self.pipeline.start_shadow(self.book, self._shadowed_streams())
             self.worker.set_shadow(model)
-            entry = self.store.set_state(entry.id, "shadow", actor=actor, reason="shadowed")
+            entry = await self._set_state(entry.id, "shadow", actor=actor, reason="shadowed")
             log.info("model_shadowed", id=entry.id, version=entry.version, actor=actor)
             return entry.to_json()
 
@@ -202,8 +202,8 @@ class Rollout:
                     return await self._swap(model, entry, "promote", actor, "promoted")
                 except RolloutError as err:
                     # no longer shadowed (its model is closed): the registry must not say so
-                    self.store.set_state(entry.id, "retired" if model.failed else "candidate",
-                                         actor=actor, reason=f"promotion refused: {err}")
+                    await self._set_state(entry.id, "retired" if model.failed else "candidate",
+                                          actor=actor, reason=f"promotion refused: {err}")
                     raise
             model = await self._load(entry, actor)
             return await self._swap(model, entry, "promote", actor, "promoted")
@@ -225,15 +225,15 @@ class Rollout:
             if shadow is not None and shadow.model_id == entry.id:
                 await self._stop_shadow("retired", actor, "retired")
             else:
-                entry = self.store.set_state(entry.id, "retired", actor=actor,
-                                             reason="retired")
+                entry = await self._set_state(entry.id, "retired", actor=actor,
+                                              reason="retired")
             return self.store.get(entry.id).to_json()
 
     def status(self) -> dict[str, Any]:
         """Serving model, shadow and its figures, whether a swap is under way."""
         serving = self.worker.serving if self.worker.loaded else None
         shadow = self.worker.shadow
-        target = self.store.rollback_target()
+        target = self._rollback_target()
         out: dict[str, Any] = {
             "serving": None if serving is None else self._describe(serving),
             "shadow": None, "swapping": self._lock.locked(),
@@ -288,8 +288,8 @@ class Rollout:
                                                  version=entry.version)
         except Exception as err:
             log.error("model_load_failed", id=entry.id, version=entry.version, error=str(err))
-            self.store.set_state(entry.id, "retired", actor=actor,
-                                 reason=f"failed to load: {err}")
+            await self._set_state(entry.id, "retired", actor=actor,
+                                  reason=f"failed to load: {err}")
             raise RolloutError(f"model {entry.id} ({entry.version}) does not load: {err}; "
                                "the serving model goes on", 422) from err
         log.info("model_loaded", id=entry.id, version=entry.version,
@@ -303,8 +303,8 @@ class Rollout:
         if shadow is None:
             return
         with contextlib.suppress(RolloutError):
-            self.store.set_state(shadow.model_id, state, actor=actor,  # type: ignore[arg-type]
-                                 reason=reason)
+            await self._set_state(shadow.model_id, state, actor=actor,  # type: ignore[arg-type]
+                                  reason=reason)
         await self.worker.close_model(shadow)
 
     async def _swap(self, model: LoadedModel, entry: ModelEntry, cause: str,
@@ -320,7 +320,7 @@ class Rollout:
             await self._not_ready(model, entry, model.failed)
         old = self.worker.serve(model)
         self.pipeline.classes_changed()
-        entry = self.store.set_state(entry.id, "serving", actor=actor, reason=reason)
+        entry = await self._set_state(entry.id, "serving", actor=actor, reason=reason)
         self._promoted_at = time.monotonic() if cause == "promote" else None
         self._slow_windows = 0
         self.metrics.model_swaps.labels(cause).inc()
@@ -339,8 +339,24 @@ class Rollout:
         raise RolloutError(f"model {entry.id} ({entry.version}) could not be made ready to "
                            f"serve: {err}; the serving model goes on", 422) from err
 
-    async def _rollback(self, actor: str | None, reason: str, cause: str) -> dict[str, Any]:
+    async def _set_state(self, ref: str, state: ModelState, *, actor: str | None,
+                         reason: str) -> ModelEntry:
+        """:meth:`ModelStore.set_state` off the event loop (an atomic write, fsynced)."""
+        return await asyncio.to_thread(self.store.set_state, ref, state, actor=actor,
+                                       reason=reason)
+
+    def _rollback_target(self) -> ModelEntry | None:
+        """The registry's rollback target, unless the rollout retired it itself (it
+        failed: raised at inference, broke its latency budget, did not load)."""
         target = self.store.rollback_target()
+        if target is None:
+            return None
+        last = next((e for e in self.store.history(1000)  # newest first
+                     if e["model"] == target.id and e["to"] == "retired"), None)
+        return None if last is not None and last["actor"] == "auto" else target
+
+    async def _rollback(self, actor: str | None, reason: str, cause: str) -> dict[str, Any]:
+        target = self._rollback_target()
         serving = self._serving()
         if target is None or target.id == serving.model_id:
             raise RolloutError(f"nothing to roll back to: model {serving.model_id} "
@@ -374,7 +390,11 @@ class Rollout:
                         return
                     await self._rollback("auto", reason, "auto_rollback")
             except RolloutError as err:
-                log.error("model_auto_rollback_failed", error=str(err))
+                log.error("model_auto_rollback_failed", error=str(err),
+                          hint="the serving model failed and nothing replaces it: the "
+                               "daemon stops (systemd restarts it)")
+                if self.worker.loaded and self.worker.serving.failed is not None:
+                    self.worker.halt(err)
             finally:
                 self._rolling_back.remove(model)
 
@@ -400,7 +420,7 @@ class Rollout:
             log.warning("replaced_model_failed", id=model.model_id, version=model.version,
                         error=repr(err))
             return True
-        target = self.store.rollback_target()
+        target = self._rollback_target()
         if target is None or target.id == model.model_id:
             log.error("model_failed", id=model.model_id, version=model.version,
                       error=repr(err), hint="nothing to roll back to: the daemon restarts")
