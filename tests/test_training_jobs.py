@@ -9,6 +9,7 @@ real evaluation in child processes.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,8 @@ def test_a_job_trains_on_complete_frames_measures_both_models_and_registers_a_ca
             resp = await box.client.post("/api/label/training", json=SHORT,
                                          headers=box.auth("manager"))
             job = (await _json(resp, 200))["job"]
-            assert job["state"] == "training" and job["frames"] == {"train": 2, "val": 1}
+            assert job["state"] == "training" and job["frames"] == {"train": 2, "val": 1,
+                                                                    "incomplete": 0}
             again = await box.client.post("/api/label/training", json=SHORT,
                                           headers=box.auth("manager"))
             assert again.status == 409
@@ -80,11 +82,20 @@ def test_a_job_trains_on_complete_frames_measures_both_models_and_registers_a_ca
 def test_a_job_is_cancelled_and_can_be_resumed(tmp_path: Path) -> None:
     async def main() -> None:
         async with workspace(tmp_path) as box:
-            await _label(box, 2)
+            await _label(box, 1)
+            # a second frame half labelled: trained on, its other boxes ignore regions
+            item = await lease(box, "ana", after=1)
+            boxes = [{**b, "class": None, "rank": None} for b in accepted(item)]
+            boxes[0]["class"] = item["boxes"][0]["candidates"][0]["class"]
+            await put(box, "ana", item, boxes)
             long = {**SHORT, "epochs": 50, "epoch_images": 64}
             resp = await box.client.post("/api/label/training", json=long,
                                          headers=box.auth("manager"))
             job = (await _json(resp, 200))["job"]
+            assert job["frames"] == {"train": 1, "val": 1, "incomplete": 1}
+            train = json.loads((Path(box.root) / "jobs" / job["id"] / "data" / "train" /
+                                "annotations.json").read_text())
+            assert sum(a["ignore"] for a in train["annotations"]) == len(boxes) - 1
             pid = job["pid"]
             await asyncio.sleep(2.0)
             resp = await box.client.post("/api/label/training/cancel",

@@ -1,12 +1,12 @@
 """From the workspace's labels to a candidate model: one fine-tune job at a time.
 
-``workspace (complete frames) ─▶ dataset (train + held-back val) ─▶ calibrate train
+``workspace (saved frames) ─▶ dataset (train + held-back val) ─▶ calibrate train
 (a child process) ─▶ eval detector (new and serving model, held-back frames) ─▶
 model registry (candidate) ─▶ shadow / promote (docs/MODELS.md)``
 
 A job lives in ``storage.dir/labels/jobs/<job id>/``: ``job.json`` (its state,
 written atomically at every step), ``data/{train,val}`` (the workspace's
-complete frames as COCO; every ``val_every``-th one held back), ``run/`` (the
+saved frames as COCO; every ``val_every``-th complete one held back), ``run/`` (the
 trainer's checkpoints, ``history.jsonl`` and ``model.onnx``), ``train.log`` and
 ``eval-*.json``. The trainer runs as ``python -m edge.cli calibrate train``
 from the serving model (new classes get new rows; the known ones are kept),
@@ -17,8 +17,10 @@ line per epoch), so a job keeps being followed after a daemon restart while
 its process lives; one whose process is gone is ``interrupted`` and starts
 again from its last checkpoint when asked to (``resume``).
 
-Only complete frames are used: on a frame that is not complete, an object
-without a box is not background, and the trainer would learn it as such.
+Every saved frame is trained on; on a frame that is not complete, the boxes
+nobody labelled yet are ignore regions (:mod:`edge.label.coco`), and an object
+without any box stays background, which is why only complete frames are held
+back to measure a model.
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ JOBS_SUBDIR = "jobs"
 JobState = Literal["exporting", "training", "evaluating", "done", "failed", "cancelled",
                    "interrupted"]
 RUNNING: tuple[JobState, ...] = ("exporting", "training", "evaluating")
+CANCEL_GRACE_S = 10.0
+"""How long a cancelled trainer may take to stop before it is killed."""
 MIN_FRAMES = 2
-"""Complete frames a job needs: one to train on and one to hold back, at least."""
+"""Saved frames a job needs: one to train on and a complete one to hold back, at least."""
 
 
 class JobRefused(Exception):
@@ -179,8 +183,8 @@ class TrainingJobs:
         ------
         JobRefused
             409 while a job runs, or ``resume`` without an interrupted job;
-            422 with fewer than :data:`MIN_FRAMES` complete frames, or a
-            ``replay`` that is not a COCO split.
+            422 with fewer than :data:`MIN_FRAMES` saved frames or none
+            complete, or a ``replay`` that is not a COCO split.
         """
         if self._starting or (self.job is not None and self.job.state in RUNNING):
             what = "a job is starting" if self._starting or self.job is None else (
@@ -205,10 +209,11 @@ class TrainingJobs:
                                  "annotations.json there)", 422)
             doc = await self.export()
             complete = [i for i in doc["images"] if i.get("complete")]
-            if len(complete) < MIN_FRAMES:
-                raise JobRefused(f"only {len(complete)} frame(s) are labelled completely; a "
-                                 f"job needs {MIN_FRAMES} at least (one is held back to "
-                                 "measure the new model)", 422)
+            if not complete or len(doc["images"]) < MIN_FRAMES:
+                raise JobRefused(f"{len(doc['images'])} frame(s) saved, {len(complete)} of them "
+                                 f"labelled completely; a job needs {MIN_FRAMES} saved frames "
+                                 "at least, one of them complete (held back to measure the "
+                                 "new model)", 422)
             job_id = time.strftime("%Y%m%d-%H%M%S")
             self.job = Job(job_id, "exporting", actor, asdict(options), time.time(),
                            str(self.serving_model()))
@@ -245,6 +250,7 @@ class TrainingJobs:
         if pid is not None and _alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
+            await self._reap(pid)  # a resume must not find the trainer still writing
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -252,6 +258,19 @@ class TrainingJobs:
         self._set("cancelled", detail=f"cancelled by {actor or 'someone'}", pid=None)
         log.info("training_cancelled", job=self.job.id, actor=actor)
         return self.job.to_json()
+
+    async def _reap(self, pid: int, grace_s: float = CANCEL_GRACE_S) -> None:
+        """Wait for the trainer to end after SIGTERM; SIGKILL its group after ``grace_s``."""
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.returncode is not None:
+                return
+            if self._proc is None and not _alive(pid):
+                return
+            await asyncio.sleep(0.1)
+        log.warning("training_kill", pid=pid, after_s=grace_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
     async def close(self) -> None:
         """Stop following (the trainer itself goes on; :meth:`open` finds it again)."""
@@ -288,7 +307,9 @@ class TrainingJobs:
         history = self._dir() / "run" / "history.jsonl"
         try:
             while True:
-                self._set(epochs_done=_lines(history))
+                done = _lines(history)
+                if done != self.job.epochs_done:  # job.json is fsynced: only on news
+                    self._set(epochs_done=done)
                 code = await self._exit_code()
                 if code is not None:
                     break
@@ -334,7 +355,13 @@ class TrainingJobs:
             sys.executable, "-m", "edge.cli", "eval", "detector", "--model", str(model),
             "--data", str(self._dir() / "data"), "--split", "val", "--json", str(out),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        _, err = await proc.communicate()
+        try:
+            _, err = await proc.communicate()
+        except asyncio.CancelledError:  # the job was cancelled while it measured
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
         if proc.returncode != 0:
             return {"error": err.decode(errors="replace")[-500:]}
         report = json.loads(out.read_text())
@@ -346,14 +373,17 @@ class TrainingJobs:
 
 def _write_split(doc: dict[str, Any], frames_dir: Path, out: Path,
                  val_every: int) -> dict[str, int]:
-    """The complete frames of ``doc`` as ``out/train`` and ``out/val`` (every
-    ``val_every``-th frame, at least one, held back)."""
+    """``doc``'s frames as ``out/train`` and ``out/val``: every ``val_every``-th
+    complete frame held back (at least one; only complete frames measure a
+    model), every other saved frame trained on (an incomplete one with its
+    unlabelled boxes as ignore regions, :mod:`edge.label.coco`)."""
     complete = [i for i in doc["images"] if i.get("complete")]
     val_ids = {img["id"] for n, img in enumerate(complete) if n % val_every == val_every - 1}
     if not val_ids:
         val_ids = {complete[-1]["id"]}
+    counts = {}
     for split, held in (("train", False), ("val", True)):
-        images = [img for img in complete if (img["id"] in val_ids) == held]
+        images = [img for img in doc["images"] if (img["id"] in val_ids) == held]
         ids = {img["id"] for img in images}
         folder = out / split
         make_private_dir(folder / "images")
@@ -362,7 +392,9 @@ def _write_split(doc: dict[str, Any], frames_dir: Path, out: Path,
         part = {**doc, "images": images,
                 "annotations": [a for a in doc["annotations"] if a["image_id"] in ids]}
         write_atomic(folder / "annotations.json", json.dumps(part).encode())
-    return {"train": len(complete) - len(val_ids), "val": len(val_ids)}
+        counts[split] = len(images)
+    counts["incomplete"] = len(doc["images"]) - len(complete)
+    return counts
 
 
 def _lines(path: Path) -> int:
