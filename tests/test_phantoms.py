@@ -18,7 +18,7 @@ from edge.config import SiteConfig, StreamConfig
 from edge.frames import DishEvidence
 from edge.sim.menu import BY_KEY, CLASS_NAMES
 from edge.track.evidence import DishRecord
-from edge.track.fragments import merge_fragments
+from edge.track.fragments import merge_fragments, since_switch
 from edge.track.spots import SpotMemory, at_spots, cell_of, off_spot_hits
 
 BEER = BY_KEY["beer"].id
@@ -339,9 +339,9 @@ def test_a_tray_track_that_went_over_to_the_next_tray_bills_only_the_dishes_sinc
     tracker = _biller().tracker
     switched = [rec(1, COFFEE, 0, 60), rec(2, SOUP, 5, 58), rec(3, BEER, 61, 120),
                 rec(4, PIZZA, 64, 120), rec(5, BRATWURST, 30, 31)]  # (5: two false hits)
-    assert [r.gid for r in tracker._since_switch(switched)] == [3, 4]
+    assert [r.gid for r in since_switch(switched, tracker._min_hits)] == [3, 4]
     stayed = [rec(1, COFFEE, 0, 60), rec(2, SOUP, 5, 70), rec(3, BEER, 61, 120)]
-    assert tracker._since_switch(stayed) == stayed
+    assert since_switch(stayed, tracker._min_hits) == stayed
 
 
 def test_a_spots_track_with_a_few_look_alike_detections_of_a_passing_dish_is_no_dish() -> None:

@@ -141,3 +141,18 @@ def _successor_of(rec: DishRecord, merged: list[DishRecord], tray_width: float,
         elif (ghost or early) and d < best:
             best, out = d, m
     return out
+
+
+def since_switch(dishes: list[DishRecord], min_hits: int) -> list[DishRecord]:
+    """A tray's dishes, less those of another tray its track carried before
+    (``billing.noise_guard``). When none of the dishes seen up to some frame
+    was seen after it and others were seen from then on, the track went
+    over to the next tray there (the two overlapped while the first was
+    missed): the dishes before are that other tray's, billed with the
+    track it has since. A dish is counted here once seen ``min_hits`` times."""
+    solid = [r for r in dishes if r.hits >= min_hits]
+    for t in sorted({r.first_seq for r in solid}, reverse=True):
+        if any(r.first_seq < t for r in solid) and all(
+                r.last_seq < t for r in solid if r.first_seq < t):
+            return [r for r in dishes if r.last_seq >= t]
+    return dishes

@@ -37,7 +37,7 @@ from edge.geometry import box_iou, nms
 from edge.track import norfair_adapter as nfa
 from edge.track.dish_frame import DishDetection, OpticalFlow, rigid_shift
 from edge.track.evidence import Box, DishRecord, centre, shift4
-from edge.track.fragments import merge_fragments
+from edge.track.fragments import merge_fragments, since_switch
 from edge.track.lanes import DishIds, DishLanes, assign
 from edge.track.loose import LooseDishes
 from edge.track.spots import SpotMemory, at_spots
@@ -257,7 +257,7 @@ class TrayTracker:
         """The dishes of a tray held now or ended this frame, fragments merged, in
         order of their track ids (empty for an unknown tray); with
         ``noise_guard``, less those of a tray its track carried before
-        (:meth:`_since_switch`)."""
+        (:func:`edge.track.fragments.since_switch`)."""
         found = self._tray(tray_id)
         tray = found[1] if found is not None else self._ended.get(tray_id)
         if tray is None:
@@ -271,7 +271,7 @@ class TrayTracker:
         drift = tray.drift_at if self.noise_guard else None
         merged = merge_fragments(dishes, width, drift)
         if self.noise_guard:
-            merged = self._since_switch(merged)
+            merged = since_switch(merged, self._min_hits)
         for rec in sorted(merged, key=lambda r: r.gid):
             if self._fixed(rec, spots=False):  # its fragments, each too short to tell,
                 # together can slide far enough (spots are judged per fragment)
@@ -282,20 +282,6 @@ class TrayTracker:
                                     self._ids.looks - rec.last_look,
                                     tuple(rec.views.views) if rec.views is not None else ()))
         return tuple(out)
-
-    def _since_switch(self, dishes: list[DishRecord]) -> list[DishRecord]:
-        """A tray's dishes, less those of another tray its track carried before
-        (``billing.noise_guard``). When none of the dishes seen up to some frame
-        was seen after it and others were seen from then on, the track went
-        over to the next tray there (the two overlapped while the first was
-        missed): the dishes before are that other tray's, billed with the
-        track it has since. A dish is counted here once seen ``min_hits`` times."""
-        solid = [r for r in dishes if r.hits >= self._min_hits]
-        for t in sorted({r.first_seq for r in solid}, reverse=True):
-            if any(r.first_seq < t for r in solid) and all(
-                    r.last_seq < t for r in solid if r.first_seq < t):
-                return [r for r in dishes if r.last_seq >= t]
-        return dishes
 
     def observations(self) -> tuple[TrayObservation, ...]:
         """The trays held now, as the last frame left them (in order of birth)."""
