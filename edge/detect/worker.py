@@ -150,7 +150,7 @@ class LoadedModel:
     model_id: str
     version: str
     class_names: tuple[str, ...]
-    remap: npt.NDArray[np.int32]
+    remap: npt.NDArray[np.int32] | None  # None: its ids are the worker's already
     embedding_dim: int | None
     times: list[float] = field(default_factory=list)
     last_times: list[float] = field(default_factory=list)
@@ -160,7 +160,7 @@ class LoadedModel:
     def call(self, images: list[npt.NDArray[np.uint8]]) -> list[Detections]:
         """Detect ``images`` (in :attr:`executor`), class ids in the worker's space."""
         results = self.detector.detect(images)
-        if len(self.remap) and not np.array_equal(self.remap, np.arange(len(self.remap))):
+        if self.remap is not None:
             results = [replace(d, classes=self.remap[d.classes]) for d in results]
         return results
 
@@ -274,7 +274,8 @@ class DetectionWorker:
                 known[name] = len(space)
                 space.append(name)
         self.class_names = tuple(space)
-        remap = np.array([known[n] for n in names], dtype=np.int32)
+        ids = [known[n] for n in names]
+        remap = None if ids == list(range(len(ids))) else np.array(ids, dtype=np.int32)
         return LoadedModel(detector, executor, model_id,
                            info.model_version if version is None else version,
                            names, remap, info.embedding_dim)
