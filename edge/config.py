@@ -427,6 +427,39 @@ class RolloutConfig(_Strict):
                     "time are the same tray")
 
 
+class LearningConfig(_Strict):
+    """Learning on the job (docs/LEARNING.md): unknown dishes are flagged, and the
+    cashier's corrections become examples that name the next trays' dishes."""
+
+    enabled: bool = Field(
+        True, description="cashier corrections teach (examples kept in the journal) and the "
+                          "site's examples take part in naming dishes; needs a model with "
+                          "the embeddings output")
+    flag_unknown: bool = Field(
+        True, description="a dish that looks like no class the model knows and no example "
+                          "becomes an unknown line for the cashier; needs the model's "
+                          "known-class bank (MODEL.bank.npz beside the model)")
+    examples_per_class: int = Field(
+        48, ge=1, le=10000,
+        description="examples kept per menu entry and model; beyond it the most redundant "
+                    "one goes")
+    example_margin: float = Field(
+        0.01, ge=0.0, le=1.0,
+        description="the site's examples name a dish against the detector's class only when "
+                    "their similarity beats that class's by this much")
+    min_example_similarity: float = Field(
+        0.9, ge=-1.0, le=1.0,
+        description="examples less similar than this say nothing about a dish")
+    keep_views_days: float = Field(
+        7.0, gt=0.0, le=3650.0,
+        description="the dishes' views kept with each bill this long (a correction after "
+                    "that teaches nothing)")
+    max_questions: int = Field(
+        200, ge=1, le=100000,
+        description="frames most worth a label kept for the labelling workspace "
+                    "(GET /api/questions)")
+
+
 class StreamConfig(_Strict):
     """One camera."""
 
@@ -485,6 +518,15 @@ class SiteConfig(_Strict):
     fleet: FleetConfig = Field(default_factory=FleetConfig)
     till: TillConfig = Field(default_factory=TillConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    learning: LearningConfig = Field(default_factory=LearningConfig)
+
+    @field_validator("menu")
+    @classmethod
+    def _no_reserved_key(cls, menu: dict[str, MenuEntry]) -> dict[str, MenuEntry]:
+        if "unknown" in menu:
+            raise ValueError("the key 'unknown' is reserved for unknown dishes' lines; "
+                             "name the menu entry otherwise")
+        return menu
 
     @model_validator(mode="after")
     def _unique_ids(self) -> SiteConfig:
@@ -638,7 +680,7 @@ def to_toml(config: SiteConfig) -> str:
         data["fleet"]["password"] = config.fleet.password.get_secret_value()
     lines: list[str] = [f"max_streams = {config.max_streams}", ""]  # before any table
     for table in ("server", "detector", "tracker", "storage", "billing", "menu", "fleet",
-                  "till"):
+                  "till", "rollout", "learning"):
         lines.append(f"[{table}]")
         lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data[table].items()
                   if v is not None]

@@ -57,6 +57,15 @@ SCENE_TUNING: Bases = {"easy": 15000, "standard": 15100, "hard": 15200}
 ROTATED_TUNING: Bases = {"easy": 16000, "standard": 16100, "hard": 16200}
 """The scene bench's tuning set (``--dev``), camera turned."""
 
+LEARNING_BANK = range(17100, 17200)
+"""Base-menu scenes that build a model's known-class bank (``dishtracker calibrate bank``):
+the prototypes and per-class thresholds of the open-set decision (:mod:`edge.learn.bank`)."""
+LEARNING_TUNING: Bases = {"standard": 17000}
+"""``site2`` scenes (``--menu site2``) the learning loop is developed and tuned on
+(``dishtracker eval learning``): 17000-17099."""
+LEARNING_HELD_OUT: Bases = {"standard": 90500}
+"""Held out: ``site2`` scenes of the learning bench (90500-90599), run once per decision."""
+
 LEVEL_SPAN = 1000
 """Seeds per level and set: a level's seeds are ``base .. base + LEVEL_SPAN - 1``."""
 

@@ -204,4 +204,4 @@ def test_schema_describes_every_table() -> None:
     schema = json_schema()
     assert set(schema["properties"]) == {"max_streams", "server", "detector", "tracker",
                                          "storage", "billing", "menu", "streams", "fleet",
-                                         "till", "rollout"}
+                                         "till", "rollout", "learning"}

@@ -193,16 +193,7 @@ def resolve(correction: AnyCorrection, items: Sequence[Mapping[str, Any]],
     if state["voided"]:
         raise CorrectionConflict([f"action: the bill is void ({state['void_reason']}); "
                                   "undo the void before correcting it"])
-    errors: list[str] = []
-    line = getattr(correction, "line", None)
-    if line is not None:
-        known = state["line_count"]
-        removed = {r["line"] for r in state["removed"]}
-        if line >= known:
-            valid = f"0 to {known - 1}" if known else "none (the bill is empty; use add)"
-            errors.append(f"line: no line {line} on this bill; lines are {valid}")
-        elif line in removed:
-            errors.append(f"line: line {line} was removed")
+    errors = _line_errors(correction, state)
     key = getattr(correction, "class_key", None)
     entry = menu.get(key) if key is not None else None
     if key is not None and entry is None:
@@ -221,6 +212,23 @@ def resolve(correction: AnyCorrection, items: Sequence[Mapping[str, Any]],
     if entry is not None:
         body.update(name=entry.name, price=entry.price)
     return body
+
+
+def _line_errors(correction: AnyCorrection, state: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the line a correction names (none named: nothing)."""
+    line = getattr(correction, "line", None)
+    if line is None:
+        return []
+    known = state["line_count"]
+    if line >= known:
+        valid = f"0 to {known - 1}" if known else "none (the bill is empty; use add)"
+        return [f"line: no line {line} on this bill; lines are {valid}"]
+    if line in {r["line"] for r in state["removed"]}:
+        return [f"line: line {line} was removed"]
+    current = next(ln for ln in state["items"] if ln["line"] == line)
+    if correction.action in ("confirm", "quantity") and current.get("unknown"):
+        return [f"line: line {line} is an unknown dish: pick the dish (change) or remove it"]
+    return []
 
 
 def _last_in_force(corrections: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -285,7 +293,8 @@ def effective(items: Sequence[Mapping[str, Any]],
         if action == "add":
             lines.append({"class_id": None, "key": c["class_key"], "name": c["name"],
                           "price": c["price"], "confidence": None, "track_id": None,
-                          "needs_review": False, "line": len(lines), "status": "added",
+                          "needs_review": False, "unknown": False, "proposals": [],
+                          "source": "cashier", "line": len(lines), "status": "added",
                           "quantity": 1})
             continue
         i = c.get("line")
@@ -304,6 +313,7 @@ def effective(items: Sequence[Mapping[str, Any]],
             detected = old.get("detected") or {k: old[k] for k in ("key", "name", "price")}
             lines[i] = {**old, "class_id": None, "key": c["class_key"], "name": c["name"],
                         "price": c["price"], "confidence": None, "needs_review": False,
+                        "unknown": False,
                         "status": "added" if old["status"] == "added" else "changed"}
             if old["status"] != "added":
                 lines[i]["detected"] = detected

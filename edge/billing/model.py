@@ -13,15 +13,40 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edge.frames import Detections, Frame, Track
+from edge.frames import Detections, Frame, Track, View
 
 REVIEW_REASONS: dict[str, str] = {
     "hidden_at_line": "part of the tray was hidden (a hand?) when it crossed the line: "
                       "dishes under it may be missing",
     "stream_changed": "the camera's settings changed while this tray was in view: it was "
                       "billed with what had been seen so far, and may be billed again",
+    "unknown_dish": "a dish on this tray looks like none the box knows: pick it from the "
+                    "proposals or the menu",
 }
 """Reasons a whole bill needs review (``Bill.review``) and what the cashier is told."""
+
+
+UNKNOWN_KEY = "unknown"
+"""The key of an unknown item's line (never a menu key: the config refuses it)."""
+UNKNOWN_NAME = "Unknown dish"
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A menu entry an unknown or doubtful line may be, best first on the line.
+
+    ``score`` is the open-set decision's evidence for it, 0-1
+    (:mod:`edge.learn.openset`)."""
+
+    key: str
+    name: str
+    price: float
+    score: float
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"key": self.key, "name": self.name, "price": self.price,
+                "score": round(self.score, 4)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +56,11 @@ class BillItem:
     Parameters
     ----------
     class_id : int
-        Detector class id.
+        Detector class id; -1 for an unknown item and for a menu entry the
+        model has no class for (named by the site's examples).
     key : str
-        Detector class name (the menu's key).
+        The menu's key: the detector's class name, a menu entry learnt from
+        examples, or :data:`UNKNOWN_KEY`.
     name : str
         Name shown to the cashier (from the site menu).
     price : float
@@ -43,7 +70,18 @@ class BillItem:
     track_id : int
         The dish's track id in its stream.
     needs_review : bool
-        True if ``confidence`` is below ``billing.confirm_below``.
+        True if ``confidence`` is below ``billing.confirm_below``, and for an
+        unknown item.
+    unknown : bool
+        The dish looks like nothing the box knows (:mod:`edge.learn.openset`):
+        price 0 until the cashier picks the dish; the bill needs review.
+    proposals : tuple of Proposal
+        Up to three menu entries it may be, best first (unknown and doubtful
+        lines; empty otherwise).
+    source : str
+        What named it: ``"detector"`` (the model's class evidence),
+        ``"examples"`` (the site's examples outvoted the detector or named a
+        dish the model has no class for) or ``"unknown"``.
     """
 
     class_id: int
@@ -53,12 +91,17 @@ class BillItem:
     confidence: float
     track_id: int
     needs_review: bool
+    unknown: bool = False
+    proposals: tuple[Proposal, ...] = ()
+    source: str = "detector"
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {"class_id": self.class_id, "key": self.key, "name": self.name,
                 "price": self.price, "confidence": round(self.confidence, 4),
-                "track_id": self.track_id, "needs_review": self.needs_review}
+                "track_id": self.track_id, "needs_review": self.needs_review,
+                "unknown": self.unknown, "proposals": [p.to_json() for p in self.proposals],
+                "source": self.source}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +143,10 @@ class Bill:
     model_id, model_version : str
         The model that served when the bill closed: its registry id
         (:mod:`edge.rollout.store`) and ``model_version``.
+    views : tuple of tuple of View
+        Per line (same order as ``items``), the dish's views
+        (:mod:`edge.track.views`): what a correction of that line teaches
+        (:mod:`edge.learn`). Journaled beside the bill, never in its JSON.
     """
 
     bill_id: str
@@ -117,6 +164,7 @@ class Bill:
     review: tuple[str, ...] = ()
     model_id: str = ""
     model_version: str = ""
+    views: tuple[tuple[View, ...], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (without the snapshot)."""

@@ -122,16 +122,31 @@ class Menu(_Answer):
     items: list[MenuItem]
 
 
+class Proposal(_Answer):
+    """A menu entry an unknown or doubtful line may be."""
+
+    key: str
+    name: str
+    price: float
+    score: float = Field(description="the open-set decision's evidence for it, 0-1")
+
+
 class BillItem(_Answer):
     """A line of a bill as the tracker saw it."""
 
-    class_id: int | None
-    key: str
+    class_id: int | None = Field(description="detector class id; -1: an unknown item, or a "
+                                             "menu entry named by the site's examples")
+    key: str = Field(description="menu key; 'unknown' for an unknown item")
     name: str
     price: float
     confidence: float | None
     track_id: int | None
     needs_review: bool
+    unknown: bool = Field(False, description="looks like no dish the box knows: price 0 "
+                                             "until the cashier picks it")
+    proposals: list[Proposal] = Field(default_factory=list,
+                                      description="up to three dishes it may be, best first")
+    source: str = Field("detector", description="what named it: detector, examples or unknown")
 
 
 class EffectiveLine(BillItem):
