@@ -147,6 +147,12 @@ class Bill:
         Per line (same order as ``items``), the dish's views
         (:mod:`edge.track.views`): what a correction of that line teaches
         (:mod:`edge.learn`). Journaled beside the bill, never in its JSON.
+    line_boxes : tuple of (tuple of 4 float or None)
+        Per line, the dish's box in the closing frame (None: not in view then).
+    frame_jpeg : bytes or None
+        The closing frame as the camera saw it (no marks), only when a line is
+        unknown or doubtful: a question for the labelling workspace
+        (:mod:`edge.learn.questions`). Never journaled.
     """
 
     bill_id: str
@@ -165,6 +171,8 @@ class Bill:
     model_id: str = ""
     model_version: str = ""
     views: tuple[tuple[View, ...], ...] = ()
+    line_boxes: tuple[tuple[float, float, float, float] | None, ...] = ()
+    frame_jpeg: bytes | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (without the snapshot)."""
