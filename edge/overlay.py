@@ -7,7 +7,11 @@ and its bill so far (the open bill the biller keeps, ``TrackedFrame.bills``);
 a dish with the name it has on the menu in force (after a live rename, the
 new name; never the detector's class key); a dish the bill will flag (vote
 share under ``billing.confirm_below``) or a class the menu does not price is
-outlined in amber and its label ends in ``?``. Classes the menu keeps off
+outlined in amber and its label ends in ``?``. A dish its open bill holds as
+an **unknown item** (``BillItem.unknown``: it looks like nothing the box
+knows) is named ``Unknown dish?`` in the same amber, never by the detector's
+look-alike class, and drawn even when that look-alike is kept off bills (an
+unseen dish the detector takes for clutter). Classes the menu keeps off
 bills (``billable = false``: cutlery, napkins) are not drawn. No track ids,
 scores, corner stamp or engineering header: those are the engineer's overlay
 (:func:`edge.annotate.annotate`), a per-viewer choice (:data:`OVERLAYS`).
@@ -22,7 +26,7 @@ hop about as the trays slide. Measured with ``python bench/annotate.py``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,6 +36,7 @@ import numpy.typing as npt
 
 from edge.annotate import annotate, is_tray
 from edge.billing.menu import Menu
+from edge.billing.model import UNKNOWN_NAME
 from edge.frames import Track, TrackedFrame
 from edge.labels import (
     DISH_LINE_PX,
@@ -54,6 +59,10 @@ OverlayName = Literal["cashier", "engineer"]
 """The overlays a viewer may ask for (``"overlay"`` of the WebRTC offer)."""
 OVERLAYS: tuple[OverlayName, ...] = ("cashier", "engineer")
 DEFAULT_OVERLAY: OverlayName = "cashier"
+
+UNKNOWN_LABEL = display_text(f"{UNKNOWN_NAME}?")
+"""What an unknown dish is called on the picture."""
+NO_UNKNOWN: frozenset[int] = frozenset()
 
 
 
@@ -85,8 +94,11 @@ class Label:
 
 
 
-def _dish_label(track: Track, menu: Menu, box: Rect) -> Label | None:
+def _dish_label(track: Track, menu: Menu, box: Rect, unknown: Container[int]
+                ) -> Label | None:
     """The dish's label from the menu in force; None for a class kept off bills."""
+    if track.track_id in unknown:
+        return Label(track, UNKNOWN_LABEL, box, flagged=True)
     key = (menu.class_names[track.class_id] if 0 <= track.class_id < len(menu.class_names)
            else track.class_name)
     entry = menu.entries.get(key)
@@ -100,8 +112,8 @@ def _dish_label(track: Track, menu: Menu, box: Rect) -> Label | None:
     return Label(track, name, box)
 
 
-def cashier_labels(tf: TrackedFrame, menu: Menu, memory: LabelMemory | None = None
-                   ) -> tuple[list[Label], list[Placement]]:
+def cashier_labels(tf: TrackedFrame, menu: Menu, memory: LabelMemory | None = None,
+                   unknown: Container[int] = NO_UNKNOWN) -> tuple[list[Label], list[Placement]]:
     """What the cashier's overlay writes for ``tf`` and where (the layout, without drawing).
 
     Parameters
@@ -113,6 +125,10 @@ def cashier_labels(tf: TrackedFrame, menu: Menu, memory: LabelMemory | None = No
     memory : LabelMemory, optional
         Where the labels went in the previous frame of the same video: a label
         stays there while the spot is free (updated with this frame's).
+    unknown : container of int
+        Track ids of the dishes the open bills hold as unknown items
+        (``BillItem.unknown`` of the tray states' items); a set, looked up once
+        per dish.
 
     Returns
     -------
@@ -133,7 +149,7 @@ def cashier_labels(tf: TrackedFrame, menu: Menu, memory: LabelMemory | None = No
             text = f"Tray {track.track_id}" + ("" if total is None else f"  {total:.2f}")
             trays.append(Label(track, text, box))
         else:
-            label = _dish_label(track, menu, box)
+            label = _dish_label(track, menu, box, unknown)
             if label is not None:
                 dishes.append(label)
     dishes.sort(key=lambda lb: (lb.box[1], lb.box[0]))
@@ -156,8 +172,8 @@ def _style(label: Label) -> Style:
     return Style(strip=class_colour(label.track.class_id))
 
 
-def cashier_overlay(tf: TrackedFrame, menu: Menu, memory: LabelMemory | None = None
-                    ) -> npt.NDArray[np.uint8]:
+def cashier_overlay(tf: TrackedFrame, menu: Menu, memory: LabelMemory | None = None,
+                    unknown: Container[int] = NO_UNKNOWN) -> npt.NDArray[np.uint8]:
     """Draw the cashier's overlay onto a copy of ``tf``'s image.
 
     Trays get a 3 px outline in their colour and a plate of that colour with
@@ -177,6 +193,8 @@ def cashier_overlay(tf: TrackedFrame, menu: Menu, memory: LabelMemory | None = N
         The menu in force (names after a live rename).
     memory : LabelMemory, optional
         Keeps labels where they were in the previous frame (:func:`cashier_labels`).
+    unknown : container of int
+        Track ids of the dishes held as unknown items (:func:`cashier_labels`).
 
     Returns
     -------
@@ -189,7 +207,7 @@ def cashier_overlay(tf: TrackedFrame, menu: Menu, memory: LabelMemory | None = N
     if stamp is not None:  # a synthetic camera's code: no business of the cashier's
         w, h = stamp
         out[:h, :w] = np.round(cv2.mean(out[:h, w : 2 * w])[:3]).astype(np.uint8)
-    labels, placements = cashier_labels(tf, menu, memory)
+    labels, placements = cashier_labels(tf, menu, memory, unknown)
     for lb in labels:
         x1, y1, x2, y2 = lb.box
         if lb.is_tray:
@@ -205,9 +223,11 @@ def cashier_overlay(tf: TrackedFrame, menu: Menu, memory: LabelMemory | None = N
 
 def render(overlay: OverlayName, tf: TrackedFrame, menu: Menu, class_names: Sequence[str], *,
            fps: float, latency_ms: float | None,
-           memory: LabelMemory | None = None) -> npt.NDArray[np.uint8]:
+           memory: LabelMemory | None = None,
+           unknown: Container[int] = NO_UNKNOWN) -> npt.NDArray[np.uint8]:
     """Draw ``overlay`` onto a copy of ``tf``'s image (the cashier's or the engineer's;
-    ``memory``: the cashier's labels of the previous frame of this video)."""
+    ``memory``: the cashier's labels of the previous frame of this video;
+    ``unknown``: track ids of the dishes held as unknown items)."""
     if overlay == "engineer":
         return annotate(tf, fps=fps, latency_ms=latency_ms, class_names=class_names)
-    return cashier_overlay(tf, menu, memory)
+    return cashier_overlay(tf, menu, memory, unknown)

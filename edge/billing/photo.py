@@ -7,7 +7,11 @@ outlined in its colour (the one it had in the live view) with its number and
 total, the rest of the picture is dimmed, and each billed dish seen in the
 frame is boxed and labelled with its line number and name as on the bill
 (``1 Coffee``). A line whose dish is not in the frame (hidden at the closing
-moment) has no box; a line that needs review is amber with ``?``. Labels are
+moment) has no box; a line that needs review is amber with ``?``. An unknown
+dish's line is amber too and labelled with its number and ``?`` only
+(``2 ?``): the box does not know its name, and the detector's look-alike is
+exactly what it must not say; the cashier page points to it by that label.
+The tray's total then ends in ``+ ?`` (what is known so far). Labels are
 placed clear of the dishes (:func:`edge.labels.place_labels`).
 
 Drawn once per bill, when the snapshot is taken; a pure function of the
@@ -83,6 +87,20 @@ def dish_boxes(items: Sequence[BillItem], tracks: Sequence[Track], tray_id: int
     return out
 
 
+def tray_text(tray_id: int, items: Sequence[BillItem]) -> str:
+    """The billed tray's label: ``Tray 5  12.40``, ``+ ?`` after it while a line is unknown."""
+    total = f"{round_money(sum(i.price for i in items)):.2f}"
+    return f"Tray {tray_id}  {total}{' + ?' if any(i.unknown for i in items) else ''}"
+
+
+def line_text(n: int, item: BillItem) -> str:
+    """Line ``n``'s label on its dish: ``1 Coffee``, ``1 Coffee ?`` to review, ``1 ?`` unknown."""
+    if item.unknown:
+        return f"{n} ?"
+    name = display_text(item.name, fallback=item.key)
+    return f"{n} {name} ?" if item.needs_review else f"{n} {name}"
+
+
 def bill_photo(image: npt.NDArray[np.uint8], tray_id: int, tray_box: Box,
                items: Sequence[BillItem], boxes: Sequence[Box | None]) -> npt.NDArray[np.uint8]:
     """The bill's photo: ``image`` with the billed tray and its lines marked.
@@ -112,7 +130,7 @@ def bill_photo(image: npt.NDArray[np.uint8], tray_id: int, tray_box: Box,
     colour = tray_colour(tray_id)
     cv2.rectangle(out, (tx1, ty1), (tx2 - 1, ty2 - 1), colour, TRAY_LINE_PX, cv2.LINE_8)
 
-    texts = [f"Tray {tray_id}  {round_money(sum(i.price for i in items)):.2f}"]
+    texts = [tray_text(tray_id, items)]
     targets = [tray]
     styles = [Style(plate=colour, text=text_colour(colour))]
     dishes: list[Rect] = []
@@ -121,16 +139,12 @@ def bill_photo(image: npt.NDArray[np.uint8], tray_id: int, tray_box: Box,
             continue
         rect = clip_box(box, width, height)
         dishes.append(rect)
-        name = display_text(item.name, fallback=item.key)
-        edge = AMBER if item.needs_review else class_colour(item.class_id)
+        flagged = item.needs_review or item.unknown
+        edge = AMBER if flagged else class_colour(item.class_id)
         cv2.rectangle(out, rect[:2], (rect[2] - 1, rect[3] - 1), edge,
-                      TRAY_LINE_PX if item.needs_review else DISH_LINE_PX, cv2.LINE_8)
-        if item.needs_review:
-            texts.append(f"{n} {name} ?")
-            styles.append(Style(plate=AMBER, text=(0, 0, 0)))
-        else:
-            texts.append(f"{n} {name}")
-            styles.append(Style(strip=edge))
+                      TRAY_LINE_PX if flagged else DISH_LINE_PX, cv2.LINE_8)
+        texts.append(line_text(n, item))
+        styles.append(Style(plate=AMBER, text=(0, 0, 0)) if flagged else Style(strip=edge))
         targets.append(rect)
     scale = font_scale(width)
     placements = place_labels([label_size(t, scale) for t in texts], targets, dishes,
