@@ -35,6 +35,7 @@ from edge.fleet import create_fleet
 from edge.fleet.routes import add_fleet_routes
 from edge.label.store import LABELS_SUBDIR
 from edge.label.training import JOBS_SUBDIR, TrainingJobs
+from edge.learn.service import LearningService
 from edge.memory import DEFAULT_INTERVAL_S, HeapTrimmer, interval_from_env
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
@@ -142,8 +143,10 @@ async def _serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR09
     metrics = Metrics()
     ssl_context = server_ssl_context(config.server)  # before the model: fail fast
     billing = await _open_billing(config, metrics)
+    learning = LearningService(config.learning, billing,
+                               search=[config.storage.dir / MODELS_SUBDIR])
     pipeline = Pipeline(config, metrics, billing=billing,
-                        store=ModelStore(config.storage.dir / MODELS_SUBDIR))
+                        store=ModelStore(config.storage.dir / MODELS_SUBDIR), learning=learning)
     if pipeline.rollout is not None:
         billing.add_correction_listener(pipeline.rollout.correction)
     try:

@@ -265,6 +265,9 @@ class DishEvidence:
     views : tuple of View
         A few diverse, sharp looks at it (:mod:`edge.track.views`); empty
         when the detector gives no embeddings.
+    appearance : np.ndarray or None
+        ``(D,)`` unit vector, the mean direction of its embeddings over its
+        life (None without embeddings).
     """
 
     track_id: int
@@ -277,6 +280,7 @@ class DishEvidence:
     longest: int = 1
     unseen: int = 0
     views: tuple[View, ...] = ()
+    appearance: npt.NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from edge.billing.biller import TrayBiller, make_biller, make_menu
+from edge.billing.biller import Namer, TrayBiller, make_biller, make_menu
 from edge.billing.line import CheckoutLine
 from edge.billing.menu import Menu
 from edge.billing.model import Bill, TrayState
@@ -32,9 +32,10 @@ from edge.config import CheckoutConfig, SiteConfig, StreamConfig
 from edge.detect.contract import read_model_info
 from edge.detect.engine_store import ENGINE_SUBDIR
 from edge.detect.precision import PRECISION_SUBDIR
-from edge.detect.worker import DetectionWorker
+from edge.detect.worker import DetectionWorker, LoadedModel
 from edge.errors import ConfigError, ModelError
 from edge.frames import Detections, Frame, TrackedFrame
+from edge.learn.service import LearningService
 from edge.metrics import Metrics
 from edge.rollout import RolloutError
 from edge.rollout.controller import Rollout
@@ -110,13 +111,15 @@ class StreamView:
 class StreamRunner:
     """One stream: its source, tracker and view, and the loop between them."""
 
-    def __init__(self, config: StreamConfig, site: SiteConfig, worker: DetectionWorker,
-                 metrics: Metrics, billing: BillSink | None = None) -> None:
+    def __init__(self, config: StreamConfig, site: SiteConfig, worker: DetectionWorker,  # noqa: PLR0917
+                 metrics: Metrics, billing: BillSink | None = None,
+                 namer: Namer | None = None) -> None:
         self.config = config
         self.site = site
         self.worker = worker
         self.metrics = metrics
         self.billing = billing
+        self.namer = namer  # names each bill line (edge.learn.openset); None: the detector
         self.source: Source = make_source(config, metrics, asyncio.get_running_loop())
         self.tracker: TrayBiller | None = None  # made at the first frame (needs its size)
         # tray numbers go on across tracker resets and restarts (one "Tray 3" a day)
@@ -206,7 +209,7 @@ class StreamRunner:
             self._drop_tracker("frame_size_changed")
         if self.tracker is None:
             self.tracker = make_biller(self.config, self.site, self.worker.class_names, w, h,
-                                       first_tray_id=self._next_tray_id)
+                                       first_tray_id=self._next_tray_id, namer=self.namer)
         self._last_frame = frame
         return self.tracker
 
@@ -332,9 +335,12 @@ class Pipeline:
     """All streams of a site; implements the control plane's ``DaemonControl``."""
 
     def __init__(self, config: SiteConfig, metrics: Metrics | None = None, *,
-                 billing: BillSink | None = None, store: ModelStore | None = None) -> None:
+                 billing: BillSink | None = None, store: ModelStore | None = None,
+                 learning: LearningService | None = None) -> None:
         self._config = config
         self.billing = billing
+        # learning on the job (edge.learn): names the lines, learns from corrections
+        self.learning = learning
         self.metrics = metrics or Metrics()
         # the TensorRT engine takes every configured stream's frame in one call
         self.worker = DetectionWorker(config.detector, self.metrics,
@@ -359,6 +365,8 @@ class Pipeline:
 
     async def start(self) -> None:
         """Load the model, start the worker, the heartbeat and every enabled stream."""
+        if self.rollout is not None and self.learning is not None:
+            self.rollout.before_serve(self._learn_model)
         if self.rollout is not None:
             await self.rollout.start(self._config.detector.model)
         else:
@@ -378,14 +386,26 @@ class Pipeline:
             log.warning("menu_missing_classes", classes=unpriced,
                         hint="add them to [menu] with a name and price (billable = false "
                              "for clutter)")
+        if self.learning is not None:
+            await self.learning.start()
+            await self._learn_model(serving)
         self._worker_task = asyncio.create_task(self.worker.run(), name="detect-worker")
         self._heartbeat_task = asyncio.create_task(self._beat(), name="heartbeat")
         for sc in self._config.streams:
             if sc.enabled:
                 self._start_stream(sc)
 
+    async def _learn_model(self, model: LoadedModel) -> None:
+        """Learning follows the model about to serve (its bank, its examples)."""
+        assert self.learning is not None
+        path = (self.rollout.store.get(model.model_id).path
+                if self.rollout is not None and model.model_id else self._config.detector.model)
+        await self.learning.use_model(path, model.model_id, model.class_names,
+                                      model.embedding_dim, fallback=self._config.detector.model)
+
     def _start_stream(self, sc: StreamConfig) -> None:
-        runner = StreamRunner(sc, self._config, self.worker, self.metrics, self.billing)
+        namer = self.learning.learner.name if self.learning is not None else None
+        runner = StreamRunner(sc, self._config, self.worker, self.metrics, self.billing, namer)
         runner.start()
         self.runners[sc.id] = runner
         log.info("stream_started", stream=sc.id)
@@ -567,6 +587,9 @@ class Pipeline:
             for table in ("tracker", "billing", "menu"):
                 if getattr(old, table) != getattr(new, table):
                     applied.append(table)
+            if old.learning != new.learning and self.learning is not None:
+                self.learning.retune(new.learning)
+                applied.append("learning")
             old_streams = {s.id: s for s in old.streams}
             new_streams = {s.id: s for s in new.streams}
             self._config = new.model_copy(update={
@@ -612,6 +635,8 @@ class Pipeline:
             await runner.stop()
         if self.rollout is not None:
             await self.rollout.close()
+        if self.learning is not None:
+            await self.learning.close()
         for task in (self._worker_task, self._heartbeat_task):
             if task is not None:
                 task.cancel()

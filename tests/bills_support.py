@@ -7,8 +7,15 @@ happens to a bill once it is closed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import random
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +23,7 @@ from aiohttp import ClientResponse
 
 from edge.billing.model import Bill, BillItem, TrayState, round_money
 from edge.config import SiteConfig
+from edge.frames import View
 
 MENU = SiteConfig().menu
 
@@ -128,3 +136,51 @@ class SseReader:
             ev = await self.next(max(0.01, deadline - loop.time()))
             if ev.event == kind:
                 return ev
+
+
+def views(seed: int, count: int = 3, dim: int = 128) -> tuple[View, ...]:
+    """``count`` views of one dish: unit embeddings near one random direction
+    (cosine about 0.99 to it) and random 48x48 crops."""
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(size=dim).astype(np.float32)
+    centre /= np.linalg.norm(centre)
+    out = []
+    for k in range(count):
+        e = centre + 0.015 * rng.normal(size=dim).astype(np.float32)
+        out.append(View(e / np.linalg.norm(e), rng.integers(0, 255, (48, 48, 3), np.uint8),
+                        k, 100.0))
+    return tuple(out)
+
+
+def with_views(bill: Bill, seed: int = 0, model_id: str = "m1") -> Bill:
+    """``bill`` with views for each of its lines, made by model ``model_id``."""
+    return dataclasses.replace(bill, model_id=model_id,
+                               views=tuple(views(seed * 100 + n) for n in range(len(bill.items))))
+
+
+WRITER = Path(__file__).with_name("journal_writer.py")
+
+
+def kill_writer(path: Path, prefix: str, rng: random.Random, *mode: str,
+                longest: float = 0.3) -> list[str]:
+    """Run ``journal_writer.py JOURNAL PREFIX [MODE]``, SIGKILL it after a random
+    0.02-``longest`` s, and return the lines it printed whole (what it
+    acknowledged)."""
+    proc = subprocess.Popen([sys.executable, str(WRITER), str(path), prefix, *mode],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == "ready\n", proc.stderr.read() if proc.stderr else ""
+        time.sleep(rng.uniform(0.02, longest))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        # read through the same buffered reader as readline(): communicate() reads
+        # the raw pipe and would miss lines readline() already buffered
+        out = proc.stdout.read()
+        proc.stdout.close()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    # a line cut by the kill has no newline: that bill may or may not be in
+    return [line for line in out.split("\n")[:-1] if line]

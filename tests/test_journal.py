@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from bills_support import MENU, jpeg, make_bill
+from bills_support import MENU, jpeg, kill_writer, make_bill
 
 from edge.billing.corrections import parse_correction
 from edge.billing.journal import SCHEMA_VERSION, Journal
 from edge.errors import CorrectionError, JournalError
-
-WRITER = Path(__file__).with_name("journal_writer.py")
 
 
 def _correct(journal: Journal, bill_id: str, body: dict[str, object]) -> dict[str, object]:
@@ -164,34 +159,13 @@ def test_size_limit_fails_commits_like_a_full_disk(tmp_path: Path) -> None:
         assert journal.integrity_check() == "ok"
 
 
-def _kill_round(path: Path, prefix: str, rng: random.Random) -> list[str]:
-    proc = subprocess.Popen([sys.executable, str(WRITER), str(path), prefix],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    try:
-        assert proc.stdout.readline() == "ready\n", proc.stderr.read() if proc.stderr else ""
-        time.sleep(rng.uniform(0.02, 0.3))
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        # read through the same buffered reader as readline(): communicate() reads
-        # the raw pipe and would miss lines readline() already buffered
-        out = proc.stdout.read()
-        proc.stdout.close()
-        proc.wait(10)
-        if proc.stderr is not None:
-            proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    # a line cut by the kill has no newline: that bill may or may not be in
-    return [line for line in out.split("\n")[:-1] if line]
-
-
 def test_bill_survives_kill_during_commit(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite3"
     rng = random.Random(20240501)
     printed: list[str] = []
     started = time.monotonic()
     for r in range(6):
-        ids = _kill_round(path, f"r{r}", rng)
+        ids = kill_writer(path, f"r{r}", rng)
         printed += ids
         with Journal(path) as journal:  # "restart": recovery from the WAL
             assert journal.integrity_check() == "ok"

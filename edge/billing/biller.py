@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 import cv2
+import numpy as np
+import numpy.typing as npt
 import structlog
 
 from edge.billing.line import BEFORE, PAST, UNKNOWN, CheckoutLine
@@ -71,6 +73,10 @@ SPARSE_HITS = 10
 # near the line all the time), 20 a sixth, and caught more of the wrong ones
 HIDDEN_LOOKS = 20
 SNAPSHOT_QUALITY = 80
+
+
+Namer = Callable[[DishEvidence, Menu], BillItem | None]
+"""Names one dish's bill line (None: not billable)."""
 
 
 class Phase(Enum):
@@ -128,13 +134,19 @@ class TrayBiller:
     first_tray_id : int
         The number ``tracker`` gives its first tray (what
         :attr:`next_tray_id` counts on from).
+    namer : callable, optional
+        ``namer(dish, menu)`` names each line instead of ``menu.item`` (the
+        open-set decision with the site's examples,
+        :meth:`edge.learn.openset.Learner.name`).
     """
 
     def __init__(self, stream_id: str, tracker: TrayTracker, menu: Menu, line: CheckoutLine,
                  *, min_item_hits: int = 3, run_id: str | None = None,
                  clock_offset: float | None = None, snapshots: bool = True,
-                 noise_guard: bool = False, first_tray_id: int = 1) -> None:
+                 noise_guard: bool = False, first_tray_id: int = 1,
+                 namer: Namer | None = None) -> None:
         self.stream_id = stream_id
+        self.namer = namer
         self.tracker = tracker
         self.menu = menu
         self.line = line
@@ -209,36 +221,45 @@ class TrayBiller:
                 and (not self.noise_guard or _evident(dish))]
 
     def _items(self, dishes: list[DishEvidence]) -> tuple[BillItem, ...]:
-        items = []
+        return tuple(item for item, _ in self._lines(dishes))
+
+    def _lines(self, dishes: list[DishEvidence]) -> list[tuple[BillItem, DishEvidence]]:
+        """The bill lines of ``dishes``, each with the dish it names."""
+        lines = []
         for dish in dishes:
-            item = self.menu.item(dish.class_id, dish.share, dish.track_id)
+            item = (self.namer(dish, self.menu) if self.namer is not None
+                    else self.menu.item(dish.class_id, dish.share, dish.track_id))
             if item is not None:
-                items.append(item)
-        return tuple(items)
+                lines.append((item, dish))
+        return lines
 
     def _close(self, closed: list[Bill], frame: Frame, obs: TrayObservation, acc: _Account,
                reason: str) -> None:
         """Close a tray's bill into ``closed``, once; a tray with nothing to bill
         closes without a bill."""
         dishes = self._billable(obs.tray_id)
-        items = self._items(dishes)
-        acc.phase = Phase.BILLED if items else Phase.EMPTY
+        lines = self._lines(dishes)
+        acc.phase = Phase.BILLED if lines else Phase.EMPTY
         self.tracker.set_closed(obs.tray_id, True)
-        if items:
+        if lines:
             review = ("hidden_at_line",) if self.noise_guard and _hidden(dishes) else ()
-            closed.append(self._bill(frame, obs, reason, items, review))
+            closed.append(self._bill(frame, obs, reason, lines, review))
         else:
             log.info("tray_closed_without_items", stream=self.stream_id, tray=obs.tray_id,
                      reason=reason, frame=frame.seq)
 
     def _bill(self, frame: Frame, obs: TrayObservation, reason: str,
-              items: tuple[BillItem, ...], review: tuple[str, ...] = ()) -> Bill:
-        snapshot = None
+              lines: list[tuple[BillItem, DishEvidence]], review: tuple[str, ...] = ()) -> Bill:
+        items = tuple(item for item, _ in lines)
+        boxes = dish_boxes(items, self._tracks, obs.tray_id)
+        snapshot = question = None
+        if any(item.unknown for item in items):
+            review = (*review, "unknown_dish")
         if self.snapshots and frame.image.size > 3:
-            photo = bill_photo(frame.image, obs.tray_id, obs.box, items,
-                               dish_boxes(items, self._tracks, obs.tray_id))
-            ok, buf = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, SNAPSHOT_QUALITY])
-            snapshot = buf.tobytes() if ok else None
+            photo = bill_photo(frame.image, obs.tray_id, obs.box, items, boxes)
+            snapshot = _jpeg(photo)
+            if any(item.unknown or item.proposals for item in items):
+                question = _jpeg(frame.image)  # a question for the labelling workspace
         return Bill(
             bill_id=f"{self.stream_id}-{self.run_id}-{obs.tray_id}", stream_id=self.stream_id,
             tray_id=obs.tray_id, opened_at=obs.first_seen + self.clock_offset,
@@ -246,6 +267,10 @@ class TrayBiller:
             items=items, total=round_money(sum(i.price for i in items)),
             needs_review=bool(review) or any(i.needs_review for i in items), reason=reason,
             tray_box=obs.box, snapshot_jpeg=snapshot, review=review,
+            views=tuple(dish.views for _, dish in lines),
+            line_boxes=tuple(None if b is None else (float(b[0]), float(b[1]), float(b[2]),
+                                                     float(b[3])) for b in boxes),
+            frame_jpeg=question,
         )
 
     def _state(self, obs: TrayObservation, acc: _Account) -> TrayState:
@@ -284,12 +309,11 @@ class TrayBiller:
             acc = self._accounts.get(obs.tray_id)
             if acc is None or acc.phase is not Phase.OPEN:
                 continue
-            dishes = self._billable(obs.tray_id)
-            items = self._items(dishes)
-            acc.phase = Phase.BILLED if items else Phase.EMPTY
+            lines = self._lines(self._billable(obs.tray_id))
+            acc.phase = Phase.BILLED if lines else Phase.EMPTY
             self.tracker.set_closed(obs.tray_id, True)
-            if items:
-                closed.append(self._bill(frame, obs, "stream_changed", items, (review,)))
+            if lines:
+                closed.append(self._bill(frame, obs, "stream_changed", lines, (review,)))
         return tuple(closed)
 
     def use_menu(self, menu: Menu) -> None:
@@ -312,6 +336,11 @@ class TrayBiller:
     def live_tracks(self) -> int:
         """Trays and dishes alive now."""
         return self.tracker.live_tracks
+
+
+def _jpeg(image: npt.NDArray[np.uint8]) -> bytes | None:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, SNAPSHOT_QUALITY])
+    return buf.tobytes() if ok else None
 
 
 def _evident(dish: DishEvidence) -> bool:
@@ -356,8 +385,9 @@ def make_menu(site: SiteConfig, class_names: Sequence[str]) -> Menu:
 def make_biller(stream: StreamConfig, site: SiteConfig, class_names: Sequence[str],  # noqa: PLR0917
                 width: int, height: int, run_id: str | None = None, *,
                 clock_offset: float | None = None, snapshots: bool = True,
-                first_tray_id: int = 1) -> TrayBiller:
-    """The full system for one stream, configured from the site config."""
+                first_tray_id: int = 1, namer: Namer | None = None) -> TrayBiller:
+    """The full system for one stream, configured from the site config (``namer``:
+    see :class:`TrayBiller`)."""
     menu = make_menu(site, class_names)
     line = CheckoutLine(stream.checkout, width, height)
     guard = site.billing.noise_guard
@@ -367,4 +397,4 @@ def make_biller(stream: StreamConfig, site: SiteConfig, class_names: Sequence[st
                           may_return=returns_past(line), first_tray_id=first_tray_id)
     return TrayBiller(stream.id, tracker, menu, line, min_item_hits=site.billing.min_item_hits,
                       run_id=run_id, clock_offset=clock_offset, snapshots=snapshots,
-                      noise_guard=guard, first_tray_id=first_tray_id)
+                      noise_guard=guard, first_tray_id=first_tray_id, namer=namer)

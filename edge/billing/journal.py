@@ -36,19 +36,20 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edge.billing import outbox as ob
+from edge.billing import teach
 from edge.billing.corrections import AnyCorrection, CorrectionConflict, effective, resolve
 from edge.billing.model import REVIEW_REASONS, Bill
 from edge.config import MenuEntry
 from edge.errors import JournalError
 from edge.fsutil import make_private_dir, restrict_file
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 APPLICATION_ID = 0x44544A4E  # "DTJN" in the SQLite header: `file` and tools can tell it apart
 
 _SCHEMA = (
@@ -102,7 +103,11 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # the model that made each bill (docs/MODELS.md)
     5: ("ALTER TABLE bills ADD COLUMN model_id TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE bills ADD COLUMN model_version TEXT NOT NULL DEFAULT ''"),
+    # what corrections teach: line views and examples (docs/LEARNING.md)
+    6: teach.SCHEMA_V6,
 }
+
+T = TypeVar("T")
 
 _PAGE = 500
 """Bills read at once by :meth:`Journal.between` (under SQLite's bound-parameter limit)."""
@@ -260,6 +265,9 @@ class Journal:
                 if new and bill.snapshot_jpeg is not None:
                     self._conn.execute("INSERT INTO snapshots (bill_id, jpeg) VALUES (?, ?)",
                                        (bill.bill_id, bill.snapshot_jpeg))
+                if new and bill.views:
+                    teach.write_views(self._conn, bill.bill_id, bill.model_id, bill.views,
+                                      created_at)
                 if new and self.outbox:
                     payload = ob.bill_payload(bill.to_json(), int(cur.lastrowid or 0),
                                               created_at)
@@ -367,11 +375,12 @@ class Journal:
                     "INSERT INTO corrections (bill_id, created_at, body_json) VALUES (?, ?, ?)",
                     (bill_id, created_at, json.dumps(body)))
                 cid = int(cur.lastrowid or 0)
+                stored = {"id": cid, "created_at": created_at, **body}
+                state = effective(items, [*earlier, stored], review=review)
+                teach.relabel(self._conn, bill_id, state, cid, created_at)
                 targets = (["fleet"] if self.outbox else []) + (["pos"] if row[4] else [])
                 if targets:  # the payload only for somebody to send it to
-                    stored = {"id": cid, "created_at": created_at, **body}
-                    payload = ob.correction_payload(
-                        stored, effective(items, [*earlier, stored], review=review))
+                    payload = ob.correction_payload(stored, state)
                     for target in targets:
                         ob.enqueue(self._conn, kind="correction",
                                    message_id=ob.correction_message_id(bill_id, cid),
@@ -381,6 +390,38 @@ class Journal:
             raise JournalError(f"{self.path}: cannot store the correction of {bill_id}: "
                                f"{err}") from err
         return self.get(bill_id)
+
+    # ---- what corrections teach (edge.billing.teach) -----------------------------
+
+    def examples_of_bill(self, bill_id: str) -> list[teach.StoredExample]:
+        """Every example ``bill_id``'s corrections made, taken back or not."""
+        return self._teach_read(teach.examples_of_bill, bill_id)
+
+    def active_examples(self) -> list[teach.StoredExample]:
+        """Every example in force, local and shared by other boxes."""
+        return self._teach_read(teach.active_examples)
+
+    def add_remote_examples(self, examples: Sequence[teach.StoredExample]) -> int:
+        """Store examples another box shared (idempotent by uid); rows added or changed."""
+        try:
+            with self._write():
+                return teach.add_remote(self._conn, examples, time.time())
+        except sqlite3.Error as err:
+            raise JournalError(f"{self.path}: cannot store shared examples: {err}") from err
+
+    def prune_views(self, before: float) -> int:
+        """Forget the line views of bills journaled before ``before``; rows deleted."""
+        try:
+            with self._write():
+                return teach.prune_views(self._conn, before)
+        except sqlite3.Error as err:
+            raise JournalError(f"{self.path}: cannot prune line views: {err}") from err
+
+    def _teach_read(self, op: Callable[..., T], *args: Any) -> T:
+        try:
+            return op(self._conn, *args)
+        except sqlite3.Error as err:
+            raise JournalError(f"{self.path}: cannot read the journal: {err}") from err
 
     def handover(self, bill_id: str, *, actor: str | None = None,
                  pos: bool = False) -> dict[str, Any] | None:

@@ -442,6 +442,11 @@ class BillingService:
             raise JournalError(f"{self.path}: the journal is not open")
         return self._journal
 
+    async def run_journal(self, op: Callable[[Journal], T]) -> T:
+        """Run ``op(journal)`` in the journal's thread (what corrections teach,
+        :mod:`edge.learn.service`); a failure is counted and logged, then raised."""
+        return await self._read(op)
+
     async def _read(self, op: Callable[[Journal], T]) -> T:
         try:
             return await self._run(lambda: op(self._need()))

@@ -176,7 +176,7 @@ class DishRecord:
     def _merge_views(self, other: DishRecord) -> None:
         """Keep the best views of both (new sets: records copied for merging
         share theirs with the originals)."""
-        if other.views is not None and other.views.views:
+        if other.views is not None:
             self.views = (other.views.merged(None) if self.views is None
                           else self.views.merged(other.views))
 

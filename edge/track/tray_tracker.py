@@ -277,10 +277,11 @@ class TrayTracker:
                 # together can slide far enough (spots are judged per fragment)
                 continue
             cls, share = rec.decide()
+            seen = rec.views if rec.views is not None else ViewSet()
             out.append(DishEvidence(rec.gid, cls, share, rec.hits, float(rec.votes.sum()),
                                     rec.span, rec.density, rec.longest,
-                                    self._ids.looks - rec.last_look,
-                                    tuple(rec.views.views) if rec.views is not None else ()))
+                                    self._ids.looks - rec.last_look, tuple(seen.views),
+                                    seen.appearance()))
         return tuple(out)
 
     def observations(self) -> tuple[TrayObservation, ...]:

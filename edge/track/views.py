@@ -19,6 +19,11 @@ A track keeps at most :data:`VIEWS_PER_TRACK`. A new look is offered every
 
 Only a look that passes the cheap embedding test is cropped, so a dish costs
 a few dot products per offer.
+
+Every look offered also adds to the track's running sum of embeddings: its
+*appearance* (:meth:`ViewSet.appearance`, the mean direction of all of them)
+is what the open-set decision compares with known classes and the site's
+examples (:mod:`edge.learn.openset`).
 """
 
 from __future__ import annotations
@@ -63,17 +68,32 @@ def sharpness(crop: Image) -> float:
 class ViewSet:
     """The views one dish track keeps (see the module docstring)."""
 
-    __slots__ = ("views",)
+    __slots__ = ("looks", "total", "views")
 
     def __init__(self, views: Sequence[View] = ()) -> None:
         self.views: list[View] = list(views)
+        self.total: FloatArray | None = None  # sum of every look's embedding
+        self.looks = 0
 
     def __len__(self) -> int:
         return len(self.views)
 
+    def appearance(self) -> FloatArray | None:
+        """The mean direction of every look offered (a unit vector; None before
+        the first, or when they cancel out)."""
+        if self.total is None:
+            return None
+        n = float(np.linalg.norm(self.total))
+        if n < 1e-6:
+            return None
+        out: FloatArray = (self.total / n).astype(np.float32)
+        return out
+
     def offer(self, embedding: FloatArray, seq: int, crop: Callable[[], Image | None]) -> bool:
         """Consider one look; True if it was kept. ``crop`` makes its picture
         (called only when the embedding adds something)."""
+        self.total = embedding.astype(np.float32) if self.total is None else self.total + embedding
+        self.looks += 1
         if self.views and float(self._cos(embedding).max()) >= SAME_VIEW_COS:
             return False
         picture = crop()
@@ -105,9 +125,13 @@ class ViewSet:
 
     def merged(self, other: ViewSet | None) -> ViewSet:
         """A new set holding the best of both (neither is changed)."""
-        if other is None or not other.views:
-            return ViewSet(self.views)
         out = ViewSet(self.views)
+        out.total, out.looks = self.total, self.looks
+        if other is not None and other.total is not None:
+            out.total = other.total if out.total is None else out.total + other.total
+            out.looks += other.looks
+        if other is None or not other.views:
+            return out
         for view in sorted(other.views, key=lambda v: -v.sharpness):
             if not out.views or float(out._cos(view.embedding).max()) < SAME_VIEW_COS:
                 out.add(view)

@@ -1,0 +1,185 @@
+"""The site's examples: dishes a cashier named, as the detector saw them.
+
+A correction of a bill line (a dish changed, an unknown dish picked, a
+flagged line confirmed) turns that line's views (:mod:`edge.track.views`)
+into labelled **examples** of the menu entry the cashier chose. They live
+durably in the journal (:mod:`edge.billing.journal`, table ``examples``,
+written in the correction's own transaction, so they survive ``kill -9``);
+an undo of the correction marks them removed.
+
+:class:`ExampleIndex` is their in-memory form, the one the open-set decision
+(:mod:`edge.learn.openset`) reads on every tray: per model (an embedding
+belongs to the model that made it) a matrix of unit vectors and their menu
+keys. It is **copy-on-write**: a change builds a new snapshot and swaps one
+reference, so the trackers read it from any thread without a lock.
+
+Capped per menu entry and model (``learning.examples_per_class``): when a
+class is over the cap, the most redundant example (the one with the nearest
+neighbour of its own class) leaves the index; the journal keeps it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+
+K_NEAREST = 3
+"""A class's similarity to a query: the mean of its ``K_NEAREST`` most similar
+examples; while it has fewer, the missing ones count as the ``floor`` of
+:meth:`ExampleIndex.similarity` (a class known from one example is less
+certain than one known from many: one wrong correction, however close, does
+not outvote the many examples or the bank behind the right dish)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One labelled look at a dish.
+
+    Attributes
+    ----------
+    uid : str
+        Stable id, unique across boxes (``{box}:{journal row}``): merging the
+        same example twice (the fleet) changes nothing.
+    key : str
+        The menu entry it shows.
+    model_id : str
+        The model whose embedding it is (registry id).
+    embedding : np.ndarray
+        ``(D,)`` float32 unit vector.
+    origin : str
+        ``"local"``, or the box that shared it.
+    """
+
+    uid: str
+    key: str
+    model_id: str
+    embedding: FloatArray
+    origin: str = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """The index for one model, immutable."""
+
+    embeddings: FloatArray  # (S, D)
+    keys: tuple[str, ...]  # (S,)
+    uids: tuple[str, ...]
+    by_key: Mapping[str, npt.NDArray[np.intp]]
+
+
+_EMPTY = _Snapshot(np.zeros((0, 0), np.float32), (), (), {})
+
+
+class ExampleIndex:
+    """Examples by model, capped per class (see the module docstring).
+
+    Parameters
+    ----------
+    per_class : int
+        Examples kept per menu key and model.
+    """
+
+    def __init__(self, per_class: int = 48) -> None:
+        self.per_class = per_class
+        self._examples: dict[str, Example] = {}
+        self._snapshots: dict[str, _Snapshot] = {}
+        self.version = 0
+
+    def __len__(self) -> int:
+        return len(self._examples)
+
+    def update(self, add: Iterable[Example] = (), remove: Iterable[str] = ()) -> bool:
+        """Add examples and remove others by uid (unknown uids are ignored);
+        True if anything changed. Rebuilds the snapshots of the models touched."""
+        touched: set[str] = set()
+        for uid in remove:
+            gone = self._examples.pop(uid, None)
+            if gone is not None:
+                touched.add(gone.model_id)
+        for ex in add:
+            if ex.uid not in self._examples:
+                self._examples[ex.uid] = ex
+                touched.add(ex.model_id)
+        for model_id in touched:
+            self._snapshots[model_id] = self._build(model_id)
+        if touched:
+            self.version += 1
+        return bool(touched)
+
+    def set_per_class(self, per_class: int) -> None:
+        """Keep ``per_class`` examples per class from now on (the snapshots are rebuilt)."""
+        if per_class != self.per_class:
+            self.per_class = per_class
+            for model_id in list(self._snapshots):
+                self._snapshots[model_id] = self._build(model_id)
+            self.version += 1
+
+    def counts(self, model_id: str | None = None) -> dict[str, int]:
+        """Examples held per menu key (all models, or one), beyond the cap too."""
+        out: dict[str, int] = {}
+        for ex in self._examples.values():
+            if model_id is None or ex.model_id == model_id:
+                out[ex.key] = out.get(ex.key, 0) + 1
+        return out
+
+    def in_use(self, model_id: str) -> dict[str, int]:
+        """Examples per menu key that take part in decisions for ``model_id``."""
+        snap = self._snapshots.get(model_id, _EMPTY)
+        return {key: len(rows) for key, rows in snap.by_key.items()}
+
+    def similarity(self, model_id: str, query: FloatArray,
+                   floor: float = 0.0) -> dict[str, float]:
+        """Per menu key with examples for ``model_id``: the mean cosine similarity
+        of its :data:`K_NEAREST` examples most similar to ``query`` (a unit
+        vector), a missing example counting as ``floor``."""
+        snap = self._snapshots.get(model_id, _EMPTY)
+        if not snap.keys or snap.embeddings.shape[1] != query.shape[0]:
+            return {}
+        sims = snap.embeddings @ query
+        out = {}
+        for key, rows in snap.by_key.items():
+            own = sims[rows]
+            if len(own) > K_NEAREST:
+                own = np.partition(own, len(own) - K_NEAREST)[-K_NEAREST:]
+            out[key] = (float(own.sum()) + floor * (K_NEAREST - len(own))) / K_NEAREST
+        return out
+
+    def _build(self, model_id: str) -> _Snapshot:
+        groups: dict[str, list[Example]] = {}
+        for ex in self._examples.values():
+            if ex.model_id == model_id:
+                groups.setdefault(ex.key, []).append(ex)
+        kept: list[Example] = []
+        for members in groups.values():
+            kept += _diverse(members, self.per_class)
+        if not kept:
+            return _EMPTY
+        keys = tuple(ex.key for ex in kept)
+        by_key: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            by_key.setdefault(key, []).append(i)
+        return _Snapshot(np.stack([ex.embedding for ex in kept]).astype(np.float32), keys,
+                         tuple(ex.uid for ex in kept),
+                         {k: np.asarray(v, np.intp) for k, v in by_key.items()})
+
+
+def _diverse(members: list[Example], cap: int) -> list[Example]:
+    """At most ``cap`` of one class's examples: while over it, the one whose
+    nearest neighbour in the class is nearest goes (the newest of a tie stays)."""
+    if len(members) <= cap:
+        return members
+    emb = np.stack([m.embedding for m in members]).astype(np.float32)
+    gram = emb @ emb.T
+    np.fill_diagonal(gram, -np.inf)
+    alive = list(range(len(members)))
+    while len(alive) > cap:
+        sub = gram[np.ix_(alive, alive)]
+        nearest = sub.max(axis=1)
+        worst = int(np.argmax(nearest[:-1])) if len(alive) > 1 else 0  # the newest stays
+        alive.pop(worst)
+    return [members[i] for i in alive]
