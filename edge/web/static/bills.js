@@ -178,8 +178,10 @@
 
   function announce(bill) {
     const eff = bill.effective;
+    const unknown = eff.items.filter((ln) => ln.unknown === true).length;
     const text = `New bill: tray ${bill.tray_id}, ${eff.items.length} `
       + `${eff.items.length === 1 ? "item" : "items"}, ${money(eff.total)}`
+      + `${unknown ? `, ${unknown} unknown ${unknown === 1 ? "dish" : "dishes"} to pick` : ""}`
       + `${eff.needs_review ? ", needs review" : ""}`;
     announcer.textContent = text;
     status.announced = text;

@@ -7,6 +7,12 @@
 // control carries a data-key (stable within the card) and, when it acts, a
 // data-action that bills.js handles by delegation. A line that needs review
 // shows why (its reason), never a confidence beside the "Review" tag.
+// An unknown line (a dish the box does not know, price 0 until picked) reads
+// "Unknown dish — pick it" with "—" for a price, never as a priced dish; it
+// and a flagged line with proposals get a row of choices below: the best
+// three dishes as one-tap buttons (keys 1-3, keys.js), name and today's menu
+// price, then the full searchable menu. A bill with an unknown line left
+// shows its total as "12.40 + ?".
 // Loaded after dom.js and auth.js; exposes window.dishtrackerCard.
 "use strict";
 
@@ -14,11 +20,28 @@
   const { el, money, clock } = window.dishtrackerDom;
   const LINE_REVIEW = "Unsure of the dish: check the tray";
   const LINE_DISABLED = "Off the menu (disabled): check the tray and the price";
+  const LINE_UNKNOWN = "Not a dish the box knows";
+  const UNKNOWN_TITLE = "Unknown dish — pick it";
+  const NO_PRICE = "—";
+  const MAX_CHOICES = 3; // keys 1-3
 
   const quantity = (ln) => (Number.isInteger(ln.quantity) ? ln.quantity : 1);
   const lineTotal = (ln) => (typeof ln.line_total === "number" ? ln.line_total
     : ln.price * quantity(ln));
   const handedOverAt = (bill) => bill.handed_over_at ?? bill.effective.handed_over_at ?? null;
+  const isUnknown = (ln) => ln.unknown === true;
+  const unpriced = (items) => items.some(isUnknown); // a total that is not the whole bill yet
+  const totalText = (total, items) => (unpriced(items) ? `${money(total)} + ?` : money(total));
+  const shortName = (ln) => (isUnknown(ln) ? "Unknown dish?" : ln.name);
+
+  // The proposals of a line the cashier may pick from, at today's menu prices
+  // (a change bills the menu's price); dishes no longer on the menu are left out.
+  function choicesOf(ln, menu) {
+    if (!(isUnknown(ln) || ln.needs_review) || !Array.isArray(ln.proposals)) return [];
+    const byKey = new Map(menu.map((m) => [m.key, m]));
+    return ln.proposals.filter((p) => byKey.has(p.key)).slice(0, MAX_CHOICES)
+      .map((p) => ({ key: p.key, name: byKey.get(p.key).name, price: byKey.get(p.key).price }));
+  }
 
   // Menu items the picker offers for `query`: names or keys that contain it.
   function matches(menu, query) {
@@ -56,35 +79,66 @@
           options.length ? options : el("li", { class: "none", text: "No dish matches" }))));
   }
 
+  // One-tap choices under a line: the proposals (1-3), then the whole menu.
+  function choicesNode(bill, ln, choices, ctx) {
+    const what = isUnknown(ln) ? `the dish of line ${ln.line + 1}` : `line ${ln.line + 1}, ${ln.name}`;
+    return el("span", { class: "choices", "data-key": "choices", role: "group",
+      "aria-label": `Pick ${what}` },
+      choices.map((c, i) => el("button", { type: "button", class: "choice",
+        "data-key": `choice-${c.key}`, "data-action": "choose", "data-line": String(ln.line),
+        "data-value": c.key, "data-choice": String(i + 1), "aria-keyshortcuts": String(i + 1),
+        "aria-label": `${c.name}, ${money(c.price)} (key ${i + 1})`,
+        title: `${c.name} (${i + 1})` },
+      el("kbd", { "aria-hidden": "true", text: String(i + 1) }),
+      el("span", { class: "choice-name", text: c.name }),
+      el("span", { class: "choice-price", text: money(c.price) }))),
+      picker(bill, `line-${ln.line}`, `Pick ${what} from the menu`,
+        choices.length ? "Other…" : "Pick from the menu…", ctx));
+  }
+
   function lineNode(bill, ln, ctx) {
+    const unknown = isUnknown(ln);
     const note = ln.status === "changed" ? `was ${ln.detected.name}`
       : ln.status === "added" ? "added" : ln.status === "confirmed" ? "confirmed" : null;
     const reason = !ln.needs_review ? null
-      : ln.review_text || (ctx.disabled.has(ln.key) ? LINE_DISABLED : LINE_REVIEW);
+      : unknown ? (bill.has_snapshot ? `${LINE_UNKNOWN}; "${ln.line + 1} ?" in the photo`
+        : LINE_UNKNOWN)
+        : ln.review_text || (ctx.disabled.has(ln.key) ? LINE_DISABLED : LINE_REVIEW);
     const n = quantity(ln);
     // while the bill's own reason is open every line can be confirmed: a sure
-    // bill whose tray was checked needs one click, and any correction answers it
-    const askConfirm = ln.needs_review || (bill.review.length > 0 && !bill.effective.corrected);
+    // bill whose tray was checked needs one click, and any correction answers it;
+    // an unknown line is never confirmed (nor counted): its dish is picked
+    const askConfirm = !unknown
+      && (ln.needs_review || (bill.review.length > 0 && !bill.effective.corrected));
     const edit = ctx.may.correct && !ctx.voided;
+    const choices = edit ? choicesOf(ln, ctx.menu) : [];
+    const choose = edit && (unknown || choices.length > 0);
+    const title = unknown ? UNKNOWN_TITLE : n > 1 ? `${n} × ${ln.name}` : ln.name;
     return el("li", {
       class: "line", "data-key": `line-${ln.line}`, "data-line": String(ln.line),
-      "data-status": ln.status, "data-review": ln.needs_review ? "true" : null },
+      "data-status": ln.status, "data-review": ln.needs_review ? "true" : null,
+      "data-unknown": unknown ? "true" : null },
       el("span", { class: "name" },
-        el("span", { text: n > 1 ? `${n} × ${ln.name}` : ln.name }),
+        el("span", { text: title }),
         note ? el("small", { text: note }) : null,
         reason ? el("small", { class: "reason", text: reason }) : null),
-      el("span", { class: "price", text: money(lineTotal(ln)) }),
+      unknown ? el("span", { class: "price" },
+        el("span", { "aria-hidden": "true", text: NO_PRICE }),
+        el("span", { class: "visually-hidden", text: "no price until the dish is picked" }))
+        : el("span", { class: "price", text: money(lineTotal(ln)) }),
       edit ? el("span", { class: "actions" },
         askConfirm ? el("button", { type: "button", class: "confirm", "data-key": "confirm",
           "data-action": "confirm", "data-line": String(ln.line), title: "Confirm (c)",
           "aria-label": `Confirm ${ln.name}`, text: "✓" }) : null,
-        el("button", { type: "button", class: "qty", "data-key": "qty",
+        unknown ? null : el("button", { type: "button", class: "qty", "data-key": "qty",
           "data-action": "qty-open", "data-line": String(ln.line),
           title: "Quantity", "aria-label": `Quantity of ${ln.name}: ${n}`, text: `×${n}` }),
-        picker(bill, `line-${ln.line}`, `Change ${ln.name} to…`, "⇄", ctx),
+        choose ? null : picker(bill, `line-${ln.line}`, `Change ${ln.name} to…`, "⇄", ctx),
         el("button", { type: "button", class: "remove", "data-key": "remove",
           "data-action": "remove", "data-line": String(ln.line), title: "Remove",
-          "aria-label": `Remove ${ln.name}`, text: "✕" })) : null);
+          "aria-label": `Remove ${unknown ? `line ${ln.line + 1}, the unknown dish` : ln.name}`,
+          text: "✕" })) : null,
+      choose ? choicesNode(bill, ln, choices, ctx) : null);
   }
 
   function quantityForm(ln, form) {
@@ -132,10 +186,10 @@
         ? el("span", { class: "tag corrected", text: "Corrected" }) : null,
       handed ? el("span", { class: "tag handed", title: `Handed over at ${clock(handed)}`,
         text: "Handed over" }) : null,
-      el("span", { class: "total", text: money(eff.total) }),
+      el("span", { class: "total", text: totalText(eff.total, eff.items) }),
       open ? null : el("span", { class: "summary",
-        text: eff.items.map((ln) => (quantity(ln) > 1 ? `${quantity(ln)} × ${ln.name}` : ln.name))
-          .join(" · ") || "no items" }));
+        text: eff.items.map((ln) => (quantity(ln) > 1 ? `${quantity(ln)} × ${ln.name}`
+          : shortName(ln))).join(" · ") || "no items" }));
   }
 
   // The card of `bill`; ctx: {ui, menu, disabled (keys off the menu), may: {correct,
@@ -173,7 +227,9 @@
         "data-key": "photo", "data-action": "photo", "aria-pressed": ctx.photo ? "true" : "false",
         text: ctx.photo ? "Hide photo" : "Photo" }) : null,
       eff.total !== bill.total ? el("s", { class: "was", text: money(bill.total) }) : null,
-      el("strong", { class: "total", text: money(eff.total) }));
+      el("strong", { class: "total", text: totalText(eff.total, eff.items),
+        title: unpriced(eff.items) ? "Without the unknown dishes: pick them to complete the bill"
+          : null }));
     const tillActions = [
       ctx.may.correct && bill.corrections.length ? el("button", { type: "button",
         class: "undo", "data-key": "undo", "data-action": "undo",
@@ -210,13 +266,15 @@
         el("span", { text: `Tray ${t.tray_id}` }),
         el("span", { class: "muted", text: t.items.length === 1 ? "1 item" : `${t.items.length} items` })),
       el("ul", { class: "lines" }, t.items.map((it, i) => el("li", {
-        class: "line", "data-review": it.needs_review ? "true" : null, "data-key": `item-${i}` },
-      el("span", { class: "name" }, el("span", { text: it.name }),
-        it.needs_review ? el("small", { class: "reason", text: "check" }) : null),
-      el("span", { class: "price", text: money(it.price) })))),
+        class: "line", "data-review": it.needs_review ? "true" : null,
+        "data-unknown": isUnknown(it) ? "true" : null, "data-key": `item-${i}` },
+      el("span", { class: "name" }, el("span", { text: shortName(it) }),
+        it.needs_review ? el("small", { class: "reason",
+          text: isUnknown(it) ? "pick it on the bill" : "check" }) : null),
+      el("span", { class: "price", text: isUnknown(it) ? NO_PRICE : money(it.price) })))),
       el("div", { class: "tray-total" }, el("span", { text: "Running total" }),
-        el("strong", { text: money(t.total) })));
+        el("strong", { text: totalText(t.total, t.items) })));
   }
 
-  window.dishtrackerCard = { build, trayNode, matches, quantity };
+  window.dishtrackerCard = { build, trayNode, matches, quantity, isUnknown };
 })();

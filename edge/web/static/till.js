@@ -2,6 +2,8 @@
 // change, remove, add, quantity, void, undo (POST /api/bills/{id}/corrections),
 // hand over (POST /api/bills/{id}/handover), the photo, the searchable menu
 // and the quantity and void forms, and the keyboard's verbs (keys.js).
+// A tap on one of a line's proposed dishes (card.js) is a change to it, or a
+// confirm when it is the dish the line already names.
 //
 // Listeners sit on the list and find their card and action by data-action
 // (card.js), so a card patched in place never runs a stale handler. What the
@@ -109,6 +111,14 @@
     else correct(id, { action: "change", line: Number(slot.slice("line-".length)), class_key: key });
   }
 
+  // The cashier says line `n` is the dish `key` (a proposal).
+  function chooseDish(id, n, key) {
+    const ln = lineOf(id, n);
+    if (!ln) return;
+    if (ln.key === key && !ln.unknown) correct(id, { action: "confirm", line: n });
+    else correct(id, { action: "change", line: n, class_key: key });
+  }
+
   function openForm(id, form, selector) {
     const was = ui.form;
     ui.form = { bill: id, ...form };
@@ -167,6 +177,7 @@
     const line = Number(target.dataset.line);
     if (action === "confirm") correct(id, { action: "confirm", line });
     else if (action === "remove") correct(id, { action: "remove", line });
+    else if (action === "choose") chooseDish(id, line, target.dataset.value);
     else if (action === "pick-open") openPicker(id, target.dataset.slot);
     else if (action === "pick") pick(id, ui.picker.slot, target.dataset.value);
     else if (action === "photo") togglePhoto(id);
@@ -276,6 +287,29 @@
         button.focus();
         correct(id, { action: "confirm", line: Number(button.dataset.line) });
       }
+    },
+    // Keys 1-3: the focused line's proposal, else that of the first line of the
+    // focused bill that offers one (as c confirms). A folded bill with a dish
+    // to pick opens first, focus on that proposal, and nothing is sent: the
+    // cashier sees what the key would pick.
+    choose(n) {
+      const id = currentId();
+      if (!id || state.pending.has(id)) return;
+      const selector = `.choice[data-choice="${n}"]`;
+      if (!state.open.has(id)) {
+        const toPick = state.bills.get(id).effective.items.some((ln) => ln.unknown
+          || (ln.needs_review && Array.isArray(ln.proposals) && ln.proposals.length > 0));
+        if (!toPick) return;
+        toggle(id);
+        focusIn(id, selector);
+        return;
+      }
+      const focusedLine = document.activeElement.closest(".line");
+      const button = (focusedLine && focusedLine.querySelector(selector))
+        || cards.get(id).querySelector(`.line ${selector}`);
+      if (!button) return;
+      button.focus();
+      chooseDish(id, Number(button.dataset.line), button.dataset.value);
     },
     voidBill() {
       const id = currentId();
