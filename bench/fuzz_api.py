@@ -58,7 +58,13 @@ from edge.observability import configure_logging
 from edge.web.access import SAFE_METHODS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from api_server import BILL_IDS, MODEL_ID, STREAM_ID, ApiServer  # the tests' server harness
+from api_server import (  # the tests' server harness
+    BILL_IDS,
+    MODEL_ID,
+    QUESTION_ID,
+    STREAM_ID,
+    ApiServer,
+)
 
 SKIPPED = {("GET", "/api/events")}
 """Operations left out (an event stream never ends)."""
@@ -69,7 +75,7 @@ ERROR_LINE = re.compile(rf"^(?:\(root\)|{_SEGMENT}(?:\.{_SEGMENT})*): \S")
 colon, the reason."""
 
 KNOWN = {"bill_id": BILL_IDS[0], "id": STREAM_ID, "path": "app.js", "key": "burger",
-         "model_id": MODEL_ID, "frame_id": "1"}
+         "model_id": MODEL_ID, "frame_id": "1", "question_id": QUESTION_ID}
 """Path parameters that exist on the server."""
 
 MAX_PROBLEMS_KEPT = 40

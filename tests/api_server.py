@@ -12,6 +12,7 @@ invents, and nothing here may reach addresses outside this machine.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -25,6 +26,7 @@ from bills_support import jpeg, make_bill
 from test_http_api import MemoryDaemon
 from test_webrtc_support import TOKEN, CameraView
 
+from edge.billing.model import UNKNOWN_KEY, UNKNOWN_NAME, BillItem, Proposal
 from edge.billing.service import BillingService
 from edge.config import (
     DEFAULT_MODEL,
@@ -38,10 +40,12 @@ from edge.fleet import FleetOff
 from edge.fleet.routes import add_fleet_routes
 from edge.label.importer import import_folder
 from edge.label.store import LABELS_SUBDIR, LabelStore
+from edge.learn.questions import question_id
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
 from edge.rollout.store import MODELS_SUBDIR, ModelStore
 from edge.web.openapi import build_spec
+from edge.web.question_routes import QUESTIONS_KEY
 from edge.web.webrtc import WebRtcHub
 
 BILL_IDS = ("cam1-1-1", "cam1-1-2", "cam2-1-3")
@@ -52,6 +56,9 @@ STREAM_ID = "cam1"
 
 MODEL_ID = hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest()[:12]
 """The model in the registry (the shipped one, serving in the registry's eyes)."""
+
+QUESTION_ID = question_id(BILL_IDS[0])
+"""The open question (the first bill's frame, with an unknown dish)."""
 
 
 def daemon_app(folder: Path, *, token: str = TOKEN, views: dict[str, Any] | None = None,
@@ -78,6 +85,12 @@ def daemon_app(folder: Path, *, token: str = TOKEN, views: dict[str, Any] | None
     app = _web_app(MemoryDaemon(config), hub, service, site, token,  # type: ignore[arg-type]
                    rollout)
     add_fleet_routes(app, FleetOff().status)  # as edge.daemon adds it
+    unknown = BillItem(class_id=-1, key=UNKNOWN_KEY, name=UNKNOWN_NAME, price=0.0,
+                       confidence=0.5, track_id=9, needs_review=True, unknown=True,
+                       proposals=(Proposal("burger", "Burger", 8.5, 0.3),), source="unknown")
+    app[QUESTIONS_KEY].offer(dataclasses.replace(
+        make_bill(BILL_IDS[0]), items=(unknown,), line_boxes=((10.0, 10.0, 60.0, 50.0),),
+        frame_jpeg=jpeg(9)))
     return app, service
 
 

@@ -61,7 +61,7 @@ route fails :func:`test_every_read_is_open_on_purpose_or_guarded` until it is pu
 here or guarded with ``edge.web.access.protect_reads``."""
 
 SAMPLE = {"bill_id": "cam1-1-1", "id": "cam1", "path": "app.js", "key": "burger",
-          "model_id": "57a96d685518", "frame_id": "1"}
+          "model_id": "57a96d685518", "frame_id": "1", "question_id": "0123456789abcdef"}
 """Values for the path parameters of the routes."""
 
 WRONG = {"Authorization": "Bearer " + "x" * len(TOKEN)}

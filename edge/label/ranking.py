@@ -90,7 +90,8 @@ class Support:
 
 def rank(detected: Sequence[tuple[str, float]], embeddings: FloatArray | None,
          support: Support, prior: Mapping[str, int], *, k: int = 3,
-         top: int = TOP) -> list[list[tuple[str, float]]]:
+         top: int = TOP,
+         asked: Sequence[Mapping[str, float]] = ()) -> list[list[tuple[str, float]]]:
     """The best ``top`` classes of each box, best first, with their scores.
 
     Parameters
@@ -108,6 +109,10 @@ def rank(detected: Sequence[tuple[str, float]], embeddings: FloatArray | None,
         Nearest examples averaged per class.
     top
         Candidates per box.
+    asked
+        Per box (empty, or one mapping per box), more evidence ``{class:
+        score}`` added as the detector's is: the proposals of a question the
+        daemon asked about the box (:mod:`edge.label.asked`).
 
     Returns
     -------
@@ -130,6 +135,9 @@ def rank(detected: Sequence[tuple[str, float]], embeddings: FloatArray | None,
                 scores[i][name] = max(stretched, 0.0)
     for i, (name, score) in enumerate(detected):
         scores[i][name] = scores[i].get(name, 0.0) + DETECTOR_WEIGHT * float(score)
+    for i, evidence in enumerate(asked):
+        for name, score in evidence.items():
+            scores[i][name] = scores[i].get(name, 0.0) + DETECTOR_WEIGHT * float(score)
     frequent = sorted(prior, key=lambda c: (-prior[c], c))
     out = []
     for i in range(n):

@@ -22,6 +22,10 @@ IMMEDIATE``), so they hold between processes too (the daemon, and
   nothing, so two tabs of one labeller, or a labeller whose lease ran out
   and was taken, never overwrite each other silently. Version 0 is the
   detector's proposals, before anyone wrote.
+- **Questions.** A frame the daemon asked about (:mod:`edge.learn.questions`)
+  is imported once per question and once per bill; the lines it asks about
+  (boxes, reasons, proposals) are kept beside it (schema 2; a schema 1 file
+  gets the table when opened).
 
 A :class:`LabelStore` holds one ``sqlite3`` connection: use it from the
 thread that opened it.
@@ -44,7 +48,7 @@ import numpy.typing as npt
 from edge.errors import JournalError
 from edge.fsutil import make_private_dir, restrict_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x44544C42  # "DTLB"
 LABELS_SUBDIR = "labels"
 """The workspace's folder under ``storage.dir``."""
@@ -52,6 +56,15 @@ DB_FILE = "labels.sqlite3"
 FRAMES_SUBDIR = "frames"
 LEASE_S = 300.0
 """A lease's life without activity (seconds)."""
+
+_QUESTIONS = """CREATE TABLE questions (
+        frame_id INTEGER PRIMARY KEY REFERENCES frames (id),
+        question_id TEXT NOT NULL UNIQUE,
+        bill_id TEXT NOT NULL UNIQUE,
+        stream TEXT NOT NULL,
+        closed_at REAL NOT NULL,
+        lines_json TEXT NOT NULL,
+        imported_at REAL NOT NULL)"""
 
 _SCHEMA = (
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
@@ -88,6 +101,7 @@ _SCHEMA = (
         actor TEXT NOT NULL,
         expires_at REAL NOT NULL,
         PRIMARY KEY (frame_id, pass))""",
+    _QUESTIONS,
     """CREATE TRIGGER proposals_append_only BEFORE UPDATE ON proposals
         BEGIN SELECT RAISE(ABORT, 'proposals are written once'); END""",
     """CREATE TRIGGER revisions_append_only BEFORE UPDATE ON revisions
@@ -216,6 +230,10 @@ class LabelStore:
                     self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                     self._conn.execute("INSERT INTO schema_version VALUES (?)",
                                        (SCHEMA_VERSION,))
+            elif version == 1:
+                with self._write():
+                    self._conn.execute(_QUESTIONS)
+                    self._conn.execute("INSERT INTO schema_version VALUES (2)")
         except sqlite3.DatabaseError as err:
             self._conn.close()
             raise JournalError(f"{self.path}: not a labelling workspace ({err}); move the "
@@ -282,6 +300,52 @@ class LabelStore:
         return [Frame(*r) for r in self._conn.execute(
             "SELECT id, file, width, height, source, source_frame, passes FROM frames "
             "ORDER BY id")]
+
+    def add_question(self, sha256: str, file: str, size: tuple[int, int], *,
+                     question: dict[str, Any]) -> tuple[int, bool]:
+        """Record the frame of a daemon's question, its image already at ``frames_dir /
+        file``, labelled once.
+
+        ``question``: ``id``, ``bill_id``, ``stream_id``, ``closed_at``,
+        ``frame_seq`` and ``lines`` (what
+        :meth:`edge.learn.questions.Question.to_json` gives). Returns ``(id,
+        added)``; a question already imported (same id or same bill) is not
+        added again.
+        """
+        with self._write():
+            row = self._conn.execute(
+                "SELECT frame_id FROM questions WHERE question_id = ? OR bill_id = ?",
+                (question["id"], question["bill_id"])).fetchone()
+            if row:
+                return int(row[0]), False
+            row = self._conn.execute("SELECT id FROM frames WHERE sha256 = ?",
+                                     (sha256,)).fetchone()
+            if row:
+                frame_id = int(row[0])
+            else:
+                cur = self._conn.execute(
+                    "INSERT INTO frames (sha256, file, width, height, source, source_frame, "
+                    "passes, imported_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
+                    (sha256, file, size[0], size[1], str(question["stream_id"]),
+                     int(question["frame_seq"]), time.time()))
+                frame_id = int(cur.lastrowid or 0)
+            cur = self._conn.execute(  # ignored only for a frame another question has
+                "INSERT OR IGNORE INTO questions (frame_id, question_id, bill_id, stream, "
+                "closed_at, lines_json, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (frame_id, question["id"], question["bill_id"], str(question["stream_id"]),
+                 float(question["closed_at"]), json.dumps(question["lines"]), time.time()))
+            return frame_id, cur.rowcount == 1
+
+    def question(self, frame_id: int) -> dict[str, Any] | None:
+        """The question a frame came from (``id``, ``bill_id``, ``stream_id``,
+        ``closed_at``, ``lines``), or None for a frame of a selection."""
+        row = self._conn.execute(
+            "SELECT question_id, bill_id, stream, closed_at, lines_json FROM questions "
+            "WHERE frame_id = ?", (frame_id,)).fetchone()
+        if row is None:
+            return None
+        return {"id": str(row[0]), "bill_id": str(row[1]), "stream_id": str(row[2]),
+                "closed_at": float(row[3]), "lines": json.loads(row[4])}
 
     def missing_proposals(self, limit: int = 1000) -> list[int]:
         """Frames without proposals yet, in queue order."""

@@ -12,6 +12,11 @@ is read: each box's three candidates (:func:`edge.label.ranking.rank`) come
 from the detector's class and the nearest of every label accepted so far,
 so a label accepted on one frame re-ranks the proposals of all the others
 at once. The examples are cached and rebuilt after each write.
+
+The daemon's questions (:mod:`edge.learn.questions`) join the queue through
+:meth:`Workspace.import_questions`: a question's frame (``origin``
+``"question"``) has the boxes it asked about among the detector's, and their
+proposals count in the ranking (:mod:`edge.label.asked`).
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ from typing import Any, TypeVar
 import numpy as np
 
 from edge.label import progress
+from edge.label.asked import import_question, with_asked
 from edge.label.coco import categories, coco_document
 from edge.label.proposer import Proposer
 from edge.label.ranking import Support, rank
 from edge.label.store import LEASE_S, LabelStore, Lease, Revision, Step
+from edge.learn.questions import Question
 
 T = TypeVar("T")
 
@@ -169,6 +176,25 @@ class Workspace:
         lease = await self._run(self.store.lease_of, frame_id, pass_)
         return await self._show(revision, lease, actor)
 
+    async def import_questions(self, questions: Sequence[Question]) -> list[tuple[int, bool]]:
+        """Take the daemon's questions into the queue, in their order: per question
+        ``(frame id, added)``; one imported before is not added again.
+
+        Raises
+        ------
+        JournalError, OSError
+            The store or the frames folder cannot be written; the questions
+            before the failing one are imported.
+        """
+
+        def store_all() -> list[tuple[int, bool]]:
+            return [import_question(self.store, q) for q in questions]
+
+        out = await self._run(store_all)
+        if any(added for _, added in out):
+            self._prefetch()
+        return out
+
     async def image(self, frame_id: int) -> Path | None:
         """The frame's image file, or None."""
         frame = await self._run(self.store.frame, frame_id)
@@ -216,6 +242,11 @@ class Workspace:
         if path is None:
             return
         proposals = await self.proposer.propose(frame_id, path)
+        asked = await self._run(self.store.question, frame_id)
+        if asked is not None:
+            frame = await self._run(self.store.frame, frame_id)
+            assert frame is not None
+            proposals = with_asked(proposals, asked["lines"], (frame.width, frame.height))
         await self._run(self.store.put_proposals, proposals)
 
     def _prefetch(self) -> None:
@@ -240,22 +271,29 @@ class Workspace:
         frame = await self._run(self.store.frame, revision.frame_id)
         assert frame is not None
         props = await self._run(self.store.proposals, revision.frame_id)
+        question = await self._run(self.store.question, revision.frame_id)
         support = await self._examples()
         detected: list[tuple[str, float]] = []
+        asked: list[dict[str, Any] | None] = []
         rows = []
         dim = None if props is None or props.embeddings is None else props.embeddings.shape[1]
         for b in revision.boxes:
             p = b.get("proposal")
             own = props.boxes[p] if props is not None and p is not None else None
             detected.append((own["class"], own["score"]) if own else ("", 0.0))
+            asked.append(own.get("asked") if own else None)
             rows.append(props.embeddings[p] if own and props and props.embeddings is not None
                         else np.zeros(dim or 0, np.float32))
         embeddings = np.stack(rows) if rows and dim else None
-        ranked = rank(detected, embeddings, support, support.counts())
+        ranked = rank(detected, embeddings, support, support.counts(),
+                      asked=[{c["class"]: c["score"] for c in a["proposals"]} if a else {}
+                             for a in asked])
         boxes = []
-        for b, (name, score), cands in zip(revision.boxes, detected, ranked, strict=True):
+        for b, (name, score), cands, a in zip(revision.boxes, detected, ranked, asked,
+                                              strict=True):
             boxes.append({**b, "detector": {"class": name, "score": score} if name else None,
-                          "candidates": [{"class": c, "score": s} for c, s in cands if c]})
+                          "candidates": [{"class": c, "score": s} for c, s in cands if c],
+                          "asked": a})
         return {
             "frame": frame.id, "pass": revision.pass_, "version": revision.version,
             "width": frame.width, "height": frame.height, "complete": revision.complete,
@@ -265,6 +303,9 @@ class Workspace:
                                                  "expires_at": round(lease.expires_at, 1)},
             "mine": lease is not None and lease.actor == actor,
             "boxes": boxes,
+            "origin": "selection" if question is None else "question",
+            "question": None if question is None else {
+                k: question[k] for k in ("id", "bill_id", "stream_id", "closed_at")},
         }
 
 
@@ -281,7 +322,8 @@ def _support_of(store: LabelStore) -> Support:
             if r.frame_id not in cache:
                 cache[r.frame_id] = store.proposals(r.frame_id)
             props = cache[r.frame_id]
-            if props is None or props.embeddings is None or p >= len(props.boxes):
+            if (props is None or props.embeddings is None or p >= len(props.boxes)
+                    or not props.embeddings[p].any()):  # an asked box the detector missed
                 continue
             names.append(b["class"])
             rows.append(props.embeddings[p])

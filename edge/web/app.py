@@ -28,6 +28,7 @@ from aiohttp import web
 
 from edge.config import SiteConfig, json_schema, parse_config, to_toml, write_config_atomic
 from edge.errors import ConfigError
+from edge.learn.questions import QuestionQueue
 from edge.metrics import Metrics
 from edge.web.access import Keyring, protect, protect_reads
 from edge.web.config_history import record_change
@@ -55,6 +56,7 @@ from edge.web.payloads import (
     error,
     invalid,
 )
+from edge.web.question_routes import add_question_routes
 from edge.web.roles import actor_name
 from edge.web.whoami import add_whoami_route
 
@@ -326,7 +328,8 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str | Ke
              readiness_checks: Sequence[ReadinessCheck] = (),
              idle_timeout_s: float = IDLE_TIMEOUT_S,
              body_timeout_s: float = BODY_TIMEOUT_S,
-             history: Path | None = None) -> web.Application:
+             history: Path | None = None,
+             questions: QuestionQueue | None = None) -> web.Application:
     """Build the aiohttp application of the control plane.
 
     Parameters
@@ -357,12 +360,17 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str | Ke
     history
         Where to append each applied config change and who made it
         (:mod:`edge.web.config_history`); ``None``: no history.
+    questions
+        The box's question queue (:mod:`edge.web.question_routes`), the one the
+        pipeline offers its bills to; ``None``: an empty one of
+        ``learning.max_questions``.
 
     Returns
     -------
     web.Application
         Routes: ``/healthz``, ``/readyz``, ``/metrics``, ``/api/streams``,
-        ``/api/config`` (GET, PUT), ``/api/config/schema``, ``/api/openapi.json``
+        ``/api/config`` (GET, PUT), ``/api/config/schema``, ``/api/questions``
+        (:mod:`edge.web.question_routes`), ``/api/openapi.json``
         (:mod:`edge.web.openapi`, built from the routes present at the first
         request), and with a static
         folder ``/`` and ``/static/*``. WebRTC routes (:mod:`edge.web.webrtc`)
@@ -396,6 +404,8 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str | Ke
     add_openapi_route(app)
     add_whoami_route(app)
     add_menu_routes(app, cp)
+    add_question_routes(app, questions if questions is not None
+                        else QuestionQueue(daemon.config.learning.max_questions))
     if resolved is not None:
         r.add_get("/", cp.index)
         r.add_get("/static/{path:.+}", cp.static)

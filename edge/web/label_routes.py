@@ -15,6 +15,10 @@ the labeller's name (the token's) goes with every lease and label.
   labeller holds the frame.
 - ``GET /api/label/status``: frames done, labels per class, agreement per labeller.
 - ``GET /api/label/export``: the COCO document (``docs/FORMATS.md``).
+- ``POST /api/label/questions/import``: the daemon's open questions
+  (``GET /api/questions``, :mod:`edge.web.question_routes`) join the queue
+  as frames with their boxes drawn; each leaves the question queue once
+  stored, and none is imported twice.
 
 The workspace opens on first use: a broken ``labels.sqlite3`` answers 503
 with the reason, and the rest of the daemon goes on billing.
@@ -39,6 +43,7 @@ from edge.web.limits import read_json
 from edge.web.openapi import Reply, operation
 from edge.web.payloads import ConflictBody, ErrorBody, ValidationErrorBody, error, invalid
 from edge.web.queries import parse_query
+from edge.web.question_routes import QUESTIONS_KEY
 from edge.web.roles import actor_name, allow
 
 MAX_LABEL_BODY_BYTES = 256 * 1024
@@ -93,6 +98,27 @@ class LeaseRequest(BaseModel):
                                                                "or the frame held already)")
 
 
+class QuestionImport(BaseModel):
+    """Body of ``POST /api/label/questions/import``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    limit: int | None = Field(None, ge=1, le=100000, description="the most worth this many "
+                                                                 "(null: every open question)")
+
+
+class QuestionsImported(BaseModel):
+    """``POST /api/label/questions/import``: what joined the queue."""
+
+    model_config = ConfigDict(extra="allow")
+
+    imported: int = Field(description="frames new in the workspace")
+    frames: list[int] = Field(description="the questions' frames, most worth a label first "
+                                          "(new or imported before)")
+    questions: list[str] = Field(description="the ids of the questions taken, in that order")
+    open: int = Field(description="questions still open (beyond the limit)")
+
+
 class FrameQuery(BaseModel):
     """Query of ``GET /api/label/frames/{frame_id}``."""
 
@@ -114,9 +140,15 @@ class LabelFrame(BaseModel):
     complete: bool
     boxes: list[dict[str, Any]] = Field(
         description='{"box", "class", "proposal", "rank", "detector": {"class", "score"} | '
-                    'null, "candidates": [{"class", "score"}], best first}')
+                    'null, "candidates": [{"class", "score"}], best first, "asked": {"line", '
+                    '"reason", "proposals": [{"class", "score"}]} | null}')
     lease: dict[str, Any] | None = Field(description='{"actor", "expires_at"} or null')
     mine: bool = Field(description="the asking labeller holds the lease")
+    origin: Literal["selection", "question"] = Field(
+        "selection", description="selection: an imported frame; question: a frame the daemon "
+                                 "asked about (its asked boxes carry 'asked')")
+    question: dict[str, Any] | None = Field(
+        None, description='{"id", "bill_id", "stream_id", "closed_at"} of a question frame')
 
 
 class LeaseAnswer(BaseModel):
@@ -302,6 +334,40 @@ class LabelApi:
         return await self._answer(self.workspace.export)
 
 
+    @operation("Take the daemon's questions into the queue (labeller)", "label", {
+        200: Reply("the questions' frames, now in the queue", QuestionsImported),
+        503: _UNAVAILABLE}, body=QuestionImport, body_limit=1024)
+    async def import_questions(self, request: web.Request) -> web.Response:
+        """The open questions (``GET /api/questions``), most worth a label first, become
+        frames of the workspace, labelled once: the detector proposes on them as on
+        every frame, and the boxes the daemon asked about are drawn with their
+        proposals among the candidates. A question leaves the question queue once its
+        frame is stored; a question (or bill) imported before is not imported again."""
+        body = await _parse(request, QuestionImport, 1024, "the import request")
+        if isinstance(body, web.Response):
+            return body
+        refused = await self._ready()
+        if refused is not None:
+            return refused
+        queue = request.app.get(QUESTIONS_KEY)
+        questions = [] if queue is None else queue.questions(body.limit)
+        try:
+            done = await self.workspace.import_questions(questions)
+        except (DishTrackerError, OSError) as err:
+            _log.error("questions_import_failed", error=str(err))
+            return error(503, f"the questions cannot be stored in the workspace: {err}")
+        if queue is not None:
+            for q in questions:
+                queue.take(q.id)
+        added = sum(new for _, new in done)
+        if added:
+            _log.info("questions_imported", added=added, frames=[f for f, _ in done],
+                      actor=_actor(request))
+        return web.json_response({"imported": added, "frames": [f for f, _ in done],
+                                  "questions": [q.id for q in questions],
+                                  "open": 0 if queue is None else len(queue)})
+
+
 async def _parse(request: web.Request, model: type[B], limit: int, what: str) -> B | web.Response:
     """The JSON body as ``model``, or the 400/413/422 answer to send."""
     data = await read_json(request, limit, what)
@@ -338,7 +404,8 @@ def add_label_routes(app: web.Application, root: Path, model: Callable[[], Path]
               ("GET", "/api/label/export", api.export),
               ("GET", "/api/label/frames/{frame_id}", api.frame),
               ("PUT", "/api/label/frames/{frame_id}", api.write),
-              ("GET", "/api/label/frames/{frame_id}/image", api.image))
+              ("GET", "/api/label/frames/{frame_id}/image", api.image),
+              ("POST", "/api/label/questions/import", api.import_questions))
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
         allow(app, method, path, "labeller", "manager")

@@ -23,7 +23,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
@@ -153,6 +153,8 @@ class _Schemas:
 
 
 def _type_key(tp: Any) -> str:
+    if get_args(tp):  # list[A] passes __qualname__ on from list: list[B] would be the same
+        return repr(tp)
     return getattr(tp, "__qualname__", None) or repr(tp)
 
 

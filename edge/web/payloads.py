@@ -287,3 +287,32 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise _DuplicateKeyError(key)
         out[key] = value
     return out
+
+
+class QuestionLine(_Answer):
+    """A line of a closed bill the box asks about (:mod:`edge.learn.questions`)."""
+
+    line: int = Field(description="the line's number on its bill")
+    box: list[float] | None = Field(description="x1, y1, x2, y2 of the dish in the frame, "
+                                                "source pixels; null: not in view then")
+    reason: Literal["unknown", "disagree", "low_margin"] = Field(
+        description="unknown: like no dish the box knows; disagree: the site's examples named "
+                    "it against the detector; low_margin: its best two dishes lie close")
+    key: str = Field(description="what the line was billed as ('unknown' for an unknown dish)")
+    proposals: list[Proposal] = Field(description="up to three dishes it may be, best first")
+
+
+class Question(_Answer):
+    """``GET /api/questions``: a closed frame worth a label (its JPEG:
+    ``GET /api/questions/{question_id}/frame``)."""
+
+    id: str = Field(description="stable per bill (16 hex digits)")
+    stream_id: str
+    bill_id: str
+    closed_at: float = Field(description="Unix seconds the bill closed (the frame's time)")
+    frame_seq: int = Field(description="the source frame number")
+    width: int = Field(description="the frame's width, pixels")
+    height: int = Field(description="the frame's height, pixels")
+    reason: Literal["unknown", "disagree", "low_margin"] = Field(
+        description="the reason of its most worth line")
+    lines: list[QuestionLine]

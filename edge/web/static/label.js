@@ -13,7 +13,10 @@
 // go). auth.js (loaded before) keeps the token. Exposes
 // window.dishtrackerLabel ({ item, selected, status, saving, message, job }) for
 // tests. The side panel follows the newest training job (GET /api/label/training)
-// and, for a manager, starts and cancels one.
+// and, for a manager, starts and cancels one. The checkout's questions (GET
+// /api/questions: frames with an unknown or doubtful dish) are counted beside the
+// progress; "Label them" takes them into the queue (POST
+// /api/label/questions/import), the boxes they ask about drawn already.
 "use strict";
 
 (() => {
@@ -33,7 +36,7 @@
   const MIN_BOX_PX = 6;
   const state = { item: null, selected: -1, status: null, saving: false, message: "",
     imageFor: null, lastActivity: Date.now(), menuIndex: 0, done: false, pending: 0,
-    job: null };
+    job: null, questions: 0 };
   window.dishtrackerLabel = state;
   let queue = Promise.resolve(); // writes go one after the other
   let drag = null;
@@ -92,7 +95,8 @@
     state.item = item;
     state.selected = item.boxes.length ? firstOpen(item, Math.max(prefer, 0)) : -1;
     $("frame-name").textContent = `${item.frame}${item.pass === 2 ? " · pass 2" : ""} · `
-      + `version ${item.version}${item.complete ? " · complete" : ""}`;
+      + `version ${item.version}${item.complete ? " · complete" : ""}`
+      + `${item.origin === "question" ? " · asked at the checkout" : ""}`;
     if (state.imageFor !== item.frame) loadImage(item.frame);
     render();
   }
@@ -136,7 +140,8 @@
     item.boxes.forEach((b, i) => {
       const top = (b.candidates[0] || {}).class;
       const text = b.class ? b.class : `? ${top || ""}`;
-      const cls = `${b.class ? "labelled" : "unlabelled"}${i === state.selected ? " selected" : ""}`;
+      const cls = `${b.class ? "labelled" : "unlabelled"}${b.asked ? " asked" : ""}`
+        + `${i === state.selected ? " selected" : ""}`;
       const g = rectOf(b.box, cls, text);
       g.dataset.index = String(i);
       svg.append(g);
@@ -391,6 +396,34 @@
         : `${Math.round(p.agreement * 100)} % (${p.compared})` })))));
   }
 
+  // ---- the checkout's questions ------------------------------------------------
+
+  async function refreshQuestions() {
+    const { resp, data } = await api("GET", "/api/questions");
+    if (!resp.ok || !Array.isArray(data)) return;
+    state.questions = data.length;
+    const unknown = data.filter((q) => q.reason === "unknown").length;
+    $("questions-text").textContent = data.length
+      ? `${data.length} frame${data.length === 1 ? "" : "s"} from the checkout to label`
+        + `${unknown ? ` (${unknown} with a dish the box does not know)` : ""}.`
+      : "";
+    $("questions").hidden = !data.length;
+  }
+
+  async function importQuestions() {
+    const { resp, data } = await api("POST", "/api/label/questions/import", {});
+    if (!resp.ok) {
+      say((data && data.error) || `HTTP ${resp.status}`, "error");
+      return;
+    }
+    say(`${data.imported} frame${data.imported === 1 ? "" : "s"} from the checkout joined `
+      + "the queue.", "ok");
+    await Promise.all([refreshQuestions(), refreshStatus()]);
+    if (!state.item || state.done) queue = queue.then(() => lease("next"));
+  }
+
+  $("questions-import").addEventListener("click", importQuestions);
+
   // ---- the training job: everyone follows it, a manager starts and cancels it ---
 
   const pct = (v) => (v === null || v === undefined ? "–" : `${Math.round(v * 1000) / 10} %`);
@@ -451,6 +484,8 @@
     if (!mayLabel()) return;
     document.querySelector("[data-trainer]").hidden = !auth.may("train");
     refreshStatus();
+    refreshQuestions();
+    setInterval(refreshQuestions, STATUS_MS);
     refreshJob();
     setInterval(refreshJob, STATUS_MS);
     queue = queue.then(() => lease("next"));
