@@ -131,6 +131,9 @@ _EVAL = {
     "tracking": ("edge.eval.cli_tracking", "add_eval_tracking_arguments", "run_eval_tracking",
                  "bills, MOTA/IDF1/HOTA of the full system and baselines on simulator "
                  "sequences, or of the generic tracker on MOTChallenge ones"),
+    "learning": ("edge.eval.cli_learning", "add_eval_learning_arguments", "run_eval_learning",
+                 "learning on the job: sequences played as one service, a scripted cashier "
+                 "correcting every wrong bill"),
 }
 _CALIBRATE = {
     "dataset": ("calibration.dataset", "add_dataset_arguments", "run_dataset",
@@ -147,6 +150,8 @@ _CALIBRATE = {
                 "rank unlabelled crops by similarity to a few labelled ones"),
     "select": ("calibration.select", "add_select_arguments", "run_select",
                "pick the K frames of a video that show the most distinct dish views"),
+    "bank": ("calibration.bank", "add_bank_arguments", "run_bank",
+             "a model's known-class bank: prototypes and thresholds for unknown dishes"),
     "quantize": ("calibration.quantize", "add_quantize_arguments", "run_quantize",
                  "INT8 (QDQ) quantization of an ONNX detector for the CPU or TensorRT"),
     "engine": ("calibration.engine", "add_engine_arguments", "run_engine",

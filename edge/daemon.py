@@ -35,6 +35,7 @@ from edge.fleet import create_fleet
 from edge.fleet.routes import add_fleet_routes
 from edge.label.store import LABELS_SUBDIR
 from edge.label.training import JOBS_SUBDIR, TrainingJobs
+from edge.learn.questions import QuestionQueue
 from edge.learn.service import LearningService
 from edge.memory import DEFAULT_INTERVAL_S, HeapTrimmer, interval_from_env
 from edge.metrics import Metrics
@@ -161,7 +162,8 @@ async def _serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR09
         await billing.close()
         raise
     hub = WebRtcHub(pipeline.views, config.server, metrics)
-    app = _web_app(pipeline, hub, billing, config_path, keyring, pipeline.rollout)
+    app = _web_app(pipeline, hub, billing, config_path, keyring, pipeline.rollout,
+                   questions=learning.questions)
     add_fleet_routes(app, fleet.status)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -237,13 +239,14 @@ async def _open_billing(config: SiteConfig, metrics: Metrics) -> BillingService:
 
 def _web_app(pipeline: Pipeline, hub: WebRtcHub, billing: BillingService,  # noqa: PLR0917
              config_path: Path | None, token: str | Keyring,
-             rollout: RolloutControl | None = None) -> web.Application:
+             rollout: RolloutControl | None = None, *,
+             questions: QuestionQueue | None = None) -> web.Application:
     """Control plane, WebRTC, bills API, labelling workspace and (with ``rollout``) the
     model registry in one application, guarded by ``token`` (the tokens in force, or
     the owner's alone)."""
     app = make_app(pipeline, config_path=config_path, token=token, static_dir=STATIC_DIR,
                    readiness_checks=[billing.readiness],
-                   history=history_path(pipeline.config))
+                   history=history_path(pipeline.config), questions=questions)
     add_webrtc_routes(app, hub)
     add_bill_routes(app, billing, menu=lambda: pipeline.config.menu)
     labels_dir = pipeline.config.storage.dir / LABELS_SUBDIR

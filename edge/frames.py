@@ -166,7 +166,9 @@ class TrackedFrame:
     ``detections`` is None for frames the scheduler did not send to the
     detector (the tracker predicted them). ``bills`` are the open bills of the
     trays in view as ``(tray_id, item count, total)``; ``checkout_line`` the
-    stream's line (two points, pixels), both for the overlay.
+    stream's line (two points, pixels); ``unknown`` the track ids of dishes
+    the open bills hold as unknown (:mod:`edge.learn.openset`), all for the
+    overlay.
     """
 
     frame: Frame
@@ -174,6 +176,7 @@ class TrackedFrame:
     tracks: tuple[Track, ...]
     bills: tuple[tuple[int, int, float], ...] = ()
     checkout_line: tuple[tuple[float, float], tuple[float, float]] | None = None
+    unknown: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

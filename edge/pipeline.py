@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -113,13 +113,15 @@ class StreamRunner:
 
     def __init__(self, config: StreamConfig, site: SiteConfig, worker: DetectionWorker,  # noqa: PLR0917
                  metrics: Metrics, billing: BillSink | None = None,
-                 namer: Namer | None = None) -> None:
+                 namer: Namer | None = None,
+                 asked: Callable[[Bill], None] | None = None) -> None:
         self.config = config
         self.site = site
         self.worker = worker
         self.metrics = metrics
         self.billing = billing
         self.namer = namer  # names each bill line (edge.learn.openset); None: the detector
+        self.asked = asked  # sees each bill: its unknown or doubtful lines are questions
         self.source: Source = make_source(config, metrics, asyncio.get_running_loop())
         self.tracker: TrayBiller | None = None  # made at the first frame (needs its size)
         # tray numbers go on across tracker resets and restarts (one "Tray 3" a day)
@@ -195,7 +197,9 @@ class StreamRunner:
                     self.view.publish(TrackedFrame(
                         frame.stamped("track", done), detections, tracks,
                         bills=tuple((t.tray_id, len(t.items), t.total) for t in step.trays),
-                        checkout_line=tracker.line.points))
+                        checkout_line=tracker.line.points,
+                        unknown=frozenset(i.track_id for t in step.trays for i in t.items
+                                          if i.unknown)))
         finally:
             if pending is not None:
                 pending[1].cancel()
@@ -287,6 +291,8 @@ class StreamRunner:
             self.shadow.book.serving_bill(bill)
         if self.billing is not None:
             self.billing.submit(bill)
+        if self.asked is not None:
+            self.asked(bill)
 
     def _bill(self, closed: tuple[Bill, ...], trays: tuple[TrayState, ...], now: float) -> None:
         sid = self.config.id
@@ -404,8 +410,10 @@ class Pipeline:
                                       model.embedding_dim, fallback=self._config.detector.model)
 
     def _start_stream(self, sc: StreamConfig) -> None:
-        namer = self.learning.learner.name if self.learning is not None else None
-        runner = StreamRunner(sc, self._config, self.worker, self.metrics, self.billing, namer)
+        learning = self.learning
+        runner = StreamRunner(sc, self._config, self.worker, self.metrics, self.billing,
+                              learning.learner.name if learning is not None else None,
+                              learning.bill_closed if learning is not None else None)
         runner.start()
         self.runners[sc.id] = runner
         log.info("stream_started", stream=sc.id)

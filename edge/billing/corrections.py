@@ -313,7 +313,7 @@ def effective(items: Sequence[Mapping[str, Any]],
             detected = old.get("detected") or {k: old[k] for k in ("key", "name", "price")}
             lines[i] = {**old, "class_id": None, "key": c["class_key"], "name": c["name"],
                         "price": c["price"], "confidence": None, "needs_review": False,
-                        "unknown": False,
+                        "unknown": False, "source": "cashier",
                         "status": "added" if old["status"] == "added" else "changed"}
             if old["status"] != "added":
                 lines[i]["detected"] = detected

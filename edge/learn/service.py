@@ -11,7 +11,9 @@ One :class:`LearningService` per daemon (:mod:`edge.daemon`). It
 * listens to stored corrections: the corrected bill's examples are read back
   from the journal and the index updated, so the **next tray** is named with
   them (:attr:`last_effect_s` measures correction-to-effect);
-* forgets line views older than ``learning.keep_views_days``, hourly.
+* forgets line views older than ``learning.keep_views_days``, hourly;
+* keeps the questions (:mod:`edge.learn.questions`): bills with unknown or
+  doubtful lines, answered by the cashier's corrections.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from edge.billing.journal import Journal
+from edge.billing.model import Bill
 from edge.billing.teach import StoredExample
 from edge.config import LearningConfig
 from edge.errors import InputFormatError, JournalError, ModelError
 from edge.learn.bank import KnownBank, find_bank
 from edge.learn.examples import Example, ExampleIndex
 from edge.learn.openset import Learner
+from edge.learn.questions import QuestionQueue, attach
 
 log = structlog.get_logger()
 
@@ -76,6 +80,8 @@ class LearningService:
         self.search = tuple(search)
         self.index = ExampleIndex(config.examples_per_class)
         self.learner = Learner(config, self.index)
+        # the frames most worth a label, for the labelling workspace (GET /api/questions)
+        self.questions = QuestionQueue(config.max_questions)
         self.last_effect_s: float | None = None  # correction stored -> index updated
         self.examples_loaded = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -86,6 +92,7 @@ class LearningService:
         :meth:`use_model`)."""
         if self.journal is None:
             return
+        attach(self.journal, self.questions)  # a correction at the till answers questions
         stored = await self.journal.run_journal(lambda j: j.active_examples())
         self.index.update(add=[to_example(s) for s in stored])
         self.examples_loaded = len(stored)
@@ -112,6 +119,10 @@ class LearningService:
                           "`dishtracker calibrate bank --model MODEL`")
         log.info("learning_ready", model=model_id, bank=bank is not None,
                  examples=self.index.in_use(model_id))
+
+    def bill_closed(self, bill: Bill) -> None:
+        """A bill was submitted: one with unknown or doubtful lines becomes a question."""
+        self.questions.offer(bill)
 
     def retune(self, config: LearningConfig) -> None:
         """Use new ``[learning]`` settings from the next line on."""

@@ -177,7 +177,7 @@ class AnnotatedTrack(VideoStreamTrack):
     def _render(self, tf: TrackedFrame, fps: float, latency_ms: float) -> av.VideoFrame:
         view = self.view
         img = render(self.overlay, tf, view.menu, view.class_names, fps=fps,
-                     latency_ms=latency_ms, memory=self._labels)
+                     latency_ms=latency_ms, memory=self._labels, unknown=tf.unknown)
         height, width = img.shape[:2]
         if height % 2 or width % 2:
             return av.VideoFrame.from_ndarray(img, format="bgr24")
