@@ -23,7 +23,9 @@ rebuilt the outbox with a ``target`` per row (``fleet`` or ``pos``) and the
 ``handover`` kind; a hand-over and its outbox rows are written in one
 transaction, like a bill. Schema version 5 added ``bills.model_id`` and
 ``bills.model_version``: the model that served when the bill closed (empty
-for the bills of an older journal).
+for the bills of an older journal). Schema version 6 added what corrections
+teach (``line_views``, ``examples``: :mod:`edge.billing.teach`), version 7
+``examples.shared``, what the fleet published of each example.
 
 A :class:`Journal` holds one ``sqlite3`` connection and must be used from the
 thread that opened it.
@@ -49,7 +51,7 @@ from edge.config import MenuEntry
 from edge.errors import JournalError
 from edge.fsutil import make_private_dir, restrict_file
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 APPLICATION_ID = 0x44544A4E  # "DTJN" in the SQLite header: `file` and tools can tell it apart
 
 _SCHEMA = (
@@ -103,8 +105,12 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # the model that made each bill (docs/MODELS.md)
     5: ("ALTER TABLE bills ADD COLUMN model_id TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE bills ADD COLUMN model_version TEXT NOT NULL DEFAULT ''"),
-    # what corrections teach: line views and examples (docs/LEARNING.md)
-    6: teach.SCHEMA_V6,
+    # what corrections teach: line views and examples (docs/LEARNING.md); where
+    # each line's dish was at closing
+    6: (*teach.SCHEMA_V6,
+        "ALTER TABLE bills ADD COLUMN line_boxes_json TEXT NOT NULL DEFAULT '[]'"),
+    # what the fleet published of each example (docs/FLEET.md)
+    7: teach.SCHEMA_V7,
 }
 
 T = TypeVar("T")
@@ -114,7 +120,8 @@ _PAGE = 500
 
 _COLUMNS = ("b.seq, b.bill_id, b.stream_id, b.tray_id, b.opened_at, b.closed_at, b.frame_seq, "
             "b.total, b.needs_review, b.reason, b.items_json, b.tray_box_json, b.review_json, "
-            "b.created_at, b.model_id, b.model_version, s.bill_id IS NOT NULL, "
+            "b.created_at, b.model_id, b.model_version, b.line_boxes_json, "
+            "s.bill_id IS NOT NULL, "
             "h.handed_over_at, h.actor")
 _SELECT = (f"SELECT {_COLUMNS} FROM bills b LEFT JOIN snapshots s ON s.bill_id = b.bill_id "
            "LEFT JOIN handovers h ON h.bill_id = b.bill_id")
@@ -253,14 +260,15 @@ class Journal:
                 cur = self._conn.execute(
                     "INSERT INTO bills (bill_id, stream_id, tray_id, opened_at, closed_at, "
                     "frame_seq, total, needs_review, reason, items_json, tray_box_json, "
-                    "review_json, created_at, model_id, model_version) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "review_json, created_at, model_id, model_version, line_boxes_json) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (bill_id) DO NOTHING",
                     (bill.bill_id, bill.stream_id, bill.tray_id, bill.opened_at,
                      bill.closed_at, bill.frame_seq, bill.total, int(bill.needs_review),
                      bill.reason, json.dumps([i.to_json() for i in bill.items]),
                      json.dumps(list(bill.tray_box)), json.dumps(list(bill.review)),
-                     created_at, bill.model_id, bill.model_version))
+                     created_at, bill.model_id, bill.model_version,
+                     json.dumps([None if b is None else list(b) for b in bill.line_boxes])))
                 new = cur.rowcount == 1
                 if new and bill.snapshot_jpeg is not None:
                     self._conn.execute("INSERT INTO snapshots (bill_id, jpeg) VALUES (?, ?)",
@@ -408,6 +416,27 @@ class Journal:
                 return teach.add_remote(self._conn, examples, time.time())
         except sqlite3.Error as err:
             raise JournalError(f"{self.path}: cannot store shared examples: {err}") from err
+
+    def examples_to_share(self, limit: int) -> list[tuple[str, list[teach.StoredExample]]]:
+        """Up to ``limit`` bills whose local examples the fleet has not published as
+        they are now, each with the examples to publish (:func:`teach.unshared`)."""
+        return self._teach_read(teach.unshared, limit)
+
+    def unshared_example_bills(self) -> int:
+        """How many bills have local examples the fleet has not published as they are now."""
+        return self._teach_read(teach.unshared_bills)
+
+    def mark_examples_shared(self, examples: Sequence[teach.StoredExample]) -> int:
+        """Record that the broker acknowledged ``examples`` as they say; rows marked."""
+        try:
+            with self._write():
+                return teach.mark_shared(self._conn, examples)
+        except sqlite3.Error as err:
+            raise JournalError(f"{self.path}: cannot mark examples shared: {err}") from err
+
+    def example_dims(self) -> dict[str, int]:
+        """The embedding size of each model's examples in the journal."""
+        return self._teach_read(teach.example_dims)
 
     def prune_views(self, before: float) -> int:
         """Forget the line views of bills journaled before ``before``; rows deleted."""
@@ -582,7 +611,7 @@ class Journal:
         out = []
         for (seq, bill_id, stream_id, tray_id, opened_at, closed_at, frame_seq, total,
              needs_review, reason, items_json, box_json, review_json, created_at,
-             model_id, model_version, has_snapshot, handed_over_at, handed_over_by) in rows:
+             model_id, model_version, line_boxes_json, has_snapshot, handed_over_at, handed_over_by) in rows:
             items = json.loads(items_json)
             review = json.loads(review_json)
             fixes = corrections[bill_id]
@@ -595,6 +624,7 @@ class Journal:
                 "has_snapshot": bool(has_snapshot), "created_at": created_at,
                 "handed_over_at": handed_over_at, "handed_over_by": handed_over_by,
                 "model": {"id": model_id, "version": model_version},
+                "line_boxes": json.loads(line_boxes_json),
                 "corrections": fixes, "effective": effective(items, fixes, review=review),
             })
         return out

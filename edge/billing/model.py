@@ -182,7 +182,8 @@ class Bill:
                 "total": self.total, "needs_review": self.needs_review, "reason": self.reason,
                 "tray_box": list(self.tray_box), "review": list(self.review),
                 "has_snapshot": self.snapshot_jpeg is not None,
-                "model": {"id": self.model_id, "version": self.model_version}}
+                "model": {"id": self.model_id, "version": self.model_version},
+                "line_boxes": [None if b is None else list(b) for b in self.line_boxes]}
 
 
 @dataclass(frozen=True, slots=True)

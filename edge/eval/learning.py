@@ -267,7 +267,34 @@ def _match_lines(seq: SequenceData, bill: Bill, tray: TrayRecord) -> dict[int, i
                     out[d.dish_id] = i
                     used.add(i)
                     break
+    # a wrong line the boxes did not pair (out of view, or its box drifted) is the
+    # nearest dish left: a cashier changes it rather than removing it and adding one
+    left = [d for d in dishes if out[d.dish_id] is None]
+    spare = [i for i in range(len(bill.items)) if i not in used]
+    while left and spare:
+        d, i = min(((d, i) for d in left for i in spare),
+                   key=lambda di: _gap(gt.get(di[0].dish_id), bill.line_boxes[di[1]]))
+        if _gap(gt.get(d.dish_id), bill.line_boxes[i]) > MAX_GAP and (len(left) > 1
+                                                                      or len(spare) > 1):
+            break
+        out[d.dish_id] = i
+        left.remove(d)
+        spare.remove(i)
     return out
+
+
+MAX_GAP = 1.5
+"""A leftover line pairs with a leftover dish whose box centre is at most this
+many of the dish's sizes away (or when each is the only one left)."""
+
+
+def _gap(a: Box | None, b: Box | None) -> float:
+    """Distance of two boxes' centres in units of ``a``'s size (inf: one unseen)."""
+    if a is None or b is None:
+        return float("inf")
+    size = max(a[2] - a[0], a[3] - a[1], 1.0)
+    return float(np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2)
+                 / size)
 
 
 def summary(service: Service, *, after: int = 5) -> dict[str, Any]:

@@ -37,6 +37,7 @@ examples still name dishes.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -112,9 +113,12 @@ class Learner:
         decision, scores = self.decide(dish.class_id, q, menu)
         if decision is None:
             return menu.item(dish.class_id, dish.share, dish.track_id)
-        if decision.source == "detector":
-            return menu.item(dish.class_id, dish.share, dish.track_id)
         proposals = _proposals(scores, menu)
+        if decision.source == "detector":
+            item = menu.item(dish.class_id, dish.share, dish.track_id)
+            if item is not None and item.needs_review and proposals:  # doubtful: offer choices
+                item = dataclasses.replace(item, proposals=proposals)
+            return item
         if decision.source == "unknown":
             return BillItem(class_id=-1, key=UNKNOWN_KEY, name=UNKNOWN_NAME, price=0.0,
                             confidence=0.0, track_id=dish.track_id, needs_review=True,

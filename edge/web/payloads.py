@@ -211,6 +211,9 @@ class BillView(_Answer):
     reason: Literal["crossed", "left_view", "stream_changed"]
     tray_box: list[float] = Field(min_length=4, max_length=4,
                                   description="x1, y1, x2, y2 in source pixels")
+    line_boxes: list[list[float] | None] = Field(
+        default_factory=list, description="per line (in items order), the dish's box x1, y1, "
+                                          "x2, y2 at closing; null: not in view then")
     review: list[str] = Field(description="why the whole bill needs review beyond its lines "
                                           "(e.g. hidden_at_line); usually empty")
     review_text: list[str] = Field(description="what the cashier is told for each reason "
