@@ -349,6 +349,10 @@ class FleetConfig(_Strict):
                     "model's at least this often")
     model_min_bills: int = Field(
         10, ge=0, le=100000, description="models: promote only after this many compared bills")
+    share_examples: bool = Field(
+        False, description="publish the examples this box's corrections teach (embeddings, "
+                           "never images) and merge those of the other boxes of the site "
+                           "(docs/FLEET.md)")
 
     @model_validator(mode="after")
     def _consistent(self) -> FleetConfig:

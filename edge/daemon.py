@@ -156,7 +156,8 @@ async def _serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR09
             config.fleet, billing, metrics,
             health=lambda: {"streams": pipeline.stream_status(), "journal": billing.status()},
             rollout=pipeline.rollout,
-            max_model_bytes=int(config.rollout.max_upload_mb * 1024 * 1024))
+            max_model_bytes=int(config.rollout.max_upload_mb * 1024 * 1024),
+            learning=learning)  # fleet.share_examples: the site's examples both ways
         await pipeline.start()
     except BaseException:
         await billing.close()

@@ -16,6 +16,10 @@ makes, are durable together or not at all (``kill -9`` included).
   ``removed_at`` (never deleted: the fleet and the learning bench may ask
   what was taken back); a line taught again revives its rows.
 * Examples from other boxes (``origin`` the box's id) have no bill.
+* ``examples.shared`` (schema 7) is what the fleet last published of a local
+  example: NULL never, 0 in force, 1 taken back (:mod:`edge.fleet.examples`).
+  A local example whose state differs is *unshared*: its bill's examples
+  are published again. One taken back before it was ever shared never is.
 
 An example's ``uid`` is ``{bill_id}/{line}/{k}/{key}`` on the box that made
 it; the fleet prefixes the box id (:mod:`edge.fleet`).
@@ -61,6 +65,15 @@ SCHEMA_V6 = (
     "CREATE INDEX examples_changed ON examples (id, removed_at)",
 )
 """Statements of journal schema version 6."""
+
+_UNSHARED = "origin = 'local' AND coalesce(shared, 1) != (removed_at IS NOT NULL)"
+"""A local example whose state the fleet has not published (see the module docstring)."""
+
+SCHEMA_V7 = (
+    "ALTER TABLE examples ADD COLUMN shared INTEGER",
+    f"CREATE INDEX examples_unshared ON examples (bill_id) WHERE {_UNSHARED}",
+)
+"""Statements of journal schema version 7: what the fleet published of each example."""
 
 CROP_QUALITY = 90
 TAUGHT = ("changed", "confirmed")
@@ -156,6 +169,38 @@ def add_remote(conn: sqlite3.Connection, examples: Iterable[StoredExample], now:
              ex.origin, now, now if ex.removed else None))
         n += cur.rowcount
     return n
+
+
+def unshared(conn: sqlite3.Connection, limit: int) -> list[tuple[str, list[StoredExample]]]:
+    """The first ``limit`` bills (oldest example first) whose local examples are not
+    published as they are now, each with what to publish: every local example of
+    the bill but those taken back before they were ever shared."""
+    bills = [str(b) for (b,) in conn.execute(
+        f"SELECT bill_id FROM examples WHERE {_UNSHARED} GROUP BY bill_id ORDER BY min(id) "
+        "LIMIT ?", (limit,))]
+    return [(b, _examples(conn, "WHERE bill_id = ? AND origin = 'local' AND "
+                                "NOT (shared IS NULL AND removed_at IS NOT NULL)", (b,)))
+            for b in bills]
+
+
+def unshared_bills(conn: sqlite3.Connection) -> int:
+    """How many bills have local examples not published as they are now."""
+    return int(conn.execute(f"SELECT count(DISTINCT bill_id) FROM examples WHERE {_UNSHARED}"
+                            ).fetchone()[0])
+
+
+def mark_shared(conn: sqlite3.Connection, examples: Iterable[StoredExample]) -> int:
+    """Record that ``examples`` were published in the state they say (``removed``),
+    whatever their state now: one that changed since it was read stays unshared.
+    The rows marked."""
+    return sum(conn.execute("UPDATE examples SET shared = ? WHERE uid = ? AND origin = 'local'",
+                            (int(ex.removed), ex.uid)).rowcount for ex in examples)
+
+
+def example_dims(conn: sqlite3.Connection) -> dict[str, int]:
+    """The embedding size of each model's examples (``{model_id: D}``)."""
+    return {str(m): int(n) // 2 for m, n in conn.execute(
+        "SELECT model_id, max(length(embedding)) FROM examples GROUP BY model_id")}
 
 
 def prune_views(conn: sqlite3.Connection, before: float) -> int:

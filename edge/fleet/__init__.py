@@ -4,7 +4,8 @@
 The MQTT client is the optional ``mqtt`` extra: :func:`create_fleet` imports
 it only when ``fleet.enabled`` is true, so the daemon runs without it
 otherwise. With ``fleet.models`` the fleet also hands the box its models
-(:mod:`edge.fleet.models`).
+(:mod:`edge.fleet.models`); with ``fleet.share_examples`` the boxes of a site
+share the examples their cashiers teach (:mod:`edge.fleet.examples`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from edge.config import FleetConfig
 from edge.errors import MissingExtraError
 from edge.metrics import Metrics
+from edge.rollout import RolloutError
 
 if TYPE_CHECKING:
+    from edge.fleet.examples import ExampleShare
     from edge.fleet.publisher import Outbox
+    from edge.learn.service import LearningService
     from edge.rollout import RolloutControl
 
 
@@ -64,7 +68,8 @@ class FleetOff:
 def create_fleet(config: FleetConfig, outbox: Outbox, metrics: Metrics, *,
                  health: Callable[[], dict[str, Any]] | None = None,
                  rollout: RolloutControl | None = None,
-                 max_model_bytes: int | None = None) -> Fleet:
+                 max_model_bytes: int | None = None,
+                 learning: LearningService | None = None) -> Fleet:
     """The publisher of an enabled ``[fleet]`` config (not started), else :class:`FleetOff`.
 
     Parameters
@@ -83,6 +88,11 @@ def create_fleet(config: FleetConfig, outbox: Outbox, metrics: Metrics, *,
     max_model_bytes
         Largest model file the fleet may fetch, bytes (default:
         :data:`edge.fleet.adoption.DEFAULT_MAX_BYTES`).
+    learning
+        The learning service, which ``fleet.share_examples`` needs: its journal
+        holds the examples to send, received ones go through its
+        ``merge_remote``. With ``rollout`` the model store tells each model's
+        embedding size (a received example of another size is refused).
 
     Raises
     ------
@@ -92,7 +102,8 @@ def create_fleet(config: FleetConfig, outbox: Outbox, metrics: Metrics, *,
     ConfigError
         ``fleet.password_file`` cannot be read.
     ValueError
-        ``fleet.models`` is true and no ``rollout`` is given.
+        ``fleet.models`` is true and no ``rollout`` is given, or
+        ``fleet.share_examples`` is true and no ``learning`` with a journal.
     """
     if not config.enabled:
         return FleetOff()
@@ -111,5 +122,28 @@ def create_fleet(config: FleetConfig, outbox: Outbox, metrics: Metrics, *,
         from edge.fleet.models import ModelPuller  # noqa: PLC0415  # with the publisher only
         models = ModelPuller(config, FleetPublisher.topics_of(config), rollout,
                              max_bytes=max_model_bytes or DEFAULT_MAX_BYTES)
+    examples = _example_share(config, metrics, learning, rollout) \
+        if config.share_examples else None
     return FleetPublisher(config, outbox, metrics, health=health,
-                          password=config.read_password(), models=models)
+                          password=config.read_password(), models=models, examples=examples)
+
+
+def _example_share(config: FleetConfig, metrics: Metrics, learning: LearningService | None,
+                   rollout: RolloutControl | None) -> ExampleShare:
+    """The share of ``fleet.share_examples`` (with the publisher only)."""
+    if learning is None or learning.journal is None:
+        raise ValueError("fleet.share_examples needs the learning service and its journal "
+                         "(create_fleet(learning=…))")
+    from edge.fleet.examples import ExampleShare  # noqa: PLC0415  # with the publisher only
+    from edge.fleet.publisher import FleetPublisher  # noqa: PLC0415  # optional extra
+
+    def model_dim(model_id: str) -> int | None:
+        if rollout is None:
+            return None
+        try:
+            return rollout.store.get(model_id).embedding_dim
+        except RolloutError:  # a model this box does not hold
+            return None
+
+    return ExampleShare(FleetPublisher.topics_of(config), learning.journal,
+                        learning.merge_remote, metrics, model_dim=model_dim)

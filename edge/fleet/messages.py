@@ -10,11 +10,14 @@ the delivery semantics are documented in ``docs/FLEET.md``::
     {prefix}/{site}/{box}/status                 online / offline   (QoS 1, retained, will)
     {prefix}/{site}/{box}/health                 every health_interval_s (QoS 1)
     {prefix}/{site}/{box}/model                  the model pull's state (QoS 1, retained)
+    {prefix}/{site}/{box}/examples/{bill_id}     a bill's examples (QoS 1, retained)
 
 and what the box follows with ``fleet.models`` (retained, written by the fleet)::
 
     {prefix}/{site}/model                        the model of the site
     {prefix}/groups/{group}/model                the model of a group of sites
+    {prefix}/{site}/+/examples/+                 the examples of the site's boxes
+                                                 (``fleet.share_examples``)
 
 Every payload the box sends is one JSON object with ``"schema": 1``. Nothing
 here imports the MQTT client, so the daemon runs without the ``mqtt`` extra.
@@ -79,6 +82,15 @@ class Topics:
     def group_model(self, group: str) -> str:
         """The retained model message of the group of sites ``group``."""
         return f"{self.prefix}/groups/{group}/model"
+
+    def examples(self, bill_id: str) -> str:
+        """Retained examples of one of this box's bills (``fleet.share_examples``)."""
+        return f"{self.base}/examples/{bill_id}"
+
+    @property
+    def site_examples(self) -> str:
+        """What the box subscribes to for the examples of its site's boxes (its own too)."""
+        return f"{self.prefix}/{self.site}/+/examples/+"
 
     def of(self, row: OutboxRow) -> str:
         """Topic of an outbox message: ``{base}/{stream}/bills``, ``…/corrections``

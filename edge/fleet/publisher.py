@@ -23,6 +23,9 @@ With ``fleet.models`` the same connection carries the fleet's model messages
 the other way: each connection subscribes to them (the broker hands over the
 retained ones), hands them to the model pull (:mod:`edge.fleet.models`, a task
 of its own that outlives reconnections) and publishes its retained state.
+With ``fleet.share_examples`` it also carries the examples the cashiers' corrections
+teach (:mod:`edge.fleet.examples`): this box's out, retained per bill, and the
+site's other boxes' in, merged by a task of its own.
 
 MQTT client: aiomqtt 2 (asyncio on paho-mqtt 2, MQTT v5), the ``mqtt`` extra.
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import ssl
 import time
@@ -45,6 +49,7 @@ from paho.mqtt.properties import Properties
 from edge.billing.outbox import OutboxRow
 from edge.config import FleetConfig
 from edge.errors import JournalError
+from edge.fleet.examples import WINDOW as EXAMPLES_WINDOW
 from edge.fleet.messages import (
     Topics,
     health_message,
@@ -55,6 +60,7 @@ from edge.fleet.messages import (
 from edge.metrics import Metrics
 
 if TYPE_CHECKING:
+    from edge.fleet.examples import ExampleShare
     from edge.fleet.models import ModelPuller
 
 WINDOW = 32
@@ -122,17 +128,22 @@ class FleetPublisher:
         The broker password (``config.read_password()``).
     models : ModelPuller, optional
         The model pull (``fleet.models``): fed the model messages, its state published.
+    examples : ExampleShare, optional
+        The examples of the site (``fleet.share_examples``): this box's published,
+        the others' fed to it.
     """
 
     def __init__(self, config: FleetConfig, outbox: Outbox, metrics: Metrics, *,
                  health: Callable[[], dict[str, Any]] | None = None,
-                 password: str | None = None, models: ModelPuller | None = None) -> None:
+                 password: str | None = None, models: ModelPuller | None = None,
+                 examples: ExampleShare | None = None) -> None:
         self.config = config
         self.outbox = outbox
         self.metrics = metrics
         self.health = health
         self.password = password
         self.models = models
+        self.examples = examples
         self.topics = self.topics_of(config)
         self.client_id = f"dishtracker-{config.site}-{self.topics.box}"
         self.broker = f"{config.host}:{config.broker_port()}"
@@ -140,6 +151,7 @@ class FleetPublisher:
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._models_task: asyncio.Task[None] | None = None
+        self._examples_task: asyncio.Task[None] | None = None
         self._state = "starting"
         self._since = time.time()
         self._last_error: str | None = None
@@ -162,10 +174,14 @@ class FleetPublisher:
             self._task = asyncio.create_task(self.run(), name="fleet-publisher")
         if self.models is not None and self._models_task is None:
             self._models_task = asyncio.create_task(self.models.run(), name="fleet-models")
+        if self.examples is not None and self._examples_task is None:
+            self._examples_task = asyncio.create_task(self.examples.run(),
+                                                      name="fleet-examples")
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """The tasks the daemon's supervisor watches (they end only on a bug)."""
-        return [t for t in (self._task, self._models_task) if t is not None]
+        return [t for t in (self._task, self._models_task, self._examples_task)
+                if t is not None]
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Publish what is still unsent for up to ``timeout_s`` while connected,
@@ -173,10 +189,13 @@ class FleetPublisher:
         outbox for the next start."""
         self._closing.set()
         self._wake.set()
-        if self._models_task is not None:  # a download resumes at the next start
-            self._models_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._models_task
+        # a download resumes at the next start; examples not merged yet come again
+        # with the broker's retained copies
+        for side in (self._models_task, self._examples_task):
+            if side is not None:
+                side.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await side
         if self._task is None:
             return
         try:
@@ -202,6 +221,8 @@ class FleetPublisher:
                   round(max(0.0, time.time() - oldest), 3)}
         if self.models is not None:
             status["models"] = self.models.status()
+        if self.examples is not None:
+            status["examples"] = self.examples.status()
         return status
 
     # ---- the connection loop ---------------------------------------------------------
@@ -262,7 +283,8 @@ class FleetPublisher:
             password=self.password, identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5, will=will, keepalive=self.config.keepalive_s,
             timeout=ACK_TIMEOUT_S, max_inflight_messages=WINDOW, tls_context=tls)
-        client.pending_calls_threshold = WINDOW + 8  # aiomqtt warns above 10 by default
+        # aiomqtt warns above 10 by default; the outbox and the examples have windows
+        client.pending_calls_threshold = WINDOW + EXAMPLES_WINDOW + 8
         return client
 
     async def _session(self, client: aiomqtt.Client) -> None:
@@ -274,12 +296,14 @@ class FleetPublisher:
                  asyncio.create_task(self._report(client), name="fleet-health")]
         if self.models is not None:
             for topic in self.models.follows:
-                granted = await client.subscribe(topic, qos=1)
-                refused = [str(c) for c in granted if getattr(c, "is_failure", False)]
-                if refused:  # e.g. the broker's ACL: no model message will come
-                    log.warning("fleet_model_subscribe_refused", topic=topic, reason=refused)
+                await self._subscribe(client, topic, "fleet_model_subscribe_refused")
             tasks.append(asyncio.create_task(self._model_state(client, self.models),
                                              name="fleet-model-state"))
+        if self.examples is not None:
+            await self._subscribe(client, self.examples.follows,
+                                  "fleet_examples_subscribe_refused")
+            tasks.append(asyncio.create_task(self.examples.pump(functools.partial(
+                self._retain, client)), name="fleet-examples-out"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -294,13 +318,28 @@ class FleetPublisher:
         await client.publish(self.topics.status, status_message(
             self.topics, "offline", "shutdown"), qos=1, retain=True, properties=_json_props())
 
+    @staticmethod
+    async def _subscribe(client: aiomqtt.Client, topic: str, event: str) -> None:
+        granted = await client.subscribe(topic, qos=1)
+        refused = [str(c) for c in granted if getattr(c, "is_failure", False)]
+        if refused:  # e.g. the broker's ACL: nothing will come from there
+            log.warning(event, topic=topic, reason=refused)
+
+    @staticmethod
+    async def _retain(client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        await client.publish(topic, payload, qos=1, retain=True, properties=_json_props())
+
     async def _watch(self, client: aiomqtt.Client) -> None:
-        """Hands model messages to the model pull; raises once the connection drops
-        (aiomqtt ends message iteration then): a publish waiting for its ``PUBACK``
-        would only notice at its timeout."""
-        async for message in client.messages:  # only the model topics are subscribed
-            if self.models is not None:
-                self.models.offer(message.topic.value, _bytes(message.payload),
+        """Hands model messages to the model pull and examples to the examples'
+        share; raises once the connection drops (aiomqtt ends message iteration
+        then): a publish waiting for its ``PUBACK`` would only notice at its timeout."""
+        async for message in client.messages:  # only these topics are subscribed
+            topic = message.topic.value
+            if self.examples is not None and self.examples.wants(topic):
+                self.examples.offer(topic, _bytes(message.payload))
+                await asyncio.sleep(0)  # the retained copies of a site come in one burst
+            elif self.models is not None:
+                self.models.offer(topic, _bytes(message.payload),
                                   retained=bool(message.retain))
         raise _ConnectionLost("message iteration ended")
 

@@ -124,6 +124,28 @@ class LearningService:
         """A bill was submitted: one with unknown or doubtful lines becomes a question."""
         self.questions.offer(bill)
 
+    async def merge_remote(self, examples: Sequence[StoredExample]) -> int:
+        """Take examples another box of the site shared (:mod:`edge.fleet.examples`):
+        stored in the journal (idempotent by uid; a removal propagates), then in
+        the index, so the next tray is named with them. The last state of a uid
+        given twice wins. Returns the journal rows added or changed.
+
+        Raises
+        ------
+        JournalError
+            The journal write failed: nothing stored, the index unchanged.
+        """
+        if self.journal is None:
+            return 0
+        latest = list({ex.uid: ex for ex in examples}.values())
+        changed = await self.journal.run_journal(lambda j: j.add_remote_examples(latest))
+        if self.index.update(add=[to_example(ex) for ex in latest if not ex.removed],
+                             remove=[ex.uid for ex in latest if ex.removed]):
+            log.info("examples_merged", origins=sorted({ex.origin for ex in latest}),
+                     keys=sorted({ex.key for ex in latest if not ex.removed}),
+                     taken_back=sum(ex.removed for ex in latest), rows_changed=changed)
+        return changed
+
     def retune(self, config: LearningConfig) -> None:
         """Use new ``[learning]`` settings from the next line on."""
         self.config = config
