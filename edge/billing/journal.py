@@ -105,8 +105,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # the model that made each bill (docs/MODELS.md)
     5: ("ALTER TABLE bills ADD COLUMN model_id TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE bills ADD COLUMN model_version TEXT NOT NULL DEFAULT ''"),
-    # what corrections teach: line views and examples (docs/LEARNING.md)
-    6: teach.SCHEMA_V6,
+    # what corrections teach: line views and examples (docs/LEARNING.md); where
+    # each line's dish was at closing
+    6: (*teach.SCHEMA_V6,
+        "ALTER TABLE bills ADD COLUMN line_boxes_json TEXT NOT NULL DEFAULT '[]'"),
     # what the fleet published of each example (docs/FLEET.md)
     7: teach.SCHEMA_V7,
 }
@@ -118,7 +120,8 @@ _PAGE = 500
 
 _COLUMNS = ("b.seq, b.bill_id, b.stream_id, b.tray_id, b.opened_at, b.closed_at, b.frame_seq, "
             "b.total, b.needs_review, b.reason, b.items_json, b.tray_box_json, b.review_json, "
-            "b.created_at, b.model_id, b.model_version, s.bill_id IS NOT NULL, "
+            "b.created_at, b.model_id, b.model_version, b.line_boxes_json, "
+            "s.bill_id IS NOT NULL, "
             "h.handed_over_at, h.actor")
 _SELECT = (f"SELECT {_COLUMNS} FROM bills b LEFT JOIN snapshots s ON s.bill_id = b.bill_id "
            "LEFT JOIN handovers h ON h.bill_id = b.bill_id")
@@ -257,14 +260,15 @@ class Journal:
                 cur = self._conn.execute(
                     "INSERT INTO bills (bill_id, stream_id, tray_id, opened_at, closed_at, "
                     "frame_seq, total, needs_review, reason, items_json, tray_box_json, "
-                    "review_json, created_at, model_id, model_version) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "review_json, created_at, model_id, model_version, line_boxes_json) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (bill_id) DO NOTHING",
                     (bill.bill_id, bill.stream_id, bill.tray_id, bill.opened_at,
                      bill.closed_at, bill.frame_seq, bill.total, int(bill.needs_review),
                      bill.reason, json.dumps([i.to_json() for i in bill.items]),
                      json.dumps(list(bill.tray_box)), json.dumps(list(bill.review)),
-                     created_at, bill.model_id, bill.model_version))
+                     created_at, bill.model_id, bill.model_version,
+                     json.dumps([None if b is None else list(b) for b in bill.line_boxes])))
                 new = cur.rowcount == 1
                 if new and bill.snapshot_jpeg is not None:
                     self._conn.execute("INSERT INTO snapshots (bill_id, jpeg) VALUES (?, ?)",
@@ -607,7 +611,7 @@ class Journal:
         out = []
         for (seq, bill_id, stream_id, tray_id, opened_at, closed_at, frame_seq, total,
              needs_review, reason, items_json, box_json, review_json, created_at,
-             model_id, model_version, has_snapshot, handed_over_at, handed_over_by) in rows:
+             model_id, model_version, line_boxes_json, has_snapshot, handed_over_at, handed_over_by) in rows:
             items = json.loads(items_json)
             review = json.loads(review_json)
             fixes = corrections[bill_id]
@@ -620,6 +624,7 @@ class Journal:
                 "has_snapshot": bool(has_snapshot), "created_at": created_at,
                 "handed_over_at": handed_over_at, "handed_over_by": handed_over_by,
                 "model": {"id": model_id, "version": model_version},
+                "line_boxes": json.loads(line_boxes_json),
                 "corrections": fixes, "effective": effective(items, fixes, review=review),
             })
         return out
