@@ -20,7 +20,7 @@ from edge.groundtruth import (
 )
 from edge.sim.difficulty import LEVELS
 from edge.sim.live import SyntheticCamera, SyntheticSpec
-from edge.sim.menu import DISH_IDS, MENU, TRAY_ID, Kind, sales_frequencies
+from edge.sim.menu import DISH_IDS, MENU, NEW_DISHES, TRAY_ID, Kind, sales_frequencies
 from edge.sim.scene import Scene
 from edge.sim.writer import write_sequence
 from edge.stamp import read_stamp
@@ -128,9 +128,26 @@ def test_synthetic_url_parsing() -> None:
     spec = SyntheticSpec.from_url("synthetic://?seed=7&fps=10&size=320x240&difficulty=easy")
     assert spec == SyntheticSpec(7, 10.0, (320, 240), "easy", True)
     for bad in ("synthetic://?seed=x", "synthetic://?size=12", "synthetic://?foo=1",
-                "rtsp://host/", "synthetic://?difficulty=extreme", "synthetic://?fps=0"):
+                "rtsp://host/", "synthetic://?difficulty=extreme", "synthetic://?fps=0",
+                "synthetic://?menu=site3"):
         with pytest.raises(ConfigError):
             SyntheticSpec.from_url(bad)
+
+
+def test_live_camera_shows_the_site2_menu() -> None:
+    spec = SyntheticSpec.from_url("synthetic://?seed=17000&fps=10&size=320x240&menu=site2")
+    assert spec.menu == "site2"
+    assert SyntheticSpec.from_url("synthetic://?seed=17000").menu == "base"
+    new_ids = {d.id for d in NEW_DISHES}
+    cam = SyntheticCamera(spec)
+    frame_id, _, _ = cam.read()
+    cam.scene.plan_until(frame_id + 60 * 10)  # the first minute's trays
+    sold = [it.class_id for p in cam.scene.plans for it in p.items]
+    assert new_ids & set(sold)
+    # the same seed on the base menu never shows them
+    base = SyntheticCamera(SyntheticSpec.from_url("synthetic://?seed=17000&fps=10&size=320x240"))
+    base.scene.plan_until(60 * 10)
+    assert not new_ids & {it.class_id for p in base.scene.plans for it in p.items}
 
 
 def test_live_camera_stamps_frames() -> None:

@@ -8,7 +8,9 @@ so a client can measure glass-to-glass latency from the picture alone.
 
 URL query keys: ``seed`` (int, default 1), ``fps`` (default 20), ``size``
 (``WxH``, default 640x480), ``difficulty`` (easy|standard|hard, default
-standard), ``stamp`` (0|1, default 1).
+standard), ``stamp`` (0|1, default 1), ``menu`` (base|site2, default base:
+``site2`` adds the five dishes the shipped model never saw,
+:data:`edge.sim.menu.NEW_DISHES`, at 40 % of sales).
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import numpy.typing as npt
 
 from edge.errors import ConfigError
 from edge.sim.difficulty import LEVELS
+from edge.sim.menu import MENUS
 from edge.sim.scene import Scene
 from edge.stamp import stamp_frame
 
-_KEYS = {"seed", "fps", "size", "difficulty", "stamp"}
+_KEYS = {"seed", "fps", "size", "difficulty", "stamp", "menu"}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -54,6 +57,7 @@ class SyntheticSpec:
     size: tuple[int, int] = (640, 480)
     difficulty: str = "standard"
     stamp: bool = True
+    menu: str = "base"
 
     @classmethod
     def from_url(cls, url: str) -> SyntheticSpec:
@@ -81,8 +85,11 @@ class SyntheticSpec:
         stamp = one.get("stamp", "1")
         if stamp not in ("0", "1"):
             raise ConfigError(f"url: stamp must be 0 or 1, got {stamp!r}")
+        menu = one.get("menu", "base")
+        if menu not in MENUS:
+            raise ConfigError(f"url: menu {menu!r} not one of {list(MENUS)}")
         size = parse_size(one["size"]) if "size" in one else (640, 480)
-        return cls(seed, fps, size, difficulty, stamp == "1")
+        return cls(seed, fps, size, difficulty, stamp == "1", menu)
 
 
 class SyntheticCamera:
@@ -97,7 +104,8 @@ class SyntheticCamera:
     def __init__(self, spec: SyntheticSpec) -> None:
         self.spec = spec
         self.scene = Scene(
-            spec.seed, fps=spec.fps, size=spec.size, difficulty=spec.difficulty, keep_history=False
+            spec.seed, fps=spec.fps, size=spec.size, difficulty=spec.difficulty,
+            keep_history=False, menu=spec.menu,
         )
         self._t0: float | None = None
         self._next = 0
