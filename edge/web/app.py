@@ -35,6 +35,7 @@ from edge.web.config_history import record_change
 from edge.web.event_slots import EVENT_SLOTS_KEY, EventSlots
 from edge.web.headers import add_security_headers
 from edge.web.hosts import HostCheck
+from edge.web.learning_routes import add_learning_routes
 from edge.web.limits import (
     BODY_TIMEOUT_KEY,
     BODY_TIMEOUT_S,
@@ -370,7 +371,8 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str | Ke
     web.Application
         Routes: ``/healthz``, ``/readyz``, ``/metrics``, ``/api/streams``,
         ``/api/config`` (GET, PUT), ``/api/config/schema``, ``/api/questions``
-        (:mod:`edge.web.question_routes`), ``/api/openapi.json``
+        (:mod:`edge.web.question_routes`), ``/api/learning``
+        (:mod:`edge.web.learning_routes`), ``/api/openapi.json``
         (:mod:`edge.web.openapi`, built from the routes present at the first
         request), and with a static
         folder ``/`` and ``/static/*``. WebRTC routes (:mod:`edge.web.webrtc`)
@@ -406,6 +408,9 @@ def make_app(daemon: DaemonControl, *, config_path: Path | None, token: str | Ke
     add_menu_routes(app, cp)
     add_question_routes(app, questions if questions is not None
                         else QuestionQueue(daemon.config.learning.max_questions))
+    # the pipeline holds the learning service (edge.pipeline.Pipeline.learning); a
+    # DaemonControl without one answers 503 there
+    add_learning_routes(app, lambda: getattr(daemon, "learning", None))
     if resolved is not None:
         r.add_get("/", cp.index)
         r.add_get("/static/{path:.+}", cp.static)
