@@ -407,6 +407,20 @@ async def _bills(daemon: _Daemon, http: aiohttp.ClientSession) -> list[dict[str,
     return list((await daemon.get(http, "/api/bills?limit=100"))["bills"])
 
 
+async def _first_line_of(daemon: _Daemon, http: aiohttp.ClientSession, keys: tuple[str, ...],
+                         timeout: float = 60.0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The daemon's oldest bill with a line of one of ``keys``, and that line."""
+    deadline = time.monotonic() + timeout
+    while True:
+        bills = await _bills(daemon, http)
+        for bill in reversed(bills):
+            lines = [ln for ln in bill["effective"]["items"] if ln["key"] in keys]
+            if lines:
+                return bill, lines[0]
+        assert time.monotonic() < deadline, bills
+        await asyncio.sleep(0.3)
+
+
 @pytest.mark.slow
 @needs_broker
 @needs_model
@@ -416,10 +430,12 @@ def test_a_second_daemon_bills_a_dish_it_learned_only_from_the_first_daemons_exa
     dishes come back on later trays). A's cashier corrects a tomato soup (or a
     coffee) of A's first bill to a menu entry the model has no class for; B,
     never corrected, receives A's examples and names that dish so on its next
-    tray. The model is a copy without its known-class bank (``*.bank.npz``):
-    with a bank, the detector's class keeps its evidence and the soup stays
-    soup unless many examples say otherwise (edge/learn/openset.py); without
-    one, the class's evidence is its own examples, and B has none."""
+    tray. The model is a copy without its known-class bank (``*.bank.npz``),
+    should one lie beside the shipped model: with a bank, the detector's class
+    has its prototypes' similarity as evidence, which the new dish's examples
+    must beat by ``learning.example_margin`` (edge/learn/openset.py), a
+    question of the bank, not of sharing; without one, the class's evidence
+    is its own examples, and B has none."""
     model = tmp_path / "model" / DEFAULT_MODEL.name
     model.parent.mkdir()
     shutil.copy(DEFAULT_MODEL, model)
@@ -432,18 +448,7 @@ def test_a_second_daemon_bills_a_dish_it_learned_only_from_the_first_daemons_exa
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             for daemon in daemons:
                 await asyncio.to_thread(daemon.out.wait_for, "open http://127.0.0.1:", 120)
-            deadline = time.monotonic() + 60
-            target = None
-            while target is None:
-                assert time.monotonic() < deadline, await _bills(a, http)
-                for bill in reversed(await _bills(a, http)):
-                    lines = [ln for ln in bill["effective"]["items"] if ln["key"] in TAUGHT]
-                    if lines:
-                        target = bill, lines[0]
-                        break
-                else:
-                    await asyncio.sleep(0.3)
-            bill, line = target
+            bill, line = await _first_line_of(a, http, TAUGHT)
             async with http.post(f"{a.base}/api/bills/{bill['bill_id']}/corrections",
                                  headers=AUTH, json={"action": "change", "line": line["line"],
                                                      "class_key": NEW_DISH}) as resp:
@@ -456,6 +461,8 @@ def test_a_second_daemon_bills_a_dish_it_learned_only_from_the_first_daemons_exa
                 assert time.monotonic() < deadline, (fleet, await a.get(http, "/api/fleet"))
                 await asyncio.sleep(0.2)
             learned_at = time.time()
+            learning = await b.get(http, "/api/learning")  # B: in use for the serving model
+            assert learning["in_use"].get(NEW_DISH, 0) >= 1 and not learning["bank"], learning
             deadline = time.monotonic() + 45
             while True:  # B's next bill of that look names the new dish
                 later = [bl for bl in await _bills(b, http) if bl["created_at"] > learned_at]
