@@ -102,6 +102,7 @@ class Service:
     bills: int = 0
     voided: int = 0
     stamps: dict[str, dict[str, int]] = field(default_factory=dict)  # bill -> corrections then
+    played: int = 0  # sequences played so far (bill ids stay unique when one repeats)
 
 
 def play(service: Service, seq: SequenceData, frames: Iterable[tuple[np.ndarray,
@@ -111,11 +112,12 @@ def play(service: Service, seq: SequenceData, frames: Iterable[tuple[np.ndarray,
     stream = stream_for(seq)
     namer = service.learner.name if service.learner is not None else None
     biller = make_biller(stream, service.site, service.class_names, seq.width, seq.height,
-                         run_id=f"{seq.name}", clock_offset=service.clock_s, snapshots=False,
+                         run_id=f"{service.played}.{seq.name}", clock_offset=service.clock_s,
+                         snapshots=False,
                          namer=namer)
     # snapshots off: no photo, but the views and line boxes are what teach
     trays = list(seq.trays or ())
-    cashier = _Sequence(seq, trays, tray_boxes(seq, [t.tray_id for t in trays]))
+    cashier = SequenceTruth.of(seq)
     time_base = frame_time_base(seq.fps)
     min_score = service.site.detector.score_threshold
     with tqdm(total=seq.n_frames, desc=f"learn {seq.name}", unit="frame",
@@ -140,6 +142,7 @@ def play(service: Service, seq: SequenceData, frames: Iterable[tuple[np.ndarray,
         new = _corrections_at(service, mine, keys)
         service.trays.append(TrayOutcome(seq.name, t.tray_id, at, exact, keys, new))
     service.clock_s += seq.n_frames / seq.fps
+    service.played += 1
 
 
 def _corrections_at(service: Service, mine: list[Bill], keys: Sequence[str]) -> dict[str, int]:
@@ -152,13 +155,20 @@ def _corrections_at(service: Service, mine: list[Bill], keys: Sequence[str]) -> 
 
 
 @dataclass(slots=True)
-class _Sequence:
-    """What the cashier knows of the sequence being played."""
+class SequenceTruth:
+    """What the cashier knows of the sequence being played: its trays, their
+    boxes per frame, and the bills each tray got so far."""
 
     seq: SequenceData
     trays: list[TrayRecord]
     boxes: Mapping[int, Mapping[int, Box]]
     billed: dict[int, list[Bill]] = field(default_factory=dict)  # tray id -> its bills
+
+    @classmethod
+    def of(cls, seq: SequenceData) -> SequenceTruth:
+        """The truth of ``seq`` (its ``trays`` and ``gt``), nothing billed yet."""
+        trays = list(seq.trays or ())
+        return cls(seq, trays, tray_boxes(seq, [t.tray_id for t in trays]))
 
     def tray_of(self, bill: Bill) -> TrayRecord | None:
         """The tray whose box overlaps the bill's best at closing."""
@@ -174,7 +184,7 @@ class _Sequence:
         return best
 
 
-def _review(service: Service, play_: _Sequence, bill: Bill) -> None:
+def _review(service: Service, play_: SequenceTruth, bill: Bill) -> None:
     """Journal ``bill`` and correct it as a cashier who knows the ground truth."""
     service.journal.commit(bill)
     service.bills += 1
@@ -188,7 +198,7 @@ def _review(service: Service, play_: _Sequence, bill: Bill) -> None:
     stamped = dict(service.corrections)
     play_.billed[tray.tray_id] = [bill]
     service.stamps[bill.bill_id] = stamped
-    pairs = _match_lines(play_.seq, bill, tray)
+    pairs = match_lines(play_.seq, bill, tray)
     expected = {d.dish_id: d.key for d in tray.items}
     for dish_id, key in expected.items():  # new dishes no correction has taught yet
         if key in service.new_keys and stamped.get(key, 0) == 0:
@@ -207,19 +217,35 @@ def _review(service: Service, play_: _Sequence, bill: Bill) -> None:
 def _correct(service: Service, bill: Bill, pairs: Mapping[int, int | None],
              expected: Mapping[int, str]) -> None:
     """One action per changed, removed and added line."""
+    for body in cashier_actions(bill, pairs, expected):
+        _act(service, bill.bill_id, body)
+        if body["action"] in ("change", "add"):
+            _count(service, body["class_key"])
+
+
+def cashier_actions(bill: Bill, pairs: Mapping[int, int | None],
+                    expected: Mapping[int, str]) -> list[dict[str, Any]]:
+    """The corrections (bodies of ``POST /api/bills/{id}/corrections``) that make
+    ``bill`` right: one ``change`` per paired line of another dish, one
+    ``remove`` per line paired with no dish, one ``add`` per dish without a line.
+
+    Parameters
+    ----------
+    pairs : mapping
+        ``{dish_id: line or None}`` (:func:`match_lines`).
+    expected : mapping
+        ``{dish_id: menu key}`` of the tray's dishes.
+    """
+    out: list[dict[str, Any]] = []
     for dish_id, line in pairs.items():
         if line is not None and bill.items[line].key != expected[dish_id]:
-            _act(service, bill.bill_id, {"action": "change", "line": line,
-                                         "class_key": expected[dish_id]})
-            _count(service, expected[dish_id])
+            out.append({"action": "change", "line": line, "class_key": expected[dish_id]})
     matched = {ln for ln in pairs.values() if ln is not None}
-    for line in range(len(bill.items)):
-        if line not in matched:
-            _act(service, bill.bill_id, {"action": "remove", "line": line})
-    for dish_id, key in expected.items():
-        if pairs.get(dish_id) is None:
-            _act(service, bill.bill_id, {"action": "add", "class_key": key})
-            _count(service, key)
+    out += [{"action": "remove", "line": line} for line in range(len(bill.items))
+            if line not in matched]
+    out += [{"action": "add", "class_key": key} for dish_id, key in expected.items()
+            if pairs.get(dish_id) is None]
+    return out
 
 
 def _count(service: Service, key: str) -> None:
@@ -234,9 +260,10 @@ def _act(service: Service, bill_id: str, body: dict[str, Any]) -> None:
     service.actions += 1
 
 
-def _match_lines(seq: SequenceData, bill: Bill, tray: TrayRecord) -> dict[int, int | None]:
+def match_lines(seq: SequenceData, bill: Bill, tray: TrayRecord) -> dict[int, int | None]:
     """``{dish_id: line or None}`` for the tray's dishes: by box overlap at the
-    closing frame, then the lines left by key."""
+    closing frame (``bill.frame_seq``, 0-based; ``bill.line_boxes``), then the
+    lines left by key, then a wrong line left to the nearest dish left."""
     frame = bill.frame_seq + 1
     window = round(BOX_SEARCH_S * seq.fps)
     dishes = list(tray.items)
