@@ -183,10 +183,11 @@ class _Detector:
         for image in video_frames(seq):
             det: Detections = self._detector.detect([image])[0]
             made.append(det)
+            if len(made) == seq.n_frames:  # before the last yield: the caller stops there
+                _save(cache, made)
             yield det
             if len(made) >= seq.n_frames:
                 break
-        _save(cache, made)
 
     def close(self) -> None:
         if self._detector is not None:

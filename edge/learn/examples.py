@@ -13,9 +13,9 @@ belongs to the model that made it) a matrix of unit vectors and their menu
 keys. It is **copy-on-write**: a change builds a new snapshot and swaps one
 reference, so the trackers read it from any thread without a lock.
 
-Capped per menu entry and model (``learning.examples_per_class``): when a
-class is over the cap, the most redundant example (the one with the nearest
-neighbour of its own class) leaves the index; the journal keeps it.
+Capped per menu entry and model (``learning.examples_per_class``): a class
+over the cap keeps a spread of its looks (the newest, then farthest-point
+sampling); the others leave the index, the journal keeps them.
 """
 
 from __future__ import annotations
@@ -169,17 +169,18 @@ class ExampleIndex:
 
 
 def _diverse(members: list[Example], cap: int) -> list[Example]:
-    """At most ``cap`` of one class's examples: while over it, the one whose
-    nearest neighbour in the class is nearest goes (the newest of a tie stays)."""
+    """At most ``cap`` of one class's examples, spread over its looks: the newest
+    first, then each time the one least similar to those chosen (farthest-point
+    sampling: ``cap`` passes of one matrix-vector product)."""
     if len(members) <= cap:
         return members
     emb = np.stack([m.embedding for m in members]).astype(np.float32)
-    gram = emb @ emb.T
-    np.fill_diagonal(gram, -np.inf)
-    alive = list(range(len(members)))
-    while len(alive) > cap:
-        sub = gram[np.ix_(alive, alive)]
-        nearest = sub.max(axis=1)
-        worst = int(np.argmax(nearest[:-1])) if len(alive) > 1 else 0  # the newest stays
-        alive.pop(worst)
-    return [members[i] for i in alive]
+    chosen = [len(members) - 1]
+    nearest = emb @ emb[chosen[0]]  # each member's similarity to its nearest chosen one
+    nearest[chosen[0]] = np.inf
+    while len(chosen) < cap:
+        pick = int(np.argmin(nearest))
+        chosen.append(pick)
+        nearest = np.maximum(nearest, emb @ emb[pick])
+        nearest[pick] = np.inf
+    return [members[i] for i in sorted(chosen)]
