@@ -145,7 +145,7 @@ async def _serve(config: SiteConfig, *, config_path: Path | None,  # noqa: PLR09
     ssl_context = server_ssl_context(config.server)  # before the model: fail fast
     billing = await _open_billing(config, metrics)
     learning = LearningService(config.learning, billing,
-                               search=[config.storage.dir / MODELS_SUBDIR])
+                               search=[config.storage.dir / MODELS_SUBDIR], metrics=metrics)
     pipeline = Pipeline(config, metrics, billing=billing,
                         store=ModelStore(config.storage.dir / MODELS_SUBDIR), learning=learning)
     if pipeline.rollout is not None:

@@ -183,6 +183,16 @@ class Metrics:
         self.heap_trim_seconds = Histogram(
             "dishtracker_heap_trim_seconds", "Wall time of one heap trim (malloc_trim)",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25), registry=r)
+        self.unknown_lines = Counter(
+            "dishtracker_unknown_lines", "Bill lines billed as unknown dishes (docs/LEARNING.md)",
+            ["stream"], registry=r)
+        self.learning_examples = Gauge(
+            "dishtracker_learning_examples", "The site's examples the serving model uses",
+            registry=r)
+        self.learning_effect_seconds = Histogram(
+            "dishtracker_learning_effect_seconds",
+            "A stored correction to its examples naming dishes", buckets=_LATENCY_BUCKETS,
+            registry=r)
         self.asyncio_tasks = Gauge("dishtracker_asyncio_tasks", "Tasks of the event loop",
                                    registry=r)
         self.asyncio_tasks.set_function(_loop_tasks)

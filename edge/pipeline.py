@@ -293,6 +293,9 @@ class StreamRunner:
             self.billing.submit(bill)
         if self.asked is not None:
             self.asked(bill)
+        unknown = sum(1 for item in bill.items if item.unknown)
+        if unknown:
+            self.metrics.unknown_lines.labels(self.config.id).inc(unknown)
 
     def _bill(self, closed: tuple[Bill, ...], trays: tuple[TrayState, ...], now: float) -> None:
         sid = self.config.id

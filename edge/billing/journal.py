@@ -611,7 +611,8 @@ class Journal:
         out = []
         for (seq, bill_id, stream_id, tray_id, opened_at, closed_at, frame_seq, total,
              needs_review, reason, items_json, box_json, review_json, created_at,
-             model_id, model_version, line_boxes_json, has_snapshot, handed_over_at, handed_over_by) in rows:
+             model_id, model_version, line_boxes_json, has_snapshot, handed_over_at,
+             handed_over_by) in rows:
             items = json.loads(items_json)
             review = json.loads(review_json)
             fixes = corrections[bill_id]

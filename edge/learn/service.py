@@ -38,6 +38,7 @@ from edge.learn.bank import KnownBank, find_bank
 from edge.learn.examples import Example, ExampleIndex
 from edge.learn.openset import Learner
 from edge.learn.questions import QuestionQueue, attach
+from edge.metrics import Metrics
 
 log = structlog.get_logger()
 
@@ -74,8 +75,9 @@ class LearningService:
     """
 
     def __init__(self, config: LearningConfig, journal: JournalAccess | None = None,
-                 search: Sequence[Path] = ()) -> None:
+                 search: Sequence[Path] = (), metrics: Metrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics
         self.journal = journal
         self.search = tuple(search)
         self.index = ExampleIndex(config.examples_per_class)
@@ -111,6 +113,7 @@ class LearningService:
         if embedding_dim is not None:
             bank = await asyncio.to_thread(self._bank_for, Path(path), fallback)
         self.learner.use_model(model_id, bank, tuple(class_names))
+        self._count()
         if embedding_dim is None:
             return  # the model_without_embeddings line says it already
         if bank is None and self.config.flag_unknown:
@@ -144,7 +147,13 @@ class LearningService:
             log.info("examples_merged", origins=sorted({ex.origin for ex in latest}),
                      keys=sorted({ex.key for ex in latest if not ex.removed}),
                      taken_back=sum(ex.removed for ex in latest), rows_changed=changed)
+            self._count()
         return changed
+
+    def _count(self) -> None:
+        if self.metrics is not None:
+            self.metrics.learning_examples.set(
+                sum(self.index.in_use(self.learner.model_id).values()))
 
     def retune(self, config: LearningConfig) -> None:
         """Use new ``[learning]`` settings from the next line on."""
@@ -184,6 +193,9 @@ class LearningService:
                                     remove=[r.uid for r in rows if r.removed])
         if changed:
             self.last_effect_s = time.monotonic() - since
+            self._count()
+            if self.metrics is not None:
+                self.metrics.learning_effect_seconds.observe(self.last_effect_s)
             active = sorted({r.key for r in rows if not r.removed})
             log.info("examples_updated", bill_id=bill_id, keys=active,
                      taken_back=sum(r.removed for r in rows),
