@@ -2,7 +2,7 @@
 what learning costs the video.
 
     python bench/learning.py [--seconds 60] [--streams 3] [--fps 20] [--size 640x480] \
-        [--codec h264] [--order on,off] [--seed 17000] [--json OUT]
+        [--codec h264] [--order on,off,off,on] [--seed 17000] [--json OUT]
 
 ``dishtracker run`` (shipped model, ONNX Runtime on the CPU) with ``--streams``
 synthetic cameras of the ``site2`` menu (``synthetic://?…&menu=site2``: five
@@ -10,7 +10,9 @@ dishes the shipped model never saw, 40 % of sales; seeds ``--seed``, ``+1`` …
 from ``edge.seeds.LEARNING_TUNING``, 17000-17099) and those five dishes on its
 menu at their prices (``edge.sim.menu.NEW_DISHES``), once per entry of
 ``--order``: ``[learning] enabled`` true for ``on``, false for ``off``, each on
-a fresh journal (no examples), same seeds, same machine, one after the other.
+a fresh journal (no examples), same seeds, same machine, one after the other
+(the default, on, off, off, on, spreads a drift of the machine's load over
+both; the latencies of the runs of one setting are pooled).
 
 In each run:
 
@@ -632,7 +634,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--codec", choices=["vp8", "h264"], default="h264")
     ap.add_argument("--warmup", type=float, default=3.0,
                     help="seconds after every viewer's first frame before measuring")
-    ap.add_argument("--order", default="on,off",
+    ap.add_argument("--order", default="on,off,off,on",
                     help="runs, one daemon each: 'on' and 'off' in this order (e.g. on,off,off,on)")
     ap.add_argument("--seed", type=int, default=SEEDS.start,
                     help=f"first stream's seed, the others follow ({SEEDS.start}-"
