@@ -421,9 +421,10 @@ def report(bank: KnownBank, cal: Calibration, class_names: Sequence[str],
     rows = [{"id": c, "name": class_names[c], "prototypes": int(counts[c]),
              "threshold": bank.threshold(c), "pooled": c in cal.pooled, **rates["per_class"][c]}
             for c in bank.classes]
-    return {"format": "dishtracker-bank-report/1", **{key: bank.meta.get(key) for key in (
-        "model", "model_sha256", "dims", "k", "quantile", "prototypes_per_class", "min_score",
-        "seeds", "levels", "balanced", "seconds", "every", "created")},
+    return {"format": "dishtracker-bank-report/1", "model_sha256": bank.model_sha256,
+            "dims": list(bank.dims), "k": bank.k, **{key: bank.meta.get(key) for key in (
+                "model", "quantile", "prototypes_per_class", "min_score", "seeds", "levels",
+                "balanced", "seconds", "every", "created")},
         "classes": rows, "total": rates["total"], "slices": slices}
 
 
