@@ -13,7 +13,8 @@ Plays ``--data`` sequences in order as one service with a scripted cashier
   correction, the share whose line was flagged (unknown, or needs review);
   ``unknown_false_accept`` the share billed as another dish without a flag
   (a new dish on no line at all counts in neither: ``unknown_missed_entirely``);
-* ``corrections_per_new_dish``, ``cashier_actions``, ``windows`` (exact match
+* ``corrections_per_new_dish``, ``cashier_actions``, ``wrong_by_dish`` (dishes of the
+  trays still wrong after ``--after`` corrections), ``windows`` (exact match
   per 5 minutes of service).
 
 The detector runs once per sequence and model; its detections and embeddings
@@ -155,6 +156,7 @@ def format_report(rep: dict[str, Any]) -> str:
         ("unknown_missed_entirely", str(rep["unknown_missed_entirely"])),
         ("corrections_per_new_dish", json.dumps(rep["corrections_per_new_dish"])),
         ("cashier_actions", str(rep["cashier_actions"])),
+        ("wrong trays by dish", json.dumps(dict(list(rep["wrong_by_dish"].items())[:8]))),
         ("windows (5 min)", " ".join(pct(w["exact_match"]) for w in rep["windows"])),
     ]
     width = max(len(k) for k, _ in rows)

@@ -362,6 +362,8 @@ def summary(service: Service, *, after: int = 5) -> dict[str, Any]:
         "corrections_per_new_dish": dict(sorted(service.corrections.items())),
         "cashier_actions": service.actions, "bills": service.bills, "voided": service.voided,
         "windows": windows,
+        "wrong_by_dish": dict(Counter(k for t in trays if not t.exact and taught(after)(t)
+                                      for k in set(t.keys)).most_common()),
         "wrong": [dataclasses.asdict(t) for t in trays if not t.exact][:50],
     }
 
