@@ -428,6 +428,7 @@ async def run_once(args: argparse.Namespace, mode: str, truths: dict[str, Stream
             clocks = asyncio.create_task(_clocks(cashier, viewers, args.fps))
             w, before, after = await pl.measure(viewers, daemon.child, args.seconds,
                                                 args.warmup, http=http, base=daemon.base)
+            others = contention.stop([daemon.pid, os.getpid()])  # while the daemon lives
             await clocks
             offset_ms = (time.time() - time.monotonic()) * 1000.0
             stop_frame = {v.stream: round((w.t1 * 1000 + offset_ms - cashier.clocks[v.stream])
@@ -450,7 +451,7 @@ async def run_once(args: argparse.Namespace, mode: str, truths: dict[str, Stream
         daemon.child.stop()
     result.update(
         learning=mode, ready_after_s=round(ready_s, 1), learning_status=status,
-        contention=contention.stop([daemon.pid, os.getpid()]),
+        contention=others,
         detect_calls_per_s=metrics["detect_calls_per_s"],
         detect_call_mean_ms=metrics["detect_call_mean_ms"],
         cashier={"bills": len(cashier.bills), "actions": dict(cashier.actions),
