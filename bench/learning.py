@@ -603,6 +603,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     latencies: dict[str, list[float]] = {}
     for i, mode in enumerate(args.order, 1):
         print(f"\n[{i}/{len(args.order)}] learning {mode} ...", flush=True)
+        if args.quiet_below is not None:
+            await wait_quiet(args.quiet_below, args.quiet_wait)
         with tempfile.TemporaryDirectory(prefix=f"bench-learning-{mode}-") as tmp:
             result, pooled = await run_once(args, mode, truths, Path(tmp))
         runs.append(result)
@@ -626,6 +628,18 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "targets": verdicts}
 
 
+async def wait_quiet(below: float, patience: float) -> None:
+    """Wait until other processes use at most ``below`` % of one core over 5 s
+    (a shared machine), or ``patience`` seconds have passed."""
+    deadline = time.monotonic() + patience
+    while True:
+        c = await harness.measure_contention(5.0)
+        if c["others_cpu_pct"] <= below or time.monotonic() > deadline:
+            print(f"  before the run: {harness.describe_contention(c)}", flush=True)
+            return
+        await asyncio.sleep(5.0)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="measured window per run")
@@ -642,6 +656,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          f"{SEEDS.stop - 1}: edge.seeds.LEARNING_TUNING)")
     ap.add_argument("--start-timeout", type=float, default=180.0,
                     help="seconds to wait for the daemon's /readyz")
+    ap.add_argument("--quiet-below", type=float, default=None, metavar="PCT",
+                    help="before each run, wait until other processes use at most PCT %% of "
+                         "one core over 5 s (a shared machine; at most --quiet-wait s)")
+    ap.add_argument("--quiet-wait", type=float, default=900.0,
+                    help="seconds --quiet-below waits at most per run")
     ap.add_argument("--json", type=Path, help="write every figure here")
     args = ap.parse_args(argv)
     parse_size(args.size)
