@@ -451,9 +451,14 @@ class LearningConfig(_Strict):
         0.01, ge=0.0, le=1.0,
         description="the site's examples name a dish against the detector's class only when "
                     "their similarity beats that class's by this much")
+    doubt_band: float = Field(
+        0.02, ge=0.0, le=1.0,
+        description="a dish this little under its class's bank threshold is billed as that "
+                    "class, flagged for review with proposals, rather than as unknown")
     min_example_similarity: float = Field(
-        0.9, ge=-1.0, le=1.0,
-        description="examples less similar than this say nothing about a dish")
+        0.8, ge=-1.0, le=1.0,
+        description="examples less similar than this say nothing about a dish (measured in "
+                    "the known-class bank's slice of the embedding when the model has one)")
     keep_views_days: float = Field(
         7.0, gt=0.0, le=3650.0,
         description="the dishes' views kept with each bill this long (a correction after "

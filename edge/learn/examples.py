@@ -21,7 +21,7 @@ sampling); the others leave the index, the journal keeps them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -64,12 +64,27 @@ class Example:
 
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
-    """The index for one model, immutable."""
+    """The index for one model, immutable (but for the cache of its slices)."""
 
     embeddings: FloatArray  # (S, D)
     keys: tuple[str, ...]  # (S,)
     uids: tuple[str, ...]
     by_key: Mapping[str, npt.NDArray[np.intp]]
+    slices: dict[tuple[int, int], FloatArray] = field(default_factory=dict)
+
+    def sliced(self, dims: tuple[int, int]) -> FloatArray:
+        """The embeddings' slice ``dims``, rows made unit (made once)."""
+        out = self.slices.get(dims)
+        if out is None:
+            out = _unit(self.embeddings[:, dims[0]:dims[1]])
+            self.slices[dims] = out
+        return out
+
+
+def _unit(x: FloatArray) -> FloatArray:
+    norm = np.sqrt(np.sum(x * x, axis=-1, keepdims=True) + 1e-6)
+    out: FloatArray = (x / norm).astype(np.float32)
+    return out
 
 
 _EMPTY = _Snapshot(np.zeros((0, 0), np.float32), (), (), {})
@@ -132,15 +147,20 @@ class ExampleIndex:
         snap = self._snapshots.get(model_id, _EMPTY)
         return {key: len(rows) for key, rows in snap.by_key.items()}
 
-    def similarity(self, model_id: str, query: FloatArray,
-                   floor: float = 0.0) -> dict[str, float]:
+    def similarity(self, model_id: str, query: FloatArray, floor: float = 0.0,
+                   dims: tuple[int, int] | None = None) -> dict[str, float]:
         """Per menu key with examples for ``model_id``: the mean cosine similarity
         of its :data:`K_NEAREST` examples most similar to ``query`` (a unit
-        vector), a missing example counting as ``floor``."""
+        vector), a missing example counting as ``floor``. ``dims``: compare
+        only that slice of the embeddings (each side made unit again), the
+        space of a known-class bank."""
         snap = self._snapshots.get(model_id, _EMPTY)
         if not snap.keys or snap.embeddings.shape[1] != query.shape[0]:
             return {}
-        sims = snap.embeddings @ query
+        if dims is not None:
+            sims = snap.sliced(dims) @ _unit(query[dims[0]:dims[1]])
+        else:
+            sims = snap.embeddings @ query
         out = {}
         for key, rows in snap.by_key.items():
             own = sims[rows]

@@ -26,7 +26,11 @@ The rule, in order:
 2. Otherwise the detector's class stands when it is *known* for this
    appearance: the bank says so, or the class's own examples reach
    ``min_example_similarity``.
-3. Otherwise the dish is an **unknown item** (``learning.flag_unknown`` and a
+3. Otherwise, when the bank's similarity lies less than
+   ``learning.doubt_band`` under the class's threshold, the detector's class
+   is billed **flagged for review** with proposals (a known dish seen at an
+   odd angle is confirmed with one tap, not picked from scratch).
+4. Otherwise the dish is an **unknown item** (``learning.flag_unknown`` and a
    bank): never billed silently as the look-alike; its line carries the
    three best proposals and the bill needs the cashier.
 
@@ -68,7 +72,7 @@ class Decision:
     """Why a line is what it is (for tests, questions and the learning bench)."""
 
     key: str
-    source: str  # "detector", "examples" or "unknown"
+    source: str  # "detector", "doubtful" (the detector's, flagged), "examples", "unknown"
     similarity: float  # of the chosen key (the detector class's when it stands)
     runner_up: float  # the best other key's
 
@@ -114,8 +118,10 @@ class Learner:
         if decision is None:
             return menu.item(dish.class_id, dish.share, dish.track_id)
         proposals = _proposals(scores, menu)
-        if decision.source == "detector":
+        if decision.source in ("detector", "doubtful"):
             item = menu.item(dish.class_id, dish.share, dish.track_id)
+            if item is not None and decision.source == "doubtful":  # just under its threshold
+                item = dataclasses.replace(item, needs_review=True)
             if item is not None and item.needs_review and proposals:  # doubtful: offer choices
                 item = dataclasses.replace(item, proposals=proposals)
             return item
@@ -137,10 +143,14 @@ class Learner:
         """The decision for a track of detector class ``class_id`` and this
         appearance, with the similarity of every billable menu key that has
         evidence. None: the detector's class is not a dish and no example
-        names it (not billable, as before)."""
+        names it (not billable, as before).
+
+        With a bank, every similarity (examples and prototypes) is measured in
+        the bank's slice of the embedding, so they compare."""
         cfg = self.config
+        dims = self.bank.dims if self.bank is not None else None
         examples = self.index.similarity(self.model_id, appearance,
-                                         floor=cfg.min_example_similarity)
+                                         floor=cfg.min_example_similarity, dims=dims)
         names = menu.class_names
         bank_sims = self._bank_similarity(appearance, names)
         det_key = names[class_id] if 0 <= class_id < len(names) else None
@@ -154,25 +164,29 @@ class Learner:
                     scores[names[c]] = max(scores.get(names[c], -1.0), float(s))
         det_bank = (float(bank_sims[class_id]) if bank_sims is not None and det_key is not None
                     else -1.0)
-        det_own = max(det_bank, examples.get(det_key, -1.0) if det_key is not None else -1.0)
+        det_examples = examples.get(det_key, -1.0) if det_key is not None else -1.0
+        threshold = (self._threshold(class_id, names)
+                     if self.bank is not None and det_key is not None else None)
+        bank_knows = threshold is not None and det_bank >= threshold
+        # what the detector's class has for it: the bank when it vouches, its own examples
+        det_own = max(det_bank if bank_knows or self.bank is None else -1.0, det_examples)
         rivals = {k: s for k, s in examples.items() if k != det_key and _offered(menu, k)}
         if rivals:
             best_key = max(rivals, key=lambda k: rivals[k])
             best = rivals[best_key]
-            if best >= cfg.min_example_similarity and best >= det_own + cfg.example_margin:
+            if best >= max(cfg.min_example_similarity, det_own + cfg.example_margin):
                 runner = max([det_own, *(s for k, s in rivals.items() if k != best_key)])
                 return Decision(best_key, "examples", best, runner), scores
         if det_key is None or not menu.billable(class_id):
             return None, scores
-        own_examples = examples.get(det_key, -1.0)
-        known = (own_examples >= cfg.min_example_similarity
-                 or self.bank is None or not cfg.flag_unknown
-                 or self._threshold(class_id, names) is None
-                 or det_bank >= (self._threshold(class_id, names) or 0.0))
+        known = (det_examples >= cfg.min_example_similarity or bank_knows
+                 or self.bank is None or not cfg.flag_unknown or threshold is None)
         runner = max((s for k, s in scores.items() if k != det_key), default=-1.0)
         if known:
-            return Decision(det_key, "detector", det_own, runner), scores
-        return Decision(UNKNOWN_KEY, "unknown", det_own, runner), scores
+            return Decision(det_key, "detector", max(det_bank, det_examples), runner), scores
+        if threshold is not None and det_bank >= threshold - cfg.doubt_band:
+            return Decision(det_key, "doubtful", det_bank, runner), scores
+        return Decision(UNKNOWN_KEY, "unknown", det_bank, runner), scores
 
     def _bank_similarity(self, appearance: FloatArray, names: tuple[str, ...]
                          ) -> FloatArray | None:
