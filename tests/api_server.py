@@ -41,6 +41,7 @@ from edge.fleet.routes import add_fleet_routes
 from edge.label.importer import import_folder
 from edge.label.store import LABELS_SUBDIR, LabelStore
 from edge.learn.questions import question_id
+from edge.learn.service import LearningService
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
 from edge.rollout.store import MODELS_SUBDIR, ModelStore
@@ -82,7 +83,9 @@ def daemon_app(folder: Path, *, token: str = TOKEN, views: dict[str, Any] | None
     store.adopt(DEFAULT_MODEL)  # MODEL_ID
     rollout = Pipeline(config, metrics, store=store).rollout
     # MemoryDaemon stands in for the pipeline: _web_app reads only what DaemonControl offers
-    app = _web_app(MemoryDaemon(config), hub, service, site, token,  # type: ignore[arg-type]
+    daemon = MemoryDaemon(config)
+    daemon.learning = LearningService(config.learning)  # type: ignore[attr-defined]  # as the pipeline
+    app = _web_app(daemon, hub, service, site, token,  # type: ignore[arg-type]
                    rollout)
     add_fleet_routes(app, FleetOff().status)  # as edge.daemon adds it
     unknown = BillItem(class_id=-1, key=UNKNOWN_KEY, name=UNKNOWN_NAME, price=0.0,
