@@ -2,7 +2,8 @@
 what learning costs the video.
 
     python bench/learning.py [--seconds 60] [--streams 3] [--fps 20] [--size 640x480] \
-        [--codec h264] [--order on,off,off,on] [--seed 17000] [--json OUT]
+        [--codec h264] [--order on,off,off,on] [--seed 17000] [--quiet-below PCT] \
+        [--json OUT]
 
 ``dishtracker run`` (shipped model, ONNX Runtime on the CPU) with ``--streams``
 synthetic cameras of the ``site2`` menu (``synthetic://?…&menu=site2``: five
