@@ -55,7 +55,8 @@ def find_bank(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + BANK_SUFFIX)
 
 
-def _unit_rows(x: FloatArray) -> FloatArray:
+def unit_rows(x: FloatArray) -> FloatArray:
+    """Rows of ``x`` made unit, a nearly zero row staying nearly zero (:data:`EPS`)."""
     norm = np.sqrt(np.sum(x * x, axis=-1, keepdims=True) + EPS)
     out: FloatArray = (x / norm).astype(np.float32)
     return out
@@ -119,7 +120,7 @@ class KnownBank:
         self.meta = dict(meta or {})
         self.thresholds = thr
         order = np.argsort(labs, kind="stable")
-        self.prototypes = _unit_rows(protos[order])
+        self.prototypes = unit_rows(protos[order])
         self.labels = labs[order].astype(np.int32)
         n_classes = len(thr)
         counts = np.bincount(self.labels, minlength=n_classes)
@@ -164,7 +165,7 @@ class KnownBank:
         if x.shape[-1] < self.dims[1]:
             raise ValueError(f"embeddings have {x.shape[-1]} dims; the bank reads "
                              f"[{self.dims[0]}, {self.dims[1]})")
-        return _unit_rows(x[..., self.dims[0]:self.dims[1]])
+        return unit_rows(x[..., self.dims[0]:self.dims[1]])
 
     def query(self, embeddings: npt.ArrayLike) -> FloatArray:
         """A track's appearance: the unit mean of its detections' projected embeddings.
@@ -180,7 +181,7 @@ class KnownBank:
             ``(Dp,)`` float32, ready for :meth:`similarity`.
         """
         rows = self.project(np.atleast_2d(np.asarray(embeddings, dtype=np.float32)))
-        return _unit_rows(rows.mean(axis=0))
+        return unit_rows(rows.mean(axis=0))
 
     def similarity(self, query_projected: npt.ArrayLike) -> FloatArray:
         """Similarity of a projected query to every class.

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from edge.learn.bank import unit_rows
+
 FloatArray = npt.NDArray[np.float32]
 
 K_NEAREST = 3
@@ -76,15 +78,9 @@ class _Snapshot:
         """The embeddings' slice ``dims``, rows made unit (made once)."""
         out = self.slices.get(dims)
         if out is None:
-            out = _unit(self.embeddings[:, dims[0]:dims[1]])
+            out = unit_rows(self.embeddings[:, dims[0]:dims[1]])
             self.slices[dims] = out
         return out
-
-
-def _unit(x: FloatArray) -> FloatArray:
-    norm = np.sqrt(np.sum(x * x, axis=-1, keepdims=True) + 1e-6)
-    out: FloatArray = (x / norm).astype(np.float32)
-    return out
 
 
 _EMPTY = _Snapshot(np.zeros((0, 0), np.float32), (), (), {})
@@ -158,7 +154,7 @@ class ExampleIndex:
         if not snap.keys or snap.embeddings.shape[1] != query.shape[0]:
             return {}
         if dims is not None:
-            sims = snap.sliced(dims) @ _unit(query[dims[0]:dims[1]])
+            sims = snap.sliced(dims) @ unit_rows(query[dims[0]:dims[1]])
         else:
             sims = snap.embeddings @ query
         out = {}

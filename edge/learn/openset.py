@@ -117,14 +117,16 @@ class Learner:
         decision, scores = self.decide(dish.class_id, q, menu)
         if decision is None:
             return menu.item(dish.class_id, dish.share, dish.track_id)
-        proposals = _proposals(scores, menu)
         if decision.source in ("detector", "doubtful"):
             item = menu.item(dish.class_id, dish.share, dish.track_id)
             if item is not None and decision.source == "doubtful":  # just under its threshold
                 item = dataclasses.replace(item, needs_review=True)
-            if item is not None and item.needs_review and proposals:  # doubtful: offer choices
-                item = dataclasses.replace(item, proposals=proposals)
+            if item is not None and item.needs_review:  # doubtful: offer choices
+                proposals = _proposals(scores, menu)
+                if proposals:
+                    item = dataclasses.replace(item, proposals=proposals)
             return item
+        proposals = _proposals(scores, menu)
         if decision.source == "unknown":
             return BillItem(class_id=-1, key=UNKNOWN_KEY, name=UNKNOWN_NAME, price=0.0,
                             confidence=0.0, track_id=dish.track_id, needs_review=True,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from edge.billing.journal import Journal
 from edge.billing.model import Bill
 from edge.billing.teach import StoredExample
 from edge.config import LearningConfig
+from edge.detect.engine_store import file_sha256
 from edge.errors import InputFormatError, JournalError, ModelError
 from edge.learn.bank import KnownBank, find_bank
 from edge.learn.examples import Example, ExampleIndex
@@ -216,7 +216,7 @@ class LearningService:
 
     def _bank_for(self, path: Path, fallback: Path | None) -> KnownBank | None:
         try:
-            sha = _sha256(path)
+            sha = file_sha256(path)
         except OSError as err:
             log.warning("bank_model_unreadable", path=str(path), error=err.strerror)
             return None
@@ -242,10 +242,3 @@ class LearningService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
