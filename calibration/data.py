@@ -48,6 +48,14 @@ class FrameRecord:
         ``(width, height)`` of the frame in pixels.
     seed : int or None
         Simulator seed the frame came from, when known.
+    complete : bool or None
+        The COCO image's ``complete`` flag (every object on the frame is
+        labelled; the labelling workspace writes it), None where the file does
+        not say.
+    ids : np.ndarray or None
+        ``(n,)`` int64 object ids the trainer follows across epochs to find
+        wrong labels (:mod:`calibration.noisy`), -1 for objects it does not
+        follow; None: no object is followed.
     """
 
     path: Path
@@ -56,6 +64,12 @@ class FrameRecord:
     ignore: NDArray[Any]
     size: tuple[int, int]
     seed: int | None = None
+    complete: bool | None = None
+    ids: NDArray[Any] | None = None
+
+    def object_ids(self) -> NDArray[Any]:
+        """``ids``, or -1 for every object when none are set."""
+        return self.ids if self.ids is not None else np.full(len(self.classes), -1, np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +123,7 @@ def read_split(split_dir: Path) -> Split:
         boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         ignore = np.array([bool(a.get("ignore", 0)) for a in anns], bool)
         seed = image.get("seed")
+        complete = image.get("complete")
         frames.append(
             FrameRecord(
                 Path(split_dir) / str(_field(image, "file_name", where)),
@@ -117,6 +132,7 @@ def read_split(split_dir: Path) -> Split:
                 ignore,
                 (int(_field(image, "width", where)), int(_field(image, "height", where))),
                 None if seed is None else int(seed),
+                None if complete is None else bool(complete),
             )
         )
     return Split(Path(split_dir), names, frames)
@@ -215,15 +231,23 @@ class DetectionDataset(Dataset[dict[str, torch.Tensor]]):
             Image ``(h, w, 3)`` uint8 BGR at input size; boxes ``(n, 4)`` in
             input pixels; classes ``(n,)``; ignore ``(n,)`` bool.
         """
+        small, boxes, classes, ignore, _ = self.sample_objects(index)
+        return small, boxes, classes, ignore
+
+    def sample_objects(
+        self, index: int
+    ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]]:
+        """:meth:`sample` plus the kept objects' ids ``(n,)`` (:attr:`FrameRecord.ids`)."""
         frame = self.frames[index]
         image = read_frame(frame.path)
         if not self.train:
             small, _ = letterbox(image, self.input_size)
             truth = self.ground_truth(index)
-            return small, truth.boxes, truth.classes, truth.ignore
+            return small, truth.boxes, truth.classes, truth.ignore, frame.object_ids()
         rng = np.random.default_rng((self.seed, self.epoch, index))
         small, boxes, keep, cut = augment(image, frame.boxes, self.input_size, rng, self.config)
-        return small, boxes[keep], frame.classes[keep], (frame.ignore | cut)[keep]
+        ignore = (frame.ignore | cut)[keep]
+        return small, boxes[keep], frame.classes[keep], ignore, frame.object_ids()[keep]
 
     def ground_truth(self, index: int) -> GroundTruth:
         """Annotations of frame ``index`` in letterboxed input pixels (no image decode)."""
@@ -233,9 +257,9 @@ class DetectionDataset(Dataset[dict[str, torch.Tensor]]):
         return GroundTruth(frame.boxes * box.scale + shift, frame.classes, frame.ignore)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        image, boxes, classes, ignore = self.sample(index)
+        image, boxes, classes, ignore, ids = self.sample_objects(index)
         targets = encode_targets(
-            boxes, classes, ignore, self.num_classes, self.input_size, head=self.head
+            boxes, classes, ignore, self.num_classes, self.input_size, head=self.head, ids=ids
         )
         return {
             "image": torch.from_numpy(normalize_image(image)),
@@ -244,6 +268,7 @@ class DetectionDataset(Dataset[dict[str, torch.Tensor]]):
             "regression": torch.from_numpy(targets.regression),
             "regression_mask": torch.from_numpy(targets.regression_mask),
             "classes": torch.from_numpy(targets.classes),
+            "objects": torch.from_numpy(targets.objects),
         }
 
 

@@ -59,6 +59,9 @@ class Targets:
         ``(h, w)`` int64 item class id the classifier learns at a cell,
         ``NO_CLASS`` (-1) elsewhere; the nearer centre wins a shared cell.
         All ``NO_CLASS`` for the centernet head.
+    objects : np.ndarray
+        ``(h, w)`` int64 id of the object whose label ``classes`` holds at a
+        cell (the ``ids`` given to :func:`encode_targets`), -1 elsewhere.
     """
 
     heatmap: NDArray[Any]
@@ -66,6 +69,7 @@ class Targets:
     regression: NDArray[Any]
     regression_mask: NDArray[Any]
     classes: NDArray[Any]
+    objects: NDArray[Any]
 
 
 def gaussian_radius(height: float, width: float, min_overlap: float = MIN_OVERLAP) -> float:
@@ -124,6 +128,7 @@ def encode_targets(
     input_size: tuple[int, int],
     *,
     head: HeadType = "centernet",
+    ids: NDArray[Any] | None = None,
 ) -> Targets:
     """Encode boxes of one image into dense CenterNet targets.
 
@@ -141,6 +146,8 @@ def encode_targets(
         ``(width, height)`` of the network input in pixels.
     head : {"centernet", "factorized"}
         Heatmap layout: one channel per class, or trays / everything else.
+    ids : np.ndarray, optional
+        ``(n,)`` int64 object ids written to :attr:`Targets.objects`.
 
     Returns
     -------
@@ -154,8 +161,11 @@ def encode_targets(
     regression = np.zeros((4, grid_h, grid_w), np.float32)
     mask = np.zeros((grid_h, grid_w), np.float32)
     class_map = np.full((grid_h, grid_w), NO_CLASS, np.int64)
+    objects = np.full((grid_h, grid_w), -1, np.int64)
     claim = np.zeros((grid_h, grid_w), np.float32)  # Gaussian value of a cell's label
-    for box, cls, skip in zip(boxes / STRIDE, classes, ignore, strict=True):
+    if ids is None:
+        ids = np.full(len(classes), -1, np.int64)
+    for box, cls, skip, oid in zip(boxes / STRIDE, classes, ignore, ids, strict=True):
         x1, y1, x2, y2 = (float(v) for v in box)
         item = int(cls) != TRAY_CLASS
         channel = int(item) if factorized else int(cls)
@@ -183,9 +193,10 @@ def encode_targets(
             strength = np.where(patch >= floor, patch, 0.0)
             wins = strength > claim[window]
             class_map[window][wins] = cls
+            objects[window][wins] = oid
             claim[window][wins] = strength[wins]
     weight[heatmap > 0] = 1.0  # a real object inside an ignored box still counts
-    return Targets(heatmap, weight, regression, mask, class_map)
+    return Targets(heatmap, weight, regression, mask, class_map, objects)
 
 
 def focal_loss(
@@ -234,7 +245,8 @@ def detection_loss(
     dict of torch.Tensor
         Scalars ``loss``, ``heatmap``, ``size``, ``offset``; plus ``class``
         for the factorized head: label-smoothed cross-entropy of a softmax
-        over the item classes 1..C-1 (what the decoder uses), per labelled cell.
+        over the item classes 1..C-1 (what the decoder uses), per labelled cell;
+        an optional ``batch["class_weight"]`` ``(N, h, w)`` weighs each cell.
     """
     heatmap_logits, log_size, offset = outputs[:3]
     if heatmap_logits.shape[1] != batch["heatmap"].shape[1]:
@@ -258,15 +270,38 @@ def detection_loss(
     }
     if len(outputs) == 4:
         labels = batch["classes"]
-        labelled = torch.clamp((labels != NO_CLASS).sum().to(heat.dtype), min=1.0)
-        first_item = TRAY_CLASS + 1
-        cls = F.cross_entropy(
-            outputs[3][:, first_item:],
-            torch.where(labels >= first_item, labels - first_item, NO_CLASS),
-            ignore_index=NO_CLASS,
-            label_smoothing=LABEL_SMOOTHING,
-            reduction="sum",
-        ) / labelled
+        labelled = (labels != NO_CLASS).to(heat.dtype)
+        cell_loss = class_cell_loss(outputs[3], labels)
+        if "class_weight" in batch:  # wrong labels found in training weigh less (noisy.py)
+            labelled = labelled * batch["class_weight"]
+            cell_loss = cell_loss * batch["class_weight"]
+        cls = cell_loss.sum() / torch.clamp(labelled.sum(), min=1.0)
         losses["loss"] = losses["loss"] + class_weight * cls
         losses["class"] = cls
     return losses
+
+
+def class_cell_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Label-smoothed cross-entropy of each labelled cell, 0 elsewhere.
+
+    Parameters
+    ----------
+    class_logits : torch.Tensor
+        ``(N, C, h, w)`` the factorized head's class logits (the tray row unused).
+    labels : torch.Tensor
+        ``(N, h, w)`` :attr:`Targets.classes`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, h, w)``: the softmax runs over the item classes 1..C-1, as the decoder's.
+    """
+    first_item = TRAY_CLASS + 1
+    loss: torch.Tensor = F.cross_entropy(
+        class_logits[:, first_item:],
+        torch.where(labels >= first_item, labels - first_item, NO_CLASS),
+        ignore_index=NO_CLASS,
+        label_smoothing=LABEL_SMOOTHING,
+        reduction="none",
+    )
+    return loss

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from calibration.extras import require_train_extra
 
+PROPOSAL_SCORE = 0.2  # objectness from which an unlabelled proposal becomes an ignore box
+TRUST_FLOOR = 0.25  # a label given less than this while another class wins is doubted
+
 
 def _input_size(text: str) -> tuple[int, int]:
     try:
@@ -104,6 +107,27 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="centernet: one focal heatmap per class; factorized: tray/item heatmaps plus a "
         "softmax classifier at object centres (learns classes in far fewer steps)",
     )
+    parser.add_argument(
+        "--unlabelled", choices=["background", "proposals"], default="background",
+        help="objects nobody boxed on a frame not marked complete: background (labels are "
+        "complete), or proposals: the --init model's boxes that no label covers become "
+        "ignore regions (calibration/noisy.py)",
+    )
+    parser.add_argument(
+        "--proposal-score", type=float, default=PROPOSAL_SCORE,
+        help=f"objectness from which an unlabelled proposal is ignored (default {PROPOSAL_SCORE})",
+    )
+    parser.add_argument(
+        "--noisy-labels", choices=["trust", "drop"], default="trust",
+        help="trust every class label, or drop (from the classification loss) the labels the "
+        "model keeps contradicting after the first epoch; listed in OUT/label_trust.json "
+        "(factorized head)",
+    )
+    parser.add_argument(
+        "--trust-floor", type=float, default=TRUST_FLOOR,
+        help="with --noisy-labels drop: a label the model gives less than this probability "
+        f"while preferring another class is doubted (default {TRUST_FLOOR})",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -145,6 +169,10 @@ def run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         model_version=args.model_version,
         head=args.head,
+        unlabelled=args.unlabelled,
+        proposal_score=args.proposal_score,
+        noisy_labels=args.noisy_labels,
+        trust_floor=args.trust_floor,
     )
     train(config)
     return 0

@@ -50,6 +50,14 @@ from calibration.data import (
 )
 from calibration.export import export_onnx
 from calibration.model import DishNet, HeadType, build_model
+from calibration.noisy import (
+    PROPOSAL_SCORE,
+    TRUST_FLOOR,
+    LabelTrust,
+    load_or_find_proposals,
+    number_objects,
+    with_ignore_boxes,
+)
 from calibration.targets import detection_loss
 from edge.errors import InputFormatError, ModelError
 
@@ -85,6 +93,10 @@ class TrainConfig:
     resume: bool = True
     model_version: str | None = None
     head: HeadType = "centernet"
+    unlabelled: Literal["background", "proposals"] = "background"  # see calibration.noisy
+    proposal_score: float = PROPOSAL_SCORE
+    noisy_labels: Literal["trust", "drop"] = "trust"
+    trust_floor: float = TRUST_FLOOR
 
 
 def seed_everything(seed: int) -> None:
@@ -164,6 +176,15 @@ class Trainer:
         val_split = self._read_val()
         frames = budget(train_split.frames, config.max_images, config.seed)
         self.unique_images = len(frames)
+        self.trust: LabelTrust | None = None
+        self.followed: list[dict[str, Any]] = []
+        if config.noisy_labels == "drop":
+            if config.head != "factorized":
+                msg = "--noisy-labels drop needs --head factorized (its per-cell classifier)"
+                raise InputFormatError(msg)
+            frames, self.followed = number_objects(frames)
+            self.trust = LabelTrust(np.array([o["label"] for o in self.followed], np.int64),
+                                    len(self.class_names), floor=config.trust_floor)
         replay = self._replay(len(frames))
         self.replay_images = len(replay)
         wanted = max(config.epoch_images or 0, len(frames) + len(replay)) - len(replay)
@@ -171,6 +192,7 @@ class Trainer:
             # a few labelled frames: repeat them (each copy gets its own augmentation) so an
             # epoch has enough steps for the schedule and validation is not run every step
             frames = (frames * math.ceil(wanted / len(frames)))[:wanted]
+        self.own_frames = len(frames)  # the site's frames come first, the replay after them
         frames = frames + replay
         n = len(self.class_names)
         self.train_set = DetectionDataset(
@@ -268,9 +290,12 @@ class Trainer:
                 state["best_epoch"],
             )
             restore_rng(state["rng"])
+            if self.trust is not None and "trust" in state:
+                self.trust.load(state["trust"])
             self.log.info("resume", checkpoint=str(last), epochs_done=self.epoch)
             if self.config.init is not None:
                 self.log.info("init_ignored_on_resume", init=str(self.config.init))
+            self._ignore_unlabelled()  # from the cache the fresh start wrote
             return
         history = self.config.out / "history.jsonl"
         if history.exists():
@@ -278,6 +303,23 @@ class Trainer:
             history.unlink()
         if self.config.init is not None:
             init_from(self.model, self.config.init, self.class_names)
+        cache = self.config.out / "proposals.json"
+        if cache.exists():
+            cache.unlink()  # a fresh run asks its own init model
+        self._ignore_unlabelled()
+
+    def _ignore_unlabelled(self) -> None:
+        """With ``unlabelled="proposals"``: the model's unlabelled proposals on the site's
+        frames become ignore boxes (:mod:`calibration.noisy`)."""
+        if self.config.unlabelled != "proposals":
+            return
+        own = self.train_set.frames[: self.own_frames]
+        found = load_or_find_proposals(self.config.out / "proposals.json", self.model, own,
+                                       self.config.input_size, self.config.proposal_score)
+        self.train_set.frames = with_ignore_boxes(own, found) + self.train_set.frames[
+            self.own_frames :]
+        self.log.info("unlabelled_proposals", frames=len(found),
+                      ignore_boxes=sum(len(v) for v in found.values()))
 
     def _checkpoint(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -296,6 +338,7 @@ class Trainer:
             "input_size": list(self.config.input_size),
             "head": self.config.head,
             "training": self.provenance(),
+            **({} if self.trust is None else {"trust": self.trust.state()}),
         }
 
     def provenance(self) -> dict[str, Any]:
@@ -332,7 +375,12 @@ class Trainer:
         )
         for batch in bar:
             started = time.perf_counter()
-            losses = detection_loss(self.model(batch["image"]), batch)
+            if self.trust is not None:
+                batch["class_weight"] = self.trust.class_weight(batch["objects"])
+            outputs = self.model(batch["image"])
+            losses = detection_loss(outputs, batch)
+            if self.trust is not None:
+                self.trust.observe(batch["objects"], outputs[3].detach())
             self.optimizer.zero_grad(set_to_none=True)
             torch.autograd.backward(losses["loss"])
             self.optimizer.step()
@@ -362,6 +410,10 @@ class Trainer:
         while self.epoch < config.epochs:
             started = time.monotonic()
             metrics = self.train_epoch(deadline)
+            if self.trust is not None:
+                metrics.update(self.trust.end_epoch(self.epoch + 1))
+                report = self.trust.report(self.followed, self.class_names)
+                (config.out / "label_trust.json").write_text(json.dumps(report, indent=1))
             if self.val_set is not None and len(self.val_set):
                 metrics.update(evaluate(self.model, self.val_set, config))
             self.epoch += 1
