@@ -27,9 +27,12 @@ dish. :mod:`calibration.trainer` has one answer for each (``calibrate train
   probabilities over its labelled cells, updated at every sighting (with
   augmentation, each one differs). After ``warmup_epochs``, a dish whose
   average prefers another class while giving its own label less than
-  ``floor`` is a suspect: its cells weigh 0 in the classification loss of the
-  next epoch (its box still teaches objectness and size, which a wrong dish
-  name does not spoil). A suspect is re-judged every epoch: no longer fitted,
+  ``floor`` is a suspect, provided its class is learned (most of its labels
+  are believed: early on, a new dish looks like the known dish it resembles,
+  and doubting all its labels would keep it from ever being learned). A
+  suspect's cells weigh 0 in the classification loss of the next epoch (its
+  box still teaches objectness and size, which a wrong dish name does not
+  spoil). A suspect is re-judged every epoch: no longer fitted,
   a wrong label stays contradicted, while a right one the model later learns
   from its class's other examples comes back. Unlike a fixed forget rate it
   needs no estimate of the noise: clean labels lose few examples. The last
@@ -61,6 +64,7 @@ __all__ = ["PROPOSAL_SCORE", "TRUST_FLOOR", "LabelTrust", "load_or_find_proposal
 MATCH_IOU = 0.3  # a proposal overlapping a labelled box this much is that box
 TRUST_WARMUP_EPOCHS = 1  # epochs every label counts, while the model learns the majority
 TRUST_MOMENTUM = 0.5  # weight of the newest sighting in a label's running probabilities
+LEARNED = 0.5  # a class whose labels' median own probability is this is learned
 BATCH = 16
 
 
@@ -263,11 +267,19 @@ class LabelTrust:
 
     def suspects(self) -> NDArray[Any]:
         """``(n,)`` bool: the running average prefers another class and gives the label
-        less than ``floor``."""
+        less than ``floor``, and the label's class is learned: the median of its
+        labels' own probabilities is at least :data:`LEARNED`. A class the model has
+        not learned yet (a new dish, early on) contradicts nothing."""
+        seen = ~np.isnan(self.prob[:, 0])
         prob = np.nan_to_num(self.prob, nan=1.0)
         own = prob[np.arange(len(self.labels)), self.labels - 1]
         best = prob.argmax(axis=1) + 1
-        result: NDArray[Any] = (best != self.labels) & (own < self.floor)
+        learned = np.zeros(len(self.labels), bool)
+        for cls in np.unique(self.labels):
+            mine = (self.labels == cls) & seen
+            learned[self.labels == cls] = bool(mine.any()) and float(
+                np.median(own[mine])) >= LEARNED
+        result: NDArray[Any] = (best != self.labels) & (own < self.floor) & learned
         return result
 
     def state(self) -> dict[str, Any]:

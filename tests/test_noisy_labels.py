@@ -78,25 +78,33 @@ def _logits(objects: np.ndarray, favour: dict[int, int], classes: int = 4) -> to
 
 
 def test_label_trust_doubts_labels_the_model_contradicts_and_forgives_them() -> None:
-    objects = np.full((6, 8), -1, np.int64)
-    objects[1:3, 1:3], objects[1:3, 5:7] = 0, 1
+    objects = np.full((6, 12), -1, np.int64)
+    objects[1:3, 1:3], objects[1:3, 5:7], objects[1:3, 9:11] = 0, 1, 2
     objs = torch.from_numpy(objects)[None]
-    trust = noisy.LabelTrust(np.array([1, 1]), 4)
-    trust.observe(objs, _logits(objects, {0: 2, 1: 1}))  # object 0 looks like class 2
-    assert trust.end_epoch(0) == {"labels_followed": 2, "labels_doubted": 0}  # still warming up
+    trust = noisy.LabelTrust(np.array([1, 1, 1]), 4)
+    trust.observe(objs, _logits(objects, {0: 2, 1: 1, 2: 1}))  # object 0 looks like class 2
+    assert trust.end_epoch(0) == {"labels_followed": 3, "labels_doubted": 0}  # still warming up
     assert trust.end_epoch(1)["labels_doubted"] == 1
-    assert trust.weight.tolist() == [0.0, 1.0]
+    assert trust.weight.tolist() == [0.0, 1.0, 1.0]
     weight = trust.class_weight(objs)[0].numpy()
     assert (weight[objects == 0] == 0).all() and (weight[objects != 0] == 1).all()
     saved = trust.state()
     for _ in range(4):  # the model comes to agree with the label: the doubt is lifted
-        trust.observe(objs, _logits(objects, {0: 1, 1: 1}))
+        trust.observe(objs, _logits(objects, {0: 1, 1: 1, 2: 1}))
     assert trust.end_epoch(2)["labels_doubted"] == 0
     trust.load(saved)
-    assert trust.weight.tolist() == [0.0, 1.0]
-    report = trust.report([{"path": "a.jpg", "box": [0, 0, 1, 1], "label": 1}] * 2,
+    assert trust.weight.tolist() == [0.0, 1.0, 1.0]
+    report = trust.report([{"path": "a.jpg", "box": [0, 0, 1, 1], "label": 1}] * 3,
                           ["tray", "soup", "salad", "cake"])
     assert [(d["label_name"], d["model_says"]) for d in report["doubted"]] == [("soup", "salad")]
+
+
+def test_a_class_not_learned_yet_contradicts_none_of_its_labels() -> None:
+    objects = np.full((6, 12), -1, np.int64)
+    objects[1:3, 1:3], objects[1:3, 5:7], objects[1:3, 9:11] = 0, 1, 2
+    trust = noisy.LabelTrust(np.array([3, 3, 1]), 4)  # a new dish (3) the model calls 2
+    trust.observe(torch.from_numpy(objects)[None], _logits(objects, {0: 2, 1: 2, 2: 1}))
+    assert trust.end_epoch(1)["labels_doubted"] == 0
 
 
 def test_unlabelled_proposals_become_ignore_boxes_except_on_complete_frames(
