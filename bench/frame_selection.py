@@ -44,9 +44,10 @@ import numpy as np  # noqa: E402
 
 from calibration.numbered_frames import NumberedFrames  # noqa: E402
 from calibration.select import open_detector, select_frames  # noqa: E402
-from edge.catalogue import DISH_IDS, TRAY_ID  # noqa: E402
+from edge.catalogue import TRAY_ID  # noqa: E402
 from edge.groundtruth import BoxRecord, by_frame, read_mot, read_trays  # noqa: E402
 from edge.seeds import BILLING_TUNING, level_seeds, refuse_held_out  # noqa: E402
+from edge.sim.menu import menu_dish_ids  # noqa: E402
 from edge.sim.scene import Scene  # noqa: E402
 from edge.sim.writer import write_sequence  # noqa: E402
 
@@ -74,8 +75,10 @@ class Truth:
         self.frames = int(meta["frames"])
         width = float(meta["width"])
         tray_of = {item.dish_id: t.tray_id for t in trays for item in t.items}
+        menu = str(meta.get("menu", "base"))  # site2 sequences: its new dishes count too
+        dish_ids = set(menu_dish_ids(menu))
         scene = Scene(seed, fps=float(meta["fps"]), size=(int(width), int(meta["height"])),
-                      difficulty=level)
+                      difficulty=level, menu=menu)
         scene.plan_until(self.frames)
         plans = {p.tray_id: p for p in scene.plans}
         self.keys: dict[int, set[Pair]] = {}
@@ -84,7 +87,7 @@ class Truth:
             keys = self.keys.setdefault(frame, set())
             for r in rows:
                 tid = tray_of.get(r.track_id)
-                if r.class_id not in DISH_IDS or tid not in boxes or r.visibility < MIN_VISIBLE:
+                if r.class_id not in dish_ids or tid not in boxes or r.visibility < MIN_VISIBLE:
                     continue
                 keys.add((r.class_id, *self._pose(r, boxes[tid], plans[tid].pose(frame - 1)[2],
                                                   width), self._vis(r.visibility)))

@@ -8,8 +8,12 @@ the tray and in the picture, other rotations, lighting, partial occlusion.
 How (over tracks, not whole frames):
 
 1. **Scan**: the shipped detector (:mod:`edge.detect`, ONNX Runtime) and the
-   tray tracker (:mod:`edge.track.tray_tracker`) run over every frame; every
-   dish *detected* in a frame on a tracked track is described by
+   tray tracker (:mod:`edge.track.tray_tracker`) run over every frame (or
+   every ``every``-th: hours of video at the detector's 20-30 ms a frame take
+   as long to scan as they last, at 20 fps; at ``every`` 5 the tracker sees
+   4 frames a second, still several per tray passing, and a view that exists
+   only between two scanned frames is lost); every dish *detected* in a
+   scanned frame on a tracked track is described by
    :func:`calibration.appearance.describe` (colour, gradients, position on
    its tray and of the tray in the picture, voted class).
 2. **Skip** frames a labeller should not get:
@@ -35,7 +39,9 @@ How (over tracks, not whole frames):
    maximum, ties broken by the mean (``gain="max"``, pure k-center, which
    chases outliers such as a single false detection). A near-copy of a
    chosen frame gains almost nothing, so a tray standing still is picked
-   once.
+   once. Several recordings (a service split into files) are scanned one by
+   one and chosen from together (:func:`choose_frames`): the K frames are the
+   best of all of them, not K of each.
 
 Where it sits: the first step of onboarding a site, before labelling
 (``calibrate propose``, the labelling workspace) and ``calibrate train``.
@@ -47,7 +53,7 @@ import argparse
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +63,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from calibration.appearance import describe, descriptor_size, sharpness
+from calibration.appearance import describe, sharpness
 from calibration.numbered_frames import NumberedFrames
 from edge.config import DEFAULT_MODEL, TrackerConfig
 from edge.detect.onnxrt import OnnxRuntimeDetector
@@ -92,18 +98,30 @@ class Scan:
 
 
 def scan(frames: NumberedFrames, detector: OnnxRuntimeDetector, *, hidden_share: float = 0.5,
-         progress: bool = True) -> Scan:
-    """Detect, track and describe every frame of ``frames``."""
+         every: int = 1, progress: bool = True) -> Scan:
+    """Detect, track and describe every ``every``-th frame of ``frames`` (the first,
+    the ``every + 1``-th ...); the others are read and passed over.
+
+    Raises
+    ------
+    ConfigError
+        ``every`` below 1.
+    """
+    if every < 1:
+        raise ConfigError(f"--every must be >= 1, got {every}")
     names = tuple(detector.info.class_names)
     out = Scan()
     tracker: TrayTracker | None = None
     bar = tqdm(total=frames.count, desc="scan", unit="frame", disable=not progress)
     for index, (number, image) in enumerate(frames.frames()):
+        if index % every:
+            bar.update(1)
+            continue
         if tracker is None:
             tracker = TrayTracker(names, TrackerConfig(), frames.direction,
                                   width=image.shape[1], height=image.shape[0])
         det = detector.detect([image])[0]
-        result = tracker.update(Frame("select", index, image, index / 20.0), det)
+        result = tracker.update(Frame("select", index // every, image, index / 20.0), det)
         trays = {t.track_id: t.box for t in result.tracks if t.class_name == TRAY_KEY}
         dishes = [t for t in result.tracks if t.class_name != TRAY_KEY]
         covered = False
@@ -119,7 +137,7 @@ def scan(frames: NumberedFrames, detector: OnnxRuntimeDetector, *, hidden_share:
             if d.detected:
                 tray = trays.get(d.tray_id) if d.tray_id is not None else None
                 out.descriptors.append(describe(image, d.box, tray, d.class_id, len(names)))
-                out.det_frame.append(index)
+                out.det_frame.append(len(out.numbers) - 1)
                 out.det_track.append(d.track_id)
         bar.update(1)
     bar.close()
@@ -226,57 +244,115 @@ def choose(descriptors: FloatArray, det_frame: npt.NDArray[np.int64],
                     "max": float(current.max())}
 
 
-def select_frames(frames: NumberedFrames, detector: OnnxRuntimeDetector, k: int, *,
-                  blur_ratio: float = 0.5, hidden_share: float = 0.5, gain: str = "mean",
-                  progress: bool = True) -> dict[str, Any]:
-    """Scan ``frames`` and choose ``k`` of them; the ``selection.json`` document.
+def _check(k: int, gain: str) -> None:
+    if k < 1:
+        raise ConfigError(f"--frames must be >= 1, got {k}")
+    if gain not in {"mean", "max"}:
+        raise ConfigError(f"gain must be 'mean' or 'max', got {gain!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """The frames :func:`choose_frames` chose among one or more scans.
+
+    ``picks`` are ``(scan index, frame number)`` in the order chosen (the most
+    informative first); the counts are summed over the scans.
+    """
+
+    picks: list[tuple[int, int]]
+    frames_read: int
+    usable: int
+    skipped: dict[str, int]
+    detections: int
+    tracks_covered: int
+    distance: dict[str, float]
+
+
+def choose_frames(scans: Sequence[Scan], k: int, *, blur_ratio: float = 0.5,
+                  gain: str = "mean") -> Choice:
+    """Choose ``k`` frames among the usable frames of all ``scans`` together.
+
+    Each scan is judged for blur against its own median (a recording's
+    sharpness depends on its scene); the coverage targets, the noise floor
+    and the greedy choice span every scan, so the chosen frames are the ``k``
+    best of all of them.
 
     Raises
     ------
     ConfigError
         ``k`` below 1 or an unknown ``gain``.
-    InputFormatError
-        The source cannot be read.
     """
-    if k < 1:
-        raise ConfigError(f"--frames must be >= 1, got {k}")
-    if gain not in {"mean", "max"}:
-        raise ConfigError(f"gain must be 'mean' or 'max', got {gain!r}")
-    result = scan(frames, detector, hidden_share=hidden_share, progress=progress)
-    ok, skipped = usable(result, blur_ratio)
-    det_frame = np.asarray(result.det_frame, np.int64)
-    keep = ok[det_frame] if len(det_frame) else np.zeros(0, bool)
+    _check(k, gain)
+    owner: list[tuple[int, int]] = []  # per frame of all scans: (scan index, frame number)
+    oks: list[npt.NDArray[np.bool_]] = []
+    descriptors: list[FloatArray] = []
+    det_frame: list[int] = []
+    det_track: list[int] = []
+    skipped = {"blurred": 0, "hand": 0}
+    for n, result in enumerate(scans):
+        ok, skip = usable(result, blur_ratio)
+        oks.append(ok)
+        for reason, count in skip.items():
+            skipped[reason] += count
+        frame_offset, track_offset = len(owner), 1 + max(det_track, default=-1)
+        owner += [(n, number) for number in result.numbers]
+        descriptors += result.descriptors
+        det_frame += [frame_offset + f for f in result.det_frame]
+        det_track += [track_offset + t for t in result.det_track]
+    ok = np.concatenate(oks) if oks else np.zeros(0, bool)
+    frames_of = np.asarray(det_frame, np.int64)
+    keep = ok[frames_of] if len(frames_of) else np.zeros(0, bool)
     rng = np.random.default_rng(0)
     targets = np.flatnonzero(keep)
     if len(targets) > MAX_TARGETS:
         targets = np.sort(rng.choice(targets, MAX_TARGETS, replace=False))
-    x = (np.stack([result.descriptors[i] for i in targets]) if len(targets)
-         else np.zeros((0, descriptor_size(len(detector.info.class_names))), np.float32))
-    candidates = _spread(np.unique(det_frame[targets]), MAX_CANDIDATES)
-    floor = noise_floor(result.descriptors, result.det_frame, result.det_track)
-    chosen, stats = choose(x, det_frame[targets], candidates, k, gain=gain, floor=floor)
-    usable_frames = int(ok.sum())
+    x = (np.stack([descriptors[i] for i in targets]) if len(targets)
+         else np.zeros((0, 1), np.float32))
+    candidates = _spread(np.unique(frames_of[targets]), MAX_CANDIDATES)
+    floor = noise_floor(descriptors, det_frame, det_track)
+    chosen, stats = choose(x, frames_of[targets], candidates, k, gain=gain, floor=floor)
     if len(chosen) < k:
         # frames with no dish detected add nothing to cover; fill evenly in time
         rest = np.setdiff1d(np.flatnonzero(ok), chosen)
         chosen += [int(i) for i in _spread(rest, k - len(chosen))]
-    numbers = [result.numbers[i] for i in chosen]
-    tracks = {result.det_track[i] for i in targets if det_frame[i] in set(chosen)}
+    picked = set(chosen)
+    tracks = {det_track[i] for i in targets if det_frame[i] in picked}
+    return Choice([owner[i] for i in chosen], len(owner), int(ok.sum()), skipped, len(targets),
+                  len(tracks), {key: round(v, 4) for key, v in stats.items()})
+
+
+def select_frames(frames: NumberedFrames, detector: OnnxRuntimeDetector, k: int, *,
+                  blur_ratio: float = 0.5, hidden_share: float = 0.5, gain: str = "mean",
+                  every: int = 1, progress: bool = True) -> dict[str, Any]:
+    """Scan ``frames`` (every ``every``-th) and choose ``k`` of them; the
+    ``selection.json`` document.
+
+    Raises
+    ------
+    ConfigError
+        ``k`` below 1, ``every`` below 1 or an unknown ``gain``.
+    InputFormatError
+        The source cannot be read.
+    """
+    _check(k, gain)
+    result = scan(frames, detector, hidden_share=hidden_share, every=every, progress=progress)
+    choice = choose_frames([result], k, blur_ratio=blur_ratio, gain=gain)
+    numbers = [number for _, number in choice.picks]
     return {
         "format": "dishtracker-selection/1",
         "frames": sorted(numbers),
         "order": numbers,
         "source": frames.source,
         "requested": k,
-        "frames_read": len(result.numbers),
-        "usable": usable_frames,
-        "skipped": skipped,
-        "detections": len(targets),
-        "tracks_covered": len(tracks),
+        "frames_read": choice.frames_read,
+        "usable": choice.usable,
+        "skipped": choice.skipped,
+        "detections": choice.detections,
+        "tracks_covered": choice.tracks_covered,
         "method": {"descriptor": "colour+gradient histograms, position on tray and in "
                                  "picture, box size, voted class", "gain": gain,
-                   "blur_ratio": blur_ratio, "hidden_share": hidden_share},
-        "distance": {key: round(v, 4) for key, v in stats.items()},
+                   "blur_ratio": blur_ratio, "hidden_share": hidden_share, "every": every},
+        "distance": choice.distance,
     }
 
 
@@ -336,6 +412,10 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gain", choices=["mean", "max"], default="mean",
                    help="what each chosen frame lowers: mean or max distance to the nearest "
                         "chosen detection")
+    p.add_argument("--every", type=int, default=1, metavar="N",
+                   help="scan every N-th frame only (default 1: all): N times faster, but a "
+                        "view shown only between scanned frames cannot be chosen; 5 keeps "
+                        "4 frames a second of a 20 fps camera")
     p.add_argument("--score-threshold", type=float, default=0.25)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -355,6 +435,8 @@ def run_select(args: argparse.Namespace, *,
         raise ConfigError(f"--blur-ratio must be in [0, 1), got {args.blur_ratio}")
     if not 0.0 <= args.hidden_share < 1.0:
         raise ConfigError(f"--hidden-share must be in [0, 1), got {args.hidden_share}")
+    if args.every < 1:
+        raise ConfigError(f"--every must be >= 1, got {args.every}")
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise InputFormatError(f"--out {args.out}: exists and is not empty; choose a new folder")
     frames = NumberedFrames(args.source, args.max_frames)
@@ -362,7 +444,7 @@ def run_select(args: argparse.Namespace, *,
     try:
         doc = select_frames(frames, detector, args.frames, blur_ratio=args.blur_ratio,
                             hidden_share=args.hidden_share, gain=args.gain,
-                            progress=not args.quiet)
+                            every=args.every, progress=not args.quiet)
     finally:
         detector.close()
     doc["model"] = str(args.model)

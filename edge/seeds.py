@@ -66,6 +66,16 @@ LEARNING_TUNING: Bases = {"standard": 17000}
 LEARNING_HELD_OUT: Bases = {"standard": 90500}
 """Held out: ``site2`` scenes of the learning bench (90500-90599), run once per decision."""
 
+ONBOARD_RECORDING = range(18000, 19000)
+"""``site2`` standard scenes that are a new site's recorded service in the onboarding bench
+(``bench/onboard.py``): frames are selected from them, labelled and trained on."""
+ONBOARD_TUNING = range(19000, 19100)
+"""``site2`` standard scenes the onboarding bench is developed and tuned on: the
+evaluation of the trained model unless ``--held-out``."""
+ONBOARD_HELD_OUT = range(90600, 90700)
+"""Held out: ``site2`` standard scenes of the onboarding bench's final figures
+(``bench/onboard.py --held-out``), run once per decision."""
+
 LEVEL_SPAN = 1000
 """Seeds per level and set: a level's seeds are ``base .. base + LEVEL_SPAN - 1``."""
 

@@ -81,6 +81,20 @@ def test_selection_prefers_distinct_views_over_a_tray_standing_still(
     assert doc["tracks_covered"] >= 3
 
 
+def test_every_nth_frame_is_scanned_and_only_those_are_chosen(
+        tmp_path: Path, renders: tuple[list[Image], Image],
+        detector: OnnxRuntimeDetector, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = _clip(renders)
+    source = _write_dir(tmp_path / "clip", clip)
+    doc = select_frames(NumberedFrames(str(source)), detector, 4, every=3, progress=False)
+    scanned = set(range(1, len(clip) + 1, 3))
+    assert doc["frames_read"] == len(scanned) and doc["method"]["every"] == 3
+    assert len(doc["frames"]) == 4 and set(doc["frames"]) <= scanned
+    assert main(["calibrate", "select", "--source", str(source), "--frames", "2",
+                 "--every", "0", "--out", str(tmp_path / "sel"), "--quiet"]) == 2
+    assert "--every must be >= 1" in capsys.readouterr().err
+
+
 def test_blurred_frames_and_a_hand_over_the_tray_are_skipped(
         tmp_path: Path, renders: tuple[list[Image], Image],
         detector: OnnxRuntimeDetector) -> None:
