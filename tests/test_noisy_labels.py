@@ -152,3 +152,19 @@ def test_dropping_labels_needs_the_factorized_head(dataset: Path, tmp_path: Path
                               "--epochs", "1", "--noisy-labels", "drop"])
     with pytest.raises(InputFormatError, match="factorized"):
         run_train(args)
+
+
+def test_a_finished_job_lists_the_doubted_labels_by_workspace_frame(tmp_path: Path) -> None:
+    from edge.label.training import _doubted
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    assert _doubted(tmp_path) == []  # trained with --noisy-labels trust: no report
+    (tmp_path / "data" / "train" / "annotations.json").write_text(json.dumps(
+        {"images": [{"id": 41, "file_name": "images/f41.jpg"}]}))
+    (tmp_path / "run" / "label_trust.json").write_text(json.dumps({"doubted": [
+        {"path": str(tmp_path / "data" / "train" / "images" / "f41.jpg"), "box": [1, 2, 3, 4],
+         "label": 3, "label_name": "donut", "p_label": 0.02, "model_says": "sushi",
+         "p_model": 0.9}]}))
+    assert _doubted(tmp_path) == [{"frame": 41, "box": [1, 2, 3, 4], "label": "donut",
+                                   "model_says": "sushi", "p_label": 0.02}]

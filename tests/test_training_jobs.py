@@ -70,6 +70,9 @@ def test_a_job_trains_on_complete_frames_measures_both_models_and_registers_a_ca
             for name in ("new", "serving"):
                 assert job["figures"][name]["images"] == 1
                 assert 0.0 <= job["figures"][name]["map50"] <= 1.0
+            assert job["figures"]["doubted"] == []  # one epoch: every label still counts
+            assert job["options"]["noisy_labels"] == "drop"  # the defaults: both remedies
+            assert "unlabelled_proposals" in log and "labels_followed" in log
             candidate = job["candidate"]
             assert candidate["state"] == "candidate" and candidate["source"] == "training"
             resp = await box.client.get("/api/models", headers=box.auth("manager"))

@@ -18,9 +18,13 @@ its process lives; one whose process is gone is ``interrupted`` and starts
 again from its last checkpoint when asked to (``resume``).
 
 Every saved frame is trained on; on a frame that is not complete, the boxes
-nobody labelled yet are ignore regions (:mod:`edge.label.coco`), and an object
-without any box stays background, which is why only complete frames are held
-back to measure a model.
+nobody labelled yet are ignore regions (:mod:`edge.label.coco`), and so are
+the serving model's other boxes there that no label covers (``unlabelled``
+``proposals``, the default); an object nobody boxed and the model does not
+see stays background, which is why only complete frames are held back to
+measure a model. With ``noisy_labels`` ``drop`` (the default) the trainer
+sets aside the labels it keeps contradicting (:mod:`calibration.noisy`); they
+are in the finished job's ``figures.doubted``, for a person to look at again.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ class TrainOptions:
     threads: int = 1
     val_every: int = 5
     replay: str | None = None
+    noisy_labels: str = "drop"  # calibrate train --noisy-labels (calibration/noisy.py)
+    unlabelled: str = "proposals"  # calibrate train --unlabelled
 
 
 @dataclass
@@ -290,6 +296,8 @@ class TrainingJobs:
                "--epoch-images", str(opts["epoch_images"]), "--backbone-lr-scale", "0.3",
                "--threads", str(opts["threads"]), "--workers", "0",
                "--time-budget-s", str(opts["time_budget_s"]),
+               "--noisy-labels", str(opts.get("noisy_labels", "trust")),
+               "--unlabelled", str(opts.get("unlabelled", "background")),
                "--model-version", f"site-{self.job.id}"]
         if opts.get("replay"):
             cmd += ["--replay", str(opts["replay"]), "--replay-share", "0.5"]
@@ -323,7 +331,8 @@ class TrainingJobs:
                 return
             self._set("evaluating")
             figures = {"new": await self._evaluate(model, "new"),
-                       "serving": await self._evaluate(Path(self.job.base_model), "serving")}
+                       "serving": await self._evaluate(Path(self.job.base_model), "serving"),
+                       "doubted": _doubted(self._dir())}
             candidate = None
             if self.register is not None:
                 candidate = await asyncio.to_thread(self.register, model,
@@ -395,6 +404,24 @@ def _write_split(doc: dict[str, Any], frames_dir: Path, out: Path,
         counts[split] = len(images)
     counts["incomplete"] = len(doc["images"]) - len(complete)
     return counts
+
+
+DOUBTED_SHOWN = 100
+"""At most this many doubted labels in a job's figures (the most contradicted first)."""
+
+
+def _doubted(folder: Path) -> list[dict[str, Any]]:
+    """The labels the trainer doubted (``run/label_trust.json``, ``--noisy-labels drop``),
+    by workspace frame: ``[{"frame", "box", "label", "model_says", "p_label"}, …]``."""
+    try:
+        report = json.loads((folder / "run" / "label_trust.json").read_text())
+        images = json.loads((folder / "data" / "train" / "annotations.json").read_text())
+    except (OSError, ValueError):
+        return []
+    frame_of = {Path(im["file_name"]).name: im["id"] for im in images["images"]}
+    return [{"frame": frame_of.get(Path(d["path"]).name), "box": d["box"],
+             "label": d["label_name"], "model_says": d["model_says"], "p_label": d["p_label"]}
+            for d in report.get("doubted", [])[:DOUBTED_SHOWN]]
 
 
 def _lines(path: Path) -> int:

@@ -8,7 +8,7 @@ runs); labellers and managers follow it and read its log.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -43,6 +43,13 @@ class TrainBody(BaseModel):
                                description="a COCO split (folder with annotations.json) of the "
                                            "classes the model knows, mixed into every epoch; "
                                            "without it the model forgets them")
+    noisy_labels: Literal["drop", "trust"] = Field(
+        "drop", description="drop: labels the model keeps contradicting while it trains weigh "
+                            "nothing in the class loss and are listed in the job's "
+                            "figures.doubted; trust: every label counts")
+    unlabelled: Literal["proposals", "background"] = Field(
+        "proposals", description="proposals: on a frame not complete, the serving model's "
+                                 "boxes no label covers are ignored, not taught as background")
     resume: bool = Field(False, description="start the interrupted newest job again from "
                                             "its last checkpoint")
 

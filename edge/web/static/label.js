@@ -453,6 +453,13 @@
         { "data-key": n }, el("td", { text: n }), el("td", { class: "num", text: pct(a) }),
         el("td", { class: "num", text: pct(b) })))));
     }
+    const doubted = (job && job.figures && job.figures.doubted) || [];
+    $("train-doubted").hidden = !doubted.length;
+    $("train-doubted-count").textContent = String(doubted.length);
+    morphChildren($("train-doubted-rows"), el("tbody", {}, doubted.map((d, i) => el("tr",
+      { "data-key": String(i) }, el("td", { class: "num", text: String(d.frame) }),
+      el("td", { text: d.label }), el("td", { text: d.model_says }),
+      el("td", { class: "num", text: pct(d.p_label) })))));
     $("train-start").hidden = running;
     $("train-cancel").hidden = !running;
   }
