@@ -58,6 +58,7 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -208,6 +209,8 @@ async def label_and_train(site: Site, args: argparse.Namespace, recording: Path,
             options = {"epochs": args.epochs, "epoch_images": args.epoch_images,
                        "time_budget_s": args.time_budget_s, "threads": args.threads,
                        "val_every": args.val_every, "replay": str(replay)}
+            options |= {key: getattr(args, key) for key in ("noisy_labels", "unlabelled")
+                        if getattr(args, key) is not None}  # else the job's defaults
             result = await train(http, base, tokens["manager"], site.root, options)
             trained.write_text(json.dumps(result, indent=1))
     finally:
@@ -416,6 +419,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="the training job's wall-clock budget")
     ap.add_argument("--val-every", type=int, default=100,
                     help="the job holds back every N-th complete frame (at least one)")
+    ap.add_argument("--noisy-labels", choices=["drop", "trust"], default=None,
+                    help="the job's noisy_labels (default: the job's own)")
+    ap.add_argument("--unlabelled", choices=["proposals", "background"], default=None,
+                    help="the job's unlabelled (default: the job's own)")
     ap.add_argument("--eval-sequences", type=int, default=20)
     ap.add_argument("--eval-seconds", type=float, default=60.0)
     ap.add_argument("--eval-every", type=int, default=20,
@@ -438,6 +445,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the bench; 0 when it ran (the PASS/FAIL lines are its verdict)."""
     args = parse_args(argv)
+    # `kill PID` stops the daemon and its trainer as Ctrl-C does (the job resumes next run)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         report = asyncio.run(run(args))
     except (pl.BenchError, JobFailed) as err:

@@ -90,7 +90,9 @@ async def train(http: aiohttp.ClientSession, base: str, token: str, out: Path,
         used = None if pid is None else process_cpu_s(int(pid))
         if used is not None and used > cpu.get(str(pid), -1.0):
             cpu[str(pid)] = used
-            cpu_file.write_text(json.dumps(cpu))
+            tmp = cpu_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cpu))
+            tmp.replace(cpu_file)  # a bench killed while writing leaves the last whole file
         now = (job["state"], job["epochs_done"])
         if now != shown:
             print(f"  job {job['id']}: {job['state']}, epoch {job['epochs_done']}/"

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -238,3 +240,35 @@ def test_the_onboarding_seed_ranges_overlap_no_other_and_only_one_is_held_out() 
     assert not set(ONBOARD_TUNING) & set(HELD_OUT)
     assert ONBOARD_HELD_OUT.start in PROJECT_HELD_OUT
     assert ONBOARD_HELD_OUT[-1] in PROJECT_HELD_OUT
+
+
+@pytest.mark.slow
+def test_the_bench_runs_the_whole_way_on_the_real_daemon_and_resumes(tmp_path: Path) -> None:
+    from bench import onboard
+
+    out = tmp_path / "report.json"
+    argv = ["--work", str(tmp_path / "work"), "--minutes", "0.5", "--seconds", "30",
+            "--frames-per-dish", "1", "--every", "4", "--eval-sequences", "1",
+            "--eval-seconds", "15", "--eval-every", "10", "--replay-seeds", "1000",
+            "--replay-seconds", "10", "--epochs", "1", "--epoch-images", "8",
+            "--threads", "1", "--json", str(out)]
+    assert onboard.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["recording"]["seeds"] == "18000" and report["k"] == 5
+    assert report["evaluation"] == {"set": "tuning", "seeds": "19000", "seconds": 15.0,
+                                    "every": 10}
+    for method in ("select", "uniform"):
+        row = report["rows"][method]
+        assert row["frames"] == 5 and row["labelled"]["frames"] == 5
+        assert row["labelled"]["by_kind"]["complete"] == 5
+        assert row["labelled"]["actions"] >= 5 + row["labelled"]["by_kind"]["accept"]
+        assert row["training"]["job"]["state"] == "done" and row["training"]["cpu_s"] > 0
+        assert row["training"]["exported_epoch"] == 1
+        assert 0.0 <= row["eval"]["base_dishes_map50"] <= 1.0
+        assert row["eval"]["bills"]["bills_expected"] >= 1
+    assert report["rows"]["select"]["picks"]["every"] == 4
+    started = time.monotonic()
+    assert onboard.main(argv) == 0  # everything is there: nothing is done again
+    assert time.monotonic() - started < 60
+    again = json.loads(out.read_text())
+    assert again["rows"]["select"]["labelled"] == report["rows"]["select"]["labelled"]
