@@ -207,7 +207,7 @@ async def label_and_train(site: Site, args: argparse.Namespace, recording: Path,
                                                 "wall_s": round(time.monotonic() - started, 1)},
                                                indent=1))
             options = {"epochs": args.epochs, "epoch_images": args.epoch_images,
-                       "time_budget_s": args.time_budget_s, "threads": args.threads,
+                       "time_budget_s": args.time_budget_s, "threads": args.train_threads,
                        "val_every": args.val_every, "replay": str(replay)}
             options |= {key: getattr(args, key) for key in ("noisy_labels", "unlabelled")
                         if getattr(args, key) is not None}  # else the job's defaults
@@ -431,7 +431,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="evaluate on the held-out seeds 90600+ (final figures, once per "
                          "decision) instead of the tuning seeds 19000+")
     ap.add_argument("--threads", type=int, default=2,
-                    help="inference threads, and the trainer's")
+                    help="inference threads (scan, evaluation)")
+    ap.add_argument("--train-threads", type=int, default=1,
+                    help="the trainer's torch threads (the job's default, 1: more threads "
+                         "spin and cost CPU time on a shared box)")
     ap.add_argument("--jobs", type=int, default=2, help="render processes")
     ap.add_argument("--start-timeout", type=float, default=180.0)
     ap.add_argument("--json", type=Path, default=None)

@@ -251,7 +251,7 @@ def test_the_bench_runs_the_whole_way_on_the_real_daemon_and_resumes(tmp_path: P
             "--frames-per-dish", "1", "--every", "4", "--eval-sequences", "1",
             "--eval-seconds", "15", "--eval-every", "10", "--replay-seeds", "1000",
             "--replay-seconds", "10", "--epochs", "1", "--epoch-images", "8",
-            "--threads", "1", "--json", str(out)]
+            "--threads", "1", "--train-threads", "1", "--json", str(out)]
     assert onboard.main(argv) == 0
     report = json.loads(out.read_text())
     assert report["recording"]["seeds"] == "18000" and report["k"] == 5
