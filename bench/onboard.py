@@ -41,7 +41,10 @@ Issue 15 item 5, the whole way a site goes with the product:
 
 Everything lands under ``--work``; a step whose output is there is not done
 again (a labelling run goes on from its log, a training job is resumed), so an
-interrupted run resumes. Targets (issue 15) are printed as PASS/FAIL; they
+interrupted run resumes. A work folder belongs to the options its frames,
+labels and models were made with (``WORK/options.json``; another value is
+refused); the evaluation set may change between runs (a tuning run first,
+then ``--held-out`` once on the same folder). Targets (issue 15) are printed as PASS/FAIL; they
 are meant for the full scale (two hours, 25 frames, 20 evaluation minutes).
 """
 
@@ -78,7 +81,14 @@ from bench.onboard_frames import (  # noqa: E402
     replay_split,
     selection_folders,
 )
-from bench.onboard_labeller import BOX_IOU, HttpWorkspace, Truth, label_all, read_log  # noqa: E402
+from bench.onboard_labeller import (  # noqa: E402
+    BOX_IOU,
+    HttpWorkspace,
+    Truth,
+    TruthOf,
+    label_all,
+    read_log,
+)
 from bench.onboard_training import JobFailed, train  # noqa: E402
 from edge.config import (  # noqa: E402
     DEFAULT_MODEL,
@@ -118,10 +128,12 @@ class Site:
 
     @property
     def config(self) -> Path:
+        """Its site config."""
         return self.root / "site.toml"
 
     @property
     def storage(self) -> Path:
+        """Its ``storage.dir`` (the workspace, the tokens, the model registry)."""
         return self.root / "var"
 
     def write_config(self, port: int) -> None:
@@ -171,7 +183,7 @@ async def start_daemon(site: Site, timeout: float) -> tuple[pl.Child, str]:
     return child, base
 
 
-def truth_source(root: Path) -> Any:
+def truth_source(root: Path) -> TruthOf:
     """``item -> [Truth]``: the ground truth of a leased frame, read once per sequence."""
     cache: dict[str, dict[int, list[Truth]]] = {}
 
@@ -317,6 +329,29 @@ def table(rows: dict[str, dict[str, Any]], shipped: dict[str, Any]) -> list[str]
     return lines
 
 
+FIXED = ("minutes", "seconds", "frames_per_dish", "every", "box_iou", "replay_seeds",
+         "replay_seconds", "epochs", "epoch_images", "time_budget_s", "val_every",
+         "train_threads", "noisy_labels", "unlabelled")
+"""Options a work folder is made with: its recording, frames, labels and models depend on
+them (the evaluation set, the samplings run and the threads may change between runs)."""
+
+
+def check_work(args: argparse.Namespace) -> None:
+    """Remember :data:`FIXED` in ``WORK/options.json``; refuse a folder made with others."""
+    args.work.mkdir(parents=True, exist_ok=True)
+    path = args.work / "options.json"
+    mine = {key: getattr(args, key) for key in FIXED}
+    if not path.is_file():
+        path.write_text(json.dumps(mine, indent=1))
+        return
+    theirs = json.loads(path.read_text())
+    changed = {key: f"{theirs.get(key)} then, {value} now" for key, value in mine.items()
+               if theirs.get(key) != value}
+    if changed:
+        raise SystemExit(f"{args.work} was made with other options ({changed}): its frames, "
+                         "labels and models would not be these options'; give another --work")
+
+
 def eval_seeds(args: argparse.Namespace) -> list[int]:
     """The evaluation set's seeds: the tuning range, or with ``--held-out`` the held-out one."""
     span = ONBOARD_HELD_OUT if args.held_out else ONBOARD_TUNING
@@ -336,7 +371,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     refuse_held_out(seeds, "the onboarding recording")
     k = args.frames_per_dish * len(ev.NEW)
     held = eval_seeds(args)
-    args.work.mkdir(parents=True, exist_ok=True)
+    check_work(args)
     say(f"onboard: recording seeds {seed_span(seeds)} ({count} x {args.seconds:g} s = "
         f"{count * args.seconds / 60:g} min, site2 {LEVEL}); K = {args.frames_per_dish} x "
         f"{len(ev.NEW)} new dishes = {k}; evaluation on "
@@ -344,13 +379,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     say("1. recording and evaluation sequences")
     recording = args.work / "recording"
     seqs = render(seeds, args.seconds, recording, args.jobs)
-    evals = render(held, args.eval_seconds, args.work / ("held-out" if args.held_out
-                                                          else "tuning"), args.jobs)
+    kind = "held-out" if args.held_out else "tuning"
+    evals = render(held, args.eval_seconds, args.work / f"{kind}-{args.eval_seconds:g}s",
+                   args.jobs)
     replay = replay_split(args.work, args.replay_seeds, args.replay_seconds, args.jobs)
     base = SiteConfig()
     write_config_atomic(args.work / "eval-site.toml", SiteConfig(
         streams=[], menu={**base.menu, **site2_entries()}))
-    tag = "held-out" if args.held_out else "tuning"
+    tag = f"{kind}-{seed_span(held)}-{args.eval_seconds:g}s-every{args.eval_every}"
     say("5. the shipped model on the evaluation set")
     shipped = scores(DEFAULT_MODEL, tag, evals, args, args.work / "shipped")
     rows: dict[str, dict[str, Any]] = {}
@@ -375,7 +411,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "eval": scores(model, tag, evals, args, out)}
     report = {"recording": {"seeds": seed_span(seeds), "sequences": count,
                             "seconds": args.seconds, "level": LEVEL, "menu": MENU},
-              "k": k, "evaluation": {"set": tag, "seeds": seed_span(held),
+              "k": k, "evaluation": {"set": kind, "seeds": seed_span(held),
                                      "seconds": args.eval_seconds, "every": args.eval_every},
               "replay_seeds": args.replay_seeds, "shipped": shipped, "rows": rows,
               "options": {key: str(v) for key, v in vars(args).items()},
@@ -384,7 +420,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     report["checks"] = [{"check": text, "pass": ok} for text, ok in checks]
     say(f"\nOnboarding site2 ({report['machine']['cpu']}, {os.cpu_count()} cores): recording "
         f"seeds {seed_span(seeds)} ({count} x {args.seconds:g} s), K = {k}; evaluated on "
-        f"{tag} seeds {seed_span(held)} ({len(held)} x {args.eval_seconds:g} s; mAP on every "
+        f"{kind} seeds {seed_span(held)} ({len(held)} x {args.eval_seconds:g} s; mAP on every "
         f"{args.eval_every}th frame, {shipped['map_images']} frames; "
         f"{shipped['bills']['bills_expected']} bills); {report['wall_s'] / 60:.1f} min\n")
     for line in table(rows, shipped):

@@ -215,6 +215,17 @@ def test_frames_are_chosen_from_every_recording_together(tmp_path: Path) -> None
     assert np.allclose(np.stack(again.descriptors), np.stack(moving.descriptors))
 
 
+def test_a_work_folder_made_with_other_options_is_refused(tmp_path: Path) -> None:
+    from bench import onboard
+
+    args = onboard.parse_args(["--work", str(tmp_path), "--epochs", "2"])
+    onboard.check_work(args)
+    onboard.check_work(onboard.parse_args(["--work", str(tmp_path), "--epochs", "2",
+                                           "--held-out", "--threads", "1"]))
+    with pytest.raises(SystemExit, match=r"epochs.*2 then, 6 now"):
+        onboard.check_work(onboard.parse_args(["--work", str(tmp_path)]))
+
+
 def test_the_trainers_cpu_time_is_read_from_proc() -> None:
     used = process_cpu_s(os.getpid())
     assert used is not None and used > 0
