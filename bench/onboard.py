@@ -428,6 +428,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     say("")
     for text, ok in checks:
         say(f"{'PASS' if ok else 'FAIL'}  {text}")
+    for method, r in rows.items():
+        job, kept = r["training"]["job"], r["training"]["exported_epoch"]
+        if kept != job["options"]["epochs"]:
+            say(f"NOTE  {method}: the job exported epoch {kept} of {job['options']['epochs']}, "
+                f"its best on {job['frames']['val']} held-back frame(s) (a tie keeps the "
+                "earlier epoch); the figures above are that epoch's")
     return report
 
 
