@@ -101,16 +101,16 @@ def class_agnostic_boxes(
             chunk = images[start:start + BATCH]
             batch = torch.from_numpy(np.stack([normalize_image(i) for i in chunk]))
             outputs = model(batch)
-            scale = 1.0
-            if len(outputs) == 4:  # uniform class logits: the decoder's score is objectness / (C-1)
+            factorized = len(outputs) == 4
+            if factorized:  # uniform class logits: a dish's score is objectness / (C - 1)
                 outputs = (*outputs[:3], torch.zeros_like(outputs[3]))
-                scale = float(outputs[3].shape[1] - 1)
             for det in model.decode(outputs).numpy():
-                keep = det[:, 4] * scale >= score
-                classes = det[keep, 5:6]
-                if len(outputs) == 4:
-                    classes = (classes != TRAY_CLASS).astype(np.float32)
-                out.append(np.concatenate([det[keep, :4], classes], axis=1))
+                dish = det[:, 5] != TRAY_CLASS
+                objectness = det[:, 4] * np.where(
+                    dish & factorized, outputs[3].shape[1] - 1, 1)  # a tray's score is its own
+                keep = objectness >= score
+                classes = (dish[keep] if factorized else det[keep, 5]).astype(np.float32)
+                out.append(np.concatenate([det[keep, :4], classes[:, None]], axis=1))
     return out
 
 

@@ -420,7 +420,9 @@ class Trainer:
             score = metrics.get("val_map50", float("nan"))
             if math.isnan(score):
                 score = -metrics.get("val_loss", metrics.get("train_loss", 0.0))
-            improved = self.best is None or score > self.best
+            # a tie keeps the later epoch: a few held-back frames often score the same from
+            # the first epoch on, and the first epoch has barely seen the new classes
+            improved = self.best is None or score >= self.best
             if improved:
                 self.best, self.best_epoch = score, self.epoch
             metrics.update(epoch=self.epoch, seconds=time.monotonic() - started, best=improved)

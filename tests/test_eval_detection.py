@@ -430,3 +430,18 @@ def test_cli_exits_2_on_bad_data_and_closes_the_detector(
     assert cli.main(["eval", "detector", "--model", "m.onnx", "--data", str(tmp_path)]) == 2
     assert "not a dataset" in capsys.readouterr().err
     assert detector.closed
+
+
+def test_a_model_is_scored_on_a_split_that_adds_classes_after_its_own(tmp_path: Path) -> None:
+    split = tmp_path / "val"
+    split.mkdir()
+    doc = {"images": [], "annotations": [],
+           "categories": [{"id": i, "name": n} for i, n in enumerate(["tray", "soup", "ramen"])]}
+    (split / "annotations.json").write_text(json.dumps(doc))
+    assert cli_detector.class_table(("tray", "soup"), tmp_path, "val") == ("tray", "soup", "ramen")
+    assert cli_detector.class_table(("tray", "soup"), split, "test") == ("tray", "soup", "ramen")
+    assert cli_detector.class_table(("tray", "cake"), split, "val") == ("tray", "cake")  # not ours
+    assert cli_detector.class_table(("tray", "soup", "ramen", "x"), split, "val") == (
+        "tray", "soup", "ramen", "x")
+    (split / "annotations.json").write_text("{")
+    assert cli_detector.class_table(("tray",), split, "val") == ("tray",)

@@ -98,6 +98,26 @@ def evaluate(
         flush()
 
 
+def class_table(model: tuple[str, ...], data: Path, split: str) -> tuple[str, ...]:
+    """The classes to score: the model's, or a COCO split's that extends them.
+
+    A site's labels name dishes the serving model has never seen, after its own
+    classes (the labelling workspace's export, ``calibrate train --init``): the
+    model is then scored on the split's classes and finds none of the new ones
+    (AP 0 where they occur), instead of failing on their ids.
+    """
+    ann = next((p for p in (Path(data) / "annotations.json",
+                            Path(data) / split / "annotations.json") if p.is_file()), None)
+    if ann is None:
+        return model
+    try:
+        categories = json.loads(ann.read_text()).get("categories") or []
+        names = tuple(str(c["name"]) for c in sorted(categories, key=lambda c: int(c["id"])))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return model  # open_dataset says what is wrong with the file
+    return names if len(names) > len(model) and names[: len(model)] == model else model
+
+
 def _fmt(value: float | None, pattern: str = "{:.3f}") -> str:
     return "-" if value is None else pattern.format(value)
 
@@ -157,7 +177,7 @@ def run_eval_detector(args: argparse.Namespace) -> int:
     """
     detector = _load_detector(args)
     try:
-        class_names = tuple(detector.info.class_names)
+        class_names = class_table(tuple(detector.info.class_names), args.data, args.split)
         dataset = open_dataset(
             args.data, split=args.split, stride=args.stride, num_classes=len(class_names)
         )
