@@ -58,6 +58,7 @@ sys.path.insert(0, str(REPO))
 from bench.fewlabel import NEW, pick_frames, score_model, write_subset  # noqa: E402
 from calibration.noisy import box_iou  # noqa: E402
 from edge.config import DEFAULT_MODEL  # noqa: E402
+from edge.fsutil import write_atomic  # noqa: E402
 
 RUNS = {
     "clean": ("clean", ()),
@@ -173,17 +174,17 @@ def run_one(args: argparse.Namespace, pool: dict[str, Any], picked: list[int], n
     changes: dict[str, Any] = {"dropped": [], "relabelled": {}}
     if labels == "degraded":
         doc, changes = degrade(truth, missing=args.missing, wrong=args.wrong, seed=repeat)
-        path.write_text(json.dumps(doc))
-        (work / "degradation.json").write_text(json.dumps(changes))
-    minutes = float("nan")
+        write_atomic(path, json.dumps(doc).encode(), mode=0o644)
+        write_atomic(work / "degradation.json", json.dumps(changes).encode(), mode=0o644)
+    minutes = None  # trained by an earlier run
     if not (work / "run" / "model.onnx").exists():
-        minutes = train(work, flags, args, repeat, len(picked))
+        minutes = round(train(work, flags, args, repeat, len(picked)), 1)
     scores = score_model(work / "run" / "model.onnx", args.data / args.split, args.threads)
     row = {"run": name, "repeat": repeat, "frames": len(picked),
            "boxes_dropped": len(changes["dropped"]),
-           "labels_wrong": len(changes["relabelled"]), "train_min": round(minutes, 1),
+           "labels_wrong": len(changes["relabelled"]), "train_min": minutes,
            "split": args.split, **scores, **doubt_scores(work / "run", truth, changes)}
-    report.write_text(json.dumps(row, indent=1))
+    write_atomic(report, json.dumps(row, indent=1).encode(), mode=0o644)
     return row
 
 
@@ -218,7 +219,7 @@ def main() -> None:
           + " ".join(f"{c[:9]:>9}" for c in NEW)
           + f" {'base dish':>9} {'doubted':>7} {'prec':>5} {'caught':>6} {'covered':>7}")
     for r in rows:
-        print(f"{r['run']:>9} {r['repeat']:>3} {r['train_min']:>5} {r['new_map50']:>9.3f} "
+        print(f"{r['run']:>9} {r['repeat']:>3} {r['train_min'] or '-':>5} {r['new_map50']:>9.3f} "
               + " ".join(f"{r['new_ap50'][c]:>9.3f}" for c in NEW)
               + f" {r['base_dishes_map50']:>9.3f} {r.get('doubted', '-'):>7} "
               + f"{r.get('doubt_precision', float('nan')):>5.2f} "

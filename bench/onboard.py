@@ -98,6 +98,7 @@ from edge.config import (  # noqa: E402
     write_config_atomic,
 )
 from edge.eval.cli_learning import site2_entries  # noqa: E402
+from edge.fsutil import write_atomic  # noqa: E402
 from edge.seeds import (  # noqa: E402
     ONBOARD_HELD_OUT,
     ONBOARD_RECORDING,
@@ -153,8 +154,7 @@ class Site:
         store = TokenStore(self.storage / TOKENS_FILE)
         tokens = {"manager": store.create("bench-manager", "manager"),
                   "labeller": store.create("bench-labeller", "labeller")}
-        path.write_text(json.dumps(tokens))
-        path.chmod(0o600)
+        write_atomic(path, json.dumps(tokens).encode(), mode=0o600)
         return tokens
 
     def import_frames(self, folders: Sequence[Path]) -> None:
@@ -433,7 +433,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if kept != job["options"]["epochs"]:
             say(f"NOTE  {method}: the job exported epoch {kept} of {job['options']['epochs']}, "
                 f"its best on {job['frames']['val']} held-back frame(s) (a tie keeps the "
-                "earlier epoch); the figures above are that epoch's")
+                "later epoch); the figures above are that epoch's")
     return report
 
 

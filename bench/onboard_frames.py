@@ -195,8 +195,9 @@ def pick(method: str, seqs: Sequence[Path], k: int, out: Path, *, scan_root: Pat
                    usable=choice.usable, skipped=choice.skipped, detections=choice.detections,
                    tracks_covered=choice.tracks_covered)
     else:
-        picks = [(i, nearest_shown(f, with_a_dish(seqs[i])))
-                 for i, f in uniform_picks([frame_count(s) for s in seqs], k)]
+        picks = list(dict.fromkeys(  # two spans may move to the same frame: count it once
+            (i, nearest_shown(f, with_a_dish(seqs[i])))
+            for i, f in uniform_picks([frame_count(s) for s in seqs], k)))
     doc["picks"] = [[seqs[i].name, number] for i, number in picks]
     doc["seconds"] = round(time.monotonic() - started, 1)
     out.mkdir(parents=True, exist_ok=True)

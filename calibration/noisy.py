@@ -289,8 +289,18 @@ class LabelTrust:
                 "weight": torch.from_numpy(self.weight.copy())}
 
     def load(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state`."""
-        self.prob = np.asarray(state["prob"], np.float32).copy()
+        """Restore :meth:`state`.
+
+        Raises
+        ------
+        ValueError
+            If it follows other labels than this run's (another frame set).
+        """
+        prob = np.asarray(state["prob"], np.float32).copy()
+        if prob.shape != self.prob.shape:
+            raise ValueError(f"saved label trust follows {prob.shape} labels x classes, this "
+                             f"run {self.prob.shape}: not the same labelled frames")
+        self.prob = prob
         self.weight = np.asarray(state["weight"], np.float32).copy()
 
     def report(self, objects: list[dict[str, Any]], class_names: list[str]) -> dict[str, Any]:

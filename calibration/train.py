@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from calibration.extras import require_train_extra
 
@@ -28,6 +29,18 @@ def _input_size(text: str) -> tuple[int, int]:
         msg = f"--input-size {text!r}: width and height must be positive multiples of 16"
         raise argparse.ArgumentTypeError(msg)
     return width, height
+
+
+def _unit_open(flag: str) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: expected a number") from err
+        if not 0.0 < value < 1.0:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: must lie in (0, 1)")
+        return value
+    return parse
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,7 +127,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "ignore regions (calibration/noisy.py)",
     )
     parser.add_argument(
-        "--proposal-score", type=float, default=PROPOSAL_SCORE,
+        "--proposal-score", type=_unit_open("--proposal-score"), default=PROPOSAL_SCORE,
         help=f"objectness from which an unlabelled proposal is ignored (default {PROPOSAL_SCORE})",
     )
     parser.add_argument(
@@ -124,7 +137,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "(factorized head)",
     )
     parser.add_argument(
-        "--trust-floor", type=float, default=TRUST_FLOOR,
+        "--trust-floor", type=_unit_open("--trust-floor"), default=TRUST_FLOOR,
         help="with --noisy-labels drop: a label the model gives less than this probability "
         f"while preferring another class is doubted (default {TRUST_FLOOR})",
     )

@@ -60,6 +60,7 @@ from calibration.noisy import (
 )
 from calibration.targets import detection_loss
 from edge.errors import InputFormatError, ModelError
+from edge.fsutil import write_atomic
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +179,9 @@ class Trainer:
         self.unique_images = len(frames)
         self.trust: LabelTrust | None = None
         self.followed: list[dict[str, Any]] = []
+        if config.unlabelled == "proposals" and config.init is None:
+            msg = "--unlabelled proposals needs --init: the model whose boxes are ignored"
+            raise InputFormatError(msg)
         if config.noisy_labels == "drop":
             if config.head != "factorized":
                 msg = "--noisy-labels drop needs --head factorized (its per-cell classifier)"
@@ -271,6 +275,16 @@ class Trainer:
                     "from its backbone and neck)"
                 )
                 raise ModelError(msg)
+            saved_args = state.get("args", {})
+            for key in ("unlabelled", "proposal_score", "noisy_labels", "trust_floor"):
+                ours = getattr(self.config, key)
+                if key in saved_args and saved_args[key] != ours:
+                    msg = (
+                        f"{last}: trained with {key} {saved_args[key]!r}, this run asks for "
+                        f"{ours!r}; resume with the same setting, or pass --no-resume or "
+                        "another --out"
+                    )
+                    raise ModelError(msg)
             if list(state["class_names"]) != self.class_names:
                 msg = f"{last}: classes differ from {self.config.data}; use another --out"
                 raise InputFormatError(msg)
@@ -291,11 +305,14 @@ class Trainer:
             )
             restore_rng(state["rng"])
             if self.trust is not None and "trust" in state:
-                self.trust.load(state["trust"])
+                try:
+                    self.trust.load(state["trust"])
+                except ValueError as err:
+                    raise ModelError(f"{last}: {err}; pass --no-resume or another --out") from err
             self.log.info("resume", checkpoint=str(last), epochs_done=self.epoch)
             if self.config.init is not None:
                 self.log.info("init_ignored_on_resume", init=str(self.config.init))
-            self._ignore_unlabelled()  # from the cache the fresh start wrote
+            self._ignore_unlabelled(resumed=True)  # from the cache the fresh start wrote
             return
         history = self.config.out / "history.jsonl"
         if history.exists():
@@ -308,13 +325,19 @@ class Trainer:
             cache.unlink()  # a fresh run asks its own init model
         self._ignore_unlabelled()
 
-    def _ignore_unlabelled(self) -> None:
+    def _ignore_unlabelled(self, *, resumed: bool = False) -> None:
         """With ``unlabelled="proposals"``: the model's unlabelled proposals on the site's
-        frames become ignore boxes (:mod:`calibration.noisy`)."""
+        frames become ignore boxes (:mod:`calibration.noisy`). A resumed run reads the ones
+        its fresh start found with the init model; it never asks the half-trained one."""
         if self.config.unlabelled != "proposals":
             return
+        cache = self.config.out / "proposals.json"
+        if resumed and not cache.exists():
+            msg = (f"{cache} is missing: the run cannot resume with the proposals of its init "
+                   "model; pass --no-resume or another --out")
+            raise ModelError(msg)
         own = self.train_set.frames[: self.own_frames]
-        found = load_or_find_proposals(self.config.out / "proposals.json", self.model, own,
+        found = load_or_find_proposals(cache, self.model, own,
                                        self.config.input_size, self.config.proposal_score)
         self.train_set.frames = with_ignore_boxes(own, found) + self.train_set.frames[
             self.own_frames :]
@@ -413,7 +436,8 @@ class Trainer:
             if self.trust is not None:
                 metrics.update(self.trust.end_epoch(self.epoch + 1))
                 report = self.trust.report(self.followed, self.class_names)
-                (config.out / "label_trust.json").write_text(json.dumps(report, indent=1))
+                write_atomic(config.out / "label_trust.json",
+                             json.dumps(report, indent=1).encode(), mode=0o644)
             if self.val_set is not None and len(self.val_set):
                 metrics.update(evaluate(self.model, self.val_set, config))
             self.epoch += 1

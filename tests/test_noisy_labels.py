@@ -24,7 +24,7 @@ from calibration.checkpoint import load_checkpoint  # noqa: E402
 from calibration.data import FrameRecord, read_split  # noqa: E402
 from calibration.targets import NO_CLASS, detection_loss, encode_targets  # noqa: E402
 from calibration.train import add_train_arguments, run_train  # noqa: E402
-from edge.errors import InputFormatError  # noqa: E402
+from edge.errors import InputFormatError, ModelError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -128,21 +128,80 @@ def test_unlabelled_proposals_become_ignore_boxes_except_on_complete_frames(
     assert out[1] is done
 
 
-def test_training_with_both_remedies_reports_doubts_and_resumes(
-    dataset: Path, tmp_path: Path
+@pytest.fixture(scope="module")
+def init_model(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("init")
+    assert run_train(_args(dataset, out, "--epochs", "1")) == 0
+    return out / "model.onnx"
+
+
+REMEDIES = ("--unlabelled", "proposals", "--proposal-score", "0.1", "--noisy-labels", "drop",
+            "--epoch-images", "8")
+
+
+def test_a_resumed_run_with_both_remedies_matches_an_uninterrupted_one(
+    dataset: Path, init_model: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "run"
-    extra = ("--unlabelled", "proposals", "--proposal-score", "0.05", "--noisy-labels", "drop",
-             "--epoch-images", "8")
-    assert run_train(_args(dataset, out, "--epochs", "1", *extra)) == 0
-    assert (out / "proposals.json").exists()
-    report = json.loads((out / "label_trust.json").read_text())
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    init = ("--init", str(init_model))
+    assert run_train(_args(dataset, straight, "--epochs", "2", *init, *REMEDIES)) == 0
+    assert run_train(_args(dataset, resumed, "--epochs", "1", *init, *REMEDIES)) == 0
+    report = json.loads((resumed / "label_trust.json").read_text())
     assert report["followed"] == 8 * 3 - 2  # every dish box but the 2 ignored ones
-    assert json.loads((out / "history.jsonl").read_text())["labels_followed"] == 22
-    assert run_train(_args(dataset, out, "--epochs", "2", *extra)) == 0  # resumes
-    state = load_checkpoint(out / "last.ckpt")
-    assert state["epoch"] == 2 and state["trust"]["prob"].shape == (22, 2)
-    assert not np.isnan(state["trust"]["prob"].numpy()).any()  # every label seen at least once
+    assert json.loads((resumed / "history.jsonl").read_text())["labels_followed"] == 22
+    assert run_train(_args(dataset, resumed, "--epochs", "2", *init, *REMEDIES)) == 0
+    a, b = load_checkpoint(straight / "last.ckpt"), load_checkpoint(resumed / "last.ckpt")
+    assert b["epoch"] == 2 and b["trust"]["prob"].shape == (22, 2)
+    assert not np.isnan(b["trust"]["prob"].numpy()).any()  # every label seen at least once
+    np.testing.assert_allclose(a["trust"]["prob"].numpy(), b["trust"]["prob"].numpy(),
+                               atol=1e-4)
+    assert (straight / "proposals.json").read_bytes() == (resumed / "proposals.json").read_bytes()
+    with pytest.raises(ModelError, match="noisy_labels"):  # another setting cannot resume
+        run_train(_args(dataset, resumed, "--epochs", "3", *init, *REMEDIES[:4],
+                        "--noisy-labels", "trust", "--epoch-images", "8"))
+    (resumed / "proposals.json").unlink()
+    with pytest.raises(ModelError, match=r"proposals\.json is missing"):
+        run_train(_args(dataset, resumed, "--epochs", "3", *init, *REMEDIES))
+
+
+def test_remedy_settings_are_checked(dataset: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(InputFormatError, match="needs --init"):
+        run_train(_args(dataset, tmp_path / "a", "--epochs", "1", "--unlabelled", "proposals"))
+    for flag in ("--trust-floor", "--proposal-score"):
+        with pytest.raises(SystemExit):
+            _args(dataset, tmp_path / "b", flag, "1.5")
+        assert f"{flag} '1.5': must lie in (0, 1)" in capsys.readouterr().err
+
+
+class _Stub:
+    """A factorized model whose outputs are given: a tray peak and a dish peak."""
+
+    def __init__(self, tray: float, dish: float) -> None:
+        heat = torch.full((1, 2, 30, 40), -9.0)
+        heat[0, 0, 10, 10] = float(np.log(tray / (1 - tray)))
+        heat[0, 1, 20, 30] = float(np.log(dish / (1 - dish)))
+        self.outputs = (heat, torch.full((1, 2, 30, 40), 1.5), torch.zeros(1, 2, 30, 40),
+                        torch.randn(1, 6, 30, 40))
+
+    def eval(self) -> None:
+        pass
+
+    def __call__(self, batch: Any) -> tuple[Any, ...]:
+        return self.outputs
+
+    def decode(self, outputs: tuple[Any, ...]) -> Any:
+        from calibration.model import decode_factorized
+
+        return decode_factorized(*outputs, grid=(40, 30))
+
+
+def test_proposals_score_trays_and_dishes_by_objectness_alone() -> None:
+    image = np.zeros((240, 320, 3), np.uint8)
+    boxes = noisy.class_agnostic_boxes(_Stub(tray=0.15, dish=0.3), [image], 0.2)[0]  # type: ignore[arg-type]
+    assert boxes[:, 4].tolist() == [1.0]  # the dish at 0.3; the tray at 0.15 is below 0.2
+    boxes = noisy.class_agnostic_boxes(_Stub(tray=0.25, dish=0.1), [image], 0.2)[0]  # type: ignore[arg-type]
+    assert boxes[:, 4].tolist() == [0.0]  # a weak dish is not scaled up by the class count
 
 
 def test_dropping_labels_needs_the_factorized_head(dataset: Path, tmp_path: Path) -> None:

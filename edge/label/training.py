@@ -332,7 +332,7 @@ class TrainingJobs:
             self._set("evaluating")
             figures = {"new": await self._evaluate(model, "new"),
                        "serving": await self._evaluate(Path(self.job.base_model), "serving"),
-                       "doubted": _doubted(self._dir())}
+                       "doubted": await asyncio.to_thread(_doubted, self._dir())}
             candidate = None
             if self.register is not None:
                 candidate = await asyncio.to_thread(self.register, model,
@@ -416,12 +416,13 @@ def _doubted(folder: Path) -> list[dict[str, Any]]:
     try:
         report = json.loads((folder / "run" / "label_trust.json").read_text())
         images = json.loads((folder / "data" / "train" / "annotations.json").read_text())
-    except (OSError, ValueError):
-        return []
-    frame_of = {Path(im["file_name"]).name: im["id"] for im in images["images"]}
-    return [{"frame": frame_of.get(Path(d["path"]).name), "box": d["box"],
-             "label": d["label_name"], "model_says": d["model_says"], "p_label": d["p_label"]}
-            for d in report.get("doubted", [])[:DOUBTED_SHOWN]]
+        frame_of = {Path(im["file_name"]).name: im["id"] for im in images["images"]}
+        return [{"frame": frame_of.get(Path(d["path"]).name), "box": d["box"],
+                 "label": d["label_name"], "model_says": d["model_says"],
+                 "p_label": d["p_label"]} for d in report.get("doubted", [])[:DOUBTED_SHOWN]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        log.warning("training_doubts_unreadable", folder=str(folder), error=repr(err))
+        return []  # the job's model is fine; only the list of doubts is lost
 
 
 def _lines(path: Path) -> int:
