@@ -229,8 +229,16 @@ def main() -> None:
         mine = [r["new_map50"] for r in rows if r["run"] == name]
         if mine:
             print(f"{name:>9}: mean new-dish mAP@0.5 {np.mean(mine):.3f} over {len(mine)}")
+    means = {name: float(np.mean([r["new_map50"] for r in rows if r["run"] == name]))
+             for name in RUNS if any(r["run"] == name for r in rows)}
+    if {"clean", "naive", "remedies"} <= set(means):
+        loss, naive = means["clean"] - means["remedies"], means["clean"] - means["naive"]
+        print(f"{'PASS' if loss <= 0.02 else 'FAIL'}  remedies within 2 points of clean labels "
+              f"(they lose {100 * loss:.1f})")
+        print(f"{'PASS' if loss < naive else 'FAIL'}  remedies lose less than naive training "
+              f"({100 * loss:.1f} against {100 * naive:.1f} points)")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        write_atomic(args.json, json.dumps(rows, indent=1).encode(), mode=0o644)
 
 
 if __name__ == "__main__":
