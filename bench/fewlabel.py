@@ -43,6 +43,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.onboard_eval import new_dish_scores  # noqa: E402
 from calibration.propose import (  # noqa: E402
     Embedder,
     build_support,
@@ -105,9 +106,8 @@ def score_model(model: Path, test: Path, threads: int) -> dict[str, Any]:
     finally:
         detector.close()
     summary = evaluator.summary()
-    ap = {c: summary["per_class"][c]["ap50"] or 0.0 for c in NEW}
-    return {"new_ap50": ap, "new_map50": float(np.mean(list(ap.values()))),
-            "base_dishes_map50": summary["map50_dishes"], "n_images": summary["n_images"]}
+    return {**new_dish_scores(summary), "n_images": summary["n_images"]}
+
 
 
 def proposal_round(embedder: Embedder, pool: dict[str, Any], picked: list[int], *, data: Path,

@@ -56,9 +56,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.fewlabel import NEW, pick_frames, score_model, write_subset  # noqa: E402
-from calibration.noisy import box_iou  # noqa: E402
 from edge.config import DEFAULT_MODEL  # noqa: E402
 from edge.fsutil import write_atomic  # noqa: E402
+from edge.geometry import box_iou  # noqa: E402
 
 RUNS = {
     "clean": ("clean", ()),

@@ -112,6 +112,14 @@ class RenamingDetector:
         self.detector.close()
 
 
+def new_dish_scores(summary: dict[str, Any]) -> dict[str, Any]:
+    """AP@0.5 of each new dish (0 where none was found), their mean, and the base
+    dishes' mAP@0.5, from a :meth:`DetectionEvaluator.summary`."""
+    ap = {c: summary["per_class"][c]["ap50"] or 0.0 for c in NEW}
+    return {"new_ap50": ap, "new_map50": float(np.mean(list(ap.values()))),
+            "base_dishes_map50": summary["map50_dishes"]}
+
+
 def detector_scores(model: Path, sequences: Iterable[Path], *, every: int,
                     threads: int) -> dict[str, Any]:
     """AP@0.5 of each new dish, their mean, and the base dishes' mAP@0.5 on every
@@ -125,9 +133,7 @@ def detector_scores(model: Path, sequences: Iterable[Path], *, every: int,
     finally:
         detector.close()
     summary = evaluator.summary()
-    ap = {c: summary["per_class"][c]["ap50"] or 0.0 for c in NEW}
-    return {"new_ap50": ap, "new_map50": float(np.mean(list(ap.values()))),
-            "base_dishes_map50": summary["map50_dishes"], "map_images": summary["n_images"]}
+    return {**new_dish_scores(summary), "map_images": summary["n_images"]}
 
 
 # ---------------------------------------------------------------- bills

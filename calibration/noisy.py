@@ -57,6 +57,7 @@ from calibration.augment import letterbox, letterbox_params
 from calibration.data import FrameRecord, normalize_image, read_frame
 from calibration.model import TRAY_CLASS, DishNet
 from calibration.train import PROPOSAL_SCORE, TRUST_FLOOR  # torch-free: the CLI's defaults
+from edge.geometry import box_iou
 
 __all__ = ["PROPOSAL_SCORE", "TRUST_FLOOR", "LabelTrust", "load_or_find_proposals",
            "number_objects", "with_ignore_boxes"]
@@ -66,20 +67,6 @@ TRUST_WARMUP_EPOCHS = 1  # epochs every label counts, while the model learns the
 TRUST_MOMENTUM = 0.5  # weight of the newest sighting in a label's running probabilities
 LEARNED = 0.5  # a class whose labels' median own probability is this is learned
 BATCH = 16
-
-
-def box_iou(a: NDArray[Any], b: NDArray[Any]) -> NDArray[Any]:
-    """``(len(a), len(b))`` IoU of x1, y1, x2, y2 boxes."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)), np.float32)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    result: NDArray[Any] = inter / np.maximum(union, 1e-9)
-    return result
 
 
 def class_agnostic_boxes(
